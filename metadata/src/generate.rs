@@ -1,0 +1,1 @@
+//! Catalog generator (in progress).
