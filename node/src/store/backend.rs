@@ -1,0 +1,193 @@
+//! The storage interface under both stores, and its two implementations.
+//!
+//! The catalog logic needs little from an engine: point reads, ordered prefix scans in
+//! pages, an atomic multi-key write, and a flush that makes everything written so far
+//! durable. Keeping the interface this small lets the stores run on sled in production and
+//! on a `BTreeMap` in fast tests, and lets the engine change without touching sync logic.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::RwLock;
+
+/// A failure of the storage engine itself (I/O, corruption). Callers cannot fix these by
+/// retrying with other input, so they are reported, not interpreted.
+#[derive(Debug, thiserror::Error)]
+#[error("storage engine: {0}")]
+pub struct BackendError(String);
+
+impl From<sled::Error> for BackendError {
+    fn from(e: sled::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// One key/value pair read from a scan.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// Writes applied together: either all of them are visible afterwards or none is.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    bytes: usize,
+}
+
+impl WriteBatch {
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.bytes += key.len() + value.len();
+        self.ops.push((key, Some(value)));
+    }
+
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.bytes += key.len();
+        self.ops.push((key, None));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Key and value bytes in the batch, for progress and benchmark figures.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// What a store needs from a storage engine.
+pub trait Backend: Send + Sync + fmt::Debug + 'static {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
+
+    /// Up to `limit` entries whose key starts with `prefix` and is `>= from`, in key order.
+    /// Paged rather than an iterator so that no lock or snapshot outlives the call and
+    /// memory stays bounded however large the store is.
+    fn scan(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Vec<Entry>, BackendError>;
+
+    /// Applies every write of the batch atomically.
+    fn apply(&self, batch: WriteBatch) -> Result<(), BackendError>;
+
+    /// Returns once everything applied so far is on stable storage. Nothing is
+    /// acknowledged to anyone before this returns.
+    fn flush(&self) -> Result<(), BackendError>;
+}
+
+/// A sled tree. One sled database per node holds one tree per store.
+#[derive(Debug, Clone)]
+pub struct SledBackend {
+    tree: sled::Tree,
+}
+
+impl SledBackend {
+    pub fn new(tree: sled::Tree) -> Self {
+        Self { tree }
+    }
+}
+
+/// Opens (or creates) a node's sled database.
+///
+/// The cache is set explicitly because sled's default (1 GiB) is far more than a node
+/// should take; the page cache of the operating system serves repeated reads anyway.
+pub fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, BackendError> {
+    Ok(sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes)
+        .mode(sled::Mode::HighThroughput)
+        .open()?)
+}
+
+impl Backend for SledBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Vec<Entry>, BackendError> {
+        let start = if from > prefix { from } else { prefix };
+        let mut out = Vec::new();
+        for item in self.tree.range(start..) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), BackendError> {
+        let mut sled_batch = sled::Batch::default();
+        for (key, value) in batch.ops {
+            match value {
+                Some(value) => sled_batch.insert(key, value),
+                None => sled_batch.remove(key),
+            }
+        }
+        Ok(self.tree.apply_batch(sled_batch)?)
+    }
+
+    fn flush(&self) -> Result<(), BackendError> {
+        self.tree.flush()?;
+        Ok(())
+    }
+}
+
+/// An in-memory engine for tests of the catalog logic. It is "durable" the moment a write
+/// is applied, which is exactly the contract the sled engine meets after `flush`.
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl MemoryBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        // A writer that panicked left either the whole batch or none of it (batches are
+        // applied under one guard), so the map is consistent and safe to keep using.
+        self.map
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        Ok(self.read().get(key).cloned())
+    }
+
+    fn scan(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Vec<Entry>, BackendError> {
+        let start = if from > prefix { from } else { prefix };
+        Ok(self
+            .read()
+            .range(start.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), BackendError> {
+        let mut map = self
+            .map
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (key, value) in batch.ops {
+            match value {
+                Some(value) => map.insert(key, value),
+                None => map.remove(&key),
+            };
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+}

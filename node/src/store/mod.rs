@@ -1,0 +1,96 @@
+//! A node's two stores, on one sled database.
+//!
+//! - [`UpdateServerStore`]: every revision the node's update server has synced from its
+//!   upstream (the WSUS database). Downstream nodes pull from it.
+//! - [`SiteDatabase`]: the site's view (the ConfigMgr site database). Phase 2 of a sync
+//!   copies into it; child sites replicate from it.
+//!
+//! Both are [`CatalogStore`]s (see [`catalog`]) over the small [`Backend`] interface (see
+//! [`backend`]): sled on disk in production, memory in fast tests. [`keys`] is the layout.
+
+pub mod backend;
+pub mod catalog;
+pub mod keys;
+
+use std::ops::Deref;
+use std::path::Path;
+
+pub use backend::{Backend, BackendError, MemoryBackend, SledBackend, WriteBatch};
+pub use catalog::{
+    ApplyOutcome, CatalogChange, CatalogStore, ChangeKind, LoggedChange, StoreError, StoreState,
+    UpdateSummary, VerifyReport,
+};
+
+/// The default sled page-cache size for a node: enough for the indexes and the recent
+/// documents, far below sled's own 1 GiB default.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
+/// The update-server store (see the module documentation).
+#[derive(Debug)]
+pub struct UpdateServerStore(CatalogStore);
+
+/// The site database (see the module documentation).
+#[derive(Debug)]
+pub struct SiteDatabase(CatalogStore);
+
+impl Deref for UpdateServerStore {
+    type Target = CatalogStore;
+    fn deref(&self) -> &CatalogStore {
+        &self.0
+    }
+}
+
+impl Deref for SiteDatabase {
+    type Target = CatalogStore;
+    fn deref(&self) -> &CatalogStore {
+        &self.0
+    }
+}
+
+/// Everything a node keeps on disk: one sled database holding one tree per store.
+#[derive(Debug)]
+pub struct NodeDatabase {
+    /// Kept so later parts of the node can open their own trees (outboxes, status
+    /// messages) in the same database, and so the database lives as long as its stores.
+    db: Option<sled::Db>,
+    update_server: UpdateServerStore,
+    site_database: SiteDatabase,
+}
+
+impl NodeDatabase {
+    /// Opens (or creates) the database in `path`.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let db = backend::open_sled(path, cache_bytes)?;
+        let tree = |name: &str| -> Result<Box<dyn Backend>, StoreError> {
+            let tree = db.open_tree(name).map_err(BackendError::from)?;
+            Ok(Box::new(SledBackend::new(tree)))
+        };
+        Ok(Self {
+            update_server: UpdateServerStore(CatalogStore::open(tree("update_server")?)?),
+            site_database: SiteDatabase(CatalogStore::open(tree("site_database")?)?),
+            db: Some(db),
+        })
+    }
+
+    /// A database that lives in memory only, for tests.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Ok(Self {
+            update_server: UpdateServerStore(CatalogStore::open(Box::new(MemoryBackend::new()))?),
+            site_database: SiteDatabase(CatalogStore::open(Box::new(MemoryBackend::new()))?),
+            db: None,
+        })
+    }
+
+    pub fn update_server(&self) -> &UpdateServerStore {
+        &self.update_server
+    }
+
+    pub fn site_database(&self) -> &SiteDatabase {
+        &self.site_database
+    }
+
+    /// The sled database itself, when on disk.
+    pub fn sled(&self) -> Option<&sled::Db> {
+        self.db.as_ref()
+    }
+}
