@@ -1,1 +1,67 @@
-//! placeholder
+//! Helpers for sitesync's multi-process tests.
+//!
+//! - [`CrashWorkload`]: a deterministic sequence of store batches (generated update
+//!   documents, parsed, plus deletions) that a writer process applies and a test replays
+//!   into a model to know exactly what a store must hold after a crash.
+//! - [`ChildGuard`]: kills a child process when a test ends, passing or failing, so no test
+//!   leaves a process behind.
+#![forbid(unsafe_code)]
+
+use std::process::Child;
+
+use sitesync_metadata::generate::{CatalogGenerator, CatalogSpec};
+use sitesync_metadata::{ParseLimits, parse_update};
+use sitesync_node::store::CatalogChange;
+
+/// The store metadata key under which the writer records how many batches it applied; it
+/// moves in the same atomic write as the batch itself.
+pub const BATCHES_APPLIED_KEY: &str = "crash-test.batches-applied";
+
+/// Documents per batch.
+const BATCH_DOCUMENTS: usize = 64;
+
+/// Batch `i` puts the next 64 generated documents and, from batch 4 on, deletes the first
+/// update that batch `i - 3` put, so the workload exercises every change kind.
+#[derive(Debug)]
+pub struct CrashWorkload {
+    documents: CatalogGenerator,
+    first_of_batch: Vec<sitesync_metadata::UpdateId>,
+}
+
+impl CrashWorkload {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            // Far more documents than any trial writes.
+            documents: CatalogSpec::new(10_000_000, seed).documents(),
+            first_of_batch: Vec::new(),
+        }
+    }
+
+    /// The next batch, or an error if a generated document does not parse.
+    pub fn next_batch(&mut self) -> anyhow::Result<Vec<CatalogChange>> {
+        let mut changes = Vec::with_capacity(BATCH_DOCUMENTS + 1);
+        for document in self.documents.by_ref().take(BATCH_DOCUMENTS) {
+            let revision = parse_update(&document.xml, &ParseLimits::default())?;
+            changes.push(CatalogChange::Put(revision));
+        }
+        let index = self.first_of_batch.len();
+        if let Some(CatalogChange::Put(first)) = changes.first() {
+            self.first_of_batch.push(first.id.update_id);
+        }
+        if index >= 3 {
+            changes.push(CatalogChange::Delete(self.first_of_batch[index - 3]));
+        }
+        Ok(changes)
+    }
+}
+
+/// Kills and reaps the child when dropped.
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
