@@ -64,7 +64,28 @@ fn revision(
         bundled: Vec::new(),
         superseded: Vec::new(),
         files: Vec::new(),
-        document: format!("<Update id='{id}' state='{state:?}' salt='{salt}'/>").into_bytes(),
+        // The bytes are what identifies a revision's content, so they carry every field
+        // the tests vary.
+        document: format!(
+            "<Update id='{id}' state='{state:?}' categories='{categories:?}' salt='{salt}'/>"
+        )
+        .into_bytes(),
+    }
+}
+
+/// Every update in a category, read two at a time to exercise paging.
+fn in_category(store: &CatalogStore, category: u32) -> Vec<UpdateId> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .updates_in_category(update_id(category), after, 2)
+            .unwrap();
+        let Some((last, _)) = page.last() else {
+            return out;
+        };
+        after = *last;
+        out.extend(page.into_iter().map(|(_, update)| update));
     }
 }
 
@@ -92,29 +113,23 @@ fn change_kinds_and_indexes_follow_the_catalog() {
     for (_dir, db) in databases() {
         let store: &CatalogStore = db.update_server();
         let outcome = store
-            .apply(&put([published(1, 100), published(2, 100)]), &[])
+            .apply(put([published(1, 100), published(2, 100)]), &[])
             .unwrap();
         assert_eq!((outcome.new, outcome.last_sequence), (2, 2));
 
         // A newer revision moves the update to another category.
         let moved = revision(1, 101, PublicationState::Published, &[901], 0);
         let expired = revision(2, 101, PublicationState::Expired, &[900], 0);
-        let outcome = store.apply(&put([moved, expired]), &[]).unwrap();
+        let outcome = store.apply(put([moved, expired]), &[]).unwrap();
         assert_eq!((outcome.changed, outcome.expired), (1, 1));
-        assert_eq!(
-            store.updates_in_category(update_id(900), None, 10).unwrap(),
-            vec![update_id(2)]
-        );
-        assert_eq!(
-            store.updates_in_category(update_id(901), None, 10).unwrap(),
-            vec![update_id(1)]
-        );
+        assert_eq!(in_category(store, 900), vec![update_id(2)]);
+        assert_eq!(in_category(store, 901), vec![update_id(1)]);
         let latest = store.latest(update_id(2)).unwrap().unwrap();
         assert_eq!(latest.id.revision, 101);
         assert_eq!(latest.publication_state, PublicationState::Expired);
 
         // An older revision arriving late is kept but does not become the latest.
-        let outcome = store.apply(&put([published(1, 99)]), &[]).unwrap();
+        let outcome = store.apply(put([published(1, 99)]), &[]).unwrap();
         assert_eq!(outcome.changed, 1);
         assert_eq!(
             store.latest(update_id(1)).unwrap().unwrap().id.revision,
@@ -122,17 +137,12 @@ fn change_kinds_and_indexes_follow_the_catalog() {
         );
 
         let outcome = store
-            .apply(&[CatalogChange::Delete(update_id(1))], &[])
+            .apply([CatalogChange::Delete(update_id(1))], &[])
             .unwrap();
         assert_eq!(outcome.deleted, 1);
         assert!(store.latest(update_id(1)).unwrap().is_none());
         assert!(store.revision_numbers(update_id(1)).unwrap().is_empty());
-        assert!(
-            store
-                .updates_in_category(update_id(901), None, 10)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(in_category(store, 901).is_empty());
 
         let log = store.changes_since(0, 100).unwrap();
         let kinds: Vec<_> = log.iter().map(|c| (c.sequence, c.kind)).collect();
@@ -173,15 +183,15 @@ fn reapplying_the_same_changes_changes_nothing() {
     for (_dir, db) in databases() {
         let store = db.site_database();
         let batch = put((0..20).map(|n| published(n, 100)));
-        let first = store.apply(&batch, &[]).unwrap();
-        let again = store.apply(&batch, &[]).unwrap();
+        let first = store.apply(batch.clone(), &[]).unwrap();
+        let again = store.apply(batch.clone(), &[]).unwrap();
         assert_eq!(again.logged(), 0);
         assert_eq!(again.unchanged, 20);
         assert_eq!(again.last_sequence, first.last_sequence);
         assert_eq!(again.digest, first.digest);
         // Deleting an update the store does not hold is a no-op, not an error.
         let outcome = store
-            .apply(&[CatalogChange::Delete(update_id(999))], &[])
+            .apply([CatalogChange::Delete(update_id(999))], &[])
             .unwrap();
         assert_eq!((outcome.unchanged, outcome.logged()), (1, 0));
     }
@@ -191,9 +201,9 @@ fn reapplying_the_same_changes_changes_nothing() {
 fn new_bytes_for_a_held_revision_replace_it_in_the_digest() {
     for (_dir, db) in databases() {
         let store = db.update_server();
-        store.apply(&put([published(7, 100)]), &[]).unwrap();
+        store.apply(put([published(7, 100)]), &[]).unwrap();
         let replaced = revision(7, 100, PublicationState::Published, &[900], 1);
-        let outcome = store.apply(&put([replaced.clone()]), &[]).unwrap();
+        let outcome = store.apply(put([replaced.clone()]), &[]).unwrap();
         assert_eq!(outcome.changed, 1);
         assert_eq!(store.state().revisions, 1);
         assert_eq!(
@@ -217,7 +227,7 @@ fn changes_to_one_update_within_one_batch_see_each_other() {
             CatalogChange::Delete(update_id(3)),
             CatalogChange::Put(published(3, 102)),
         ];
-        let outcome = store.apply(&changes, &[]).unwrap();
+        let outcome = store.apply(changes, &[]).unwrap();
         assert_eq!((outcome.new, outcome.changed, outcome.deleted), (2, 1, 1));
         assert_eq!(store.revision_numbers(update_id(3)).unwrap().len(), 1);
         assert_eq!(
@@ -234,14 +244,14 @@ fn metadata_moves_with_the_data_and_the_state_key_is_reserved() {
     for (_dir, db) in databases() {
         let store = db.update_server();
         store
-            .apply(&put([published(1, 100)]), &[("anchor", b"42".to_vec())])
+            .apply(put([published(1, 100)]), &[("anchor", b"42".to_vec())])
             .unwrap();
         assert_eq!(
             store.metadata("anchor").unwrap().as_deref(),
             Some(&b"42"[..])
         );
         let before = store.state();
-        let refused = store.apply(&put([published(2, 100)]), &[("state", Vec::new())]);
+        let refused = store.apply(put([published(2, 100)]), &[("state", Vec::new())]);
         assert!(matches!(refused, Err(StoreError::ReservedMeta(_))));
         assert_eq!(store.state(), before, "a refused apply changes nothing");
         assert!(store.latest(update_id(2)).unwrap().is_none());
@@ -252,7 +262,7 @@ fn metadata_moves_with_the_data_and_the_state_key_is_reserved() {
 fn the_two_stores_of_a_node_are_independent() {
     let (_dir, db) = databases().remove(0);
     db.update_server()
-        .apply(&put([published(1, 100)]), &[])
+        .apply(put([published(1, 100)]), &[])
         .unwrap();
     assert_eq!(db.update_server().state().revisions, 1);
     assert_eq!(db.site_database().state().revisions, 0);
@@ -274,7 +284,7 @@ fn ten_thousand_revisions_survive_a_reopen_with_a_recomputed_digest() {
             // fifth update expires it.
             let update = written / 3;
             let rev = 100 + written % 3;
-            let state = if rev == 102 && update % 5 == 0 {
+            let state = if rev == 102 && update.is_multiple_of(5) {
                 PublicationState::Expired
             } else {
                 PublicationState::Published
@@ -284,11 +294,12 @@ fn ten_thousand_revisions_survive_a_reopen_with_a_recomputed_digest() {
             batch.push(CatalogChange::Put(r));
             written += 1;
             if batch.len() == 500 {
-                db.update_server().apply(&batch, &[]).unwrap();
-                batch.clear();
+                db.update_server()
+                    .apply(std::mem::take(&mut batch), &[])
+                    .unwrap();
             }
         }
-        db.update_server().apply(&batch, &[]).unwrap();
+        db.update_server().apply(batch, &[]).unwrap();
     }
 
     let db = NodeDatabase::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
@@ -369,7 +380,7 @@ proptest! {
                     CatalogChange::Delete(u) => model.retain(|id, _| id.update_id != *u),
                 }
             }
-            logged += store.apply(&changes, &[]).unwrap().logged();
+            logged += store.apply(changes, &[]).unwrap().logged();
         }
         let expected = CatalogDigest::of(model.values().map(|r| (r.id, r.content_hash())));
         prop_assert_eq!(store.digest(), expected);
@@ -381,6 +392,29 @@ proptest! {
             let newest = model.keys().filter(|id| id.update_id == *update).max().unwrap();
             prop_assert_eq!(store.latest(*update).unwrap().unwrap().id, *newest);
         }
+        for category in 900..903 {
+            let mut expected: Vec<UpdateId> = updates
+                .iter()
+                .filter(|u| {
+                    let newest = model.keys().filter(|id| id.update_id == **u).max().unwrap();
+                    model[newest].categories().any(|c| c == update_id(category))
+                })
+                .copied()
+                .collect();
+            let mut found = in_category(store, category);
+            expected.sort();
+            found.sort();
+            prop_assert_eq!(found, expected);
+        }
+        let mut listed = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.summaries(after, 5).unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.update_id);
+            listed.extend(page.into_iter().map(|s| s.id.update_id));
+        }
+        prop_assert_eq!(listed, updates.iter().copied().collect::<Vec<_>>());
         let report = store.verify().unwrap();
         prop_assert!(report.is_consistent(), "{:?}", report.problems);
     }

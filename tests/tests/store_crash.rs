@@ -77,7 +77,7 @@ fn sigkill_while_writing_loses_no_acknowledged_batch() {
         // Replay the same batches into a model: the store must hold exactly that.
         while model_batches < applied {
             let batch = model_workload.next_batch().unwrap();
-            model.update_server().apply(&batch, &[]).unwrap();
+            model.update_server().apply(batch.clone(), &[]).unwrap();
             model_batches += 1;
         }
         assert_eq!(

@@ -25,6 +25,18 @@ impl From<sled::Error> for BackendError {
 /// One key/value pair read from a scan.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// The result of one [`Backend::scan`] call.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub entries: Vec<Entry>,
+    /// The last key looked at, kept or not; `None` when the range is exhausted.
+    pub resume_after: Option<Vec<u8>>,
+}
+
+/// Scans at most this many keys per call, kept or not, so a filter that rejects most keys
+/// still returns control (and a resume point) in bounded time.
+const MAX_KEYS_LOOKED_AT: usize = 8192;
+
 /// Writes applied together: either all of them are visible afterwards or none is.
 #[derive(Debug, Default)]
 pub struct WriteBatch {
@@ -61,10 +73,18 @@ impl WriteBatch {
 pub trait Backend: Send + Sync + fmt::Debug + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
 
-    /// Up to `limit` entries whose key starts with `prefix` and is `>= from`, in key order.
-    /// Paged rather than an iterator so that no lock or snapshot outlives the call and
-    /// memory stays bounded however large the store is.
-    fn scan(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Vec<Entry>, BackendError>;
+    /// Up to `limit` entries whose key starts with `prefix`, is `>= from` and passes `keep`,
+    /// in key order, with the key of the last entry looked at (kept or not) so the caller
+    /// can continue after it. Paged rather than an iterator so that no lock or snapshot
+    /// outlives the call and memory stays bounded however large the store is; `keep` lets a
+    /// scan skip large values it does not want without copying them.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<Page, BackendError>;
 
     /// Applies every write of the batch atomically.
     fn apply(&self, batch: WriteBatch) -> Result<(), BackendError>;
@@ -103,20 +123,31 @@ impl Backend for SledBackend {
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
     }
 
-    fn scan(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Vec<Entry>, BackendError> {
+    fn scan(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<Page, BackendError> {
         let start = if from > prefix { from } else { prefix };
-        let mut out = Vec::new();
+        let mut page = Page::default();
+        let mut looked_at = 0;
         for item in self.tree.range(start..) {
-            if out.len() >= limit {
-                break;
-            }
             let (key, value) = item?;
             if !key.starts_with(prefix) {
-                break;
+                return Ok(page);
             }
-            out.push((key.to_vec(), value.to_vec()));
+            if keep(&key) {
+                page.entries.push((key.to_vec(), value.to_vec()));
+            }
+            looked_at += 1;
+            if page.entries.len() >= limit || looked_at >= MAX_KEYS_LOOKED_AT {
+                page.resume_after = Some(key.to_vec());
+                return Ok(page);
+            }
         }
-        Ok(out)
+        Ok(page)
     }
 
     fn apply(&self, batch: WriteBatch) -> Result<(), BackendError> {
@@ -162,15 +193,31 @@ impl Backend for MemoryBackend {
         Ok(self.read().get(key).cloned())
     }
 
-    fn scan(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Vec<Entry>, BackendError> {
+    fn scan(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<Page, BackendError> {
         let start = if from > prefix { from } else { prefix };
-        Ok(self
-            .read()
-            .range(start.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        let map = self.read();
+        let mut page = Page::default();
+        let mut looked_at = 0;
+        for (key, value) in map.range(start.to_vec()..) {
+            if !key.starts_with(prefix) {
+                return Ok(page);
+            }
+            if keep(key) {
+                page.entries.push((key.clone(), value.clone()));
+            }
+            looked_at += 1;
+            if page.entries.len() >= limit || looked_at >= MAX_KEYS_LOOKED_AT {
+                page.resume_after = Some(key.clone());
+                return Ok(page);
+            }
+        }
+        Ok(page)
     }
 
     fn apply(&self, batch: WriteBatch) -> Result<(), BackendError> {

@@ -5,7 +5,7 @@
 //! Both of a node's stores (the update-server store and the site database) are catalog
 //! stores; they differ in who writes to them, not in how they keep data.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -66,7 +66,32 @@ pub struct LoggedChange {
     pub revision: RevisionId,
 }
 
+/// The change-log records of one applied batch, stored under one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LogChunk {
+    first_sequence: u64,
+    /// The records, at `first_sequence`, `first_sequence + 1`, ...
+    changes: Vec<(ChangeKind, RevisionId)>,
+}
+
+impl LogChunk {
+    fn records(self) -> impl Iterator<Item = LoggedChange> {
+        let first = self.first_sequence;
+        self.changes
+            .into_iter()
+            .zip(first..)
+            .map(|((kind, revision), sequence)| LoggedChange {
+                sequence,
+                kind,
+                revision,
+            })
+    }
+}
+
 /// A change offered to a store.
+// Nearly every change in a batch is a put, so boxing the revision would add an allocation
+// per change to save space only on the rare deletions.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum CatalogChange {
     /// Hold this revision. Putting a revision the store already holds with the same bytes
@@ -168,6 +193,8 @@ pub struct VerifyReport {
     /// Every retained log sequence number, in order, had no gaps and ended at
     /// `recorded.last_sequence`.
     pub log_contiguous: bool,
+    /// Documents no update record references: harmless leftovers of an interrupted apply.
+    pub unreferenced_documents: u64,
     pub problems: Vec<String>,
 }
 
@@ -177,12 +204,50 @@ impl VerifyReport {
     }
 }
 
-/// A catalog store over any [`Backend`].
+/// What the store keeps per update, next to its revisions: the latest revision's summary,
+/// every revision held with its content hash (so a put needs one read, and a delete none
+/// of the documents), and where the update sits in the category index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct UpdateRecord {
+    summary: UpdateSummary,
+    /// Every revision held, ascending by revision number.
+    revisions: Vec<(u32, ContentHash)>,
+    /// The category-index position of this update's entries (see [`keys`]).
+    category_position: u64,
+}
+
+impl UpdateRecord {
+    fn held(&self, revision: u32) -> Option<ContentHash> {
+        self.revisions
+            .binary_search_by_key(&revision, |(r, _)| *r)
+            .ok()
+            .map(|i| self.revisions[i].1)
+    }
+
+    fn hold(&mut self, revision: u32, content: ContentHash) {
+        match self.revisions.binary_search_by_key(&revision, |(r, _)| *r) {
+            Ok(i) => self.revisions[i].1 = content,
+            Err(i) => self.revisions.insert(i, (revision, content)),
+        }
+    }
+}
+
+/// A catalog store over any [`Backend`]: an index space and a documents space (see
+/// [`keys`] for why they are apart).
+///
+/// An apply writes new documents first and flushes, then the index batch (which is what
+/// makes the change visible) and flushes again, then removes documents the index no longer
+/// references. A crash at any point therefore leaves the index consistent; the worst it
+/// leaves behind is documents nothing references, which reads never see and which
+/// [`CatalogStore::verify`] counts and [`CatalogStore::remove_unreferenced_documents`]
+/// removes.
 #[derive(Debug)]
 pub struct CatalogStore {
-    backend: Box<dyn Backend>,
-    /// Serializes writers: each apply reads the counters, then writes them back.
-    writer: Mutex<()>,
+    index: Box<dyn Backend>,
+    documents: Box<dyn Backend>,
+    /// Serializes writers (each apply reads the counters, then writes them back) and holds
+    /// what only writers need.
+    writer: Mutex<WriterState>,
     /// The last persisted state, so readers get counters and the digest in O(1).
     state: RwLock<StoreState>,
     /// Limits for re-parsing stored documents; they were validated at ingest, so these
@@ -191,20 +256,15 @@ pub struct CatalogStore {
 }
 
 /// A batch's pending view of the updates it touches, so that several changes to one update
-/// in one batch see each other.
-#[derive(Default)]
-struct Pending {
-    latest: HashMap<UpdateId, Option<UpdateSummary>>,
-    revisions: HashMap<RevisionId, Option<ContentHash>>,
-}
+/// in one batch see each other. `None` is an update the batch deleted.
+type Pending = HashMap<UpdateId, Option<UpdateRecord>>;
 
 impl CatalogStore {
-    /// Opens the store, creating its state record if the key space is empty.
-    pub fn open(backend: Box<dyn Backend>) -> Result<Self, StoreError> {
-        let state = match backend.get(&keys::meta(keys::STATE))? {
+    /// Opens the store, creating its state record if the index is empty.
+    pub fn open(index: Box<dyn Backend>, documents: Box<dyn Backend>) -> Result<Self, StoreError> {
+        let state = match index.get(&keys::meta(keys::STATE))? {
             Some(bytes) => {
-                let state: StoreState = postcard::from_bytes(&bytes)
-                    .map_err(|e| corrupt(format!("state record: {e}")))?;
+                let state: StoreState = decode(&bytes, "state record")?;
                 if state.format != FORMAT_VERSION {
                     return Err(StoreError::Format {
                         found: state.format,
@@ -216,14 +276,18 @@ impl CatalogStore {
                 let state = StoreState::empty();
                 let mut batch = WriteBatch::default();
                 batch.put(keys::meta(keys::STATE), encode(&state));
-                backend.apply(batch)?;
-                backend.flush()?;
+                index.apply(batch)?;
+                index.flush()?;
                 state
             }
         };
+        let writer = WriterState {
+            held_updates: held_updates(&*index)?,
+        };
         Ok(Self {
-            backend,
-            writer: Mutex::new(()),
+            index,
+            documents,
+            writer: Mutex::new(writer),
             state: RwLock::new(state),
             parse_limits: ParseLimits {
                 max_document_bytes: usize::MAX,
@@ -249,7 +313,7 @@ impl CatalogStore {
     /// describes). Returns only after the batch is durable.
     pub fn apply(
         &self,
-        changes: &[CatalogChange],
+        changes: impl IntoIterator<Item = CatalogChange>,
         metadata: &[(&str, Vec<u8>)],
     ) -> Result<ApplyOutcome, StoreError> {
         for (name, _) in metadata {
@@ -257,22 +321,26 @@ impl CatalogStore {
                 return Err(StoreError::ReservedMeta((*name).to_owned()));
             }
         }
-        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut state = self.state();
         let mut outcome = ApplyOutcome::default();
-        let mut pending = Pending::default();
-        let mut batch = WriteBatch::default();
+        let mut pending = Pending::new();
+        let mut batch = StagedWrites::default();
+        let mut log = LogChunk {
+            first_sequence: state.last_sequence + 1,
+            changes: Vec::new(),
+        };
 
         for change in changes {
-            let kind = match change {
+            let logged = match change {
                 CatalogChange::Put(revision) => {
-                    self.put(revision, &mut state, &mut pending, &mut batch)?
+                    self.put(revision, &writer, &mut state, &mut pending, &mut batch)?
                 }
                 CatalogChange::Delete(update) => {
-                    self.delete(*update, &mut state, &mut pending, &mut batch)?
+                    self.delete(update, &writer, &mut state, &mut pending, &mut batch)?
                 }
             };
-            let Some((kind, revision)) = kind else {
+            let Some((kind, revision)) = logged else {
                 outcome.unchanged += 1;
                 continue;
             };
@@ -283,197 +351,216 @@ impl CatalogStore {
                 ChangeKind::Deleted => outcome.deleted += 1,
             }
             state.last_sequence += 1;
-            let record = LoggedChange {
-                sequence: state.last_sequence,
-                kind,
-                revision,
-            };
-            batch.put(keys::log(record.sequence), encode(&record));
+            log.changes.push((kind, revision));
         }
 
+        let mut held_changes = Vec::with_capacity(pending.len());
+        for (update, record) in pending {
+            held_changes.push((update, record.is_some()));
+            match record {
+                Some(record) => batch.index.put(keys::record(update), encode(&record)),
+                None => batch.index.delete(keys::record(update)),
+            }
+        }
         for (name, value) in metadata {
-            batch.put(keys::meta(name), value.clone());
+            batch.index.put(keys::meta(name), value.clone());
         }
-        if outcome.logged() > 0 {
-            batch.put(keys::meta(keys::STATE), encode(&state));
+        if !log.changes.is_empty() {
+            batch
+                .index
+                .put(keys::log_chunk(state.last_sequence), encode(&log));
+            batch.index.put(keys::meta(keys::STATE), encode(&state));
         }
-        if !batch.is_empty() {
-            self.backend.apply(batch)?;
-            self.backend.flush()?;
+        // The order is the crash-safety argument in the type's documentation.
+        if !batch.new_documents.is_empty() {
+            self.documents.apply(batch.new_documents)?;
+            self.documents.flush()?;
+        }
+        if !batch.index.is_empty() {
+            self.index.apply(batch.index)?;
+            self.index.flush()?;
             *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+            for (update, held) in held_changes {
+                if held {
+                    writer.held_updates.insert(update);
+                } else {
+                    writer.held_updates.remove(&update);
+                }
+            }
+        }
+        if !batch.removed_documents.is_empty() {
+            // Durable with the next flush; until then a crash only leaves them unreferenced.
+            let mut removals = WriteBatch::default();
+            for id in batch.removed_documents {
+                removals.delete(keys::document(id));
+            }
+            self.documents.apply(removals)?;
         }
         outcome.last_sequence = state.last_sequence;
         outcome.digest = state.digest;
         Ok(outcome)
     }
 
+    /// Stages one put; the change-log record it earns gets sequence
+    /// `state.last_sequence + 1`.
     fn put(
         &self,
-        revision: &UpdateRevision,
+        revision: UpdateRevision,
+        writer: &WriterState,
         state: &mut StoreState,
         pending: &mut Pending,
-        batch: &mut WriteBatch,
+        batch: &mut StagedWrites,
     ) -> Result<Option<(ChangeKind, RevisionId)>, StoreError> {
         let id = revision.id;
         let content = revision.content_hash();
-        match self.held_revision(id, pending)? {
+        let current = self.pending_record(id.update_id, writer, pending)?;
+        let held = current.as_ref().and_then(|r| r.held(id.revision));
+        match held {
             Some(held) if held == content => return Ok(None),
             Some(held) => state.digest.remove(id, held),
             None => state.revisions += 1,
         }
         state.digest.add(id, content);
-        pending.revisions.insert(id, Some(content));
-        let mut value = Vec::with_capacity(32 + revision.document.len());
-        value.extend_from_slice(&content.0);
-        value.extend_from_slice(&revision.document);
-        batch.put(keys::revision(id), value);
+        let summary = UpdateSummary::of(&revision);
+        batch.removed_documents.remove(&id);
+        // Moved, not copied: documents are most of the bytes a sync handles.
+        batch
+            .new_documents
+            .put(keys::document(id), revision.document);
 
-        let current = self.current_latest(id.update_id, pending)?;
-        let kind = match &current {
+        let position = state.last_sequence + 1;
+        let expired = summary.publication_state == PublicationState::Expired;
+        let (kind, mut record) = match current {
             None => {
                 state.updates += 1;
-                ChangeKind::New
+                for category in &summary.categories {
+                    batch.index.put(
+                        keys::category(*category, position),
+                        id.update_id.as_bytes().to_vec(),
+                    );
+                }
+                let record = UpdateRecord {
+                    summary,
+                    revisions: Vec::new(),
+                    category_position: position,
+                };
+                (ChangeKind::New, record)
             }
-            Some(_) if revision.publication_state == PublicationState::Expired => {
-                ChangeKind::Expired
+            Some(mut record) => {
+                // An older revision arriving late is held but does not become the latest.
+                if id.revision >= record.summary.id.revision {
+                    if summary.categories != record.summary.categories {
+                        for category in &record.summary.categories {
+                            batch
+                                .index
+                                .delete(keys::category(*category, record.category_position));
+                        }
+                        for category in &summary.categories {
+                            batch.index.put(
+                                keys::category(*category, position),
+                                id.update_id.as_bytes().to_vec(),
+                            );
+                        }
+                        record.category_position = position;
+                    }
+                    record.summary = summary;
+                }
+                let kind = if expired {
+                    ChangeKind::Expired
+                } else {
+                    ChangeKind::Changed
+                };
+                (kind, record)
             }
-            Some(_) => ChangeKind::Changed,
         };
-        let becomes_latest = current
-            .as_ref()
-            .is_none_or(|c| id.revision >= c.id.revision);
-        if becomes_latest {
-            let summary = UpdateSummary::of(revision);
-            let old_categories = current
-                .as_ref()
-                .map(|c| c.categories.as_slice())
-                .unwrap_or(&[]);
-            for category in old_categories {
-                if !summary.categories.contains(category) {
-                    batch.delete(keys::category(*category, id.update_id));
-                }
-            }
-            for category in &summary.categories {
-                if !old_categories.contains(category) {
-                    batch.put(keys::category(*category, id.update_id), Vec::new());
-                }
-            }
-            batch.put(keys::latest(id.update_id), encode(&summary));
-            pending.latest.insert(id.update_id, Some(summary));
-        }
+        record.hold(id.revision, content);
+        pending.insert(id.update_id, Some(record));
         Ok(Some((kind, id)))
     }
 
     fn delete(
         &self,
         update: UpdateId,
+        writer: &WriterState,
         state: &mut StoreState,
         pending: &mut Pending,
-        batch: &mut WriteBatch,
+        batch: &mut StagedWrites,
     ) -> Result<Option<(ChangeKind, RevisionId)>, StoreError> {
-        let Some(current) = self.current_latest(update, pending)? else {
+        let Some(record) = self.pending_record(update, writer, pending)? else {
             return Ok(None);
         };
-        for revision in self.held_revisions_of(update, pending)? {
-            let Some(content) = self.held_revision(revision, pending)? else {
-                continue;
+        for (revision, content) in &record.revisions {
+            let id = RevisionId {
+                update_id: update,
+                revision: *revision,
             };
-            state.digest.remove(revision, content);
+            state.digest.remove(id, *content);
             state.revisions -= 1;
-            pending.revisions.insert(revision, None);
-            batch.delete(keys::revision(revision));
+            batch.removed_documents.insert(id);
         }
-        for category in &current.categories {
-            batch.delete(keys::category(*category, update));
+        for category in &record.summary.categories {
+            batch
+                .index
+                .delete(keys::category(*category, record.category_position));
         }
-        batch.delete(keys::latest(update));
-        pending.latest.insert(update, None);
+        pending.insert(update, None);
         state.updates -= 1;
-        Ok(Some((ChangeKind::Deleted, current.id)))
+        Ok(Some((ChangeKind::Deleted, record.summary.id)))
     }
 
-    /// The content hash of a revision as this batch would leave it.
-    fn held_revision(
+    fn pending_record(
         &self,
-        id: RevisionId,
+        update: UpdateId,
+        writer: &WriterState,
         pending: &Pending,
-    ) -> Result<Option<ContentHash>, StoreError> {
-        if let Some(held) = pending.revisions.get(&id) {
-            return Ok(*held);
-        }
-        match self.backend.get(&keys::revision(id))? {
-            Some(value) => Ok(Some(content_hash_of(&value, id)?)),
+    ) -> Result<Option<UpdateRecord>, StoreError> {
+        match pending.get(&update) {
+            Some(record) => Ok(record.clone()),
+            None if writer.held_updates.contains(&update) => self.record(update),
+            // Most puts of a sync are updates the store never held: no read needed.
             None => Ok(None),
         }
     }
 
-    /// The revisions of an update, stored or added earlier in this batch.
-    fn held_revisions_of(
-        &self,
-        update: UpdateId,
-        pending: &Pending,
-    ) -> Result<BTreeSet<RevisionId>, StoreError> {
-        let mut held: BTreeSet<RevisionId> = self.revision_numbers(update)?.into_iter().collect();
-        for (id, content) in &pending.revisions {
-            if id.update_id == update {
-                match content {
-                    Some(_) => held.insert(*id),
-                    None => held.remove(id),
-                };
-            }
-        }
-        Ok(held)
-    }
-
-    fn current_latest(
-        &self,
-        update: UpdateId,
-        pending: &Pending,
-    ) -> Result<Option<UpdateSummary>, StoreError> {
-        match pending.latest.get(&update) {
-            Some(latest) => Ok(latest.clone()),
-            None => self.latest(update),
-        }
+    fn record(&self, update: UpdateId) -> Result<Option<UpdateRecord>, StoreError> {
+        self.index
+            .get(&keys::record(update))?
+            .map(|bytes| decode(&bytes, "update record"))
+            .transpose()
     }
 
     /// The summary of an update's latest revision.
     pub fn latest(&self, update: UpdateId) -> Result<Option<UpdateSummary>, StoreError> {
-        self.backend
-            .get(&keys::latest(update))?
-            .map(|bytes| decode(&bytes, "latest-revision summary"))
-            .transpose()
+        Ok(self.record(update)?.map(|r| r.summary))
     }
 
     /// Every revision held of an update, oldest first.
     pub fn revision_numbers(&self, update: UpdateId) -> Result<Vec<RevisionId>, StoreError> {
-        let prefix = keys::revisions_of(update);
-        // Only keys are needed, but the interface is small on purpose; updates have few
-        // revisions, so reading their values here costs little.
-        self.backend
-            .scan(&prefix, &prefix, usize::MAX)?
-            .into_iter()
-            .map(|(key, _)| {
-                keys::u32_at(&key, 17)
-                    .map(|revision| RevisionId {
+        Ok(self
+            .record(update)?
+            .map(|r| {
+                r.revisions
+                    .iter()
+                    .map(|(revision, _)| RevisionId {
                         update_id: update,
-                        revision,
+                        revision: *revision,
                     })
-                    .ok_or_else(|| corrupt("revision key too short"))
+                    .collect()
             })
-            .collect()
+            .unwrap_or_default())
     }
 
     /// The original document of a revision, byte for byte.
     pub fn document(&self, id: RevisionId) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.backend.get(&keys::revision(id))? {
-            Some(mut value) => {
-                if value.len() < 32 {
-                    return Err(corrupt(format!("revision {id}: value too short")));
-                }
-                value.drain(..32);
-                Ok(Some(value))
-            }
-            None => Ok(None),
+        let held = self.record(id.update_id)?.and_then(|r| r.held(id.revision));
+        if held.is_none() {
+            return Ok(None);
+        }
+        match self.documents.get(&keys::document(id))? {
+            Some(document) => Ok(Some(document)),
+            None => Err(corrupt(format!(
+                "revision {id} is indexed but its document is missing"
+            ))),
         }
     }
 
@@ -489,13 +576,26 @@ impl CatalogStore {
 
     /// Change-log records with a sequence number greater than `after`, at most `limit`.
     pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<LoggedChange>, StoreError> {
-        let prefix = [keys::LOG];
-        let from = keys::log(after.saturating_add(1));
-        self.backend
-            .scan(&prefix, &from, limit)?
-            .into_iter()
-            .map(|(_, value)| decode(&value, "change-log record"))
-            .collect()
+        let mut from = keys::log_chunk(after.saturating_add(1));
+        let mut out = Vec::new();
+        while out.len() < limit {
+            // Chunks hold up to a batch of records each, so a few chunks fill any page.
+            let page = self.index.scan(&[keys::LOG], &from, 4, &|_| true)?;
+            for (_, value) in page.entries {
+                let chunk: LogChunk = decode(&value, "change-log chunk")?;
+                out.extend(
+                    chunk
+                        .records()
+                        .filter(|c| c.sequence > after)
+                        .take(limit - out.len()),
+                );
+            }
+            match page.resume_after {
+                Some(last) => from = successor(last),
+                None => break,
+            }
+        }
+        Ok(out)
     }
 
     /// Latest-revision summaries in update-id order, starting after `after`, at most `limit`.
@@ -504,101 +604,161 @@ impl CatalogStore {
         after: Option<UpdateId>,
         limit: usize,
     ) -> Result<Vec<UpdateSummary>, StoreError> {
-        let prefix = [keys::LATEST];
-        let from = match after {
-            Some(id) => successor(keys::latest(id)),
-            None => prefix.to_vec(),
+        let mut from = match after {
+            // Every key of `after` sorts before its successor's record key.
+            Some(id) => successor(keys::record(id)),
+            None => vec![keys::UPDATE],
         };
-        self.backend
-            .scan(&prefix, &from, limit)?
-            .into_iter()
-            .map(|(_, value)| decode(&value, "latest-revision summary"))
-            .collect()
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let page = self
+                .index
+                .scan(&[keys::UPDATE], &from, limit - out.len(), &|_| true)?;
+            for (_, value) in page.entries {
+                out.push(decode::<UpdateRecord>(&value, "update record")?.summary);
+            }
+            match page.resume_after {
+                Some(last) => from = successor(last),
+                None => break,
+            }
+        }
+        Ok(out)
     }
 
-    /// The updates whose latest revision belongs to `category`, in id order.
+    /// Updates whose latest revision belongs to `category`, in the order they entered it,
+    /// after index position `after` (0 for the start), at most `limit`. Each comes with its
+    /// position, to pass as `after` for the next page.
     pub fn updates_in_category(
         &self,
         category: UpdateId,
-        after: Option<UpdateId>,
+        after: u64,
         limit: usize,
-    ) -> Result<Vec<UpdateId>, StoreError> {
+    ) -> Result<Vec<(u64, UpdateId)>, StoreError> {
         let prefix = keys::category_members(category);
-        let from = match after {
-            Some(id) => successor(keys::category(category, id)),
-            None => prefix.clone(),
-        };
-        self.backend
-            .scan(&prefix, &from, limit)?
+        let from = keys::category(category, after.saturating_add(1));
+        self.index
+            .scan(&prefix, &from, limit, &|_| true)?
+            .entries
             .into_iter()
-            .map(|(key, _)| {
-                keys::update_id_at(&key, 17).ok_or_else(|| corrupt("category key too short"))
+            .map(|(key, value)| {
+                let position = keys::u64_at(&key, 17);
+                let update = keys::update_id_at(&value, 0);
+                position
+                    .zip(update)
+                    .ok_or_else(|| corrupt("category index entry too short"))
             })
             .collect()
     }
 
     /// The caller's own metadata stored with [`CatalogStore::apply`].
     pub fn metadata(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.backend.get(&keys::meta(name))?)
+        Ok(self.index.get(&keys::meta(name))?)
     }
 
     /// Reads the whole store and checks it against its own state record: the digest
-    /// recomputed from every document, the counts, the indexes and the change log.
+    /// recomputed from every referenced document's bytes, the counts, the update records,
+    /// the category index and the change log. Unreferenced documents (left by a crash in the
+    /// middle of an apply) are counted, not reported as problems.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
         let recorded = self.state();
         let mut problems = Vec::new();
 
-        let mut recomputed = CatalogDigest::EMPTY;
-        let mut revisions = 0u64;
-        let mut latest_seen: HashMap<UpdateId, u32> = HashMap::new();
-        walk(&*self.backend, &[keys::REVISION], |key, value| {
-            let (Some(update_id), Some(revision)) =
-                (keys::update_id_at(key, 1), keys::u32_at(key, 17))
-            else {
-                problems.push("a revision key is too short".to_owned());
+        let mut records: HashMap<UpdateId, UpdateRecord> = HashMap::new();
+        walk(&*self.index, &[keys::UPDATE], |key, value| {
+            let Some(update) = keys::update_id_at(key, 1) else {
+                problems.push("an update record key is too short".to_owned());
                 return;
             };
-            let id = RevisionId {
-                update_id,
-                revision,
-            };
-            let Some((hash, document)) = value.split_first_chunk::<32>() else {
-                problems.push(format!("revision {id}: value too short"));
-                return;
-            };
-            if ContentHash::of(document).0 != *hash {
-                problems.push(format!("revision {id}: document does not match its hash"));
-            }
-            recomputed.add(id, ContentHash(*hash));
-            revisions += 1;
-            let newest = latest_seen.entry(update_id).or_insert(revision);
-            *newest = (*newest).max(revision);
-        })?;
-
-        let mut updates = 0u64;
-        walk(&*self.backend, &[keys::LATEST], |_, value| {
-            updates += 1;
-            match postcard::from_bytes::<UpdateSummary>(value) {
-                Ok(summary) => {
-                    if latest_seen.get(&summary.id.update_id) != Some(&summary.id.revision) {
+            match postcard::from_bytes::<UpdateRecord>(value) {
+                Ok(record) => {
+                    if record.revisions.last().map(|(r, _)| *r) != Some(record.summary.id.revision)
+                    {
                         problems.push(format!(
-                            "latest index names {} but the newest stored revision differs",
-                            summary.id
+                            "update {update}: the latest summary is not the newest revision"
                         ));
                     }
+                    records.insert(update, record);
                 }
-                Err(e) => problems.push(format!("a latest-revision summary does not decode: {e}")),
+                Err(e) => problems.push(format!("update record of {update} does not decode: {e}")),
             }
         })?;
+
+        let mut recomputed = CatalogDigest::EMPTY;
+        let mut revisions = 0u64;
+        let mut unreferenced_documents = 0u64;
+        walk(&*self.documents, &[], |key, document| {
+            let Some(id) = keys::parse_document_key(key) else {
+                problems.push("a document key has an unknown shape".to_owned());
+                return;
+            };
+            let Some(held) = records.get(&id.update_id).and_then(|r| r.held(id.revision)) else {
+                unreferenced_documents += 1;
+                return;
+            };
+            let content = ContentHash::of(document);
+            if content != held {
+                problems.push(format!(
+                    "revision {id}: document does not match its recorded hash"
+                ));
+            }
+            recomputed.add(id, content);
+            revisions += 1;
+        })?;
+        let indexed: u64 = records.values().map(|r| r.revisions.len() as u64).sum();
+        if indexed != revisions {
+            problems.push(format!(
+                "{indexed} revisions are indexed but {revisions} of their documents were found"
+            ));
+        }
+
+        let expected_index: BTreeSet<_> = records
+            .iter()
+            .flat_map(|(update, record)| {
+                record
+                    .summary
+                    .categories
+                    .iter()
+                    .map(move |category| (*category, record.category_position, *update))
+            })
+            .collect();
+        let mut index = BTreeSet::new();
+        walk(&*self.index, &[keys::CATEGORY], |key, value| {
+            match (
+                keys::update_id_at(key, 1),
+                keys::u64_at(key, 17),
+                keys::update_id_at(value, 0),
+            ) {
+                (Some(category), Some(position), Some(update)) => {
+                    index.insert((category, position, update));
+                }
+                _ => problems.push("a category index entry is too short".to_owned()),
+            }
+        })?;
+        if index != expected_index {
+            problems.push(format!(
+                "the category index has {} entries, the update records call for {}",
+                index.len(),
+                expected_index.len()
+            ));
+        }
 
         let mut expected = recorded.first_retained_sequence;
         let mut log_contiguous = true;
-        walk(&*self.backend, &[keys::LOG], |key, _| {
-            if keys::u64_at(key, 1) != Some(expected) {
-                log_contiguous = false;
-            }
-            expected += 1;
-        })?;
+        walk(
+            &*self.index,
+            &[keys::LOG],
+            |key, value| match postcard::from_bytes::<LogChunk>(value) {
+                Ok(chunk) if !chunk.changes.is_empty() => {
+                    let last = chunk.first_sequence + chunk.changes.len() as u64 - 1;
+                    if chunk.first_sequence != expected || keys::u64_at(key, 1) != Some(last) {
+                        log_contiguous = false;
+                    }
+                    expected = last + 1;
+                }
+                Ok(_) => log_contiguous = false,
+                Err(e) => problems.push(format!("a change-log chunk does not decode: {e}")),
+            },
+        )?;
         if expected != recorded.last_sequence + 1 {
             log_contiguous = false;
         }
@@ -619,11 +779,11 @@ impl CatalogStore {
                 recorded.revisions
             ));
         }
-        if updates != recorded.updates || updates != latest_seen.len() as u64 {
+        let updates = records.len() as u64;
+        if updates != recorded.updates {
             problems.push(format!(
-                "recorded {} updates, found {updates} in the latest index and {} with revisions",
-                recorded.updates,
-                latest_seen.len()
+                "recorded {} updates, found {updates}",
+                recorded.updates
             ));
         }
         Ok(VerifyReport {
@@ -632,9 +792,81 @@ impl CatalogStore {
             revisions,
             updates,
             log_contiguous,
+            unreferenced_documents,
             problems,
         })
     }
+
+    /// Removes documents no update record references (see the type's documentation).
+    /// Returns how many it removed.
+    pub fn remove_unreferenced_documents(&self) -> Result<u64, StoreError> {
+        // Holding the writer lock keeps an apply from indexing a document between the
+        // check and the removal.
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut unreferenced = Vec::new();
+        let mut failure = None;
+        walk(&*self.documents, &[], |key, _| {
+            let Some(id) = keys::parse_document_key(key) else {
+                return;
+            };
+            match self.record(id.update_id) {
+                Ok(record) if record.as_ref().and_then(|r| r.held(id.revision)).is_none() => {
+                    unreferenced.push(key.to_vec());
+                }
+                Ok(_) => {}
+                Err(e) => failure = Some(e),
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let removed = unreferenced.len() as u64;
+        let mut batch = WriteBatch::default();
+        for key in unreferenced {
+            batch.delete(key);
+        }
+        if !batch.is_empty() {
+            self.documents.apply(batch)?;
+            self.documents.flush()?;
+        }
+        Ok(removed)
+    }
+}
+
+/// What the writer keeps in memory between applies.
+#[derive(Debug)]
+struct WriterState {
+    /// Every update the store holds: rebuilt from the index at open and changed only after
+    /// an index batch is durable, so it always equals the durable index.
+    held_updates: HashSet<UpdateId>,
+}
+
+/// Reads the ids of every update the index holds.
+fn held_updates(index: &dyn Backend) -> Result<HashSet<UpdateId>, StoreError> {
+    let mut held = HashSet::new();
+    let mut short_key = false;
+    walk(index, &[keys::UPDATE], |key, _| {
+        match keys::update_id_at(key, 1) {
+            Some(update) => {
+                held.insert(update);
+            }
+            None => short_key = true,
+        }
+    })?;
+    if short_key {
+        return Err(corrupt("an update record key is too short"));
+    }
+    Ok(held)
+}
+
+/// The writes one apply stages, per space and in the order they are applied.
+#[derive(Default)]
+struct StagedWrites {
+    new_documents: WriteBatch,
+    index: WriteBatch,
+    /// Documents to remove once the index no longer references them. A set, because a
+    /// later put in the same batch takes a removal back.
+    removed_documents: BTreeSet<RevisionId>,
 }
 
 /// Calls `visit` for every entry under `prefix`, a page at a time.
@@ -645,17 +877,13 @@ fn walk(
 ) -> Result<(), StoreError> {
     let mut from = prefix.to_vec();
     loop {
-        let page = backend.scan(prefix, &from, SCAN_PAGE)?;
-        let Some((last, _)) = page.last() else {
-            return Ok(());
-        };
-        from = successor(last.clone());
-        let full = page.len() == SCAN_PAGE;
-        for (key, value) in &page {
+        let page = backend.scan(prefix, &from, SCAN_PAGE, &|_| true)?;
+        for (key, value) in &page.entries {
             visit(key, value);
         }
-        if !full {
-            return Ok(());
+        match page.resume_after {
+            Some(last) => from = successor(last),
+            None => return Ok(()),
         }
     }
 }
@@ -664,13 +892,6 @@ fn walk(
 fn successor(mut key: Vec<u8>) -> Vec<u8> {
     key.push(0);
     key
-}
-
-fn content_hash_of(value: &[u8], id: RevisionId) -> Result<ContentHash, StoreError> {
-    value
-        .first_chunk::<32>()
-        .map(|hash| ContentHash(*hash))
-        .ok_or_else(|| corrupt(format!("revision {id}: value too short")))
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -1,20 +1,30 @@
-//! The key layout of a catalog store. Every store lives in one tree (one key space), so a
-//! single atomic batch covers every index a change touches.
+//! The key layout of a catalog store.
 //!
-//! | prefix | key                          | value                                   |
-//! |--------|------------------------------|-----------------------------------------|
-//! | `R`    | update id (16) + revision (4, big endian) | content hash (32) + original document |
-//! | `L`    | update id (16)               | the latest revision's summary           |
-//! | `C`    | category id (16) + update id (16) | empty: updates by category (latest revisions) |
-//! | `G`    | sequence (8, big endian)     | one change-log record                   |
-//! | `M`    | a name                       | store state and callers' own metadata   |
+//! A store is two key spaces (two sled trees). The **index** holds everything small:
 //!
-//! Big-endian numbers make byte order equal numeric order, so scans come out sorted.
+//! | prefix | key                            | value                                         |
+//! |--------|--------------------------------|-----------------------------------------------|
+//! | `U`    | update id (16)                 | the update's record: latest summary, held revisions with their content hashes |
+//! | `C`    | category id (16) + position (8)| update id (16): updates by category           |
+//! | `G`    | last sequence of the chunk (8) | a chunk of change-log records: one per applied batch |
+//! | `M`    | a name                         | store state and callers' own metadata         |
+//!
+//! The **documents** space holds the original documents under update id (16) + revision (4).
+//!
+//! Numbers are big endian, so byte order equals numeric order and scans come out sorted.
+//!
+//! Why this shape: documents are large and written once; keeping them apart leaves the
+//! index dense enough to stay in cache, so reads for listing and for each put never touch
+//! document pages. The category index is ordered by the change-log position at which an
+//! update entered the category, so a batch's entries are contiguous rather than scattered,
+//! and the change log is one chunk per applied batch rather than one key per change — the
+//! storage engine charges per key and per page touched. Keying a chunk by its *last*
+//! sequence number lets a forward scan from `after + 1` land on the chunk holding the
+//! record after `after`.
 
 use sitesync_metadata::{RevisionId, UpdateId};
 
-pub const REVISION: u8 = b'R';
-pub const LATEST: u8 = b'L';
+pub const UPDATE: u8 = b'U';
 pub const CATEGORY: u8 = b'C';
 pub const LOG: u8 = b'G';
 pub const META: u8 = b'M';
@@ -22,43 +32,48 @@ pub const META: u8 = b'M';
 /// The store's own state record.
 pub const STATE: &str = "state";
 
-pub fn revision(id: RevisionId) -> Vec<u8> {
-    let mut key = revisions_of(id.update_id);
+pub fn record(update: UpdateId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(17);
+    key.push(UPDATE);
+    key.extend_from_slice(update.as_bytes());
+    key
+}
+
+/// A document's key in the documents space.
+pub fn document(id: RevisionId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(20);
+    key.extend_from_slice(id.update_id.as_bytes());
     key.extend_from_slice(&id.revision.to_be_bytes());
     key
 }
 
-pub fn revisions_of(update: UpdateId) -> Vec<u8> {
-    let mut key = Vec::with_capacity(21);
-    key.push(REVISION);
-    key.extend_from_slice(update.as_bytes());
-    key
-}
-
-pub fn latest(update: UpdateId) -> Vec<u8> {
-    let mut key = Vec::with_capacity(17);
-    key.push(LATEST);
-    key.extend_from_slice(update.as_bytes());
-    key
+pub fn parse_document_key(key: &[u8]) -> Option<RevisionId> {
+    if key.len() != 20 {
+        return None;
+    }
+    Some(RevisionId {
+        update_id: update_id_at(key, 0)?,
+        revision: u32_at(key, 16)?,
+    })
 }
 
 pub fn category_members(category: UpdateId) -> Vec<u8> {
-    let mut key = Vec::with_capacity(33);
+    let mut key = Vec::with_capacity(25);
     key.push(CATEGORY);
     key.extend_from_slice(category.as_bytes());
     key
 }
 
-pub fn category(category: UpdateId, update: UpdateId) -> Vec<u8> {
+pub fn category(category: UpdateId, position: u64) -> Vec<u8> {
     let mut key = category_members(category);
-    key.extend_from_slice(update.as_bytes());
+    key.extend_from_slice(&position.to_be_bytes());
     key
 }
 
-pub fn log(sequence: u64) -> Vec<u8> {
+pub fn log_chunk(last_sequence: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);
     key.push(LOG);
-    key.extend_from_slice(&sequence.to_be_bytes());
+    key.extend_from_slice(&last_sequence.to_be_bytes());
     key
 }
 
@@ -69,20 +84,20 @@ pub fn meta(name: &str) -> Vec<u8> {
     key
 }
 
-/// The update id stored at `offset` in a key, if the key is long enough.
-pub fn update_id_at(key: &[u8], offset: usize) -> Option<UpdateId> {
-    let bytes: [u8; 16] = key.get(offset..offset + 16)?.try_into().ok()?;
-    Some(UpdateId::from_bytes(bytes))
+/// The update id stored at `offset` in a key or value, if it is long enough.
+pub fn update_id_at(bytes: &[u8], offset: usize) -> Option<UpdateId> {
+    let id: [u8; 16] = bytes.get(offset..offset + 16)?.try_into().ok()?;
+    Some(UpdateId::from_bytes(id))
 }
 
-pub fn u32_at(key: &[u8], offset: usize) -> Option<u32> {
+pub fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
     Some(u32::from_be_bytes(
-        key.get(offset..offset + 4)?.try_into().ok()?,
+        bytes.get(offset..offset + 4)?.try_into().ok()?,
     ))
 }
 
-pub fn u64_at(key: &[u8], offset: usize) -> Option<u64> {
+pub fn u64_at(bytes: &[u8], offset: usize) -> Option<u64> {
     Some(u64::from_be_bytes(
-        key.get(offset..offset + 8)?.try_into().ok()?,
+        bytes.get(offset..offset + 8)?.try_into().ok()?,
     ))
 }

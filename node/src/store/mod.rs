@@ -15,7 +15,7 @@ pub mod keys;
 use std::ops::Deref;
 use std::path::Path;
 
-pub use backend::{Backend, BackendError, MemoryBackend, SledBackend, WriteBatch};
+pub use backend::{Backend, BackendError, MemoryBackend, Page, SledBackend, WriteBatch};
 pub use catalog::{
     ApplyOutcome, CatalogChange, CatalogStore, ChangeKind, LoggedChange, StoreError, StoreState,
     UpdateSummary, VerifyReport,
@@ -61,22 +61,34 @@ impl NodeDatabase {
     /// Opens (or creates) the database in `path`.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let db = backend::open_sled(path, cache_bytes)?;
-        let tree = |name: &str| -> Result<Box<dyn Backend>, StoreError> {
-            let tree = db.open_tree(name).map_err(BackendError::from)?;
-            Ok(Box::new(SledBackend::new(tree)))
+        let store = |name: &str| -> Result<CatalogStore, StoreError> {
+            let tree = |name: String| -> Result<Box<dyn Backend>, StoreError> {
+                let tree = db.open_tree(name).map_err(BackendError::from)?;
+                Ok(Box::new(SledBackend::new(tree)))
+            };
+            CatalogStore::open(
+                tree(format!("{name}.index"))?,
+                tree(format!("{name}.documents"))?,
+            )
         };
         Ok(Self {
-            update_server: UpdateServerStore(CatalogStore::open(tree("update_server")?)?),
-            site_database: SiteDatabase(CatalogStore::open(tree("site_database")?)?),
+            update_server: UpdateServerStore(store("update_server")?),
+            site_database: SiteDatabase(store("site_database")?),
             db: Some(db),
         })
     }
 
     /// A database that lives in memory only, for tests.
     pub fn in_memory() -> Result<Self, StoreError> {
+        let store = || {
+            CatalogStore::open(
+                Box::new(MemoryBackend::new()),
+                Box::new(MemoryBackend::new()),
+            )
+        };
         Ok(Self {
-            update_server: UpdateServerStore(CatalogStore::open(Box::new(MemoryBackend::new()))?),
-            site_database: SiteDatabase(CatalogStore::open(Box::new(MemoryBackend::new()))?),
+            update_server: UpdateServerStore(store()?),
+            site_database: SiteDatabase(store()?),
             db: None,
         })
     }

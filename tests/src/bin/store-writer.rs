@@ -36,10 +36,7 @@ fn main() -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     for done in applied + 1..=MAX_BATCHES {
         let batch = workload.next_batch()?;
-        let outcome = store.apply(
-            &batch,
-            &[(BATCHES_APPLIED_KEY, done.to_be_bytes().to_vec())],
-        )?;
+        let outcome = store.apply(batch, &[(BATCHES_APPLIED_KEY, done.to_be_bytes().to_vec())])?;
         writeln!(
             stdout,
             "ack {done} {} {}",
