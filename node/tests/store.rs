@@ -239,6 +239,26 @@ fn changes_to_one_update_within_one_batch_see_each_other() {
     }
 }
 
+/// Found by the property test: the removal staged by a delete must not take away the
+/// document a later put in the same batch brings back.
+#[test]
+fn delete_then_put_of_the_same_revision_in_one_batch_keeps_the_document() {
+    for (_dir, db) in databases() {
+        let store = db.update_server();
+        store.apply(put([published(9, 101)]), &[]).unwrap();
+        let changes = vec![
+            CatalogChange::Delete(update_id(9)),
+            CatalogChange::Put(published(9, 101)),
+        ];
+        store.apply(changes, &[]).unwrap();
+        let id = published(9, 101).id;
+        assert_eq!(store.document(id).unwrap().unwrap(), published(9, 101).document);
+        let report = store.verify().unwrap();
+        assert!(report.is_consistent(), "{:?}", report.problems);
+        assert_eq!(report.unreferenced_documents, 0);
+    }
+}
+
 #[test]
 fn metadata_moves_with_the_data_and_the_state_key_is_reserved() {
     for (_dir, db) in databases() {
