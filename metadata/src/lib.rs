@@ -10,6 +10,7 @@
 //!   incrementally, so two stores compare in O(1).
 //! - [`generate`] writes deterministic, schema-valid catalogs for the demo, tests and
 //!   benchmarks.
+//! - [`sample`] is the small catalog of real documents built into the binaries.
 //!
 //! Nothing here knows about storage or the network: the stores (`sitesync-node`) and the wire
 //! types (`sitesync-proto`) depend on this crate, never the reverse.
@@ -18,6 +19,7 @@
 pub mod digest;
 pub mod generate;
 pub mod model;
+pub mod sample;
 pub mod xml;
 
 pub use digest::{CatalogDigest, ContentHash};

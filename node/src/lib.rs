@@ -4,9 +4,25 @@
 //!   the node's update server has synced) and the site database (the site's view) — each
 //!   with revisions, a latest-revision index, a category index, a change log and an
 //!   incrementally maintained catalog digest.
+//! - [`upstream`]: where a top site's update server syncs from (a catalog directory).
+//! - [`sync`]: the sync manager, its schedule and its status messages.
+//! - [`clock`]: the time seam, so 60-minute retries and 7-day schedules test instantly.
+//! - [`policy`]: the site-wide client policy published after each successful sync (S8).
+//! - [`config`]: defaults → TOML → environment → flags, validated at load.
+//! - [`node`]: a running node's shared state; [`service`] adapts it to gRPC and [`server`]
+//!   serves those services with health and reflection; [`startup`] opens it all.
 //!
 //! Data flows upstream → update-server store (phase 1 of a sync) → site database (phase 2)
 //! → children, as SPEC rule S7 describes.
 #![forbid(unsafe_code)]
 
+pub mod clock;
+pub mod config;
+pub mod node;
+pub mod policy;
+pub mod server;
+pub mod service;
+pub mod startup;
 pub mod store;
+pub mod sync;
+pub mod upstream;

@@ -1,1 +1,117 @@
-fn main() {}
+//! `sitesync-node`: runs one site's node.
+//!
+//! With no arguments it runs the top site `CEN` with data under `./sitesync-data` and the
+//! bundled sample catalog as its upstream. See `--help` for the configuration layers.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use sitesync_node::clock::SystemClock;
+use sitesync_node::config::{NodeConfig, Overrides};
+use tracing::{info, warn};
+
+// The allocator the store benchmark measures with (node/benches/store_ingest.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Runs one sitesync node. Settings come from, in increasing precedence: built-in defaults,
+/// the config file, environment variables, flags.
+#[derive(Debug, Parser)]
+#[command(name = "sitesync-node", version)]
+struct Args {
+    /// A TOML config file.
+    #[arg(long, env = "SITESYNC_CONFIG")]
+    config: Option<PathBuf>,
+    /// This site's code: three letters or digits (default CEN).
+    #[arg(long, env = "SITESYNC_SITE_CODE")]
+    site_code: Option<String>,
+    /// `site` or `internet` (default site).
+    #[arg(long, env = "SITESYNC_ROLE")]
+    role: Option<String>,
+    /// Where the node keeps its database (default ./sitesync-data).
+    #[arg(long, env = "SITESYNC_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The gRPC listen address (default 127.0.0.1:8530; port 0 picks a free port).
+    #[arg(long, env = "SITESYNC_LISTEN")]
+    listen: Option<String>,
+    /// Sync from this directory of update XML documents instead of the sample catalog.
+    #[arg(long, env = "SITESYNC_UPSTREAM_DIR")]
+    upstream_dir: Option<PathBuf>,
+    /// The storage engine's page cache in MiB (default 64).
+    #[arg(long, env = "SITESYNC_CACHE_MIB")]
+    cache_mib: Option<u64>,
+    /// Once listening, write the bound address (host:port) to this file: how scripts and
+    /// tests find a node started on port 0.
+    #[arg(long)]
+    address_file: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let args = Args::parse();
+    let overrides = Overrides {
+        site_code: args.site_code,
+        role: args.role,
+        data_dir: args.data_dir,
+        listen: args.listen,
+        upstream_dir: args.upstream_dir,
+        cache_mib: args.cache_mib,
+    };
+    let config = NodeConfig::load(args.config.as_deref(), &overrides)?;
+    let listen = config.listen;
+    let started = sitesync_node::startup::start(config, Arc::new(SystemClock))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr()?;
+    if let Some(path) = &args.address_file {
+        // Written whole, then renamed, so a reader never sees half an address.
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, address.to_string())
+            .and_then(|()| std::fs::rename(&partial, path))
+            .with_context(|| format!("cannot write the address file {}", path.display()))?;
+    }
+    let config = &started.node.config;
+    info!(
+        site = %config.site_code,
+        role = %config.role,
+        %address,
+        data_dir = %config.data_dir.display(),
+        "node serving"
+    );
+    sitesync_node::server::serve(started, listener, shutdown_signal()).await?;
+    info!("node stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    info!("shutting down");
+}

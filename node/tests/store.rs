@@ -252,7 +252,10 @@ fn delete_then_put_of_the_same_revision_in_one_batch_keeps_the_document() {
         ];
         store.apply(changes, &[]).unwrap();
         let id = published(9, 101).id;
-        assert_eq!(store.document(id).unwrap().unwrap(), published(9, 101).document);
+        assert_eq!(
+            store.document(id).unwrap().unwrap(),
+            published(9, 101).document
+        );
         let report = store.verify().unwrap();
         assert!(report.is_consistent(), "{:?}", report.problems);
         assert_eq!(report.unreferenced_documents, 0);

@@ -94,6 +94,32 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     fn flush(&self) -> Result<(), BackendError>;
 }
 
+/// A shared backend is a backend: the in-memory database hands out the same space to
+/// everyone who opens it by name, as sled does with its trees.
+impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        (**self).get(key)
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<Page, BackendError> {
+        (**self).scan(prefix, from, limit, keep)
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), BackendError> {
+        (**self).apply(batch)
+    }
+
+    fn flush(&self) -> Result<(), BackendError> {
+        (**self).flush()
+    }
+}
+
 /// A sled tree. One sled database per node holds one tree per store.
 #[derive(Debug, Clone)]
 pub struct SledBackend {

@@ -105,6 +105,10 @@ pub enum CatalogChange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreState {
     pub format: u32,
+    /// The identity of this store's change log, fixed when the store is created. A reader's
+    /// anchor on another log (the store was recreated and its numbers restarted) is refused
+    /// rather than misread.
+    pub log_id: [u8; 16],
     /// The sequence number of the newest change-log record (0 when the log is empty).
     pub last_sequence: u64,
     /// The oldest sequence number still in the log; older records were compacted away.
@@ -118,6 +122,7 @@ impl StoreState {
     fn empty() -> Self {
         Self {
             format: FORMAT_VERSION,
+            log_id: *uuid::Uuid::new_v4().as_bytes(),
             last_sequence: 0,
             first_retained_sequence: 1,
             digest: CatalogDigest::EMPTY,
@@ -159,6 +164,14 @@ impl UpdateSummary {
             superseded: revision.superseded.iter().map(|r| r.update_id).collect(),
         }
     }
+}
+
+/// An update a store holds, with every revision and its content hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldUpdate {
+    pub update_id: UpdateId,
+    /// Ascending by revision number.
+    pub revisions: Vec<(u32, ContentHash)>,
 }
 
 /// The result of applying a set of changes.
@@ -616,6 +629,76 @@ impl CatalogStore {
                 .scan(&[keys::UPDATE], &from, limit - out.len(), &|_| true)?;
             for (_, value) in page.entries {
                 out.push(decode::<UpdateRecord>(&value, "update record")?.summary);
+            }
+            match page.resume_after {
+                Some(last) => from = successor(last),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Updates held, in id order, after `after` (`None` for the start), at most `limit`,
+    /// each with every revision held and its content hash: what a sync compares its
+    /// upstream against without reading documents.
+    pub fn held_updates(
+        &self,
+        after: Option<UpdateId>,
+        limit: usize,
+    ) -> Result<Vec<HeldUpdate>, StoreError> {
+        let from = match after {
+            Some(id) => successor(keys::record(id)),
+            None => vec![keys::UPDATE],
+        };
+        self.index
+            .scan(&[keys::UPDATE], &from, limit, &|_| true)?
+            .entries
+            .into_iter()
+            .map(|(key, value)| {
+                let update_id = keys::update_id_at(&key, 1)
+                    .ok_or_else(|| corrupt("an update record key is too short"))?;
+                let record: UpdateRecord = decode(&value, "update record")?;
+                Ok(HeldUpdate {
+                    update_id,
+                    revisions: record.revisions,
+                })
+            })
+            .collect()
+    }
+
+    /// Held revisions in (update id, revision) order — snapshot order — after `after`
+    /// (`None` for the start), at most `limit`.
+    pub fn revisions_after(
+        &self,
+        after: Option<RevisionId>,
+        limit: usize,
+    ) -> Result<Vec<RevisionId>, StoreError> {
+        let mut from = match after {
+            Some(id) => keys::record(id.update_id),
+            None => vec![keys::UPDATE],
+        };
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let page = self
+                .index
+                .scan(&[keys::UPDATE], &from, SCAN_PAGE, &|_| true)?;
+            for (key, value) in page.entries {
+                let update = keys::update_id_at(&key, 1)
+                    .ok_or_else(|| corrupt("an update record key is too short"))?;
+                let record: UpdateRecord = decode(&value, "update record")?;
+                for (revision, _) in record.revisions {
+                    let id = RevisionId {
+                        update_id: update,
+                        revision,
+                    };
+                    if after.is_some_and(|after| id <= after) {
+                        continue;
+                    }
+                    out.push(id);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
             }
             match page.resume_after {
                 Some(last) => from = successor(last),

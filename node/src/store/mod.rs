@@ -12,13 +12,15 @@ pub mod backend;
 pub mod catalog;
 pub mod keys;
 
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 pub use backend::{Backend, BackendError, MemoryBackend, Page, SledBackend, WriteBatch};
 pub use catalog::{
-    ApplyOutcome, CatalogChange, CatalogStore, ChangeKind, LoggedChange, StoreError, StoreState,
-    UpdateSummary, VerifyReport,
+    ApplyOutcome, CatalogChange, CatalogStore, ChangeKind, HeldUpdate, LoggedChange, StoreError,
+    StoreState, UpdateSummary, VerifyReport,
 };
 
 /// The default sled page-cache size for a node: enough for the indexes and the recent
@@ -50,9 +52,12 @@ impl Deref for SiteDatabase {
 /// Everything a node keeps on disk: one sled database holding one tree per store.
 #[derive(Debug)]
 pub struct NodeDatabase {
-    /// Kept so later parts of the node can open their own trees (outboxes, status
-    /// messages) in the same database, and so the database lives as long as its stores.
+    /// Kept so other parts of the node open their own key spaces (see [`Self::space`]) in
+    /// the same database, and so the database lives as long as its stores.
     db: Option<sled::Db>,
+    /// The named spaces of an in-memory database, so opening a name twice gives the same
+    /// data, as a sled tree does.
+    memory_spaces: Mutex<HashMap<String, Arc<MemoryBackend>>>,
     update_server: UpdateServerStore,
     site_database: SiteDatabase,
 }
@@ -75,6 +80,7 @@ impl NodeDatabase {
             update_server: UpdateServerStore(store("update_server")?),
             site_database: SiteDatabase(store("site_database")?),
             db: Some(db),
+            memory_spaces: Mutex::default(),
         })
     }
 
@@ -90,6 +96,7 @@ impl NodeDatabase {
             update_server: UpdateServerStore(store()?),
             site_database: SiteDatabase(store()?),
             db: None,
+            memory_spaces: Mutex::default(),
         })
     }
 
@@ -101,8 +108,21 @@ impl NodeDatabase {
         &self.site_database
     }
 
-    /// The sled database itself, when on disk.
-    pub fn sled(&self) -> Option<&sled::Db> {
-        self.db.as_ref()
+    /// Another key space of the node's database, by name: the sync manager's state, the
+    /// status messages, the upstream tracker. Names must not start with a store's name.
+    pub fn space(&self, name: &str) -> Result<Box<dyn Backend>, StoreError> {
+        match &self.db {
+            Some(db) => {
+                let tree = db
+                    .open_tree(format!("space.{name}"))
+                    .map_err(BackendError::from)?;
+                Ok(Box::new(SledBackend::new(tree)))
+            }
+            None => {
+                let mut spaces = self.memory_spaces.lock().unwrap_or_else(|p| p.into_inner());
+                let space = spaces.entry(name.to_owned()).or_default().clone();
+                Ok(Box::new(space))
+            }
+        }
     }
 }

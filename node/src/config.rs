@@ -1,0 +1,437 @@
+//! The node's configuration: embedded defaults, then a TOML file, then environment
+//! variables, then command-line flags, each layer overriding the one before. Everything is
+//! validated at load, and a bad value is reported with the key that holds it and why.
+//!
+//! With nothing configured a node runs the top site `CEN` with its data under
+//! `./sitesync-data` and the bundled sample catalog as its upstream, so it works on a fresh
+//! machine.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::sync::schedule::{RetryPolicy, Schedule};
+use crate::sync::settings::{CategorySelector, SyncSettings};
+
+/// A site code: three letters or digits, as in ConfigMgr (`CEN`, `PR1`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SiteCode(String);
+
+impl SiteCode {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SiteCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for SiteCode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            Ok(Self(s.to_ascii_uppercase()))
+        } else {
+            Err(format!(
+                "`{s}` is not a site code: use three letters or digits, such as CEN or PR1"
+            ))
+        }
+    }
+}
+
+/// What a node is (SPEC Part 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A site's active update point and its site database.
+    Site,
+    /// An internet-facing update point: an update-server store only, fed by its own site.
+    Internet,
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "site" => Ok(Self::Site),
+            "internet" => Ok(Self::Internet),
+            _ => Err(format!("`{s}` is not a role: use `site` or `internet`")),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Site => "site",
+            Self::Internet => "internet",
+        })
+    }
+}
+
+/// Where the node's update server syncs from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamConfig {
+    /// The sample catalog built into the binary, written under the data directory at start.
+    Sample,
+    /// A directory of update XML documents, one file per revision.
+    Directory(PathBuf),
+}
+
+/// The validated configuration of one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub site_code: SiteCode,
+    pub role: Role,
+    /// Where the node's database (and the materialized sample catalog) live.
+    pub data_dir: PathBuf,
+    /// The address the gRPC server binds; port 0 picks a free port.
+    pub listen: SocketAddr,
+    pub upstream: UpstreamConfig,
+    /// The storage engine's page cache.
+    pub cache_bytes: u64,
+    /// The sync settings as configured; the node keeps its own copy after first start,
+    /// which operators change through `sitesyncctl settings set`.
+    pub sync: SyncSection,
+}
+
+/// `[sync]`: what to sync and when, as written (validated at load). These are the settings
+/// a node starts with; afterwards operators change them with `sitesyncctl settings set`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    /// Products to sync, by name or category id; empty means every product.
+    #[serde(default)]
+    pub products: Vec<String>,
+    /// Update classifications to sync, by name or category id; empty means all.
+    #[serde(default)]
+    pub classifications: Vec<String>,
+    /// Languages to sync (`en`, `de`, ...); empty means all.
+    #[serde(default)]
+    pub languages: Vec<String>,
+    /// Scheduled syncs: an interval (`7d`, `12h`, `2w`) or a cron expression.
+    pub schedule: Option<String>,
+    /// The delay before a failed sync is retried (`60m`).
+    pub retry: Option<String>,
+}
+
+/// A configuration error, naming the key and what is wrong with its value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("config file {path}: {reason}")]
+    Syntax { path: PathBuf, reason: String },
+    #[error("{key} (from {origin}): {reason}")]
+    Invalid {
+        key: &'static str,
+        origin: Source,
+        reason: String,
+    },
+}
+
+/// Which layer a value came from, so an error says where to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Overrides,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("the defaults"),
+            Source::File(path) => write!(f, "{}", path.display()),
+            Source::Overrides => f.write_str("the environment or command line"),
+        }
+    }
+}
+
+/// The config file's shape. Every field is optional: absent means "keep the default".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    site_code: Option<String>,
+    role: Option<String>,
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    cache_mib: Option<u64>,
+    upstream: Option<FileUpstream>,
+    sync: Option<SyncSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpstream {
+    /// `sample` or `directory`.
+    kind: String,
+    path: Option<PathBuf>,
+}
+
+/// Values given on the command line or in the environment; they win over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub site_code: Option<String>,
+    pub role: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub upstream_dir: Option<PathBuf>,
+    pub cache_mib: Option<u64>,
+}
+
+pub const DEFAULT_SITE_CODE: &str = "CEN";
+pub const DEFAULT_DATA_DIR: &str = "./sitesync-data";
+/// WSUS's own port, on loopback: a node is reachable from elsewhere only when configured so.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8530";
+pub const DEFAULT_CACHE_MIB: u64 = 64;
+
+impl NodeConfig {
+    /// Loads the layers: defaults, then `file` if given, then `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let (parsed, file_source) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                })?;
+                let parsed: FileConfig =
+                    toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                        path: path.to_owned(),
+                        reason: e.to_string(),
+                    })?;
+                (parsed, Source::File(path.to_owned()))
+            }
+            None => (FileConfig::default(), Source::Default),
+        };
+        let pick = |flag: Option<String>, file: Option<String>, default: &str| match (flag, file) {
+            (Some(v), _) => (v, Source::Overrides),
+            (None, Some(v)) => (v, file_source.clone()),
+            (None, None) => (default.to_owned(), Source::Default),
+        };
+
+        let (site_code, source) = pick(
+            overrides.site_code.clone(),
+            parsed.site_code,
+            DEFAULT_SITE_CODE,
+        );
+        let site_code = site_code.parse().map_err(|reason| ConfigError::Invalid {
+            key: "site_code",
+            origin: source,
+            reason,
+        })?;
+
+        let (role, source) = pick(overrides.role.clone(), parsed.role, "site");
+        let role = role.parse().map_err(|reason| ConfigError::Invalid {
+            key: "role",
+            origin: source,
+            reason,
+        })?;
+
+        let (listen, source) = pick(overrides.listen.clone(), parsed.listen, DEFAULT_LISTEN);
+        let listen = listen.parse().map_err(|_| ConfigError::Invalid {
+            key: "listen",
+            origin: source,
+            reason: format!("`{listen}` is not an address: use host:port, such as 127.0.0.1:8530 or 0.0.0.0:8530"),
+        })?;
+
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or(parsed.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+
+        let cache_mib = overrides
+            .cache_mib
+            .or(parsed.cache_mib)
+            .unwrap_or(DEFAULT_CACHE_MIB);
+        if !(8..=16_384).contains(&cache_mib) {
+            return Err(ConfigError::Invalid {
+                key: "cache_mib",
+                origin: if overrides.cache_mib.is_some() {
+                    Source::Overrides
+                } else {
+                    file_source.clone()
+                },
+                reason: format!("{cache_mib} is out of range: use 8 to 16384 (MiB)"),
+            });
+        }
+
+        let upstream = match (&overrides.upstream_dir, parsed.upstream) {
+            (Some(dir), _) => UpstreamConfig::Directory(dir.clone()),
+            (None, None) => UpstreamConfig::Sample,
+            (None, Some(FileUpstream { kind, path })) => {
+                match (kind.as_str(), path) {
+                    ("sample", None) => UpstreamConfig::Sample,
+                    ("directory", Some(path)) => UpstreamConfig::Directory(path),
+                    ("directory", None) => {
+                        return Err(ConfigError::Invalid {
+                        key: "upstream.path",
+                        origin: file_source,
+                        reason: "a directory upstream needs `path`, the directory of update documents".into(),
+                    });
+                    }
+                    ("sample", Some(_)) => {
+                        return Err(ConfigError::Invalid {
+                        key: "upstream.path",
+                        origin: file_source,
+                        reason: "the sample upstream takes no `path`; use kind = \"directory\" to sync from a directory".into(),
+                    });
+                    }
+                    (other, _) => {
+                        return Err(ConfigError::Invalid {
+                            key: "upstream.kind",
+                            origin: file_source,
+                            reason: format!(
+                                "`{other}` is not an upstream kind: use `sample` or `directory`"
+                            ),
+                        });
+                    }
+                }
+            }
+        };
+
+        let sync = parsed.sync.unwrap_or_default();
+        sync.settings()
+            .map_err(|(key, reason)| ConfigError::Invalid {
+                key,
+                origin: file_source.clone(),
+                reason,
+            })?;
+
+        Ok(Self {
+            site_code,
+            role,
+            data_dir,
+            listen,
+            upstream,
+            cache_bytes: cache_mib << 20,
+            sync,
+        })
+    }
+}
+
+impl SyncSection {
+    /// The sync settings this section describes, or the key that is wrong and why.
+    pub fn settings(&self) -> Result<SyncSettings, (&'static str, String)> {
+        let selectors = |key: &'static str, values: &[String]| {
+            values
+                .iter()
+                .map(|v| v.parse::<CategorySelector>().map_err(|e| (key, e)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let mut settings = SyncSettings {
+            products: selectors("sync.products", &self.products)?,
+            classifications: selectors("sync.classifications", &self.classifications)?,
+            languages: self.languages.clone(),
+            ..SyncSettings::default()
+        };
+        if let Some(schedule) = &self.schedule {
+            settings.schedule = schedule
+                .parse::<Schedule>()
+                .map_err(|e| ("sync.schedule", e.to_string()))?;
+        }
+        if let Some(retry) = &self.retry {
+            settings.retry = retry
+                .parse::<RetryPolicy>()
+                .map_err(|e| ("sync.retry", e.to_string()))?;
+        }
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn no_config_is_the_top_site_cen_on_the_sample_catalog() {
+        let config = NodeConfig::load(None, &Overrides::default()).unwrap();
+        assert_eq!(config.site_code.as_str(), "CEN");
+        assert_eq!(config.role, Role::Site);
+        assert_eq!(config.data_dir, PathBuf::from("./sitesync-data"));
+        assert_eq!(config.upstream, UpstreamConfig::Sample);
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.cache_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let (_dir, path) = write(
+            "site_code = \"PR1\"\nlisten = \"127.0.0.1:9000\"\n[upstream]\nkind = \"directory\"\npath = \"/srv/catalog\"\n[sync]\nproducts = [\"Windows 10\"]\nschedule = \"12h\"\n",
+        );
+        let from_file = NodeConfig::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(from_file.site_code.as_str(), "PR1");
+        assert_eq!(from_file.listen.port(), 9000);
+        assert_eq!(
+            from_file.upstream,
+            UpstreamConfig::Directory("/srv/catalog".into())
+        );
+        assert_eq!(from_file.sync.products, vec!["Windows 10".to_owned()]);
+        assert_eq!(from_file.sync.schedule.as_deref(), Some("12h"));
+
+        let overrides = Overrides {
+            site_code: Some("pr2".into()),
+            listen: Some("127.0.0.1:0".into()),
+            ..Overrides::default()
+        };
+        let overridden = NodeConfig::load(Some(&path), &overrides).unwrap();
+        assert_eq!(overridden.site_code.as_str(), "PR2");
+        assert_eq!(overridden.listen.port(), 0);
+        assert_eq!(overridden.upstream, from_file.upstream);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key_and_where_it_came_from() {
+        let (_dir, path) = write("site_code = \"CENTRAL\"\n");
+        let error = NodeConfig::load(Some(&path), &Overrides::default()).unwrap_err();
+        let text = error.to_string();
+        assert!(text.starts_with("site_code (from "), "{text}");
+        assert!(text.contains("node.toml"), "{text}");
+        assert!(text.contains("three letters or digits"), "{text}");
+
+        let overrides = Overrides {
+            listen: Some("localhost".into()),
+            ..Overrides::default()
+        };
+        let error = NodeConfig::load(None, &overrides).unwrap_err().to_string();
+        assert!(
+            error.starts_with("listen (from the environment or command line)"),
+            "{error}"
+        );
+
+        let (_dir, path) = write("[upstream]\nkind = \"directory\"\n");
+        let error = NodeConfig::load(Some(&path), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("upstream.path"), "{error}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_syntax_are_refused() {
+        let (_dir, path) = write("site_kode = \"CEN\"\n");
+        let error = NodeConfig::load(Some(&path), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `site_kode`"), "{error}");
+        let (_dir, path) = write("site_code = \n");
+        assert!(matches!(
+            NodeConfig::load(Some(&path), &Overrides::default()),
+            Err(ConfigError::Syntax { .. })
+        ));
+    }
+}

@@ -1,0 +1,69 @@
+//! The node's gRPC server: its services plus the standard health and reflection services,
+//! so stock gRPC tools work against it.
+//!
+//! The listener comes from outside (`serve` takes a bound `TcpListener`), so tests bind port
+//! 0 and read the address back, and the same code can run on other transports.
+
+use std::future::Future;
+
+use sitesync_proto::{FILE_DESCRIPTOR_SET, MAX_MESSAGE_BYTES, v1};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::service::admin::AdminService;
+use crate::service::client_policy::ClientPolicyService;
+use crate::service::update_server::UpdateServerService;
+use crate::startup::Started;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Serves every service on `listener` until `shutdown` completes, then drains in-flight
+/// calls and returns.
+pub async fn serve(
+    started: Started,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    let Started { node, sync } = started;
+    health_reporter
+        .set_serving::<v1::update_server_server::UpdateServerServer<UpdateServerService>>()
+        .await;
+    health_reporter
+        .set_serving::<v1::admin_server::AdminServer<AdminService>>()
+        .await;
+    health_reporter
+        .set_serving::<v1::client_policy_server::ClientPolicyServer<ClientPolicyService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    // One maximal document must fit in one message; tonic's 4 MiB default would refuse it.
+    let update_server =
+        v1::update_server_server::UpdateServerServer::new(UpdateServerService::new(node.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = v1::admin_server::AdminServer::new(AdminService::new(node.clone(), sync.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let client_policy =
+        v1::client_policy_server::ClientPolicyServer::new(ClientPolicyService::new(node, sync));
+
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(update_server)
+        .add_service(admin)
+        .add_service(client_policy)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

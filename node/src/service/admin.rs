@@ -1,0 +1,866 @@
+//! `sitesync.v1.Admin`: the operator's surface — status, syncs and their progress, status
+//! messages, updates, sync settings and the client policy.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sitesync_metadata::{CategoryType, PublicationState, RevisionId, UpdateId, UpdateType};
+use sitesync_proto::convert::{optional_timestamp, timestamp_to_wire};
+use sitesync_proto::v1;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::store_info;
+use crate::node::NodeState;
+use crate::store::{CatalogStore, UpdateSummary};
+use crate::sync::manager::{
+    Disposition, ManagerView, SyncError, SyncKind, SyncManager, SyncPhase, SyncResult, SyncRun,
+    SyncTrigger,
+};
+use crate::sync::schedule::{RetryPolicy, Schedule};
+use crate::sync::settings::{CategorySelector, SyncSettings};
+use crate::sync::status::{Severity, StatusCursor, StatusMessage, StatusMessageId, StatusQuery};
+
+const DEFAULT_PAGE: usize = sitesync_proto::DEFAULT_PAGE_SIZE as usize;
+const MAX_PAGE: usize = sitesync_proto::MAX_PAGE_SIZE as usize;
+
+/// The superseded set of a store as of a change-log position.
+type SupersededAt = (u64, Arc<HashSet<UpdateId>>);
+
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    node: Arc<NodeState>,
+    sync: SyncManager,
+    /// Which updates some held update supersedes, per store (update server, site
+    /// database): listing filters on it, and recomputing it costs a walk of the store.
+    superseded: Arc<Mutex<[Option<SupersededAt>; 2]>>,
+}
+
+impl AdminService {
+    pub fn new(node: Arc<NodeState>, sync: SyncManager) -> Self {
+        Self {
+            node,
+            sync,
+            superseded: Arc::default(),
+        }
+    }
+
+    fn store(&self, selector: i32) -> Result<(&CatalogStore, usize), Status> {
+        match v1::StoreSelector::try_from(selector) {
+            Ok(v1::StoreSelector::UpdateServer) => Ok((self.node.database.update_server(), 0)),
+            Ok(v1::StoreSelector::SiteDatabase | v1::StoreSelector::Unspecified) => {
+                Ok((self.node.database.site_database(), 1))
+            }
+            Err(_) => Err(Status::invalid_argument(format!(
+                "store: {selector} is not a store; use UPDATE_SERVER or SITE_DATABASE"
+            ))),
+        }
+    }
+
+    fn superseded_in(
+        &self,
+        store: &CatalogStore,
+        slot: usize,
+    ) -> Result<Arc<HashSet<UpdateId>>, Status> {
+        let position = store.last_sequence();
+        let mut cache = self.superseded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, set)) = &cache[slot]
+            && *at == position
+        {
+            return Ok(set.clone());
+        }
+        let mut set = HashSet::new();
+        let mut after = None;
+        loop {
+            let page = store.summaries(after, 1_000)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.update_id);
+            for summary in page {
+                set.extend(summary.superseded);
+            }
+        }
+        let set = Arc::new(set);
+        cache[slot] = Some((position, set.clone()));
+        Ok(set)
+    }
+
+    fn site_state(&self, view: &ManagerView) -> v1::SiteState {
+        let node = &self.node;
+        v1::SiteState {
+            site_code: node.config.site_code.to_string(),
+            role: node.wire_role() as i32,
+            parent_site_code: String::new(),
+            address: node.config.listen.to_string(),
+            update_server: Some(store_info(&node.database.update_server().state())),
+            site_database: Some(store_info(&node.database.site_database().state())),
+            replication: None,
+            last_sync: view.last.as_ref().map(wire_run),
+            current_sync: view.current.as_ref().map(wire_run),
+            next_sync_at: view.next_scheduled_at.map(timestamp_to_wire),
+            catalog_version: None,
+            observed_at: Some(timestamp_to_wire(
+                sitesync_metadata::Timestamp::from_unix_millis(now_millis()),
+            )),
+            node_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl From<SyncError> for Status {
+    fn from(error: SyncError) -> Self {
+        match error {
+            SyncError::SettingsConflict { .. } => Status::aborted(error.to_string()),
+            SyncError::Settings(_) => Status::invalid_argument(error.to_string()),
+            SyncError::Store(e) => e.into(),
+            other => Status::internal(other.to_string()),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl v1::admin_server::Admin for AdminService {
+    async fn get_site_status(
+        &self,
+        _request: Request<v1::GetSiteStatusRequest>,
+    ) -> Result<Response<v1::SiteStatus>, Status> {
+        let view = self.sync.watch().borrow().clone();
+        let policy_version = self.sync.policy().current()?.map_or(0, |p| p.version);
+        Ok(Response::new(v1::SiteStatus {
+            site: Some(self.site_state(&view)),
+            children: Vec::new(),
+            queued_syncs: view.queued.iter().map(wire_run).collect(),
+            client_policy_version: policy_version,
+        }))
+    }
+
+    async fn get_hierarchy(
+        &self,
+        _request: Request<v1::GetHierarchyRequest>,
+    ) -> Result<Response<v1::HierarchyTree>, Status> {
+        let view = self.sync.watch().borrow().clone();
+        let site = self.site_state(&view);
+        Ok(Response::new(v1::HierarchyTree {
+            root_site_code: site.site_code.clone(),
+            as_of: site.observed_at,
+            sites: vec![v1::HierarchyNode {
+                state: Some(site),
+                reachable: true,
+                last_report_at: None,
+                lag: None,
+            }],
+        }))
+    }
+
+    async fn run_sync(
+        &self,
+        request: Request<v1::RunSyncRequest>,
+    ) -> Result<Response<v1::RunSyncResponse>, Status> {
+        let kind = match v1::SyncKind::try_from(request.into_inner().kind) {
+            Ok(v1::SyncKind::Full) => SyncKind::Full,
+            Ok(v1::SyncKind::Manual) => SyncKind::Manual,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "kind: say FULL (every change, as a scheduled sync) or MANUAL (new updates only)",
+                ));
+            }
+        };
+        let (id, disposition) = match self.sync.request(kind, SyncTrigger::Operator)? {
+            Disposition::Started(id) => (id, v1::RunSyncDisposition::Started),
+            Disposition::Queued(id) => (id, v1::RunSyncDisposition::Queued),
+        };
+        Ok(Response::new(v1::RunSyncResponse {
+            sync_id: id.to_string(),
+            disposition: disposition as i32,
+        }))
+    }
+
+    type WatchSyncStream = ReceiverStream<Result<v1::SyncProgress, Status>>;
+
+    async fn watch_sync(
+        &self,
+        request: Request<v1::WatchSyncRequest>,
+    ) -> Result<Response<Self::WatchSyncStream>, Status> {
+        let text = request.into_inner().sync_id;
+        let sync_id: u64 = text.parse().map_err(|_| {
+            Status::invalid_argument(format!(
+                "sync_id: `{text}` is not a sync id (a number, as RunSync returned it)"
+            ))
+        })?;
+        let known = {
+            let view = self.sync.watch().borrow().clone();
+            find_run(&view, sync_id).is_some()
+        };
+        if !known {
+            return Err(Status::not_found(format!(
+                "sync {sync_id} is neither queued, running nor the last one finished"
+            )));
+        }
+        let (sender, receiver) = mpsc::channel(8);
+        let sync = self.sync.clone();
+        let site = self.node.config.site_code.to_string();
+        tokio::spawn(async move {
+            let mut watch = sync.watch();
+            let mut sent_through = 0u64;
+            loop {
+                let view = watch.borrow_and_update().clone();
+                let Some(run) = find_run(&view, sync_id) else {
+                    break;
+                };
+                let log = sync.status_log();
+                let query = StatusQuery {
+                    sites: vec![site.clone()],
+                    sync_id: Some(sync_id),
+                    limit: 1_000,
+                    ..StatusQuery::default()
+                };
+                let messages = match log.query(&query) {
+                    Ok((mut messages, _)) => {
+                        messages.retain(|m| m.sequence > sent_through);
+                        messages.sort_by_key(|m| m.sequence);
+                        messages
+                    }
+                    Err(e) => {
+                        let _ = sender.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                };
+                if let Some(last) = messages.last() {
+                    sent_through = last.sequence;
+                }
+                let finished = run.phase == SyncPhase::Finished;
+                let progress = v1::SyncProgress {
+                    run: Some(wire_run(&run)),
+                    messages: messages.iter().map(wire_message).collect(),
+                };
+                if sender.send(Ok(progress)).await.is_err() || finished {
+                    return;
+                }
+                if watch.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn list_status_messages(
+        &self,
+        request: Request<v1::ListStatusMessagesRequest>,
+    ) -> Result<Response<v1::ListStatusMessagesResponse>, Status> {
+        let request = request.into_inner();
+        let ids = request
+            .message_ids
+            .iter()
+            .map(|raw| {
+                u32::try_from(*raw)
+                    .ok()
+                    .and_then(StatusMessageId::from_code)
+                    .ok_or_else(|| Status::invalid_argument(format!("message_ids: {raw} is not a status message id this node knows (6701-6706, 6790)")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let sync_id = match request.sync_id.as_str() {
+            "" => None,
+            text => Some(text.parse::<u64>().map_err(|_| {
+                Status::invalid_argument(format!("sync_id: `{text}` is not a sync id"))
+            })?),
+        };
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(token.parse::<StatusCursor>().map_err(|_| {
+                Status::invalid_argument(
+                    "page_token: not a token this node issued; start again without it",
+                )
+            })?),
+        };
+        let min_severity = match v1::Severity::try_from(request.min_severity) {
+            Ok(v1::Severity::Warning) => 1,
+            Ok(v1::Severity::Error) => 2,
+            _ => 0,
+        };
+        let query = StatusQuery {
+            sites: request
+                .site_codes
+                .iter()
+                .map(|s| s.to_ascii_uppercase())
+                .collect(),
+            ids,
+            since: optional_timestamp(request.since, "since")?,
+            until: optional_timestamp(request.until, "until")?,
+            sync_id,
+            after,
+            limit: (request.page_size as usize)
+                .clamp(1, MAX_PAGE)
+                .max(if request.page_size == 0 {
+                    DEFAULT_PAGE
+                } else {
+                    1
+                }),
+        };
+        let (messages, next) = self
+            .sync
+            .status_log()
+            .query(&query)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let messages = messages
+            .iter()
+            .filter(|m| severity_rank(m.severity) >= min_severity)
+            .filter(|m| request.component.is_empty() || m.component == request.component)
+            .map(wire_message)
+            .collect();
+        Ok(Response::new(v1::ListStatusMessagesResponse {
+            messages,
+            next_page_token: next.map(|c| c.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn list_updates(
+        &self,
+        request: Request<v1::ListUpdatesRequest>,
+    ) -> Result<Response<v1::ListUpdatesResponse>, Status> {
+        let request = request.into_inner();
+        let (store, slot) = self.store(request.store)?;
+        let filter = request.filter.unwrap_or_default();
+        let products = resolve_categories(store, &filter.products, "filter.products", is_product)?;
+        let classifications = resolve_categories(
+            store,
+            &filter.classifications,
+            "filter.classifications",
+            |t| t == Some(CategoryType::UpdateClassification),
+        )?;
+        let types = filter
+            .update_types
+            .iter()
+            .map(|raw| {
+                sitesync_proto::convert::required_enum::<UpdateType>(*raw, "filter.update_types")
+            })
+            .collect::<Result<HashSet<_>, _>>()?;
+        let superseded = match filter.superseded {
+            Some(_) => Some(self.superseded_in(store, slot)?),
+            None => None,
+        };
+        let text = filter.text.as_ref().map(|t| t.to_lowercase());
+        let kb = filter
+            .kb_article
+            .as_ref()
+            .map(|k| k.trim_start_matches(['K', 'B', 'k', 'b']).to_owned());
+        let matches = |s: &UpdateSummary| {
+            products
+                .as_ref()
+                .is_none_or(|p| s.categories.iter().any(|c| p.contains(c)))
+                && classifications
+                    .as_ref()
+                    .is_none_or(|c| s.categories.iter().any(|x| c.contains(x)))
+                && kb
+                    .as_ref()
+                    .is_none_or(|kb| s.kb_article.as_deref() == Some(kb.as_str()))
+                && text.as_ref().is_none_or(|t| {
+                    s.title.to_lowercase().contains(t) || s.id.update_id.to_string().contains(t)
+                })
+                && filter
+                    .expired
+                    .is_none_or(|e| e == (s.publication_state == PublicationState::Expired))
+                && (types.is_empty() || types.contains(&s.update_type))
+                && match (&superseded, filter.superseded) {
+                    (Some(set), Some(wanted)) => set.contains(&s.id.update_id) == wanted,
+                    _ => true,
+                }
+        };
+        let page_size = match request.page_size as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let mut after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(token.parse::<UpdateId>().map_err(|_| {
+                Status::invalid_argument(
+                    "page_token: not a token this node issued; start again without it",
+                )
+            })?),
+        };
+        let superseded_all = self.superseded_in(store, slot)?;
+        let mut updates = Vec::new();
+        let mut next_page_token = String::new();
+        'pages: loop {
+            let page = store.summaries(after, 1_000)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.update_id);
+            for summary in page {
+                if !matches(&summary) {
+                    continue;
+                }
+                if updates.len() == page_size {
+                    next_page_token = updates
+                        .last()
+                        .map(|u: &v1::UpdateSummary| {
+                            u.id.as_ref()
+                                .and_then(|id| id.update_id.as_ref())
+                                .map(|g| g.guid.clone())
+                                .unwrap_or_default()
+                        })
+                        .unwrap_or_default();
+                    break 'pages;
+                }
+                updates.push(wire_summary(
+                    &summary,
+                    superseded_all.contains(&summary.id.update_id),
+                ));
+            }
+        }
+        Ok(Response::new(v1::ListUpdatesResponse {
+            updates,
+            next_page_token,
+        }))
+    }
+
+    async fn get_update(
+        &self,
+        request: Request<v1::GetUpdateRequest>,
+    ) -> Result<Response<v1::GetUpdateResponse>, Status> {
+        let request = request.into_inner();
+        let (store, slot) = self.store(request.store)?;
+        let update = UpdateId::try_from(
+            request
+                .update_id
+                .ok_or_else(|| Status::invalid_argument("update_id is required"))?,
+        )?;
+        let held = store.revision_numbers(update)?;
+        let Some(latest) = held.last() else {
+            return Err(Status::not_found(format!(
+                "update {update} is not in this store"
+            )));
+        };
+        let id = match request.revision {
+            Some(revision) => RevisionId {
+                update_id: update,
+                revision,
+            },
+            None => *latest,
+        };
+        let revision = store
+            .revision(id)?
+            .ok_or_else(|| Status::not_found(format!("revision {id} is not in this store")))?;
+        let superseded_by = {
+            let mut by = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store.summaries(after, 1_000)?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.id.update_id);
+                by.extend(
+                    page.iter()
+                        .filter(|s| s.superseded.contains(&update))
+                        .map(|s| v1::UpdateId::from(s.id.update_id)),
+                );
+            }
+            let _ = slot;
+            by
+        };
+        let categories = revision
+            .categories()
+            .map(|category| {
+                let summary = store.latest(category)?;
+                Ok(v1::CategoryInfo {
+                    id: Some(category.into()),
+                    name: summary
+                        .as_ref()
+                        .map(|s| s.title.clone())
+                        .unwrap_or_default(),
+                    category_type: summary
+                        .and_then(|s| s.category_type)
+                        .map_or(0, sitesync_proto::convert::enum_to_wire),
+                })
+            })
+            .collect::<Result<Vec<_>, crate::store::StoreError>>()?;
+        Ok(Response::new(v1::GetUpdateResponse {
+            revision: Some((&revision).into()),
+            revisions_held: held.iter().map(|r| r.revision).collect(),
+            superseded_by,
+            categories,
+        }))
+    }
+
+    async fn get_sync_settings(
+        &self,
+        _request: Request<v1::GetSyncSettingsRequest>,
+    ) -> Result<Response<v1::SyncSettings>, Status> {
+        Ok(Response::new(wire_settings(&self.sync.settings()?)))
+    }
+
+    async fn set_sync_settings(
+        &self,
+        request: Request<v1::SetSyncSettingsRequest>,
+    ) -> Result<Response<v1::SetSyncSettingsResponse>, Status> {
+        let request = request.into_inner();
+        let wire = request
+            .settings
+            .ok_or_else(|| Status::invalid_argument("settings is required"))?;
+        let before = self.sync.settings()?;
+        let settings = settings_from_wire(wire, &before)?;
+        let saved = self
+            .sync
+            .set_settings(settings, request.expected_revision)?;
+        Ok(Response::new(v1::SetSyncSettingsResponse {
+            next_sync_full: !saved.same_selection(&before),
+            settings: Some(wire_settings(&saved)),
+        }))
+    }
+
+    type ExportCatalogStream = ReceiverStream<Result<v1::ExportCatalogChunk, Status>>;
+
+    async fn export_catalog(
+        &self,
+        _request: Request<v1::ExportCatalogRequest>,
+    ) -> Result<Response<Self::ExportCatalogStream>, Status> {
+        Err(Status::unimplemented(
+            "catalog export is not available in this version of sitesync",
+        ))
+    }
+
+    async fn import_catalog(
+        &self,
+        _request: Request<tonic::Streaming<v1::ImportCatalogChunk>>,
+    ) -> Result<Response<v1::ImportCatalogResponse>, Status> {
+        Err(Status::unimplemented(
+            "catalog import is not available in this version of sitesync",
+        ))
+    }
+
+    async fn publish_update(
+        &self,
+        _request: Request<v1::PublishUpdateRequest>,
+    ) -> Result<Response<v1::PublishUpdateResponse>, Status> {
+        Err(Status::unimplemented(
+            "publishing custom updates is not available in this version of sitesync",
+        ))
+    }
+
+    async fn get_client_policy(
+        &self,
+        _request: Request<v1::GetClientPolicyRequest>,
+    ) -> Result<Response<v1::MachinePolicy>, Status> {
+        machine_policy(&self.node, &self.sync).map(Response::new)
+    }
+}
+
+/// The policy clients fetch, in its wire form.
+pub(crate) fn machine_policy(
+    node: &NodeState,
+    sync: &SyncManager,
+) -> Result<v1::MachinePolicy, Status> {
+    let policy = sync.policy().current()?.ok_or_else(|| {
+        Status::failed_precondition(
+            "no client policy yet: the site publishes one after its first successful sync",
+        )
+    })?;
+    let state = node.database.update_server().state();
+    Ok(v1::MachinePolicy {
+        version: policy.version,
+        site_code: node.config.site_code.to_string(),
+        update_servers: policy
+            .update_servers
+            .iter()
+            .map(|address| v1::UpdateServerEndpoint {
+                address: address.clone(),
+                internet_facing: false,
+            })
+            .collect(),
+        catalog_digest: Some(policy.catalog_digest.into()),
+        revision_count: policy.revisions,
+        catalog_version: None,
+        created_at: Some(timestamp_to_wire(policy.created_at)),
+        sync_id: policy.sync_id.to_string(),
+        catalog_position: Some(super::anchor(state.log_id, policy.catalog_sequence)),
+    })
+}
+
+fn find_run(view: &ManagerView, id: u64) -> Option<SyncRun> {
+    view.current
+        .iter()
+        .chain(view.queued.iter())
+        .chain(view.recent.iter())
+        .find(|r| r.id == id)
+        .cloned()
+}
+
+fn is_product(t: Option<CategoryType>) -> bool {
+    matches!(
+        t,
+        Some(CategoryType::Company | CategoryType::ProductFamily | CategoryType::Product)
+    )
+}
+
+/// Resolves selectors against the store's own category updates.
+fn resolve_categories(
+    store: &CatalogStore,
+    selectors: &[v1::CategorySelector],
+    field: &str,
+    of_kind: impl Fn(Option<CategoryType>) -> bool,
+) -> Result<Option<HashSet<UpdateId>>, Status> {
+    if selectors.is_empty() {
+        return Ok(None);
+    }
+    let mut wanted_ids = HashSet::new();
+    let mut wanted_names = Vec::new();
+    for selector in selectors {
+        match &selector.by {
+            Some(v1::category_selector::By::Id(id)) => {
+                wanted_ids.insert(UpdateId::try_from(id.clone())?);
+            }
+            Some(v1::category_selector::By::Name(name)) => wanted_names.push(name.to_lowercase()),
+            None => {
+                return Err(Status::invalid_argument(format!(
+                    "{field}: a selector needs an id or a name"
+                )));
+            }
+        }
+    }
+    let mut found = HashSet::new();
+    let mut after = None;
+    loop {
+        let page = store.summaries(after, 1_000)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.update_id);
+        for s in page
+            .iter()
+            .filter(|s| s.update_type == UpdateType::Category && of_kind(s.category_type))
+        {
+            if wanted_ids.contains(&s.id.update_id)
+                || wanted_names.contains(&s.title.to_lowercase())
+            {
+                found.insert(s.id.update_id);
+            }
+        }
+    }
+    if found.is_empty() {
+        return Err(Status::not_found(format!(
+            "{field}: no such category in this store; `sitesyncctl updates list` shows the categories it holds"
+        )));
+    }
+    Ok(Some(found))
+}
+
+fn wire_summary(summary: &UpdateSummary, is_superseded: bool) -> v1::UpdateSummary {
+    use sitesync_proto::convert::{enum_to_wire, optional_enum_to_wire};
+    v1::UpdateSummary {
+        id: Some(summary.id.into()),
+        update_type: enum_to_wire(summary.update_type),
+        publication_state: enum_to_wire(summary.publication_state),
+        title: summary.title.clone(),
+        kb_article: summary.kb_article.clone(),
+        msrc_severity: optional_enum_to_wire(summary.msrc_severity),
+        category_type: optional_enum_to_wire(summary.category_type),
+        categories: summary.categories.iter().map(|c| (*c).into()).collect(),
+        superseded: summary.superseded.iter().map(|c| (*c).into()).collect(),
+        is_superseded,
+    }
+}
+
+fn wire_run(run: &SyncRun) -> v1::SyncRun {
+    let phase = match run.phase {
+        SyncPhase::Queued => v1::SyncPhase::Queued,
+        SyncPhase::Starting => v1::SyncPhase::Started,
+        SyncPhase::UpdateServer => v1::SyncPhase::UpdateServer,
+        SyncPhase::SiteDatabase => v1::SyncPhase::SiteDatabase,
+        SyncPhase::Finished => v1::SyncPhase::Finished,
+    };
+    let counts = run.counts.update_server;
+    v1::SyncRun {
+        sync_id: run.id.to_string(),
+        kind: match run.kind {
+            SyncKind::Full => v1::SyncKind::Full,
+            SyncKind::Manual => v1::SyncKind::Manual,
+        } as i32,
+        trigger: match run.trigger {
+            SyncTrigger::Schedule => v1::SyncTrigger::Schedule,
+            SyncTrigger::Operator => v1::SyncTrigger::Operator,
+            SyncTrigger::Retry | SyncTrigger::Restart => v1::SyncTrigger::Retry,
+        } as i32,
+        phase: phase as i32,
+        result: match run.result {
+            None => v1::SyncResult::Unspecified,
+            Some(SyncResult::Succeeded) => v1::SyncResult::Succeeded,
+            Some(SyncResult::Failed) => v1::SyncResult::Failed,
+        } as i32,
+        requested_at: Some(timestamp_to_wire(run.requested_at)),
+        started_at: run.started_at.map(timestamp_to_wire),
+        finished_at: run.finished_at.map(timestamp_to_wire),
+        counts: Some(v1::SyncCounts {
+            new: counts.new,
+            changed: counts.changed,
+            expired: counts.expired,
+            deleted: counts.deleted,
+            unchanged: 0,
+            skipped_documents: run.counts.skipped,
+            bytes_received: 0,
+        }),
+        progress: Some(v1::PhaseProgress {
+            phase: phase as i32,
+            done: run.progress.0,
+            total: run.progress.1,
+        }),
+        failure_reason: run.failure_reason.clone().unwrap_or_default(),
+        retry_at: run.retry_at.map(timestamp_to_wire),
+        sync_request_id: String::new(),
+    }
+}
+
+fn severity_rank(severity: Severity) -> u8 {
+    match severity {
+        Severity::Informational => 0,
+        Severity::Warning => 1,
+        Severity::Error => 2,
+    }
+}
+
+pub(crate) fn wire_message(message: &StatusMessage) -> v1::StatusMessage {
+    v1::StatusMessage {
+        site_code: message.site_code.clone(),
+        sequence: message.sequence,
+        message_id: message.id.code() as i32,
+        component: message.component.clone(),
+        severity: match message.severity {
+            Severity::Informational => v1::Severity::Informational,
+            Severity::Warning => v1::Severity::Warning,
+            Severity::Error => v1::Severity::Error,
+        } as i32,
+        time: Some(timestamp_to_wire(message.time)),
+        text: message.text.clone(),
+        sync_id: if message.sync_id == 0 {
+            String::new()
+        } else {
+            message.sync_id.to_string()
+        },
+        properties: message.properties.clone().into_iter().collect(),
+    }
+}
+
+fn wire_selector(selector: &CategorySelector) -> v1::CategorySelector {
+    v1::CategorySelector {
+        by: Some(match selector {
+            CategorySelector::Id(id) => v1::category_selector::By::Id((*id).into()),
+            CategorySelector::Name(name) => v1::category_selector::By::Name(name.clone()),
+        }),
+    }
+}
+
+fn selector_from_wire(wire: v1::CategorySelector, field: &str) -> Result<CategorySelector, Status> {
+    match wire.by {
+        Some(v1::category_selector::By::Id(id)) => {
+            Ok(CategorySelector::Id(UpdateId::try_from(id)?))
+        }
+        Some(v1::category_selector::By::Name(name)) => name
+            .parse()
+            .map_err(|e: String| Status::invalid_argument(format!("{field}: {e}"))),
+        None => Err(Status::invalid_argument(format!(
+            "{field}: a selector needs an id or a name"
+        ))),
+    }
+}
+
+fn wire_settings(settings: &SyncSettings) -> v1::SyncSettings {
+    let schedule = match &settings.schedule {
+        Schedule::Interval(every) => {
+            let minutes = every.as_secs() / 60;
+            let (every, unit) = if minutes % (7 * 24 * 60) == 0 {
+                (minutes / (7 * 24 * 60), v1::IntervalUnit::Weeks)
+            } else if minutes % (24 * 60) == 0 {
+                (minutes / (24 * 60), v1::IntervalUnit::Days)
+            } else if minutes % 60 == 0 {
+                (minutes / 60, v1::IntervalUnit::Hours)
+            } else {
+                (minutes, v1::IntervalUnit::Minutes)
+            };
+            v1::sync_schedule::Kind::Interval(v1::ScheduleInterval {
+                every: every as u32,
+                unit: unit as i32,
+            })
+        }
+        Schedule::Cron(cron) => v1::sync_schedule::Kind::Cron(cron.expression().to_owned()),
+    };
+    v1::SyncSettings {
+        products: settings.products.iter().map(wire_selector).collect(),
+        classifications: settings.classifications.iter().map(wire_selector).collect(),
+        languages: settings.languages.clone(),
+        schedule: Some(v1::SyncSchedule {
+            kind: Some(schedule),
+        }),
+        retry_delay: Some(prost_duration(settings.retry.delay)),
+        legacy_catalog_refresh: None,
+        revision: settings.revision,
+    }
+}
+
+fn prost_duration(duration: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: duration.as_secs() as i64,
+        nanos: duration.subsec_nanos() as i32,
+    }
+}
+
+/// New settings from the wire; fields left empty keep `before`'s schedule and retry.
+fn settings_from_wire(
+    wire: v1::SyncSettings,
+    before: &SyncSettings,
+) -> Result<SyncSettings, Status> {
+    let products = wire
+        .products
+        .into_iter()
+        .map(|s| selector_from_wire(s, "settings.products"))
+        .collect::<Result<_, _>>()?;
+    let classifications = wire
+        .classifications
+        .into_iter()
+        .map(|s| selector_from_wire(s, "settings.classifications"))
+        .collect::<Result<_, _>>()?;
+    let schedule = match wire.schedule.and_then(|s| s.kind) {
+        None => before.schedule.clone(),
+        Some(v1::sync_schedule::Kind::Cron(expression)) => expression
+            .parse::<Schedule>()
+            .map_err(|e| Status::invalid_argument(format!("settings.schedule: {e}")))?,
+        Some(v1::sync_schedule::Kind::Interval(interval)) => {
+            let unit = match v1::IntervalUnit::try_from(interval.unit) {
+                Ok(v1::IntervalUnit::Minutes) => "m",
+                Ok(v1::IntervalUnit::Hours) => "h",
+                Ok(v1::IntervalUnit::Days) => "d",
+                Ok(v1::IntervalUnit::Weeks) => "w",
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "settings.schedule.interval.unit: use MINUTES, HOURS, DAYS or WEEKS",
+                    ));
+                }
+            };
+            format!("{}{unit}", interval.every)
+                .parse::<Schedule>()
+                .map_err(|e| Status::invalid_argument(format!("settings.schedule: {e}")))?
+        }
+    };
+    let retry = match wire.retry_delay {
+        None => before.retry,
+        Some(delay) if delay.seconds > 0 && delay.seconds % 60 == 0 => {
+            format!("{}m", delay.seconds / 60)
+                .parse::<RetryPolicy>()
+                .map_err(|e| Status::invalid_argument(format!("settings.retry_delay: {e}")))?
+        }
+        Some(_) => {
+            return Err(Status::invalid_argument(
+                "settings.retry_delay: give a whole number of minutes, at least one",
+            ));
+        }
+    };
+    Ok(SyncSettings {
+        products,
+        classifications,
+        languages: wire.languages,
+        schedule,
+        retry,
+        revision: before.revision,
+    })
+}

@@ -1,0 +1,401 @@
+//! `sitesync.v1.UpdateServer`: downstream nodes pull the update-server store from here.
+//!
+//! A `GetChanges` stream is produced on a blocking task (store reads are synchronous) into a
+//! bounded channel: a slow reader fills the channel and the producer waits, so memory stays
+//! at a couple of batches whatever the reader's speed.
+
+use std::sync::Arc;
+
+use sitesync_metadata::RevisionId;
+use sitesync_proto::v1::{self, get_changes_response};
+use sitesync_proto::{MAX_IDS_PER_REQUEST, TARGET_BATCH_BYTES};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{anchor, log_id_text};
+use crate::node::NodeState;
+use crate::store::{CatalogStore, ChangeKind, LoggedChange, StoreState};
+
+/// Batches the producer may run ahead of the reader.
+const STREAM_BUFFER: usize = 2;
+/// Change-log records read per store call while filling a batch.
+const LOG_PAGE: usize = 512;
+
+#[derive(Debug, Clone)]
+pub struct UpdateServerService {
+    node: Arc<NodeState>,
+}
+
+impl UpdateServerService {
+    pub fn new(node: Arc<NodeState>) -> Self {
+        Self { node }
+    }
+}
+
+type ChangesSender = mpsc::Sender<Result<v1::GetChangesResponse, Status>>;
+
+#[tonic::async_trait]
+impl v1::update_server_server::UpdateServer for UpdateServerService {
+    async fn get_catalog_info(
+        &self,
+        _request: Request<v1::GetCatalogInfoRequest>,
+    ) -> Result<Response<v1::CatalogInfo>, Status> {
+        Ok(Response::new(self.node.catalog_info()))
+    }
+
+    type GetChangesStream = ReceiverStream<Result<v1::GetChangesResponse, Status>>;
+
+    async fn get_changes(
+        &self,
+        request: Request<v1::GetChangesRequest>,
+    ) -> Result<Response<Self::GetChangesStream>, Status> {
+        let request = request.into_inner();
+        let max_batch = match request.max_batch_bytes as usize {
+            0 => TARGET_BATCH_BYTES,
+            n => n.clamp(1, TARGET_BATCH_BYTES),
+        };
+        let start = ChangesStart::of(request.since, &self.node.database.update_server().state())?;
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || {
+            let store: &CatalogStore = node.database.update_server();
+            let target = start.target;
+            let result = stream_changes(store, start, max_batch, &sender).and_then(|()| {
+                send(
+                    &sender,
+                    get_changes_response::Kind::Complete(v1::ChangesComplete {
+                        at_target: Some(node.catalog_info_at(&target)),
+                    }),
+                )
+            });
+            if let Err(StreamError::Failed(status)) = result {
+                let _ = sender.blocking_send(Err(status));
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    type GetUpdateDocumentsStream = ReceiverStream<Result<v1::UpdateDocumentBatch, Status>>;
+
+    async fn get_update_documents(
+        &self,
+        request: Request<v1::GetUpdateDocumentsRequest>,
+    ) -> Result<Response<Self::GetUpdateDocumentsStream>, Status> {
+        let request = request.into_inner();
+        let asked = request.revisions.len() + request.updates.len();
+        if asked > MAX_IDS_PER_REQUEST {
+            return Err(Status::invalid_argument(format!(
+                "{asked} ids asked for; at most {MAX_IDS_PER_REQUEST} per request: split the request"
+            )));
+        }
+        let revisions = request
+            .revisions
+            .into_iter()
+            .map(RevisionId::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let updates = request
+            .updates
+            .into_iter()
+            .map(sitesync_metadata::UpdateId::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = node.database.update_server();
+            let mut batch = v1::UpdateDocumentBatch::default();
+            let mut bytes = 0;
+            let mut wanted = revisions;
+            for update in updates {
+                match store.revision_numbers(update) {
+                    Ok(held) if held.is_empty() => batch.missing_updates.push(update.into()),
+                    Ok(held) => wanted.extend(held),
+                    Err(e) => {
+                        let _ = sender.blocking_send(Err(e.into()));
+                        return;
+                    }
+                }
+            }
+            for id in wanted {
+                match store.document(id) {
+                    Ok(Some(document)) => {
+                        if bytes + document.len() > TARGET_BATCH_BYTES
+                            && !batch.documents.is_empty()
+                        {
+                            if sender
+                                .blocking_send(Ok(std::mem::take(&mut batch)))
+                                .is_err()
+                            {
+                                return;
+                            }
+                            bytes = 0;
+                        }
+                        bytes += document.len();
+                        batch.documents.push(v1::UpdateDocument {
+                            id: Some(id.into()),
+                            document,
+                        });
+                    }
+                    Ok(None) => batch.missing_revisions.push(id.into()),
+                    Err(e) => {
+                        let _ = sender.blocking_send(Err(e.into()));
+                        return;
+                    }
+                }
+            }
+            let _ = sender.blocking_send(Ok(batch));
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+/// Where a `GetChanges` stream starts and ends.
+#[derive(Debug, Clone)]
+struct ChangesStart {
+    /// The anchor the reader sent: the first batch starts from exactly it.
+    since: Option<v1::Anchor>,
+    log_id: [u8; 16],
+    /// The reader's position in our log, or `None` when it needs a snapshot.
+    tail_from: Option<u64>,
+    /// Resuming an interrupted snapshot after this revision.
+    snapshot_after: Option<RevisionId>,
+    /// The log position the snapshot is as of: the tail replays every record after it. A
+    /// resumed snapshot keeps the position it started with, or changes made between the two
+    /// streams to revisions it already installed would be missed.
+    snapshot_as_of: u64,
+    /// The store's state when the call started: the stream ends at its position.
+    target: StoreState,
+}
+
+impl ChangesStart {
+    fn of(since: Option<v1::Anchor>, state: &StoreState) -> Result<Self, Status> {
+        let ours = log_id_text(state.log_id);
+        let mut start = Self {
+            since: since.clone(),
+            log_id: state.log_id,
+            tail_from: None,
+            snapshot_after: None,
+            snapshot_as_of: state.last_sequence,
+            target: *state,
+        };
+        let Some(since) = since else {
+            return Ok(start);
+        };
+        if since.log_id != ours {
+            // Another log (or none yet): the reader's numbers mean nothing here.
+            return Ok(start);
+        }
+        if since.sequence > state.last_sequence {
+            return Err(Status::failed_precondition(format!(
+                "the anchor is at sequence {} but this store's log ends at {}: the reader is ahead of its upstream, which means the upstream's store was restored from an older copy; resync the reader",
+                since.sequence, state.last_sequence
+            )));
+        }
+        let retained = since.sequence + 1 >= state.first_retained_sequence;
+        match since.snapshot_through {
+            Some(through) if retained => {
+                start.snapshot_after = Some(
+                    RevisionId::try_from(through)
+                        .map_err(|e| e.within("since.snapshot_through"))?,
+                );
+                start.snapshot_as_of = since.sequence;
+            }
+            // The log the resumed snapshot would replay from is gone: start over.
+            Some(_) => {}
+            None if retained => {
+                start.tail_from = Some(since.sequence);
+            }
+            // Older than the retained log: a snapshot.
+            None => {}
+        }
+        Ok(start)
+    }
+}
+
+/// Why a stream stopped early.
+enum StreamError {
+    /// The reader went away; nothing to report.
+    Gone,
+    /// A failure to report to the reader.
+    Failed(Status),
+}
+
+impl From<crate::store::StoreError> for StreamError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
+fn send(sender: &ChangesSender, kind: get_changes_response::Kind) -> Result<(), StreamError> {
+    sender
+        .blocking_send(Ok(v1::GetChangesResponse { kind: Some(kind) }))
+        .map_err(|_| StreamError::Gone)
+}
+
+fn stream_changes(
+    store: &CatalogStore,
+    start: ChangesStart,
+    max_batch: usize,
+    sender: &ChangesSender,
+) -> Result<(), StreamError> {
+    let target = start.target.last_sequence;
+    let snapshot = start.tail_from.is_none();
+    let estimated = match start.tail_from {
+        Some(from) => target - from,
+        None => start.target.revisions,
+    };
+    send(
+        sender,
+        get_changes_response::Kind::Plan(v1::ChangesPlan {
+            target: Some(anchor(start.log_id, target)),
+            snapshot,
+            estimated_changes: estimated,
+        }),
+    )?;
+    // Where the reader stands: each batch starts from it and moves it.
+    let mut reader = start.since.clone();
+    let mut position = match start.tail_from {
+        Some(from) => from,
+        None => stream_snapshot(store, &start, max_batch, &mut reader, sender)?,
+    };
+    // The tail: every record after `position` up to the target.
+    while position < target {
+        let mut changes = Vec::new();
+        let mut bytes = 0;
+        let mut last = position;
+        'fill: while last < target {
+            let records = store.changes_since(last, LOG_PAGE)?;
+            if records.is_empty() {
+                break;
+            }
+            for record in records {
+                if record.sequence > target {
+                    break 'fill;
+                }
+                if let Some(change) = wire_change(store, record)? {
+                    let size = change_size(&change);
+                    if bytes + size > max_batch && !changes.is_empty() {
+                        break 'fill;
+                    }
+                    bytes += size;
+                    changes.push(change);
+                }
+                last = record.sequence;
+            }
+        }
+        send(
+            sender,
+            get_changes_response::Kind::Batch(v1::ChangeBatch {
+                from: reader.take(),
+                body: Some(v1::change_batch::Body::Log(v1::ChangeLogPart { changes })),
+                resume_anchor: Some(anchor(start.log_id, last)),
+            }),
+        )?;
+        reader = Some(anchor(start.log_id, last));
+        position = last;
+    }
+    Ok(())
+}
+
+/// Sends the whole catalog in snapshot order; returns the log position the tail continues
+/// from.
+fn stream_snapshot(
+    store: &CatalogStore,
+    start: &ChangesStart,
+    max_batch: usize,
+    reader: &mut Option<v1::Anchor>,
+    sender: &ChangesSender,
+) -> Result<u64, StreamError> {
+    let as_of = start.snapshot_as_of;
+    let mut after = start.snapshot_after;
+    loop {
+        let ids = store.revisions_after(after, LOG_PAGE)?;
+        let mut revisions = Vec::new();
+        let mut bytes = 0;
+        let mut through = after;
+        for id in ids {
+            let Some(document) = store.document(id)? else {
+                // Deleted since the page was read; the tail's deletion covers it.
+                continue;
+            };
+            if bytes + document.len() > max_batch && !revisions.is_empty() {
+                break;
+            }
+            bytes += document.len();
+            revisions.push(v1::UpdateDocument {
+                id: Some(id.into()),
+                document,
+            });
+            through = Some(id);
+        }
+        // The last part names no `through`: it completes the snapshot.
+        let done = store.revisions_after(through, 1)?.is_empty();
+        let resume = if done {
+            anchor(start.log_id, as_of)
+        } else {
+            snapshot_anchor(start, as_of, through)
+        };
+        send(
+            sender,
+            get_changes_response::Kind::Batch(v1::ChangeBatch {
+                from: reader.take(),
+                body: Some(v1::change_batch::Body::Snapshot(v1::SnapshotPart {
+                    as_of_sequence: as_of,
+                    after: after.map(Into::into),
+                    through: if done { None } else { through.map(Into::into) },
+                    revisions,
+                })),
+                resume_anchor: Some(resume.clone()),
+            }),
+        )?;
+        *reader = Some(resume);
+        if done {
+            return Ok(as_of);
+        }
+        after = through;
+    }
+}
+
+fn snapshot_anchor(start: &ChangesStart, as_of: u64, through: Option<RevisionId>) -> v1::Anchor {
+    let mut anchor = anchor(start.log_id, as_of);
+    anchor.snapshot_through = through.map(Into::into);
+    anchor
+}
+
+/// The wire form of one log record, or `None` when a later record supersedes it (its
+/// revision is no longer held).
+fn wire_change(
+    store: &CatalogStore,
+    record: LoggedChange,
+) -> Result<Option<v1::CatalogChange>, StreamError> {
+    let payload = match record.kind {
+        ChangeKind::Deleted => v1::catalog_change::Payload::Deleted(record.revision.into()),
+        ChangeKind::New | ChangeKind::Changed | ChangeKind::Expired => {
+            match store.document(record.revision)? {
+                Some(document) => v1::catalog_change::Payload::Revision(v1::UpdateDocument {
+                    id: Some(record.revision.into()),
+                    document,
+                }),
+                None => return Ok(None),
+            }
+        }
+    };
+    let kind = match record.kind {
+        ChangeKind::New => v1::ChangeKind::New,
+        ChangeKind::Changed => v1::ChangeKind::Changed,
+        ChangeKind::Expired => v1::ChangeKind::Expired,
+        ChangeKind::Deleted => v1::ChangeKind::Deleted,
+    };
+    Ok(Some(v1::CatalogChange {
+        sequence: record.sequence,
+        kind: kind as i32,
+        payload: Some(payload),
+    }))
+}
+
+fn change_size(change: &v1::CatalogChange) -> usize {
+    match &change.payload {
+        Some(v1::catalog_change::Payload::Revision(document)) => document.document.len() + 64,
+        _ => 64,
+    }
+}

@@ -1,0 +1,92 @@
+//! Starting a node: the one path the binary and the tests share, from a validated
+//! configuration to a running sync manager and the state the services need.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sitesync_metadata::ParseLimits;
+
+use crate::clock::Clock;
+use crate::config::{NodeConfig, UpstreamConfig};
+use crate::node::NodeState;
+use crate::policy::PolicyStore;
+use crate::store::{NodeDatabase, StoreError};
+use crate::sync::manager::{SyncError, SyncManager};
+use crate::sync::status::{StatusError, StatusLog};
+use crate::upstream::{DirectoryUpstream, UpstreamError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write the sample catalog to {path}: {source}")]
+    Sample {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot open the status messages: {0}")]
+    Status(#[from] StatusError),
+    #[error("cannot open the upstream: {0}")]
+    Upstream(#[from] UpstreamError),
+    #[error("cannot start the sync manager: {0}")]
+    Sync(#[from] SyncError),
+    #[error("sync settings in the configuration: {key}: {reason}")]
+    Settings { key: &'static str, reason: String },
+}
+
+/// A started node: its shared state and its sync manager.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub node: Arc<NodeState>,
+    pub sync: SyncManager,
+}
+
+/// Opens everything the configuration names and starts the sync manager on the current
+/// tokio runtime. The database lives in `<data_dir>/db`; the sample catalog, when it is the
+/// upstream, is written to `<data_dir>/sample-catalog`.
+pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let upstream_dir = match &config.upstream {
+        UpstreamConfig::Sample => {
+            let dir = config.data_dir.join("sample-catalog");
+            sitesync_metadata::sample::write_to(&dir).map_err(|source| StartError::Sample {
+                path: dir.clone(),
+                source,
+            })?;
+            dir
+        }
+        UpstreamConfig::Directory(dir) => dir.clone(),
+    };
+    let settings = config
+        .sync
+        .settings()
+        .map_err(|(key, reason)| StartError::Settings { key, reason })?;
+    let database = NodeDatabase::open(&config.data_dir.join("db"), config.cache_bytes)?;
+    let upstream = DirectoryUpstream::open(
+        upstream_dir,
+        database.space("upstream")?,
+        ParseLimits::default(),
+    )?;
+    let status = StatusLog::open(database.space("status-messages")?)?;
+    let policy = PolicyStore::new(database.space("client-policy")?);
+    let sync_space = database.space("sync-manager")?;
+    let node = Arc::new(NodeState::new(config, database));
+    let sync = SyncManager::start(
+        node.clone(),
+        clock,
+        upstream,
+        status,
+        policy,
+        sync_space,
+        settings,
+    )?;
+    Ok(Started { node, sync })
+}

@@ -1,0 +1,886 @@
+//! The sync manager (ConfigMgr's `SMS_WSUS_SYNC_MANAGER`): runs one sync at a time, on the
+//! schedule, by hand, or again after a failure or a restart.
+//!
+//! A sync has the two phases of S7:
+//! 1. **the update server** (6704): the upstream is scanned, the sync settings decide which
+//!    updates are wanted, and the update-server store is brought to exactly those — new
+//!    revisions, changed bytes, expirations (new revisions whose state is Expired) and
+//!    deletions (updates no longer offered, or no longer selected). The comparison is by
+//!    content hash against what the store holds, so it needs no memory of earlier syncs and
+//!    redoing it after a crash changes nothing twice.
+//! 2. **the site database** (6705): the update-server store's change log is replayed into
+//!    the site database from the position of the last *full* sync. A full sync (scheduled,
+//!    S3) applies every record and moves that position; a manual sync (S4) applies only
+//!    updates that are new and leaves the rest, and the position, for the next full sync.
+//!
+//! Status messages 6701, 6704, 6705, 6702 / 6703 mark the way (S9); a document that cannot
+//! be used is skipped with a 6790 warning and tried again next time. After a failure the
+//! next sync is scheduled `retry` later (60 minutes by default). A sync that was running
+//! when the node stopped is run again when it starts. After success a new client policy is
+//! published (S8).
+//!
+//! Blocking work (the stores, the upstream's files) runs on tokio's blocking pool; the
+//! manager's loop only decides what runs next and waits on the clock seam.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use sitesync_metadata::{Timestamp, UpdateId, UpdateType};
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use super::settings::{CatalogFilter, SyncSettings, included_updates};
+use super::status::{StatusLog, StatusMessageId};
+use crate::clock::Clock;
+use crate::node::NodeState;
+use crate::policy::PolicyStore;
+use crate::store::{
+    ApplyOutcome, Backend, CatalogChange, ChangeKind, HeldUpdate, StoreError, WriteBatch,
+};
+use crate::upstream::{DirectoryUpstream, ScanProgress, TrackedRevision, UpstreamError};
+
+/// Changes applied per store batch, and the bytes of documents after which a batch is cut.
+const BATCH_CHANGES: usize = 1_000;
+const BATCH_BYTES: usize = 16 << 20;
+/// Log records read per step of phase 2.
+const LOG_PAGE: usize = 1_000;
+
+/// The site-database metadata key holding the update-server log position of the last
+/// full sync's phase 2; it moves in the same write as the batch that reaches it.
+const FULL_SYNC_POSITION: &str = "sync.full-position";
+
+const KEY_SETTINGS: &[u8] = b"settings";
+const KEY_IN_PROGRESS: &[u8] = b"in-progress";
+const KEY_LAST_RUN: &[u8] = b"last-run";
+const KEY_LAST_SCHEDULED: &[u8] = b"last-scheduled-start";
+const KEY_RETRY_AT: &[u8] = b"retry-at";
+const KEY_NEXT_SYNC_ID: &[u8] = b"next-sync-id";
+const KEY_SYNCED_SELECTION: &[u8] = b"synced-selection-revision";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SyncKind {
+    /// Every change since the last full sync (S3); what schedules, retries and parents run.
+    Full,
+    /// Only new updates (S4); started by an operator at the top site.
+    Manual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncTrigger {
+    Schedule,
+    Operator,
+    Retry,
+    /// A sync that was running when the node stopped.
+    Restart,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncPhase {
+    Queued,
+    Starting,
+    UpdateServer,
+    SiteDatabase,
+    Finished,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncResult {
+    Succeeded,
+    Failed,
+}
+
+/// What one store phase changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseCounts {
+    pub new: u64,
+    pub changed: u64,
+    pub expired: u64,
+    pub deleted: u64,
+}
+
+impl PhaseCounts {
+    fn add(&mut self, outcome: &ApplyOutcome) {
+        self.new += outcome.new;
+        self.changed += outcome.changed;
+        self.expired += outcome.expired;
+        self.deleted += outcome.deleted;
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncCounts {
+    pub update_server: PhaseCounts,
+    pub site_database: PhaseCounts,
+    /// Documents skipped with a 6790 warning.
+    pub skipped: u64,
+}
+
+/// One sync, queued, running or finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRun {
+    pub id: u64,
+    pub kind: SyncKind,
+    pub trigger: SyncTrigger,
+    pub phase: SyncPhase,
+    pub result: Option<SyncResult>,
+    pub requested_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub counts: SyncCounts,
+    /// Work done and to do in the current phase (0 of 0 when unknown).
+    pub progress: (u64, u64),
+    pub failure_reason: Option<String>,
+    pub retry_at: Option<Timestamp>,
+}
+
+/// How many finished runs [`ManagerView::recent`] keeps.
+pub const RECENT_RUNS: usize = 32;
+
+/// What the manager is doing: for status, progress bars and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManagerView {
+    pub current: Option<SyncRun>,
+    pub queued: Vec<SyncRun>,
+    pub last: Option<SyncRun>,
+    /// The most recent finished runs, newest last (at most [`RECENT_RUNS`]), so a watcher
+    /// that arrives after its run finished still finds it.
+    pub recent: Vec<SyncRun>,
+    pub next_scheduled_at: Option<Timestamp>,
+    pub retry_at: Option<Timestamp>,
+}
+
+/// What happened to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    Started(u64),
+    Queued(u64),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("status messages: {0}")]
+    Status(#[from] super::status::StatusError),
+    #[error("sync settings: {0}")]
+    Settings(String),
+    #[error(
+        "settings changed meanwhile (now at revision {current}, the change was made against {expected}); read them again and retry"
+    )]
+    SettingsConflict { current: u64, expected: u64 },
+    #[error("the sync task stopped unexpectedly: {0}")]
+    Task(String),
+}
+
+/// The handle services and the node hold. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SyncManager {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    node: Arc<NodeState>,
+    clock: Arc<dyn Clock>,
+    upstream: DirectoryUpstream,
+    status: StatusLog,
+    policy: PolicyStore,
+    /// The manager's own durable state (settings, last run, in-progress marker).
+    space: Box<dyn Backend>,
+    queue: Mutex<Queue>,
+    wake: Notify,
+    view: watch::Sender<ManagerView>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    running: bool,
+    waiting: VecDeque<SyncRun>,
+}
+
+impl SyncManager {
+    /// Opens the manager's state (initializing the settings from `initial_settings` on a
+    /// node's first start) and starts its loop on the current tokio runtime.
+    pub fn start(
+        node: Arc<NodeState>,
+        clock: Arc<dyn Clock>,
+        upstream: DirectoryUpstream,
+        status: StatusLog,
+        policy: PolicyStore,
+        space: Box<dyn Backend>,
+        initial_settings: SyncSettings,
+    ) -> Result<Self, SyncError> {
+        if space.get(KEY_SETTINGS).map_err(StoreError::from)?.is_none() {
+            put(&*space, KEY_SETTINGS, &initial_settings)?;
+        }
+        let inner = Arc::new(Inner {
+            node,
+            clock,
+            upstream,
+            status,
+            policy,
+            space,
+            queue: Mutex::default(),
+            wake: Notify::new(),
+            view: watch::Sender::new(ManagerView::default()),
+        });
+        let last: Option<SyncRun> = get(&*inner.space, KEY_LAST_RUN)?;
+        let retry_at: Option<Timestamp> = get(&*inner.space, KEY_RETRY_AT)?;
+        inner.view.send_modify(|v| {
+            v.recent = last.iter().cloned().collect();
+            v.last = last;
+            v.retry_at = retry_at;
+        });
+        let manager = Self { inner };
+        if let Some(interrupted) = get::<SyncRun>(&*manager.inner.space, KEY_IN_PROGRESS)? {
+            info!(
+                sync_id = interrupted.id,
+                "redoing the sync that was running when the node stopped"
+            );
+            manager.request(interrupted.kind, SyncTrigger::Restart)?;
+        }
+        tokio::spawn(manager.clone().run_loop());
+        Ok(manager)
+    }
+
+    /// Follows the manager's state.
+    pub fn watch(&self) -> watch::Receiver<ManagerView> {
+        self.inner.view.subscribe()
+    }
+
+    pub fn settings(&self) -> Result<SyncSettings, SyncError> {
+        Ok(get(&*self.inner.space, KEY_SETTINGS)?.unwrap_or_default())
+    }
+
+    /// Replaces the settings if they are still at `expected_revision`. A change of what is
+    /// selected makes the next sync full (S1).
+    pub fn set_settings(
+        &self,
+        mut settings: SyncSettings,
+        expected_revision: u64,
+    ) -> Result<SyncSettings, SyncError> {
+        // Under the queue lock so two operators cannot both pass the revision check.
+        let _queue = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.settings()?;
+        if current.revision != expected_revision {
+            return Err(SyncError::SettingsConflict {
+                current: current.revision,
+                expected: expected_revision,
+            });
+        }
+        settings.revision = current.revision + 1;
+        put(&*self.inner.space, KEY_SETTINGS, &settings)?;
+        self.inner.wake.notify_one();
+        Ok(settings)
+    }
+
+    /// Asks for a sync. It starts at once when the manager is idle, else it waits behind
+    /// the running one; an identical request already waiting is not queued twice.
+    pub fn request(&self, kind: SyncKind, trigger: SyncTrigger) -> Result<Disposition, SyncError> {
+        let inner = &self.inner;
+        let mut queue = inner.queue.lock().unwrap_or_else(|p| p.into_inner());
+        // A manual sync right after a settings change would leave the stores half-filtered:
+        // it runs as a full sync instead.
+        let kind = if kind == SyncKind::Manual && self.selection_changed()? {
+            SyncKind::Full
+        } else {
+            kind
+        };
+        if let Some(waiting) = queue.waiting.iter().find(|r| r.kind == kind) {
+            return Ok(Disposition::Queued(waiting.id));
+        }
+        let id: u64 = get(&*inner.space, KEY_NEXT_SYNC_ID)?.unwrap_or(1);
+        put(&*inner.space, KEY_NEXT_SYNC_ID, &(id + 1))?;
+        let run = SyncRun {
+            id,
+            kind,
+            trigger,
+            phase: SyncPhase::Queued,
+            result: None,
+            requested_at: inner.clock.now(),
+            started_at: None,
+            finished_at: None,
+            counts: SyncCounts::default(),
+            progress: (0, 0),
+            failure_reason: None,
+            retry_at: None,
+        };
+        let disposition = if queue.running || !queue.waiting.is_empty() {
+            Disposition::Queued(id)
+        } else {
+            Disposition::Started(id)
+        };
+        queue.waiting.push_back(run);
+        let waiting: Vec<SyncRun> = queue.waiting.iter().cloned().collect();
+        inner.view.send_modify(|v| v.queued = waiting);
+        drop(queue);
+        inner.wake.notify_one();
+        Ok(disposition)
+    }
+
+    fn selection_changed(&self) -> Result<bool, SyncError> {
+        let synced: Option<u64> = get(&*self.inner.space, KEY_SYNCED_SELECTION)?;
+        Ok(synced != Some(self.settings()?.revision))
+    }
+
+    async fn run_loop(self) {
+        loop {
+            let next = {
+                let mut queue = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
+                let next = queue.waiting.pop_front();
+                queue.running = next.is_some();
+                let waiting: Vec<SyncRun> = queue.waiting.iter().cloned().collect();
+                self.inner.view.send_modify(|v| v.queued = waiting);
+                next
+            };
+            let Some(run) = next else {
+                self.wait_for_work().await;
+                continue;
+            };
+            let worker = self.clone();
+            let finished = tokio::task::spawn_blocking(move || worker.execute(run)).await;
+            if let Err(e) = finished {
+                warn!(error = %e, "a sync task panicked; the sync will be retried");
+            }
+            let mut queue = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
+            queue.running = false;
+        }
+    }
+
+    /// Sleeps until a request arrives, the schedule is due, or a retry is due; queues the
+    /// scheduled or retried sync when its time comes.
+    async fn wait_for_work(&self) {
+        let (due, trigger) = match self.next_due() {
+            Ok(due) => due,
+            Err(e) => {
+                warn!(error = %e, "cannot read the sync schedule; trying again in a minute");
+                (self.inner.clock.now().0 + 60_000, SyncTrigger::Schedule)
+            }
+        };
+        let due = Timestamp(due);
+        self.inner
+            .view
+            .send_modify(|v| v.next_scheduled_at = Some(due));
+        tokio::select! {
+            () = self.inner.wake.notified() => {}
+            () = self.inner.clock.sleep_until(due) => {
+                if let Err(e) = self.request(SyncKind::Full, trigger) {
+                    warn!(error = %e, "cannot queue the scheduled sync");
+                }
+            }
+        }
+    }
+
+    /// When the next sync is due on its own, and why: a pending retry wins over the
+    /// schedule when it comes first.
+    fn next_due(&self) -> Result<(i64, SyncTrigger), SyncError> {
+        let settings = self.settings()?;
+        let now = self.inner.clock.now();
+        let last: Option<Timestamp> = get(&*self.inner.space, KEY_LAST_SCHEDULED)?;
+        let scheduled = settings.schedule.next_after(last, now);
+        let retry: Option<Timestamp> = get(&*self.inner.space, KEY_RETRY_AT)?;
+        Ok(match retry {
+            Some(retry) if retry <= scheduled => (retry.0, SyncTrigger::Retry),
+            _ => (scheduled.0, SyncTrigger::Schedule),
+        })
+    }
+
+    /// Runs one sync to its end, success or failure (on the blocking pool).
+    fn execute(&self, mut run: SyncRun) {
+        let inner = &self.inner;
+        let started = inner.clock.now();
+        run.started_at = Some(started);
+        run.phase = SyncPhase::Starting;
+        self.publish(&run);
+        let outcome = (|| {
+            put(&*inner.space, KEY_IN_PROGRESS, &run)?;
+            if run.trigger == SyncTrigger::Schedule {
+                put(&*inner.space, KEY_LAST_SCHEDULED, &started)?;
+            }
+            self.phases(&mut run)
+        })();
+        let finished = inner.clock.now();
+        run.finished_at = Some(finished);
+        run.phase = SyncPhase::Finished;
+        match outcome {
+            Ok(()) => {
+                run.result = Some(SyncResult::Succeeded);
+                let c = run.counts;
+                let text = format!(
+                    "Synchronization done ({kind}): update server {} new, {} changed, {} expired, {} deleted; site database {} new, {} changed, {} expired, {} deleted; {} documents skipped.",
+                    c.update_server.new,
+                    c.update_server.changed,
+                    c.update_server.expired,
+                    c.update_server.deleted,
+                    c.site_database.new,
+                    c.site_database.changed,
+                    c.site_database.expired,
+                    c.site_database.deleted,
+                    c.skipped,
+                    kind = kind_text(run.kind),
+                );
+                self.message(
+                    StatusMessageId::SyncDone,
+                    run.id,
+                    text,
+                    counts_properties(&c),
+                );
+                let recorded = put(&*inner.space, KEY_LAST_RUN, &run)
+                    .and_then(|()| delete(&*inner.space, &[KEY_IN_PROGRESS, KEY_RETRY_AT]));
+                if let Err(e) = recorded {
+                    warn!(error = %e, "cannot record the finished sync");
+                }
+                info!(sync_id = run.id, kind = ?run.kind, "sync done");
+            }
+            Err(error) => {
+                let retry_at = self
+                    .settings()
+                    .map(|s| s.retry.retry_at(finished))
+                    .unwrap_or(Timestamp(finished.0 + 3_600_000));
+                run.result = Some(SyncResult::Failed);
+                run.failure_reason = Some(error.to_string());
+                run.retry_at = Some(retry_at);
+                self.message(
+                    StatusMessageId::SyncFailed,
+                    run.id,
+                    format!(
+                        "Synchronization failed: {error}. A new sync is scheduled for {retry_at}."
+                    ),
+                    BTreeMap::from([("retry_at".to_owned(), retry_at.to_string())]),
+                );
+                // The in-progress marker stays: the retry (or a restart) redoes the sync.
+                let recorded = put(&*inner.space, KEY_LAST_RUN, &run)
+                    .and_then(|()| put(&*inner.space, KEY_RETRY_AT, &retry_at));
+                if let Err(e) = recorded {
+                    warn!(error = %e, "cannot record the failed sync");
+                }
+                inner.view.send_modify(|v| v.retry_at = Some(retry_at));
+                warn!(sync_id = run.id, %error, %retry_at, "sync failed");
+            }
+        }
+        inner.view.send_modify(|v| {
+            v.current = None;
+            v.last = Some(run.clone());
+            if v.recent.len() == RECENT_RUNS {
+                v.recent.remove(0);
+            }
+            v.recent.push(run.clone());
+            if run.result == Some(SyncResult::Succeeded) {
+                v.retry_at = None;
+            }
+        });
+    }
+
+    fn phases(&self, run: &mut SyncRun) -> Result<(), SyncError> {
+        let inner = &self.inner;
+        self.message(
+            StatusMessageId::SyncStarted,
+            run.id,
+            format!(
+                "Synchronization started ({}, {}).",
+                kind_text(run.kind),
+                trigger_text(run.trigger)
+            ),
+            BTreeMap::new(),
+        );
+        let settings = self.settings()?;
+
+        run.phase = SyncPhase::UpdateServer;
+        self.publish(run);
+        self.message(
+            StatusMessageId::SyncingUpdateServer,
+            run.id,
+            format!(
+                "Synchronizing the update server with its upstream, the catalog directory {}.",
+                inner.upstream.dir().display()
+            ),
+            BTreeMap::new(),
+        );
+        self.sync_update_server(run, &settings)?;
+        put(&*inner.space, KEY_SYNCED_SELECTION, &settings.revision)?;
+
+        run.phase = SyncPhase::SiteDatabase;
+        run.progress = (0, 0);
+        self.publish(run);
+        self.message(
+            StatusMessageId::SyncingSiteDatabase,
+            run.id,
+            "Synchronizing the site database with the update server.".to_owned(),
+            BTreeMap::new(),
+        );
+        self.sync_site_database(run)?;
+
+        let update_server = inner.node.database.update_server().state();
+        inner.policy.publish(
+            vec![inner.node.config.listen.to_string()],
+            update_server.digest,
+            update_server.revisions,
+            update_server.last_sequence,
+            inner.clock.now(),
+            run.id,
+        )?;
+        Ok(())
+    }
+
+    /// Phase 1 (see the module documentation).
+    fn sync_update_server(
+        &self,
+        run: &mut SyncRun,
+        settings: &SyncSettings,
+    ) -> Result<(), SyncError> {
+        let inner = &self.inner;
+        let report = inner.upstream.scan(&mut |p: ScanProgress| {
+            run.progress = (p.read as u64, p.to_read as u64);
+        })?;
+        for skipped in &report.skipped {
+            self.skipped(run, &skipped.file.display().to_string(), &skipped.reason);
+        }
+
+        // The categories, to resolve the settings' names; then which updates are wanted.
+        let categories = category_revisions(&inner.upstream)?;
+        let filter = CatalogFilter::resolve(settings, &categories)
+            .map_err(|e| SyncError::Settings(e.to_string()))?;
+        let mut failure = None;
+        let included = included_updates(
+            &filter,
+            inner.upstream.revisions().map_while(|r| match r {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    failure = Some(e);
+                    None
+                }
+            }),
+        );
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+
+        // Walk the upstream and the store side by side, in update-id order.
+        let store = inner.node.database.update_server();
+        let total = report.tracked as u64;
+        run.progress = (0, total);
+        self.publish(run);
+        let mut held = HeldCursor::new(store);
+        let mut batch = Batch::default();
+        let mut upstream = inner.upstream.revisions().peekable();
+        let mut walked = 0u64;
+        while let Some(first) = upstream.next() {
+            let first = first?;
+            let update = first.id.update_id;
+            let mut offered = vec![first];
+            while let Some(Ok(next)) = upstream.peek() {
+                if next.id.update_id != update {
+                    break;
+                }
+                if let Some(Ok(next)) = upstream.next() {
+                    offered.push(next);
+                }
+            }
+            walked += offered.len() as u64;
+            // Updates the store holds that sort before this one are no longer offered.
+            for gone in held.take_before(update)? {
+                batch.push(CatalogChange::Delete(gone.update_id), 0);
+            }
+            let holding = held.take_if(update)?;
+            if !included.contains(&update) {
+                if holding.is_some() {
+                    batch.push(CatalogChange::Delete(update), 0);
+                }
+            } else {
+                for revision in offered {
+                    let already = holding
+                        .as_ref()
+                        .and_then(|h| h.revisions.iter().find(|(r, _)| *r == revision.id.revision))
+                        .is_some_and(|(_, hash)| *hash == revision.content_hash);
+                    if already {
+                        continue;
+                    }
+                    match inner.upstream.update_revision(revision.id) {
+                        Ok(parsed) => {
+                            let size = parsed.document.len();
+                            batch.push(CatalogChange::Put(parsed), size);
+                        }
+                        Err(e) if e.is_per_document() => {
+                            self.skipped(run, &revision.file_name, &e.to_string());
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            if batch.full() {
+                run.counts.update_server.add(&batch.apply(store)?);
+                run.progress = (walked, total);
+                self.publish(run);
+            }
+        }
+        for gone in held.take_rest()? {
+            batch.push(CatalogChange::Delete(gone.update_id), 0);
+            if batch.full() {
+                run.counts.update_server.add(&batch.apply(store)?);
+            }
+        }
+        run.counts.update_server.add(&batch.apply(store)?);
+        run.progress = (total, total);
+        self.publish(run);
+        Ok(())
+    }
+
+    /// Phase 2 (see the module documentation).
+    fn sync_site_database(&self, run: &mut SyncRun) -> Result<(), SyncError> {
+        let update_server = self.inner.node.database.update_server();
+        let site = self.inner.node.database.site_database();
+        let start: u64 = site
+            .metadata(FULL_SYNC_POSITION)?
+            .and_then(|b| b.try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        let end = update_server.last_sequence();
+        run.progress = (0, end.saturating_sub(start));
+        self.publish(run);
+        let mut position = start;
+        while position < end {
+            let records = update_server.changes_since(position, LOG_PAGE)?;
+            let Some(last) = records.last().map(|r| r.sequence.min(end)) else {
+                break;
+            };
+            let mut changes = Vec::with_capacity(records.len());
+            for record in records.into_iter().filter(|r| r.sequence <= end) {
+                let wanted = match run.kind {
+                    SyncKind::Full => true,
+                    // A manual sync takes only updates the site database has never held,
+                    // and leaves changes, expirations and deletions to the next full sync.
+                    SyncKind::Manual => {
+                        record.kind == ChangeKind::New
+                            && site.latest(record.revision.update_id)?.is_none()
+                    }
+                };
+                if !wanted {
+                    continue;
+                }
+                if record.kind == ChangeKind::Deleted {
+                    changes.push(CatalogChange::Delete(record.revision.update_id));
+                } else if let Some(revision) = update_server.revision(record.revision)? {
+                    // Absent when a later record deleted it; that record follows.
+                    changes.push(CatalogChange::Put(revision));
+                }
+            }
+            let position_meta = (run.kind == SyncKind::Full)
+                .then(|| (FULL_SYNC_POSITION, last.to_be_bytes().to_vec()));
+            let outcome = site.apply(changes, position_meta.as_slice())?;
+            run.counts.site_database.add(&outcome);
+            position = last;
+            run.progress = (position - start, end - start);
+            self.publish(run);
+        }
+        Ok(())
+    }
+
+    fn skipped(&self, run: &mut SyncRun, file: &str, reason: &str) {
+        run.counts.skipped += 1;
+        self.message(
+            StatusMessageId::DocumentSkipped,
+            run.id,
+            format!("Skipped the update document {file}: {reason}. It will be tried again at the next sync."),
+            BTreeMap::from([("file".to_owned(), file.to_owned())]),
+        );
+    }
+
+    fn message(
+        &self,
+        id: StatusMessageId,
+        sync_id: u64,
+        text: String,
+        properties: BTreeMap<String, String>,
+    ) {
+        let site = self.inner.node.config.site_code.to_string();
+        let now = self.inner.clock.now();
+        if let Err(e) = self
+            .inner
+            .status
+            .append(&site, id, sync_id, text, properties, now)
+        {
+            warn!(error = %e, message = %id, "cannot record a status message");
+        }
+    }
+
+    fn publish(&self, run: &SyncRun) {
+        let run = run.clone();
+        self.inner.view.send_modify(|v| v.current = Some(run));
+    }
+
+    /// The status messages.
+    pub fn status_log(&self) -> &StatusLog {
+        &self.inner.status
+    }
+
+    /// The client policy.
+    pub fn policy(&self) -> &PolicyStore {
+        &self.inner.policy
+    }
+}
+
+/// Changes gathered for one store batch.
+#[derive(Default)]
+struct Batch {
+    changes: Vec<CatalogChange>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, change: CatalogChange, bytes: usize) {
+        self.changes.push(change);
+        self.bytes += bytes;
+    }
+
+    fn full(&self) -> bool {
+        self.changes.len() >= BATCH_CHANGES || self.bytes >= BATCH_BYTES
+    }
+
+    fn apply(&mut self, store: &crate::store::CatalogStore) -> Result<ApplyOutcome, StoreError> {
+        self.bytes = 0;
+        if self.changes.is_empty() {
+            return Ok(ApplyOutcome::default());
+        }
+        store.apply(std::mem::take(&mut self.changes), &[])
+    }
+}
+
+/// The store's held updates in id order, read a page at a time, for the phase-1 walk.
+struct HeldCursor<'a> {
+    store: &'a crate::store::CatalogStore,
+    page: VecDeque<HeldUpdate>,
+    after: Option<UpdateId>,
+    exhausted: bool,
+}
+
+impl<'a> HeldCursor<'a> {
+    fn new(store: &'a crate::store::CatalogStore) -> Self {
+        Self {
+            store,
+            page: VecDeque::new(),
+            after: None,
+            exhausted: false,
+        }
+    }
+
+    fn peek(&mut self) -> Result<Option<&HeldUpdate>, StoreError> {
+        if self.page.is_empty() && !self.exhausted {
+            let page = self.store.held_updates(self.after, LOG_PAGE)?;
+            self.exhausted = page.len() < LOG_PAGE;
+            if let Some(last) = page.last() {
+                self.after = Some(last.update_id);
+            }
+            self.page = page.into();
+        }
+        Ok(self.page.front())
+    }
+
+    /// Held updates that sort before `update`.
+    fn take_before(&mut self, update: UpdateId) -> Result<Vec<HeldUpdate>, StoreError> {
+        let mut out = Vec::new();
+        while self.peek()?.is_some_and(|h| h.update_id < update) {
+            out.extend(self.page.pop_front());
+        }
+        Ok(out)
+    }
+
+    /// The held update `update`, if it is next.
+    fn take_if(&mut self, update: UpdateId) -> Result<Option<HeldUpdate>, StoreError> {
+        if self.peek()?.is_some_and(|h| h.update_id == update) {
+            return Ok(self.page.pop_front());
+        }
+        Ok(None)
+    }
+
+    fn take_rest(&mut self) -> Result<Vec<HeldUpdate>, StoreError> {
+        let mut out = Vec::new();
+        while self.peek()?.is_some() {
+            out.extend(self.page.pop_front());
+        }
+        Ok(out)
+    }
+}
+
+fn kind_text(kind: SyncKind) -> &'static str {
+    match kind {
+        SyncKind::Full => "full",
+        SyncKind::Manual => "manual, new updates only",
+    }
+}
+
+fn trigger_text(trigger: SyncTrigger) -> &'static str {
+    match trigger {
+        SyncTrigger::Schedule => "on schedule",
+        SyncTrigger::Operator => "requested by an operator",
+        SyncTrigger::Retry => "retrying after a failure",
+        SyncTrigger::Restart => "redoing the sync interrupted by a restart",
+    }
+}
+
+fn counts_properties(c: &SyncCounts) -> BTreeMap<String, String> {
+    let mut p = BTreeMap::new();
+    for (phase, counts) in [
+        ("update_server", c.update_server),
+        ("site_database", c.site_database),
+    ] {
+        p.insert(format!("{phase}.new"), counts.new.to_string());
+        p.insert(format!("{phase}.changed"), counts.changed.to_string());
+        p.insert(format!("{phase}.expired"), counts.expired.to_string());
+        p.insert(format!("{phase}.deleted"), counts.deleted.to_string());
+    }
+    p.insert("skipped".to_owned(), c.skipped.to_string());
+    p
+}
+
+fn get<T: for<'de> Deserialize<'de>>(
+    space: &dyn Backend,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    space
+        .get(key)?
+        .map(|bytes| {
+            postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
+                what: format!(
+                    "sync manager record `{}`: {e}",
+                    String::from_utf8_lossy(key)
+                ),
+            })
+        })
+        .transpose()
+}
+
+fn put<T: Serialize>(space: &dyn Backend, key: &[u8], value: &T) -> Result<(), StoreError> {
+    let mut batch = WriteBatch::default();
+    batch.put(
+        key.to_vec(),
+        postcard::to_allocvec(value).expect("postcard serializes plain structs into a Vec"),
+    );
+    space.apply(batch)?;
+    space.flush()?;
+    Ok(())
+}
+
+fn delete(space: &dyn Backend, keys: &[&[u8]]) -> Result<(), StoreError> {
+    let mut batch = WriteBatch::default();
+    for key in keys {
+        batch.delete(key.to_vec());
+    }
+    space.apply(batch)?;
+    space.flush()?;
+    Ok(())
+}
+
+/// The revisions of the upstream that are categories (for resolving settings by name).
+pub fn category_revisions(
+    upstream: &DirectoryUpstream,
+) -> Result<Vec<TrackedRevision>, UpstreamError> {
+    upstream
+        .revisions()
+        .filter(|r| {
+            r.as_ref()
+                .map_or(true, |r| r.update_type == UpdateType::Category)
+        })
+        .collect()
+}

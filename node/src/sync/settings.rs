@@ -1,0 +1,250 @@
+//! Sync settings (S1, S6): which updates enter the stores, and when syncs run.
+//!
+//! Products and classifications are chosen by category id or by name. A product selector
+//! may name a company, a product family or a product: it selects that category and every
+//! category below it, which is how choosing the product `Local publisher` selects the
+//! custom updates published locally (S6). Category updates themselves always sync: they
+//! are the tree operators choose from. An update that an included update bundles, or that
+//! it needs as a prerequisite (a detectoid, say), comes along with it.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sitesync_metadata::{CategoryType, UpdateId, UpdateType};
+
+use super::schedule::{RetryPolicy, Schedule};
+use crate::upstream::TrackedRevision;
+
+/// A category chosen by id or by (case-insensitive) title.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CategorySelector {
+    Id(UpdateId),
+    Name(String),
+}
+
+impl FromStr for CategorySelector {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("an empty category name: give a category id or its title".into());
+        }
+        Ok(match s.parse::<UpdateId>() {
+            Ok(id) => Self::Id(id),
+            Err(_) => Self::Name(s.to_owned()),
+        })
+    }
+}
+
+impl fmt::Display for CategorySelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Id(id) => id.fmt(f),
+            Self::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// What to sync and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncSettings {
+    /// Empty: every product.
+    pub products: Vec<CategorySelector>,
+    /// Empty: every classification.
+    pub classifications: Vec<CategorySelector>,
+    /// Language tags (`en`, `de`); empty: every language.
+    pub languages: Vec<String>,
+    pub schedule: Schedule,
+    pub retry: RetryPolicy,
+    /// Bumped by every change, so a writer that read an older revision is refused and the
+    /// sync manager knows the next sync must be full.
+    pub revision: u64,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        Self {
+            products: Vec::new(),
+            classifications: Vec::new(),
+            languages: Vec::new(),
+            schedule: Schedule::default(),
+            retry: RetryPolicy::default(),
+            revision: 1,
+        }
+    }
+}
+
+impl SyncSettings {
+    /// Whether two settings select the same updates (the schedule aside).
+    pub fn same_selection(&self, other: &Self) -> bool {
+        self.products == other.products
+            && self.classifications == other.classifications
+            && self.languages == other.languages
+    }
+}
+
+/// A selector that names nothing in the upstream catalog.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{kind} `{selector}` is not in the upstream catalog; choose one of the {kind}s it offers (sitesyncctl updates list shows the categories)"
+)]
+pub struct UnknownCategory {
+    pub kind: &'static str,
+    pub selector: String,
+}
+
+/// The settings resolved against an upstream catalog's categories: the decision per update.
+#[derive(Debug, Clone)]
+pub struct CatalogFilter {
+    /// `None`: every product.
+    products: Option<HashSet<UpdateId>>,
+    /// `None`: every classification.
+    classifications: Option<HashSet<UpdateId>>,
+    /// Lower-case tags; empty: every language.
+    languages: Vec<String>,
+}
+
+impl CatalogFilter {
+    /// Resolves the settings' selectors against the category updates of a catalog.
+    pub fn resolve<'a>(
+        settings: &SyncSettings,
+        categories: impl IntoIterator<Item = &'a TrackedRevision>,
+    ) -> Result<Self, UnknownCategory> {
+        let categories: Vec<&TrackedRevision> = categories
+            .into_iter()
+            .filter(|r| r.update_type == UpdateType::Category)
+            .collect();
+        let is_product = |t: Option<CategoryType>| {
+            matches!(
+                t,
+                Some(CategoryType::Company | CategoryType::ProductFamily | CategoryType::Product)
+            )
+        };
+        let is_classification =
+            |t: Option<CategoryType>| t == Some(CategoryType::UpdateClassification);
+        let products = resolve_selectors(&settings.products, &categories, "product", is_product)?;
+        let classifications = resolve_selectors(
+            &settings.classifications,
+            &categories,
+            "classification",
+            is_classification,
+        )?;
+        Ok(Self {
+            products: products.map(|chosen| with_descendants(chosen, &categories)),
+            classifications,
+            languages: settings
+                .languages
+                .iter()
+                .map(|l| l.to_ascii_lowercase())
+                .collect(),
+        })
+    }
+
+    /// Whether an update matches on its own (before following bundles and prerequisites).
+    pub fn matches(&self, revision: &TrackedRevision) -> bool {
+        if revision.update_type == UpdateType::Category {
+            return true;
+        }
+        let in_set = |set: &Option<HashSet<UpdateId>>| match set {
+            None => true,
+            Some(set) => revision.categories.iter().any(|c| set.contains(c)),
+        };
+        let language = self.languages.is_empty()
+            || revision
+                .languages
+                .iter()
+                .any(|l| self.languages.contains(&l.to_ascii_lowercase()));
+        in_set(&self.products) && in_set(&self.classifications) && language
+    }
+}
+
+fn resolve_selectors(
+    selectors: &[CategorySelector],
+    categories: &[&TrackedRevision],
+    kind: &'static str,
+    of_kind: impl Fn(Option<CategoryType>) -> bool,
+) -> Result<Option<HashSet<UpdateId>>, UnknownCategory> {
+    if selectors.is_empty() {
+        return Ok(None);
+    }
+    let mut chosen = HashSet::new();
+    for selector in selectors {
+        let found: Vec<UpdateId> = categories
+            .iter()
+            .filter(|c| of_kind(c.category_type))
+            .filter(|c| match selector {
+                CategorySelector::Id(id) => c.id.update_id == *id,
+                CategorySelector::Name(name) => c.title.eq_ignore_ascii_case(name),
+            })
+            .map(|c| c.id.update_id)
+            .collect();
+        if found.is_empty() {
+            return Err(UnknownCategory {
+                kind,
+                selector: selector.to_string(),
+            });
+        }
+        chosen.extend(found);
+    }
+    Ok(Some(chosen))
+}
+
+/// The chosen categories and every category below them (a category names its parents in
+/// its `IsCategory` prerequisites).
+fn with_descendants(
+    mut chosen: HashSet<UpdateId>,
+    categories: &[&TrackedRevision],
+) -> HashSet<UpdateId> {
+    let mut children: HashMap<UpdateId, Vec<UpdateId>> = HashMap::new();
+    for category in categories {
+        for parent in &category.categories {
+            children
+                .entry(*parent)
+                .or_default()
+                .push(category.id.update_id);
+        }
+    }
+    let mut pending: Vec<UpdateId> = chosen.iter().copied().collect();
+    while let Some(parent) = pending.pop() {
+        for child in children.get(&parent).into_iter().flatten() {
+            if chosen.insert(*child) {
+                pending.push(*child);
+            }
+        }
+    }
+    chosen
+}
+
+/// The updates that enter the stores: those the filter matches (in any of their
+/// revisions), plus everything they bundle or need as prerequisites, transitively. Only ids
+/// are held, so this stays small however large the upstream is.
+pub fn included_updates(
+    filter: &CatalogFilter,
+    revisions: impl IntoIterator<Item = TrackedRevision>,
+) -> HashSet<UpdateId> {
+    let mut included = HashSet::new();
+    let mut needs: HashMap<UpdateId, Vec<UpdateId>> = HashMap::new();
+    for revision in revisions {
+        let id = revision.id.update_id;
+        if filter.matches(&revision) {
+            included.insert(id);
+        }
+        let mut needed = revision.bundled;
+        needed.extend(revision.prerequisites);
+        if !needed.is_empty() {
+            needs.entry(id).or_default().extend(needed);
+        }
+    }
+    let mut pending: Vec<UpdateId> = included.iter().copied().collect();
+    while let Some(update) = pending.pop() {
+        for needed in needs.get(&update).into_iter().flatten() {
+            if included.insert(*needed) {
+                pending.push(*needed);
+            }
+        }
+    }
+    included
+}

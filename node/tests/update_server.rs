@@ -1,0 +1,366 @@
+//! The node's gRPC server over real TCP: health and reflection answer, catalog info reports
+//! the store, and a reader that pulls `GetChanges` (a snapshot, then the log tail) ends with
+//! the same digest as the node.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sitesync_metadata::generate::CatalogSpec;
+use sitesync_metadata::{CatalogDigest, ParseLimits, UpdateId, parse_update};
+use sitesync_node::config::{NodeConfig, Overrides};
+use sitesync_node::node::NodeState;
+use sitesync_node::store::{CatalogChange, CatalogStore, NodeDatabase};
+use sitesync_proto::v1::update_server_client::UpdateServerClient;
+use sitesync_proto::v1::{self, get_changes_response};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// A node serving on a free loopback port, stopped when dropped.
+struct RunningNode {
+    address: SocketAddr,
+    node: Arc<NodeState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    async fn start(database: NodeDatabase) -> Self {
+        let config = NodeConfig::load(
+            None,
+            &Overrides {
+                listen: Some("127.0.0.1:0".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        let node = Arc::new(NodeState::new(config, database));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(sitesync_node::server::serve(
+            node.clone(),
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            address,
+            node,
+            stop: Some(stop),
+            task: Some(tokio::spawn(async move {
+                task.await.unwrap().unwrap();
+            })),
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+fn generated(n: usize) -> Vec<CatalogChange> {
+    CatalogSpec::new(n, 5)
+        .documents()
+        .map(|d| CatalogChange::Put(parse_update(&d.xml, &ParseLimits::default()).unwrap()))
+        .collect()
+}
+
+/// Pulls every change after `since` into `store`, the way a child's update server will:
+/// each batch must start where the reader stands. Returns the anchor it ends at.
+async fn pull(
+    client: &mut UpdateServerClient<Channel>,
+    store: &CatalogStore,
+    since: Option<v1::Anchor>,
+    max_batch_bytes: u32,
+) -> (Option<v1::Anchor>, v1::ChangesPlan, v1::CatalogInfo, usize) {
+    let (anchor, plan, info, batches) =
+        pull_some(client, store, since, max_batch_bytes, usize::MAX).await;
+    (
+        anchor,
+        plan,
+        info.expect("the stream ended without ChangesComplete"),
+        batches,
+    )
+}
+
+/// Like [`pull`], but stops (as if cut off) after `stop_after` batches.
+async fn pull_some(
+    client: &mut UpdateServerClient<Channel>,
+    store: &CatalogStore,
+    since: Option<v1::Anchor>,
+    max_batch_bytes: u32,
+    stop_after: usize,
+) -> (
+    Option<v1::Anchor>,
+    v1::ChangesPlan,
+    Option<v1::CatalogInfo>,
+    usize,
+) {
+    let mut stream = client
+        .get_changes(v1::GetChangesRequest {
+            since: since.clone(),
+            max_batch_bytes,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut position = since;
+    let mut plan = None;
+    let mut batches = 0;
+    while let Some(message) = stream.message().await.unwrap() {
+        match message.kind.unwrap() {
+            get_changes_response::Kind::Plan(p) => plan = Some(p),
+            get_changes_response::Kind::Batch(batch) => {
+                assert_eq!(
+                    batch.from, position,
+                    "a batch must start where the reader stands"
+                );
+                let documents: Vec<v1::UpdateDocument> = match batch.body.unwrap() {
+                    v1::change_batch::Body::Snapshot(part) => part.revisions,
+                    v1::change_batch::Body::Log(log) => {
+                        let mut documents = Vec::new();
+                        for change in log.changes {
+                            match change.payload.unwrap() {
+                                v1::catalog_change::Payload::Revision(d) => documents.push(d),
+                                v1::catalog_change::Payload::Deleted(id) => {
+                                    let id = sitesync_metadata::RevisionId::try_from(id).unwrap();
+                                    store
+                                        .apply([CatalogChange::Delete(id.update_id)], &[])
+                                        .unwrap();
+                                }
+                            }
+                        }
+                        documents
+                    }
+                };
+                let changes: Vec<CatalogChange> = documents
+                    .into_iter()
+                    .map(|d| {
+                        let revision = parse_update(&d.document, &ParseLimits::default()).unwrap();
+                        assert_eq!(
+                            Some(v1::RevisionId::from(revision.id)),
+                            d.id,
+                            "a document must be filed under its own identity"
+                        );
+                        CatalogChange::Put(revision)
+                    })
+                    .collect();
+                store.apply(changes, &[]).unwrap();
+                position = batch.resume_anchor;
+                batches += 1;
+                if batches == stop_after {
+                    return (position, plan.unwrap(), None, batches);
+                }
+            }
+            get_changes_response::Kind::Complete(complete) => {
+                return (position, plan.unwrap(), complete.at_target, batches);
+            }
+        }
+    }
+    (position, plan.unwrap(), None, batches)
+}
+
+#[tokio::test]
+async fn a_reader_pulls_a_snapshot_then_the_tail_and_matches_the_digest() {
+    let database = NodeDatabase::in_memory().unwrap();
+    let mut initial = generated(400);
+    let later = initial.split_off(300);
+    database.update_server().apply(initial, &[]).unwrap();
+    let node = RunningNode::start(database).await;
+    let mut client = UpdateServerClient::new(node.channel().await)
+        .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
+
+    let info = client
+        .get_catalog_info(v1::GetCatalogInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let served = node.node.database.update_server().state();
+    assert_eq!(info.site_code, "CEN");
+    let store_info = info.store.unwrap();
+    assert_eq!(store_info.revision_count, 300);
+    assert_eq!(
+        CatalogDigest::try_from(store_info.digest.unwrap()).unwrap(),
+        served.digest
+    );
+
+    // An empty reader gets a snapshot, in batches no larger than it asked for.
+    let reader = NodeDatabase::in_memory().unwrap();
+    let (anchor, plan, at_target, batches) =
+        pull(&mut client, reader.update_server(), None, 64 * 1024).await;
+    assert!(plan.snapshot);
+    assert!(
+        batches > 5,
+        "64 KiB batches should split 300 documents, got {batches}"
+    );
+    assert_eq!(reader.update_server().digest(), served.digest);
+    assert_eq!(at_target.store.unwrap().digest, Some(served.digest.into()));
+    let anchor = anchor.unwrap();
+    assert_eq!(anchor.sequence, served.last_sequence);
+    assert!(anchor.snapshot_through.is_none());
+
+    // More changes upstream, including a deletion: the reader gets the tail only.
+    let deleted: UpdateId = node
+        .node
+        .database
+        .update_server()
+        .summaries(None, 1)
+        .unwrap()[0]
+        .id
+        .update_id;
+    let mut tail = later;
+    tail.push(CatalogChange::Delete(deleted));
+    node.node.database.update_server().apply(tail, &[]).unwrap();
+    let (anchor, plan, _, _) = pull(&mut client, reader.update_server(), Some(anchor), 0).await;
+    assert!(!plan.snapshot);
+    assert_eq!(plan.estimated_changes, 101);
+    assert_eq!(
+        reader.update_server().digest(),
+        node.node.database.update_server().digest()
+    );
+    assert!(reader.update_server().latest(deleted).unwrap().is_none());
+
+    // Up to date: no batch, straight to completion.
+    let (same, _, _, batches) = pull(&mut client, reader.update_server(), anchor.clone(), 0).await;
+    assert_eq!(batches, 0);
+    assert_eq!(same, anchor);
+
+    // An anchor from the future is refused with an actionable message.
+    let mut future = anchor.unwrap();
+    future.sequence += 10;
+    let refused = client
+        .get_changes(v1::GetChangesRequest {
+            since: Some(future),
+            max_batch_bytes: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("ahead of its upstream"),
+        "{}",
+        refused.message()
+    );
+
+    node.stop().await;
+}
+
+/// A snapshot cut off midway resumes where it stopped; a deletion made in between, of an
+/// update the reader had already installed, still reaches the reader through the tail.
+#[tokio::test]
+async fn an_interrupted_snapshot_resumes_without_missing_changes() {
+    let database = NodeDatabase::in_memory().unwrap();
+    database.update_server().apply(generated(200), &[]).unwrap();
+    let node = RunningNode::start(database).await;
+    let mut client = UpdateServerClient::new(node.channel().await)
+        .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
+    let reader = NodeDatabase::in_memory().unwrap();
+
+    let (anchor, plan, complete, _) =
+        pull_some(&mut client, reader.update_server(), None, 32 * 1024, 2).await;
+    assert!(plan.snapshot && complete.is_none());
+    let anchor = anchor.unwrap();
+    let through =
+        sitesync_metadata::RevisionId::try_from(anchor.snapshot_through.clone().unwrap()).unwrap();
+
+    // Delete an update the reader already holds.
+    let installed = reader.update_server().summaries(None, 1).unwrap()[0]
+        .id
+        .update_id;
+    assert!(installed <= through.update_id);
+    node.node
+        .database
+        .update_server()
+        .apply([CatalogChange::Delete(installed)], &[])
+        .unwrap();
+
+    let (end, _, complete, _) =
+        pull(&mut client, reader.update_server(), Some(anchor), 32 * 1024).await;
+    assert!(complete.store.is_some());
+    assert!(end.unwrap().snapshot_through.is_none());
+    assert!(reader.update_server().latest(installed).unwrap().is_none());
+    assert_eq!(
+        reader.update_server().digest(),
+        node.node.database.update_server().digest()
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_reflection_answer_for_stock_grpc_tools() {
+    let node = RunningNode::start(NodeDatabase::in_memory().unwrap()).await;
+    let channel = node.channel().await;
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "sitesync.v1.UpdateServer".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("expected a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"sitesync.v1.UpdateServer".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
+
+    // The descriptor of our service resolves, so tools can call it by name.
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "sitesync.v1.UpdateServer".into(),
+        )),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    assert!(matches!(
+        response.message_response,
+        Some(MessageResponse::FileDescriptorResponse(ref files)) if !files.file_descriptor_proto.is_empty()
+    ));
+    node.stop().await;
+}
