@@ -2,22 +2,51 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use sitesync_metadata::generate::CatalogSpec;
 
 use crate::output::OutputFormat;
 
+/// Where `--node` points when neither the flag nor `SITESYNC_NODE` is given: a node started
+/// with its defaults on this machine.
+pub const DEFAULT_NODE: &str = "http://127.0.0.1:8530";
+
 /// Operate a sitesync hierarchy: software-update metadata kept in step from the top site
 /// down to every child site.
 #[derive(Debug, Parser)]
-#[command(name = "sitesyncctl", version, propagate_version = true)]
+#[command(
+    name = "sitesyncctl",
+    version,
+    propagate_version = true,
+    after_help = "Exit status: 0 on success; 1 when the command failed (or the sync it waited \
+                  for failed); 2 when the node could not be reached; 64 when the command line \
+                  is not understood."
+)]
 pub struct Cli {
     /// How to print results on stdout: a table for people, or JSON for scripts.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 
+    #[command(flatten)]
+    pub node: NodeArgs,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How to reach a node. Kept together so that the connection (and later its certificates,
+/// issue 5) is set up in one place.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// The node to talk to: `host:port` or `http://host:port`.
+    #[arg(
+        long = "node",
+        global = true,
+        env = "SITESYNC_NODE",
+        value_name = "ADDR",
+        default_value = DEFAULT_NODE
+    )]
+    pub address: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -25,6 +54,27 @@ pub enum Command {
     /// Work with update catalogs: directories of Microsoft update XML documents.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+
+    /// The node's state: both stores, the last and the current sync, the next scheduled
+    /// sync, the client policy version.
+    Status,
+
+    /// Start a sync at the node (a top site): full, or with --manual new updates only.
+    Sync(SyncArgs),
+
+    /// Status messages (6701 started, 6702 done, 6703 failed, 6704/6705/6706 phases, ...).
+    Messages(MessagesArgs),
+
+    /// The updates a node's store holds.
+    #[command(subcommand)]
+    Updates(UpdatesCommand),
+
+    /// The sync settings: products, classifications, languages, schedule, retry delay.
+    #[command(subcommand)]
+    Settings(SettingsCommand),
+
+    /// The client policy the site serves (where clients scan, and which catalog to expect).
+    Policy(PolicyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,4 +110,216 @@ pub struct InspectArgs {
     /// Update documents to inspect; a directory stands for every `*.xml` file in it.
     #[arg(value_name = "FILE", required = true)]
     pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Sync only updates that are new since the last sync (ConfigMgr's "Run
+    /// Synchronization"); without it the sync is full, as a scheduled one.
+    #[arg(long)]
+    pub manual: bool,
+
+    /// Follow the sync until it finishes, with its progress on stderr; exit 1 if it fails.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MessagesArgs {
+    /// Only messages raised by this site; repeat or separate with commas for several.
+    #[arg(long = "site", value_name = "CODE", value_delimiter = ',')]
+    pub sites: Vec<String>,
+
+    /// Only these message ids (6701 started, 6702 done, 6703 failed, 6704, 6705, 6706
+    /// phases, 6790 document skipped); repeat or separate with commas.
+    #[arg(long = "id", value_name = "ID", value_delimiter = ',')]
+    pub ids: Vec<u32>,
+
+    /// Only messages raised at or after this time: RFC 3339 (`2025-01-31T08:00:00Z`) or a
+    /// duration ago (`90m`, `1h`, `7d`).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+
+    /// Only messages raised before this time (same forms as --since).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+
+    /// Only messages of this sync run.
+    #[arg(long, value_name = "ID")]
+    pub sync_id: Option<String>,
+
+    /// Only messages of this severity or worse.
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub severity: Option<SeverityArg>,
+
+    /// Newest first instead of oldest first.
+    #[arg(long)]
+    pub newest_first: bool,
+
+    /// At most this many messages; 0 for all.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: usize,
+}
+
+/// A status message severity on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SeverityArg {
+    Informational,
+    Warning,
+    Error,
+}
+
+/// Which of a node's two stores to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreArg {
+    /// The update-server store (the WSUS database).
+    UpdateServer,
+    /// The site database (the ConfigMgr database).
+    SiteDatabase,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UpdatesCommand {
+    /// The latest revision of each update matching the filters.
+    List(UpdatesListArgs),
+    /// One update in full: titles, KB, severity, categories, relationships, files,
+    /// revisions held.
+    Show(UpdatesShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpdatesListArgs {
+    /// In this product (name or category id); repeat or separate with commas for any of
+    /// several.
+    #[arg(long = "product", value_name = "PRODUCT", value_delimiter = ',')]
+    pub products: Vec<String>,
+
+    /// In this classification (name such as `Security Updates`, or category id); repeat or
+    /// separate with commas for any of several.
+    #[arg(
+        long = "classification",
+        value_name = "CLASSIFICATION",
+        value_delimiter = ','
+    )]
+    pub classifications: Vec<String>,
+
+    /// With this KB article number (`890830` or `KB890830`).
+    #[arg(long, value_name = "N")]
+    pub kb: Option<String>,
+
+    /// Whose title or description contains this text (case-insensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub text: Option<String>,
+
+    /// Only updates another held update supersedes.
+    #[arg(long)]
+    pub superseded: bool,
+
+    /// Only expired updates.
+    #[arg(long)]
+    pub expired: bool,
+
+    /// Only updates of this type; repeat or separate with commas.
+    #[arg(long = "type", value_enum, value_name = "TYPE", value_delimiter = ',')]
+    pub types: Vec<UpdateTypeArg>,
+
+    /// Only updates of this MSRC severity or worse.
+    #[arg(long, value_enum, value_name = "SEVERITY")]
+    pub min_severity: Option<MsrcSeverityArg>,
+
+    /// Which store to read; by default the site database (the update-server store at an
+    /// internet-facing node).
+    #[arg(long, value_enum)]
+    pub store: Option<StoreArg>,
+
+    /// At most this many updates; 0 for all.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: usize,
+}
+
+/// An update type on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UpdateTypeArg {
+    Software,
+    Driver,
+    Category,
+    Detectoid,
+}
+
+/// An MSRC severity on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MsrcSeverityArg {
+    Low,
+    Moderate,
+    Important,
+    Critical,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdatesShowArgs {
+    /// The update id (a GUID).
+    #[arg(value_name = "ID")]
+    pub id: String,
+
+    /// This revision instead of the latest.
+    #[arg(long, value_name = "N")]
+    pub revision: Option<u32>,
+
+    /// Which store to read; by default the site database (the update-server store at an
+    /// internet-facing node).
+    #[arg(long, value_enum)]
+    pub store: Option<StoreArg>,
+
+    /// Print the original update XML document, byte for byte, instead of the details.
+    #[arg(long)]
+    pub document: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Print the sync settings.
+    Get,
+    /// Change the sync settings: only the settings given change, the rest are kept. A
+    /// change of products, classifications or languages makes the next sync full.
+    Set(SettingsSetArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("change").required(true).multiple(true))]
+pub struct SettingsSetArgs {
+    /// Products to sync, by name or category id, comma-separated (replaces the list; `""`
+    /// for none). Include `Local publisher` for locally published updates.
+    #[arg(long, value_name = "A,B", group = "change")]
+    pub products: Option<String>,
+
+    /// Classifications to sync, by name or category id, comma-separated (replaces the
+    /// list; `""` for none).
+    #[arg(long, value_name = "A,B", group = "change")]
+    pub classifications: Option<String>,
+
+    /// Language tags whose titles and descriptions to keep, comma-separated (`en,de`;
+    /// `""` for all).
+    #[arg(long, value_name = "en,de", group = "change")]
+    pub languages: Option<String>,
+
+    /// When scheduled syncs run: an interval (`90m`, `12h`, `7d`, `2w`), a five-field cron
+    /// expression in UTC (`"0 3 * * 0"` or `cron:0 3 * * 0`), or `manual` for none.
+    #[arg(long, value_name = "SCHEDULE", group = "change")]
+    pub schedule: Option<String>,
+
+    /// How long after a failed sync to retry it (`60m`, `2h`).
+    #[arg(long, value_name = "DURATION", group = "change")]
+    pub retry: Option<String>,
+
+    /// How often to refresh the legacy scan catalog (`7d`).
+    #[arg(long, value_name = "DURATION", group = "change")]
+    pub legacy_catalog_refresh: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// Read the policy as clients do, from the `ClientPolicy` service, instead of through
+    /// the operator's `Admin` service.
+    #[arg(long)]
+    pub as_client: bool,
 }

@@ -34,6 +34,7 @@ struct Document {
 }
 
 fn main() {
+    sitesync_node::allocator::configure();
     let revisions: usize = std::env::var("SITESYNC_BENCH_REVISIONS")
         .ok()
         .and_then(|v| v.parse().ok())

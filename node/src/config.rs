@@ -191,7 +191,7 @@ pub const DEFAULT_SITE_CODE: &str = "CEN";
 pub const DEFAULT_DATA_DIR: &str = "./sitesync-data";
 /// WSUS's own port, on loopback: a node is reachable from elsewhere only when configured so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8530";
-pub const DEFAULT_CACHE_MIB: u64 = 64;
+pub const DEFAULT_CACHE_MIB: u64 = 32;
 
 impl NodeConfig {
     /// Loads the layers: defaults, then `file` if given, then `overrides`.
@@ -366,7 +366,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./sitesync-data"));
         assert_eq!(config.upstream, UpstreamConfig::Sample);
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(config.cache_bytes, 64 << 20);
+        assert_eq!(config.cache_bytes, 32 << 20);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   incrementally maintained catalog digest.
 //! - [`upstream`]: where a top site's update server syncs from (a catalog directory).
 //! - [`sync`]: the sync manager, its schedule and its status messages.
+//! - [`allocator`]: the allocator settings the binary starts with.
 //! - [`clock`]: the time seam, so 60-minute retries and 7-day schedules test instantly.
 //! - [`policy`]: the site-wide client policy published after each successful sync (S8).
 //! - [`config`]: defaults → TOML → environment → flags, validated at load.
@@ -16,6 +17,7 @@
 //! → children, as SPEC rule S7 describes.
 #![forbid(unsafe_code)]
 
+pub mod allocator;
 pub mod clock;
 pub mod config;
 pub mod node;

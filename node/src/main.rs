@@ -39,7 +39,7 @@ struct Args {
     /// Sync from this directory of update XML documents instead of the sample catalog.
     #[arg(long, env = "SITESYNC_UPSTREAM_DIR")]
     upstream_dir: Option<PathBuf>,
-    /// The storage engine's page cache in MiB (default 64).
+    /// The storage engine's page cache in MiB (default 32).
     #[arg(long, env = "SITESYNC_CACHE_MIB")]
     cache_mib: Option<u64>,
     /// Once listening, write the bound address (host:port) to this file: how scripts and
@@ -48,8 +48,17 @@ struct Args {
     address_file: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before any thread exists: it may replace the process.
+    sitesync_node::allocator::configure();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -3,141 +3,17 @@
 //! per-document isolation, settings, schedule and client policy.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, write_catalog};
 use sitesync_metadata::{PublicationState, Timestamp};
-use sitesync_node::clock::ManualClock;
-use sitesync_node::config::{NodeConfig, Overrides};
-use sitesync_node::startup::{Started, start};
-use sitesync_node::sync::manager::{SyncPhase, SyncResult};
+use sitesync_node::sync::manager::SyncResult;
 use sitesync_proto::v1;
-use sitesync_proto::v1::admin_client::AdminClient;
 use sitesync_proto::v1::client_policy_client::ClientPolicyClient;
-use tokio::sync::oneshot;
-use tonic::transport::Channel;
 
-const T0: Timestamp = Timestamp(1_767_225_600_000); // 2026-01-01T00:00:00Z
+mod common;
 
-/// A node on a catalog directory, serving on a free port, with a manual clock.
-struct TestNode {
-    _data: tempfile::TempDir,
-    clock: ManualClock,
-    started: Started,
-    admin: AdminClient<Channel>,
-    channel: Channel,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl TestNode {
-    /// Starts a node whose upstream is `catalog`; the first scheduled sync runs at once.
-    async fn start(catalog: &Path, config_toml: &str) -> Self {
-        let data = tempfile::tempdir().unwrap();
-        let config_path = data.path().join("node.toml");
-        std::fs::write(&config_path, config_toml).unwrap();
-        let config = NodeConfig::load(
-            Some(&config_path),
-            &Overrides {
-                data_dir: Some(data.path().join("data")),
-                upstream_dir: Some(catalog.to_owned()),
-                listen: Some("127.0.0.1:0".into()),
-                cache_mib: Some(16),
-                ..Overrides::default()
-            },
-        )
-        .unwrap();
-        let clock = ManualClock::new(T0);
-        let started = start(config, Arc::new(clock.clone())).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(sitesync_node::server::serve(
-            started.clone(),
-            listener,
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        let channel = Channel::from_shared(format!("http://{address}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        Self {
-            _data: data,
-            clock,
-            admin: AdminClient::new(channel.clone()),
-            channel,
-            started,
-            stop: Some(stop),
-        }
-    }
-
-    /// Waits until sync `id` has finished and returns its result.
-    async fn finished(&self, id: u64) -> sitesync_node::sync::manager::SyncRun {
-        let mut watch = self.started.sync.watch();
-        tokio::time::timeout(Duration::from_secs(60), async {
-            loop {
-                let found = watch
-                    .borrow_and_update()
-                    .recent
-                    .iter()
-                    .find(|r| r.id == id && r.phase == SyncPhase::Finished)
-                    .cloned();
-                if let Some(run) = found {
-                    return run;
-                }
-                watch.changed().await.unwrap();
-            }
-        })
-        .await
-        .expect("the sync did not finish within a minute")
-    }
-
-    async fn run_sync(&mut self, kind: v1::SyncKind) -> (u64, v1::RunSyncDisposition) {
-        let response = self
-            .admin
-            .run_sync(v1::RunSyncRequest { kind: kind as i32 })
-            .await
-            .unwrap()
-            .into_inner();
-        (response.sync_id.parse().unwrap(), response.disposition())
-    }
-
-    /// The ids of the status messages of one sync, oldest first.
-    async fn message_ids(&mut self, sync_id: u64) -> Vec<i32> {
-        let response = self
-            .admin
-            .list_status_messages(v1::ListStatusMessagesRequest {
-                sync_id: sync_id.to_string(),
-                page_size: 1_000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let mut messages = response.messages;
-        messages.sort_by_key(|m| m.sequence);
-        messages.iter().map(|m| m.message_id).collect()
-    }
-
-    async fn status(&mut self) -> v1::SiteStatus {
-        self.admin
-            .get_site_status(v1::GetSiteStatusRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-    }
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
+use common::{T0, TestNode};
 
 fn catalog(n: usize, seed: u64) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

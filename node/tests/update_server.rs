@@ -1,82 +1,40 @@
 //! The node's gRPC server over real TCP: health and reflection answer, catalog info reports
-//! the store, and a reader that pulls `GetChanges` (a snapshot, then the log tail) ends with
+//! the update-server store, and a reader that pulls `GetChanges` (a snapshot, then the log tail) ends with
 //! the same digest as the node.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::Path;
 
 use sitesync_metadata::generate::CatalogSpec;
-use sitesync_metadata::{CatalogDigest, ParseLimits, UpdateId, parse_update};
-use sitesync_node::config::{NodeConfig, Overrides};
-use sitesync_node::node::NodeState;
+use sitesync_metadata::{CatalogDigest, ParseLimits, parse_update};
 use sitesync_node::store::{CatalogChange, CatalogStore, NodeDatabase};
 use sitesync_proto::v1::update_server_client::UpdateServerClient;
 use sitesync_proto::v1::{self, get_changes_response};
-use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-/// A node serving on a free loopback port, stopped when dropped.
-struct RunningNode {
-    address: SocketAddr,
-    node: Arc<NodeState>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+mod common;
+
+use common::TestNode;
+
+/// A node whose upstream holds the first `n` documents of a generated catalog, synced.
+async fn synced_node(upstream: &Path, n: usize) -> TestNode {
+    write_documents(upstream, CatalogSpec::new(n, 5).documents());
+    let node = TestNode::start(upstream, "").await;
+    node.finished(1).await;
+    node
 }
 
-impl RunningNode {
-    async fn start(database: NodeDatabase) -> Self {
-        let config = NodeConfig::load(
-            None,
-            &Overrides {
-                listen: Some("127.0.0.1:0".into()),
-                ..Overrides::default()
-            },
-        )
-        .unwrap();
-        let node = Arc::new(NodeState::new(config, database));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(sitesync_node::server::serve(
-            node.clone(),
-            listener,
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        Self {
-            address,
-            node,
-            stop: Some(stop),
-            task: Some(tokio::spawn(async move {
-                task.await.unwrap().unwrap();
-            })),
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.address))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap();
-        }
+fn write_documents(
+    dir: &Path,
+    documents: impl Iterator<Item = sitesync_metadata::generate::GeneratedDocument>,
+) {
+    for document in documents {
+        std::fs::write(dir.join(&document.file_name), &document.xml).unwrap();
     }
 }
 
-fn generated(n: usize) -> Vec<CatalogChange> {
-    CatalogSpec::new(n, 5)
-        .documents()
-        .map(|d| CatalogChange::Put(parse_update(&d.xml, &ParseLimits::default()).unwrap()))
-        .collect()
+async fn update_server_client(node: &TestNode) -> UpdateServerClient<Channel> {
+    UpdateServerClient::new(node.channel.clone())
+        .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES)
 }
 
 /// Pulls every change after `since` into `store`, the way a child's update server will:
@@ -176,26 +134,23 @@ async fn pull_some(
 
 #[tokio::test]
 async fn a_reader_pulls_a_snapshot_then_the_tail_and_matches_the_digest() {
-    let database = NodeDatabase::in_memory().unwrap();
-    let mut initial = generated(400);
-    let later = initial.split_off(300);
-    database.update_server().apply(initial, &[]).unwrap();
-    let node = RunningNode::start(database).await;
-    let mut client = UpdateServerClient::new(node.channel().await)
-        .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
+    let upstream = tempfile::tempdir().unwrap();
+    let mut node = synced_node(upstream.path(), 300).await;
+    let served = node.started.node.clone();
+    let mut client = update_server_client(&node).await;
 
     let info = client
         .get_catalog_info(v1::GetCatalogInfoRequest {})
         .await
         .unwrap()
         .into_inner();
-    let served = node.node.database.update_server().state();
+    let state = served.database.update_server().state();
     assert_eq!(info.site_code, "CEN");
     let store_info = info.store.unwrap();
-    assert_eq!(store_info.revision_count, 300);
+    assert_eq!(store_info.revision_count, state.revisions);
     assert_eq!(
         CatalogDigest::try_from(store_info.digest.unwrap()).unwrap(),
-        served.digest
+        state.digest
     );
 
     // An empty reader gets a snapshot, in batches no larger than it asked for.
@@ -205,34 +160,44 @@ async fn a_reader_pulls_a_snapshot_then_the_tail_and_matches_the_digest() {
     assert!(plan.snapshot);
     assert!(
         batches > 5,
-        "64 KiB batches should split 300 documents, got {batches}"
+        "64 KiB batches should split the catalog, got {batches}"
     );
-    assert_eq!(reader.update_server().digest(), served.digest);
-    assert_eq!(at_target.store.unwrap().digest, Some(served.digest.into()));
+    assert_eq!(reader.update_server().digest(), state.digest);
+    assert_eq!(at_target.store.unwrap().digest, Some(state.digest.into()));
     let anchor = anchor.unwrap();
-    assert_eq!(anchor.sequence, served.last_sequence);
+    assert_eq!(anchor.sequence, state.last_sequence);
     assert!(anchor.snapshot_through.is_none());
 
-    // More changes upstream, including a deletion: the reader gets the tail only.
-    let deleted: UpdateId = node
-        .node
-        .database
-        .update_server()
-        .summaries(None, 1)
-        .unwrap()[0]
+    // More upstream, one update withdrawn, another sync: the reader gets the tail only.
+    write_documents(
+        upstream.path(),
+        CatalogSpec::new(400, 5).documents().skip(300),
+    );
+    let withdrawn = served.database.update_server().summaries(None, 1).unwrap()[0]
         .id
         .update_id;
-    let mut tail = later;
-    tail.push(CatalogChange::Delete(deleted));
-    node.node.database.update_server().apply(tail, &[]).unwrap();
+    for entry in std::fs::read_dir(upstream.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&withdrawn.to_string())
+        {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let (id, _) = node.run_sync(v1::SyncKind::Full).await;
+    node.finished(id).await;
+    let now = served.database.update_server().state();
     let (anchor, plan, _, _) = pull(&mut client, reader.update_server(), Some(anchor), 0).await;
     assert!(!plan.snapshot);
-    assert_eq!(plan.estimated_changes, 101);
     assert_eq!(
-        reader.update_server().digest(),
-        node.node.database.update_server().digest()
+        plan.estimated_changes,
+        now.last_sequence - state.last_sequence
     );
-    assert!(reader.update_server().latest(deleted).unwrap().is_none());
+    assert_eq!(reader.update_server().digest(), now.digest);
+    assert!(reader.update_server().latest(withdrawn).unwrap().is_none());
 
     // Up to date: no batch, straight to completion.
     let (same, _, _, batches) = pull(&mut client, reader.update_server(), anchor.clone(), 0).await;
@@ -255,19 +220,16 @@ async fn a_reader_pulls_a_snapshot_then_the_tail_and_matches_the_digest() {
         "{}",
         refused.message()
     );
-
-    node.stop().await;
 }
 
 /// A snapshot cut off midway resumes where it stopped; a deletion made in between, of an
 /// update the reader had already installed, still reaches the reader through the tail.
 #[tokio::test]
 async fn an_interrupted_snapshot_resumes_without_missing_changes() {
-    let database = NodeDatabase::in_memory().unwrap();
-    database.update_server().apply(generated(200), &[]).unwrap();
-    let node = RunningNode::start(database).await;
-    let mut client = UpdateServerClient::new(node.channel().await)
-        .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
+    let upstream = tempfile::tempdir().unwrap();
+    let mut node = synced_node(upstream.path(), 200).await;
+    let served = node.started.node.clone();
+    let mut client = update_server_client(&node).await;
     let reader = NodeDatabase::in_memory().unwrap();
 
     let (anchor, plan, complete, _) =
@@ -277,16 +239,32 @@ async fn an_interrupted_snapshot_resumes_without_missing_changes() {
     let through =
         sitesync_metadata::RevisionId::try_from(anchor.snapshot_through.clone().unwrap()).unwrap();
 
-    // Delete an update the reader already holds.
+    // Withdraw an update the reader already holds, and sync.
     let installed = reader.update_server().summaries(None, 1).unwrap()[0]
         .id
         .update_id;
     assert!(installed <= through.update_id);
-    node.node
-        .database
-        .update_server()
-        .apply([CatalogChange::Delete(installed)], &[])
-        .unwrap();
+    for entry in std::fs::read_dir(upstream.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&installed.to_string())
+        {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let (id, _) = node.run_sync(v1::SyncKind::Full).await;
+    node.finished(id).await;
+    assert!(
+        served
+            .database
+            .update_server()
+            .latest(installed)
+            .unwrap()
+            .is_none()
+    );
 
     let (end, _, complete, _) =
         pull(&mut client, reader.update_server(), Some(anchor), 32 * 1024).await;
@@ -295,15 +273,15 @@ async fn an_interrupted_snapshot_resumes_without_missing_changes() {
     assert!(reader.update_server().latest(installed).unwrap().is_none());
     assert_eq!(
         reader.update_server().digest(),
-        node.node.database.update_server().digest()
+        served.database.update_server().digest()
     );
-    node.stop().await;
 }
 
 #[tokio::test]
 async fn health_and_reflection_answer_for_stock_grpc_tools() {
-    let node = RunningNode::start(NodeDatabase::in_memory().unwrap()).await;
-    let channel = node.channel().await;
+    let upstream = tempfile::tempdir().unwrap();
+    let node = synced_node(upstream.path(), 60).await;
+    let channel = node.channel.clone();
 
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let status = health
@@ -362,5 +340,4 @@ async fn health_and_reflection_answer_for_stock_grpc_tools() {
         response.message_response,
         Some(MessageResponse::FileDescriptorResponse(ref files)) if !files.file_descriptor_proto.is_empty()
     ));
-    node.stop().await;
 }

@@ -25,7 +25,7 @@ pub use catalog::{
 
 /// The default sled page-cache size for a node: enough for the indexes and the recent
 /// documents, far below sled's own 1 GiB default.
-pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+pub const DEFAULT_CACHE_BYTES: u64 = 32 << 20;
 
 /// The update-server store (see the module documentation).
 #[derive(Debug)]

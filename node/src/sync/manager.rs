@@ -30,7 +30,7 @@ use sitesync_metadata::{Timestamp, UpdateId, UpdateType};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
-use super::settings::{CatalogFilter, SyncSettings, included_updates};
+use super::settings::{Candidate, CatalogFilter, SyncSettings, included_updates};
 use super::status::{StatusLog, StatusMessageId};
 use crate::clock::Clock;
 use crate::node::NodeState;
@@ -38,13 +38,13 @@ use crate::policy::PolicyStore;
 use crate::store::{
     ApplyOutcome, Backend, CatalogChange, ChangeKind, HeldUpdate, StoreError, WriteBatch,
 };
-use crate::upstream::{DirectoryUpstream, ScanProgress, TrackedRevision, UpstreamError};
+use crate::upstream::{DirectoryUpstream, ScanProgress, UpstreamError};
 
 /// Changes applied per store batch, and the bytes of documents after which a batch is cut.
-const BATCH_CHANGES: usize = 1_000;
-const BATCH_BYTES: usize = 16 << 20;
+const BATCH_CHANGES: usize = 500;
+const BATCH_BYTES: usize = 4 << 20;
 /// Log records read per step of phase 2.
-const LOG_PAGE: usize = 1_000;
+const LOG_PAGE: usize = 500;
 
 /// The site-database metadata key holding the update-server log position of the last
 /// full sync's phase 2; it moves in the same write as the batch that reaches it.
@@ -532,31 +532,41 @@ impl SyncManager {
         settings: &SyncSettings,
     ) -> Result<(), SyncError> {
         let inner = &self.inner;
+        let clock = std::time::Instant::now();
         let report = inner.upstream.scan(&mut |p: ScanProgress| {
             run.progress = (p.read as u64, p.to_read as u64);
         })?;
+        info!(
+            sync_id = run.id,
+            listed = report.listed,
+            parsed = report.parsed,
+            removed = report.removed,
+            skipped = report.skipped.len(),
+            elapsed = ?clock.elapsed(),
+            "upstream scanned"
+        );
         for skipped in &report.skipped {
             self.skipped(run, &skipped.file.display().to_string(), &skipped.reason);
         }
 
-        // The categories, to resolve the settings' names; then which updates are wanted.
-        let categories = category_revisions(&inner.upstream)?;
+        // One walk of the upstream: the categories (to resolve the settings' names) and what
+        // the selection needs of every other revision; then which updates are wanted.
+        let mut categories = Vec::new();
+        let mut candidates = Vec::new();
+        for revision in inner.upstream.revisions() {
+            let revision = revision?;
+            if revision.update_type == UpdateType::Category {
+                categories.push(revision);
+            } else {
+                candidates.push(Candidate::from(revision));
+            }
+        }
         let filter = CatalogFilter::resolve(settings, &categories)
             .map_err(|e| SyncError::Settings(e.to_string()))?;
-        let mut failure = None;
-        let included = included_updates(
-            &filter,
-            inner.upstream.revisions().map_while(|r| match r {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    failure = Some(e);
-                    None
-                }
-            }),
-        );
-        if let Some(e) = failure {
-            return Err(e.into());
-        }
+        let mut included = included_updates(&filter, &candidates);
+        included.extend(categories.iter().map(|c| c.id.update_id));
+        drop(candidates);
+        info!(sync_id = run.id, included = included.len(), elapsed = ?clock.elapsed(), "selection resolved");
 
         // Walk the upstream and the store side by side, in update-id order.
         let store = inner.node.database.update_server();
@@ -625,6 +635,16 @@ impl SyncManager {
         run.counts.update_server.add(&batch.apply(store)?);
         run.progress = (total, total);
         self.publish(run);
+        let c = run.counts.update_server;
+        info!(
+            sync_id = run.id,
+            new = c.new,
+            changed = c.changed,
+            expired = c.expired,
+            deleted = c.deleted,
+            elapsed = ?clock.elapsed(),
+            "update server synced"
+        );
         Ok(())
     }
 
@@ -637,6 +657,7 @@ impl SyncManager {
             .and_then(|b| b.try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
         let end = update_server.last_sequence();
+        let clock = std::time::Instant::now();
         run.progress = (0, end.saturating_sub(start));
         self.publish(run);
         let mut position = start;
@@ -674,6 +695,17 @@ impl SyncManager {
             run.progress = (position - start, end - start);
             self.publish(run);
         }
+        let c = run.counts.site_database;
+        info!(
+            sync_id = run.id,
+            records = end.saturating_sub(start),
+            new = c.new,
+            changed = c.changed,
+            expired = c.expired,
+            deleted = c.deleted,
+            elapsed = ?clock.elapsed(),
+            "site database synced"
+        );
         Ok(())
     }
 
@@ -870,17 +902,4 @@ fn delete(space: &dyn Backend, keys: &[&[u8]]) -> Result<(), StoreError> {
     space.apply(batch)?;
     space.flush()?;
     Ok(())
-}
-
-/// The revisions of the upstream that are categories (for resolving settings by name).
-pub fn category_revisions(
-    upstream: &DirectoryUpstream,
-) -> Result<Vec<TrackedRevision>, UpstreamError> {
-    upstream
-        .revisions()
-        .filter(|r| {
-            r.as_ref()
-                .map_or(true, |r| r.update_type == UpdateType::Category)
-        })
-        .collect()
 }

@@ -144,7 +144,7 @@ impl CatalogFilter {
     }
 
     /// Whether an update matches on its own (before following bundles and prerequisites).
-    pub fn matches(&self, revision: &TrackedRevision) -> bool {
+    pub fn matches(&self, revision: &Candidate) -> bool {
         if revision.update_type == UpdateType::Category {
             return true;
         }
@@ -218,24 +218,44 @@ fn with_descendants(
     chosen
 }
 
+/// What the selection needs to know of one upstream revision: far less than a
+/// [`TrackedRevision`], so a whole catalog of them fits in a few megabytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub update_id: UpdateId,
+    pub update_type: UpdateType,
+    pub categories: Vec<UpdateId>,
+    pub languages: Vec<String>,
+    /// What it bundles and what it needs as prerequisites.
+    pub needs: Vec<UpdateId>,
+}
+
+impl From<TrackedRevision> for Candidate {
+    fn from(revision: TrackedRevision) -> Self {
+        let mut needs = revision.bundled;
+        needs.extend(revision.prerequisites);
+        Self {
+            update_id: revision.id.update_id,
+            update_type: revision.update_type,
+            categories: revision.categories,
+            languages: revision.languages,
+            needs,
+        }
+    }
+}
+
 /// The updates that enter the stores: those the filter matches (in any of their
-/// revisions), plus everything they bundle or need as prerequisites, transitively. Only ids
-/// are held, so this stays small however large the upstream is.
-pub fn included_updates(
-    filter: &CatalogFilter,
-    revisions: impl IntoIterator<Item = TrackedRevision>,
-) -> HashSet<UpdateId> {
+/// revisions), plus everything they bundle or need as prerequisites, transitively.
+pub fn included_updates(filter: &CatalogFilter, candidates: &[Candidate]) -> HashSet<UpdateId> {
     let mut included = HashSet::new();
     let mut needs: HashMap<UpdateId, Vec<UpdateId>> = HashMap::new();
-    for revision in revisions {
-        let id = revision.id.update_id;
-        if filter.matches(&revision) {
+    for candidate in candidates {
+        let id = candidate.update_id;
+        if filter.matches(candidate) {
             included.insert(id);
         }
-        let mut needed = revision.bundled;
-        needed.extend(revision.prerequisites);
-        if !needed.is_empty() {
-            needs.entry(id).or_default().extend(needed);
+        if !candidate.needs.is_empty() {
+            needs.entry(id).or_default().extend(&candidate.needs);
         }
     }
     let mut pending: Vec<UpdateId> = included.iter().copied().collect();

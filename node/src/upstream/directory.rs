@@ -3,7 +3,8 @@
 //!
 //! Data flow. [`DirectoryUpstream::scan`] lists the directory, merges the listing with what
 //! the *tracker* (a key space of the node's database) recorded at earlier scans, reads only
-//! the files that are new or changed, and records for each revision its file's size,
+//! the files that are new or changed (on a few threads: reading, hashing and parsing are
+//! most of a first scan), and records for each revision its file's size,
 //! modification time and content hash next to a [`TrackedRevision`]. A directory of 100,000
 //! documents is therefore parsed once; later scans cost a listing, one `stat` per file and
 //! a sequential pass over the small file records. The sync manager then pages through
@@ -69,6 +70,7 @@ const SCAN_PAGE: usize = 1024;
 
 /// A batch is applied once it holds this many writes or bytes, so a first scan of a huge
 /// directory neither builds one giant batch in memory nor pays a write per file.
+///
 /// Kept small because sled's memory grows with the size of the batches it applies (measured:
 /// peak RSS of a 100,000-file first scan about 200 MB at 1,024 writes, 300–480 MB at 4,096
 /// and more), while smaller batches barely slow the scan.
@@ -116,7 +118,7 @@ struct Listed {
 #[derive(Debug)]
 enum Examined {
     Skipped(String),
-    /// The bytes of the record it replaces: only the file record moves.
+    /// The same bytes as the record it replaces: only the file record moves.
     Same(FileState),
     /// A new or changed revision, its records already encoded (off the recording thread).
     Parsed {
@@ -412,14 +414,17 @@ impl DirectoryUpstream {
             let record_id = record.as_ref().map(|(id, _)| *id);
             let (id, tracked) = match (listed_id, record_id) {
                 (None, None) => break,
+                // Deleting records at or before the cursor does not disturb the walk.
                 (None, Some(r)) => {
                     self.forget(r, batch);
+                    self.apply_if_full(batch)?;
                     report.removed += 1;
                     record = records.next()?;
                     continue;
                 }
                 (Some(l), Some(r)) if r < l => {
                     self.forget(r, batch);
+                    self.apply_if_full(batch)?;
                     report.removed += 1;
                     record = records.next()?;
                     continue;
@@ -504,10 +509,7 @@ impl DirectoryUpstream {
             counts.parsed = report.parsed;
             counts.skipped = report.skipped.len();
             progress(*counts);
-            if batch.len() >= BATCH_OPS || batch.bytes() >= BATCH_BYTES {
-                self.tracker.apply(std::mem::take(batch))?;
-            }
-            Ok(())
+            self.apply_if_full(batch)
         };
         let readers = readers();
         if readers == 1 || reads.len() < PARALLEL_READS {
@@ -546,7 +548,7 @@ impl DirectoryUpstream {
     fn examine(&self, read: &PendingRead<'_>, scan_started: Option<i128>) -> Examined {
         let PendingRead { listed, previous } = read;
         let id = listed.id;
-        let (document, size, modified) = match self.read_file(&self.dir.join(&listed.name)) {
+        let (document, (size, modified)) = match self.read_file(&self.dir.join(&listed.name)) {
             Ok(read) => read,
             Err(reason) => return Examined::Skipped(reason),
         };
@@ -621,7 +623,7 @@ impl DirectoryUpstream {
 
     /// The bytes of a listed file with the size and time they were read at, or why it
     /// cannot be taken.
-    fn read_file(&self, file: &Path) -> Result<(Vec<u8>, u64, Option<i128>), String> {
+    fn read_file(&self, file: &Path) -> Result<(Vec<u8>, FileStat), String> {
         let handle = File::open(file).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => {
                 "the file disappeared while the directory was scanned".to_owned()
@@ -646,11 +648,8 @@ impl DirectoryUpstream {
             io::ErrorKind::InvalidData => e.to_string(),
             _ => format!("cannot read the file: {e}"),
         })?;
-        Ok((
-            document,
-            size,
-            metadata.modified().ok().and_then(unix_nanos),
-        ))
+        let modified = metadata.modified().ok().and_then(unix_nanos);
+        Ok((document, (size, modified)))
     }
 
     fn file_state(&self, id: RevisionId) -> Result<Option<FileState>, UpstreamError> {
@@ -691,7 +690,9 @@ impl DirectoryUpstream {
         batch.delete(key(REVISION, id));
     }
 
-    /// Deletes every file and revision record (not flushed); the layout version stays.
+    /// Deletes every file and revision record (not flushed); the layout version stays. Each
+    /// batch removes both records of its revisions, so an interrupted clear leaves a tracker
+    /// that is smaller, not inconsistent.
     fn clear(&self) -> Result<(), UpstreamError> {
         for prefix in [FILE, REVISION] {
             let mut from = vec![prefix];
@@ -699,7 +700,10 @@ impl DirectoryUpstream {
                 let page = self.tracker.scan(&[prefix], &from, SCAN_PAGE, &|_| true)?;
                 let mut batch = WriteBatch::default();
                 for (key, _) in page.entries {
-                    batch.delete(key);
+                    match parse_key(&key) {
+                        Some(id) => self.forget(id, &mut batch),
+                        None => batch.delete(key),
+                    }
                 }
                 if !batch.is_empty() {
                     self.tracker.apply(batch)?;
@@ -709,6 +713,14 @@ impl DirectoryUpstream {
                     None => break,
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Applies `batch` once it is large enough (see [`BATCH_OPS`]).
+    fn apply_if_full(&self, batch: &mut WriteBatch) -> Result<(), UpstreamError> {
+        if batch.len() >= BATCH_OPS || batch.bytes() >= BATCH_BYTES {
+            self.tracker.apply(std::mem::take(batch))?;
         }
         Ok(())
     }
@@ -815,10 +827,13 @@ impl<'a> FileRecords<'a> {
     }
 }
 
+/// A regular file's size and modification time (nanoseconds since the Unix epoch).
+type FileStat = (u64, Option<i128>);
+
 /// The size and modification time of each entry (`None` for what is not a regular file),
 /// in order. One `stat` per file is most of a rescan, so large listings are split over
 /// threads.
-fn stat_all(entries: &[fs::DirEntry]) -> Vec<io::Result<Option<(u64, Option<i128>)>>> {
+fn stat_all(entries: &[fs::DirEntry]) -> Vec<io::Result<Option<FileStat>>> {
     let stat = |entry: &fs::DirEntry| {
         // Follow symbolic links, so a directory assembled from links works; do not stat
         // other entries twice.
@@ -978,6 +993,33 @@ mod tests {
         assert_eq!(
             identity_of_name("56309036-4c77-4dd9-951a-99ee9c246a94-r0.xml").map(|i| i.revision),
             Some(0)
+        );
+    }
+
+    #[test]
+    fn a_tracker_of_another_layout_is_dropped_at_open() {
+        let tracker = crate::store::MemoryBackend::new();
+        let id = RevisionId {
+            update_id: UpdateId::from_bytes([7; 16]),
+            revision: 1,
+        };
+        let mut batch = WriteBatch::default();
+        batch.put(FORMAT_KEY.to_vec(), 0u32.to_be_bytes().to_vec());
+        batch.put(key(FILE, id), b"an older file record".to_vec());
+        batch.put(key(REVISION, id), b"an older revision record".to_vec());
+        tracker.apply(batch).unwrap();
+
+        let upstream = DirectoryUpstream::open(
+            PathBuf::from("/nonexistent"),
+            Box::new(tracker),
+            ParseLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(upstream.revisions().count(), 0);
+        assert_eq!(upstream.count_tracked().unwrap(), 0);
+        assert_eq!(
+            upstream.tracker.get(FORMAT_KEY).unwrap(),
+            Some(FORMAT_VERSION.to_be_bytes().to_vec())
         );
     }
 

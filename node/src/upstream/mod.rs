@@ -115,7 +115,8 @@ fn sort_unique(ids: &mut Vec<UpdateId>) {
 /// What one scan did. Every file is counted once: as parsed, unchanged, or skipped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScanReport {
-    /// Files whose name ends in `.xml` (in any case), well named or not.
+    /// Regular files (or links to them) whose name ends in `.xml`, in any case, well named
+    /// or not.
     pub listed: usize,
     /// Files read and parsed because they were new or their content changed.
     pub parsed: usize,

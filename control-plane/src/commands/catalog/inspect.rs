@@ -126,7 +126,7 @@ impl Sink {
                 table.add_row(table_row(revision));
                 Ok(())
             }
-            Self::Json(writer) => writer.push(&UpdateView::new(file, revision)),
+            Self::Json(writer) => writer.push(&UpdateView::new(Some(file), revision)),
         }
     }
 

@@ -17,8 +17,9 @@ use crate::output::hex;
 
 #[derive(Debug, Serialize)]
 pub struct UpdateView {
-    /// The file the document was read from.
-    pub file: String,
+    /// The file the document was read from; absent for a revision read from a node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     pub update_id: String,
     pub revision: u32,
     pub update_type: &'static str,
@@ -79,9 +80,9 @@ pub struct FileView {
 }
 
 impl UpdateView {
-    pub fn new(file: &Path, revision: &UpdateRevision) -> Self {
+    pub fn new(file: Option<&Path>, revision: &UpdateRevision) -> Self {
         Self {
-            file: file.display().to_string(),
+            file: file.map(|f| f.display().to_string()),
             update_id: revision.id.update_id.to_string(),
             revision: revision.id.revision,
             update_type: update_type_name(revision.update_type),

@@ -1,0 +1,825 @@
+//! The node commands, run as the built `sitesyncctl` against a fake `Admin` and
+//! `ClientPolicy` service on loopback: exit statuses, paging up to `--limit`, JSON shapes,
+//! the settings revision check, refusals carrying the node's reason, and `sync --wait`
+//! following a run to its end. `node_commands.rs` runs the same commands against a real
+//! node; this file pins the client's behaviour where a real node is hard to steer (a
+//! concurrent settings change, a permission rule, a failed sync).
+
+use std::path::Path;
+use std::pin::Pin;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use sitesync_metadata::{ParseLimits, UpdateRevision, parse_update};
+use sitesync_proto::v1::admin_server::{Admin, AdminServer};
+use sitesync_proto::v1::client_policy_server::{ClientPolicy, ClientPolicyServer};
+use sitesync_proto::v1::{self, category_selector::By};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status};
+
+const SYNC_ID: &str = "17";
+const DEFENDER: &str = "a2fef9b0-7951-4c2c-a42b-9e351dd1c1fe";
+const MESSAGES: u64 = 250;
+
+/// How the fake node behaves.
+#[derive(Debug, Clone, Default)]
+struct Behaviour {
+    /// A child site: manual syncs and settings changes are refused.
+    child: bool,
+    /// Syncs end with 6703.
+    fail_syncs: bool,
+    /// Another operator changes the settings between our read and our write.
+    concurrent_settings_change: bool,
+    /// Every call is refused by this rule.
+    deny: Option<&'static str>,
+}
+
+#[derive(Debug)]
+struct FakeAdmin {
+    behaviour: Behaviour,
+    settings: Mutex<v1::SyncSettings>,
+    /// The page sizes `ListStatusMessages` was asked for.
+    page_sizes: Mutex<Vec<u32>>,
+    messages: Vec<v1::StatusMessage>,
+    updates: Vec<v1::UpdateSummary>,
+    defender: UpdateRevision,
+}
+
+fn time(seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds, nanos: 0 }
+}
+
+/// 2025-01-31T08:00:00Z.
+const T0: i64 = 1_738_310_400;
+
+fn fixture(name: &str) -> UpdateRevision {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    parse_update(&std::fs::read(path).unwrap(), &ParseLimits::default()).unwrap()
+}
+
+fn store(revisions: u64, byte: u8) -> v1::StoreInfo {
+    v1::StoreInfo {
+        latest: Some(v1::Anchor {
+            log_id: "log-a".into(),
+            sequence: revisions + 3,
+            snapshot_through: None,
+        }),
+        first_retained_sequence: 1,
+        digest: Some(v1::CatalogDigest {
+            value: vec![byte; 32],
+        }),
+        revision_count: revisions,
+        update_count: revisions,
+    }
+}
+
+fn message(sequence: u64, id: v1::StatusMessageId, text: &str) -> v1::StatusMessage {
+    v1::StatusMessage {
+        site_code: "CEN".into(),
+        sequence,
+        message_id: id.into(),
+        component: "SMS_WSUS_SYNC_MANAGER".into(),
+        severity: if id == v1::StatusMessageId::SyncFailed {
+            v1::Severity::Error
+        } else {
+            v1::Severity::Informational
+        }
+        .into(),
+        time: Some(time(T0 + sequence as i64)),
+        text: text.into(),
+        sync_id: SYNC_ID.into(),
+        properties: Default::default(),
+    }
+}
+
+impl FakeAdmin {
+    fn new(behaviour: Behaviour) -> Self {
+        let ids = [
+            v1::StatusMessageId::SyncStarted,
+            v1::StatusMessageId::SyncUpdateServer,
+            v1::StatusMessageId::SyncSiteDatabase,
+            v1::StatusMessageId::SyncDone,
+        ];
+        let messages = (1..=MESSAGES)
+            .map(|sequence| message(sequence, ids[(sequence as usize - 1) % 4], "message"))
+            .collect();
+        let defender = fixture(&format!("{DEFENDER}-r200.xml"));
+        let updates = [
+            fixture("56309036-4c77-4dd9-951a-99ee9c246a94-r101.xml"),
+            fixture("266f6222-c89d-43f2-9f8a-69340271e677-r200.xml"),
+            defender.clone(),
+        ]
+        .iter()
+        .map(v1::UpdateSummary::from)
+        .collect();
+        Self {
+            behaviour,
+            settings: Mutex::new(v1::SyncSettings {
+                products: vec![v1::CategorySelector {
+                    by: Some(By::Name("Windows XP".into())),
+                }],
+                classifications: vec![v1::CategorySelector {
+                    by: Some(By::Name("Security Updates".into())),
+                }],
+                languages: vec!["en".into()],
+                schedule: Some(v1::SyncSchedule {
+                    kind: Some(v1::sync_schedule::Kind::Interval(v1::ScheduleInterval {
+                        every: 7,
+                        unit: v1::IntervalUnit::Days.into(),
+                    })),
+                }),
+                retry_delay: None,
+                legacy_catalog_refresh: None,
+                revision: 3,
+            }),
+            page_sizes: Mutex::new(Vec::new()),
+            messages,
+            updates,
+            defender,
+        }
+    }
+
+    fn check(&self) -> Result<(), Status> {
+        match self.behaviour.deny {
+            Some(rule) => Err(Status::permission_denied(rule)),
+            None => Ok(()),
+        }
+    }
+
+    fn run(&self, phase: v1::SyncPhase, done: u64, total: u64) -> v1::SyncRun {
+        let finished = phase == v1::SyncPhase::Finished;
+        let failed = finished && self.behaviour.fail_syncs;
+        v1::SyncRun {
+            sync_id: SYNC_ID.into(),
+            kind: v1::SyncKind::Full.into(),
+            trigger: v1::SyncTrigger::Operator.into(),
+            phase: phase.into(),
+            result: match (finished, failed) {
+                (false, _) => v1::SyncResult::Unspecified,
+                (true, false) => v1::SyncResult::Succeeded,
+                (true, true) => v1::SyncResult::Failed,
+            }
+            .into(),
+            requested_at: Some(time(T0)),
+            started_at: Some(time(T0)),
+            finished_at: finished.then(|| time(T0 + 12)),
+            counts: Some(v1::SyncCounts {
+                new: done,
+                ..Default::default()
+            }),
+            progress: Some(v1::PhaseProgress {
+                phase: phase.into(),
+                done,
+                total,
+            }),
+            failure_reason: if failed {
+                "the upstream directory cannot be read".into()
+            } else {
+                String::new()
+            },
+            retry_at: failed.then(|| time(T0 + 12 + 3600)),
+            sync_request_id: String::new(),
+        }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Admin for FakeAdmin {
+    async fn get_site_status(
+        &self,
+        _: Request<v1::GetSiteStatusRequest>,
+    ) -> Result<Response<v1::SiteStatus>, Status> {
+        self.check()?;
+        Ok(Response::new(v1::SiteStatus {
+            site: Some(v1::SiteState {
+                site_code: "CEN".into(),
+                role: v1::SiteRole::Site.into(),
+                update_server: Some(store(152, 0xab)),
+                site_database: Some(store(150, 0xcd)),
+                last_sync: Some(self.run(v1::SyncPhase::Finished, 150, 150)),
+                next_sync_at: Some(time(T0 + 7 * 86_400)),
+                observed_at: Some(time(T0 + 60)),
+                ..Default::default()
+            }),
+            client_policy_version: 1,
+            ..Default::default()
+        }))
+    }
+
+    async fn get_hierarchy(
+        &self,
+        _: Request<v1::GetHierarchyRequest>,
+    ) -> Result<Response<v1::HierarchyTree>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn run_sync(
+        &self,
+        request: Request<v1::RunSyncRequest>,
+    ) -> Result<Response<v1::RunSyncResponse>, Status> {
+        self.check()?;
+        let kind = request.into_inner().kind();
+        if self.behaviour.child && kind == v1::SyncKind::Manual {
+            return Err(Status::failed_precondition(
+                "manual sync is refused at a child site: PR1 syncs only when its parent CEN \
+                 asks",
+            ));
+        }
+        Ok(Response::new(v1::RunSyncResponse {
+            sync_id: SYNC_ID.into(),
+            disposition: v1::RunSyncDisposition::Started.into(),
+        }))
+    }
+
+    type WatchSyncStream = BoxStream<v1::SyncProgress>;
+
+    async fn watch_sync(
+        &self,
+        request: Request<v1::WatchSyncRequest>,
+    ) -> Result<Response<Self::WatchSyncStream>, Status> {
+        self.check()?;
+        if request.into_inner().sync_id != SYNC_ID {
+            return Err(Status::not_found("no sync run with that id"));
+        }
+        let last = if self.behaviour.fail_syncs {
+            message(
+                4,
+                v1::StatusMessageId::SyncFailed,
+                "the upstream directory cannot be read",
+            )
+        } else {
+            message(4, v1::StatusMessageId::SyncDone, "done: new 150")
+        };
+        let steps = vec![
+            (
+                self.run(v1::SyncPhase::Started, 0, 0),
+                vec![message(1, v1::StatusMessageId::SyncStarted, "started")],
+            ),
+            (
+                self.run(v1::SyncPhase::UpdateServer, 75, 150),
+                vec![message(2, v1::StatusMessageId::SyncUpdateServer, "phase 1")],
+            ),
+            (
+                self.run(v1::SyncPhase::SiteDatabase, 150, 150),
+                vec![message(3, v1::StatusMessageId::SyncSiteDatabase, "phase 2")],
+            ),
+            (self.run(v1::SyncPhase::Finished, 150, 150), vec![last]),
+        ];
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for (run, messages) in steps {
+                let progress = v1::SyncProgress {
+                    run: Some(run),
+                    messages,
+                };
+                if sender.send(Ok(progress)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn list_status_messages(
+        &self,
+        request: Request<v1::ListStatusMessagesRequest>,
+    ) -> Result<Response<v1::ListStatusMessagesResponse>, Status> {
+        self.check()?;
+        let request = request.into_inner();
+        self.page_sizes.lock().unwrap().push(request.page_size);
+        let page_size = match request.page_size {
+            0 => 100,
+            n => n.min(1000) as usize,
+        };
+        let start: usize = if request.page_token.is_empty() {
+            0
+        } else {
+            request
+                .page_token
+                .parse()
+                .map_err(|_| Status::invalid_argument("bad page token"))?
+        };
+        let matching: Vec<&v1::StatusMessage> = self
+            .messages
+            .iter()
+            .filter(|m| {
+                request.message_ids.is_empty() || request.message_ids.contains(&m.message_id)
+            })
+            .filter(|m| {
+                request
+                    .since
+                    .is_none_or(|since| m.time.unwrap().seconds >= since.seconds)
+            })
+            .collect();
+        let page: Vec<v1::StatusMessage> = matching
+            .iter()
+            .skip(start)
+            .take(page_size)
+            .map(|m| (*m).clone())
+            .collect();
+        let next = start + page.len();
+        Ok(Response::new(v1::ListStatusMessagesResponse {
+            messages: page,
+            next_page_token: if next < matching.len() {
+                next.to_string()
+            } else {
+                String::new()
+            },
+        }))
+    }
+
+    async fn list_updates(
+        &self,
+        request: Request<v1::ListUpdatesRequest>,
+    ) -> Result<Response<v1::ListUpdatesResponse>, Status> {
+        self.check()?;
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let updates = self
+            .updates
+            .iter()
+            .filter(|u| {
+                filter.update_types.is_empty() || filter.update_types.contains(&u.update_type)
+            })
+            .filter(|u| filter.kb_article.is_none() || u.kb_article == filter.kb_article)
+            .cloned()
+            .collect();
+        Ok(Response::new(v1::ListUpdatesResponse {
+            updates,
+            next_page_token: String::new(),
+        }))
+    }
+
+    async fn get_update(
+        &self,
+        request: Request<v1::GetUpdateRequest>,
+    ) -> Result<Response<v1::GetUpdateResponse>, Status> {
+        self.check()?;
+        let id = request.into_inner().update_id.unwrap_or_default().guid;
+        if id != DEFENDER {
+            return Err(Status::not_found(format!("update {id} is not held")));
+        }
+        Ok(Response::new(v1::GetUpdateResponse {
+            revision: Some((&self.defender).into()),
+            revisions_held: vec![200],
+            superseded_by: vec![],
+            categories: self
+                .defender
+                .categories()
+                .map(|id| v1::CategoryInfo {
+                    id: Some(id.into()),
+                    name: String::new(),
+                    category_type: 0,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_sync_settings(
+        &self,
+        _: Request<v1::GetSyncSettingsRequest>,
+    ) -> Result<Response<v1::SyncSettings>, Status> {
+        self.check()?;
+        let mut settings = self.settings.lock().unwrap().clone();
+        if self.behaviour.concurrent_settings_change {
+            settings.revision -= 1;
+        }
+        Ok(Response::new(settings))
+    }
+
+    async fn set_sync_settings(
+        &self,
+        request: Request<v1::SetSyncSettingsRequest>,
+    ) -> Result<Response<v1::SetSyncSettingsResponse>, Status> {
+        self.check()?;
+        if self.behaviour.child {
+            return Err(Status::failed_precondition(
+                "sync settings are set at the top site; PR1 takes what its parent offers",
+            ));
+        }
+        let request = request.into_inner();
+        let mut current = self.settings.lock().unwrap();
+        if request.expected_revision != 0 && request.expected_revision != current.revision {
+            return Err(Status::aborted("the settings changed since revision"));
+        }
+        let mut settings = request.settings.unwrap_or_default();
+        let next_sync_full = settings.products != current.products
+            || settings.classifications != current.classifications
+            || settings.languages != current.languages;
+        settings.revision = current.revision + 1;
+        *current = settings.clone();
+        Ok(Response::new(v1::SetSyncSettingsResponse {
+            settings: Some(settings),
+            next_sync_full,
+        }))
+    }
+
+    type ExportCatalogStream = BoxStream<v1::ExportCatalogChunk>;
+
+    async fn export_catalog(
+        &self,
+        _: Request<v1::ExportCatalogRequest>,
+    ) -> Result<Response<Self::ExportCatalogStream>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn import_catalog(
+        &self,
+        _: Request<tonic::Streaming<v1::ImportCatalogChunk>>,
+    ) -> Result<Response<v1::ImportCatalogResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn publish_update(
+        &self,
+        _: Request<v1::PublishUpdateRequest>,
+    ) -> Result<Response<v1::PublishUpdateResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn get_client_policy(
+        &self,
+        _: Request<v1::GetClientPolicyRequest>,
+    ) -> Result<Response<v1::MachinePolicy>, Status> {
+        self.check()?;
+        Ok(Response::new(policy()))
+    }
+}
+
+fn policy() -> v1::MachinePolicy {
+    v1::MachinePolicy {
+        version: 1,
+        site_code: "CEN".into(),
+        update_servers: vec![v1::UpdateServerEndpoint {
+            address: "http://127.0.0.1:8530".into(),
+            internet_facing: false,
+        }],
+        catalog_digest: Some(v1::CatalogDigest {
+            value: vec![0xab; 32],
+        }),
+        revision_count: 152,
+        catalog_version: None,
+        created_at: Some(time(T0 + 12)),
+        sync_id: SYNC_ID.into(),
+        catalog_position: None,
+    }
+}
+
+#[tonic::async_trait]
+impl ClientPolicy for FakeAdmin {
+    async fn get_machine_policy(
+        &self,
+        _: Request<v1::GetMachinePolicyRequest>,
+    ) -> Result<Response<v1::MachinePolicy>, Status> {
+        Ok(Response::new(policy()))
+    }
+
+    type GetLegacyScanCatalogStream = BoxStream<v1::LegacyScanCatalogChunk>;
+
+    async fn get_legacy_scan_catalog(
+        &self,
+        _: Request<v1::GetLegacyScanCatalogRequest>,
+    ) -> Result<Response<Self::GetLegacyScanCatalogStream>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+}
+
+/// The fake served on a free loopback port until dropped.
+struct FakeNode {
+    address: String,
+    admin: Arc<FakeAdmin>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl FakeNode {
+    fn start(behaviour: Behaviour) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let admin = Arc::new(FakeAdmin::new(behaviour));
+        let server = tonic::transport::Server::builder()
+            .add_service(AdminServer::from_arc(admin.clone()))
+            .add_service(ClientPolicyServer::from_arc(admin.clone()))
+            .serve_with_incoming(TcpListenerStream::new(listener));
+        runtime.spawn(server);
+        Self {
+            address,
+            admin,
+            _runtime: runtime,
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        sitesyncctl(&self.address, args)
+    }
+}
+
+fn sitesyncctl(node: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sitesyncctl"))
+        .args(["--node", node])
+        .args(args)
+        .env_remove("SITESYNC_NODE")
+        .output()
+        .expect("sitesyncctl runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn json(output: &Output) -> Value {
+    assert!(output.status.success(), "failed: {}", stderr(output));
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(output)))
+}
+
+#[test]
+fn status_as_json_and_as_a_table() {
+    let node = FakeNode::start(Behaviour::default());
+    let status = json(&node.ctl(&["status", "--output", "json"]));
+    assert_eq!(status["site_code"], "CEN");
+    assert_eq!(status["role"], "site");
+    assert_eq!(status["update_server"]["digest"], "ab".repeat(32));
+    assert_eq!(status["update_server"]["revisions"], 152);
+    assert_eq!(status["site_database"]["digest"], "cd".repeat(32));
+    assert_eq!(status["site_database"]["revisions"], 150);
+    assert_eq!(status["last_sync"]["kind"], "full");
+    assert_eq!(status["last_sync"]["result"], "succeeded");
+    assert_eq!(status["last_sync"]["started"], "2025-01-31T08:00:00Z");
+    assert_eq!(status["last_sync"]["finished"], "2025-01-31T08:00:12Z");
+
+    let table = node.ctl(&["status"]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = stdout(&table);
+    assert!(text.contains("CEN (top site)"), "{text}");
+    assert!(text.contains(&"ab".repeat(8)), "{text}");
+}
+
+#[test]
+fn an_unreachable_node_is_one_line_and_exit_2() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = sitesyncctl(&format!("127.0.0.1:{port}"), &["status"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "error: cannot reach the node at http://127.0.0.1:{port}: "
+        )),
+        "{text}"
+    );
+    assert!(
+        text.trim_end()
+            .ends_with("is it running? set --node or SITESYNC_NODE"),
+        "{text}"
+    );
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn a_bad_command_line_is_not_mistaken_for_an_unreachable_node() {
+    let output = sitesyncctl("127.0.0.1:1", &["settings", "set"]);
+    assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
+    let output = sitesyncctl("127.0.0.1:1", &["--help"]);
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn sync_without_wait_prints_the_disposition() {
+    let node = FakeNode::start(Behaviour::default());
+    let started = json(&node.ctl(&["sync", "--output", "json"]));
+    assert_eq!(started["sync_id"], SYNC_ID);
+    assert_eq!(started["disposition"], "started");
+    assert_eq!(started["kind"], "full");
+    let text = node.ctl(&["sync", "--manual"]);
+    assert_eq!(stdout(&text).trim(), "sync 17 started (manual)");
+}
+
+#[test]
+fn sync_wait_follows_the_run_to_success() {
+    let node = FakeNode::start(Behaviour::default());
+    let output = node.ctl(&["sync", "--wait", "--output", "json"]);
+    let run = json(&output);
+    assert_eq!(run["sync_id"], SYNC_ID);
+    assert_eq!(run["phase"], "finished");
+    assert_eq!(run["result"], "succeeded");
+    assert_eq!(run["counts"]["new"], 150);
+    // Not a terminal: no bar, but every status message as a line, in order.
+    let log = stderr(&output);
+    let ids: Vec<&str> = log
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(ids, ["6701", "6704", "6705", "6702"], "{log}");
+    assert!(log.starts_with("sync 17 started (full)"), "{log}");
+
+    let table = node.ctl(&["sync", "--wait"]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    assert!(stdout(&table).contains("succeeded"), "{}", stdout(&table));
+}
+
+#[test]
+fn a_failed_sync_exits_1_with_the_reason_and_the_retry() {
+    let node = FakeNode::start(Behaviour {
+        fail_syncs: true,
+        ..Behaviour::default()
+    });
+    let output = node.ctl(&["sync", "--wait"]);
+    assert_eq!(output.status.code(), Some(1));
+    let log = stderr(&output);
+    assert!(
+        log.contains(
+            "error: sync 17 failed: the upstream directory cannot be read; it is retried at \
+             2025-01-31T09:00:12Z"
+        ),
+        "{log}"
+    );
+    assert!(stdout(&output).contains("failed"));
+}
+
+#[test]
+fn refusals_print_the_nodes_reason() {
+    let child = FakeNode::start(Behaviour {
+        child: true,
+        ..Behaviour::default()
+    });
+    let output = child.ctl(&["sync", "--manual"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output).trim(),
+        "error: manual sync is refused at a child site: PR1 syncs only when its parent CEN asks"
+    );
+
+    let denied = FakeNode::start(Behaviour {
+        deny: Some("rule operators-only: the certificate CN=alice is not an operator"),
+        ..Behaviour::default()
+    });
+    let output = denied.ctl(&["status"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains(
+            "permission denied: rule operators-only: the certificate CN=alice is not an operator"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn messages_follow_pages_up_to_the_limit() {
+    let node = FakeNode::start(Behaviour::default());
+    let listed = json(&node.ctl(&["messages", "--limit", "120", "--output", "json"]));
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 120);
+    assert_eq!(listed[0]["sequence"], 1);
+    assert_eq!(listed[119]["sequence"], 120);
+    assert_eq!(listed[0]["message_id"], 6701);
+    assert_eq!(listed[0]["message_name"], "sync_started");
+    assert_eq!(listed[0]["time"], "2025-01-31T08:00:01Z");
+    assert_eq!(listed[0]["severity"], "informational");
+    assert_eq!(*node.admin.page_sizes.lock().unwrap(), [120]);
+
+    let all = json(&node.ctl(&["messages", "--limit", "0", "--output", "json"]));
+    assert_eq!(all.as_array().unwrap().len(), MESSAGES as usize);
+
+    let done = json(&node.ctl(&["messages", "--id", "6702", "--output", "json"]));
+    let done = done.as_array().unwrap();
+    assert!(!done.is_empty());
+    assert!(done.iter().all(|m| m["message_id"] == 6702));
+
+    let default_limit = node.ctl(&["messages"]);
+    let text = stdout(&default_limit);
+    // A header and 100 rows, each with the component.
+    assert_eq!(text.matches("SMS_WSUS_SYNC_MANAGER").count(), 100, "{text}");
+
+    let since = json(&node.ctl(&["messages", "--since", "2025-01-31T08:03:00Z", "-o", "json"]));
+    assert_eq!(since.as_array().unwrap().len(), (MESSAGES - 179) as usize);
+}
+
+#[test]
+fn updates_list_and_show() {
+    let node = FakeNode::start(Behaviour::default());
+    let listed = json(&node.ctl(&["updates", "list", "--output", "json"]));
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 3);
+    let defender = listed.iter().find(|u| u["update_id"] == DEFENDER).unwrap();
+    assert_eq!(defender["revision"], 200);
+    assert!(defender["categories"].is_array());
+
+    let by_kb = json(&node.ctl(&["updates", "list", "--kb", "KB915597", "-o", "json"]));
+    assert!(by_kb.as_array().unwrap().len() <= 3);
+
+    let table = node.ctl(&["updates", "list"]);
+    assert!(stdout(&table).contains(DEFENDER), "{}", stderr(&table));
+
+    let shown = json(&node.ctl(&["updates", "show", DEFENDER, "--output", "json"]));
+    assert_eq!(shown["update_id"], DEFENDER);
+    assert_eq!(shown["revisions_held"], serde_json::json!([200]));
+    let table = node.ctl(&["updates", "show", &DEFENDER.to_uppercase()]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    assert!(stdout(&table).contains("revisions held"));
+
+    let document = node.ctl(&["updates", "show", DEFENDER, "--document"]);
+    assert_eq!(document.stdout, node.admin.defender.document);
+
+    let missing = node.ctl(&["updates", "show", "00000000-0000-0000-0000-000000000001"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("is not held"),
+        "{}",
+        stderr(&missing)
+    );
+    let bad = node.ctl(&["updates", "show", "KB123"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("is not an update id"));
+}
+
+#[test]
+fn settings_set_changes_only_what_is_given() {
+    let node = FakeNode::start(Behaviour::default());
+    let before = json(&node.ctl(&["settings", "get", "--output", "json"]));
+    assert_eq!(before["schedule"], "7d");
+    assert_eq!(before["revision"], 3);
+    let output = node.ctl(&[
+        "settings",
+        "set",
+        "--products",
+        "Windows 10,Local publisher",
+        "--retry",
+        "30m",
+        "--output",
+        "json",
+    ]);
+    let after = json(&output);
+    assert_eq!(
+        after["products"],
+        serde_json::json!(["Windows 10", "Local publisher"])
+    );
+    assert_eq!(after["classifications"], before["classifications"]);
+    assert_eq!(after["languages"], before["languages"]);
+    assert_eq!(after["schedule"], "7d");
+    assert_eq!(after["retry_delay_seconds"], 1800);
+    assert_eq!(after["revision"], 4);
+    assert_eq!(after["next_sync_full"], true);
+    assert!(stderr(&output).contains("the next sync is full"));
+
+    let schedule = json(&node.ctl(&["settings", "set", "--schedule", "0 3 * * 0", "-o", "json"]));
+    assert_eq!(schedule["schedule"], "cron:0 3 * * 0");
+    assert_eq!(schedule["next_sync_full"], false);
+    assert_eq!(schedule["retry_delay_seconds"], 1800);
+}
+
+#[test]
+fn a_concurrent_settings_change_is_refused() {
+    let node = FakeNode::start(Behaviour {
+        concurrent_settings_change: true,
+        ..Behaviour::default()
+    });
+    let output = node.ctl(&["settings", "set", "--languages", "en,de"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output).trim(),
+        "error: settings changed meanwhile; run settings get and try again"
+    );
+}
+
+#[test]
+fn policy_through_admin_and_as_a_client() {
+    let node = FakeNode::start(Behaviour::default());
+    for args in [
+        &["policy", "-o", "json"][..],
+        &["policy", "--as-client", "-o", "json"],
+    ] {
+        let policy = json(&node.ctl(args));
+        assert_eq!(policy["version"], 1);
+        assert_eq!(policy["catalog_digest"], "ab".repeat(32));
+        assert_eq!(policy["revision_count"], 152);
+        assert_eq!(policy["created_at"], "2025-01-31T08:00:12Z");
+        assert_eq!(
+            policy["update_servers"][0]["address"],
+            "http://127.0.0.1:8530"
+        );
+    }
+}

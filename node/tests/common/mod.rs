@@ -1,0 +1,138 @@
+//! A node for tests: real TCP gRPC on a free port, a catalog directory upstream, a manual
+//! clock. Shared by the test files that need one.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sitesync_metadata::Timestamp;
+use sitesync_node::clock::ManualClock;
+use sitesync_node::config::{NodeConfig, Overrides};
+use sitesync_node::startup::{Started, start};
+use sitesync_node::sync::manager::{SyncPhase, SyncRun};
+use sitesync_proto::v1;
+use sitesync_proto::v1::admin_client::AdminClient;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub const T0: Timestamp = Timestamp(1_767_225_600_000); // 2026-01-01T00:00:00Z
+
+/// A node on a catalog directory, serving on a free port, with a manual clock.
+pub struct TestNode {
+    _data: tempfile::TempDir,
+    pub clock: ManualClock,
+    pub started: Started,
+    pub admin: AdminClient<Channel>,
+    pub channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestNode {
+    /// Starts a node whose upstream is `catalog`; the first scheduled sync runs at once.
+    pub async fn start(catalog: &Path, config_toml: &str) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let config_path = data.path().join("node.toml");
+        std::fs::write(&config_path, config_toml).unwrap();
+        let config = NodeConfig::load(
+            Some(&config_path),
+            &Overrides {
+                data_dir: Some(data.path().join("data")),
+                upstream_dir: Some(catalog.to_owned()),
+                listen: Some("127.0.0.1:0".into()),
+                cache_mib: Some(16),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        let clock = ManualClock::new(T0);
+        let started = start(config, Arc::new(clock.clone())).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(sitesync_node::server::serve(
+            started.clone(),
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let channel = Channel::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Self {
+            _data: data,
+            clock,
+            admin: AdminClient::new(channel.clone()),
+            channel,
+            started,
+            stop: Some(stop),
+        }
+    }
+
+    /// Waits until sync `id` has finished and returns its result.
+    pub async fn finished(&self, id: u64) -> SyncRun {
+        let mut watch = self.started.sync.watch();
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let found = watch
+                    .borrow_and_update()
+                    .recent
+                    .iter()
+                    .find(|r| r.id == id && r.phase == SyncPhase::Finished)
+                    .cloned();
+                if let Some(run) = found {
+                    return run;
+                }
+                watch.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the sync did not finish within a minute")
+    }
+
+    pub async fn run_sync(&mut self, kind: v1::SyncKind) -> (u64, v1::RunSyncDisposition) {
+        let response = self
+            .admin
+            .run_sync(v1::RunSyncRequest { kind: kind as i32 })
+            .await
+            .unwrap()
+            .into_inner();
+        (response.sync_id.parse().unwrap(), response.disposition())
+    }
+
+    /// The ids of the status messages of one sync, oldest first.
+    pub async fn message_ids(&mut self, sync_id: u64) -> Vec<i32> {
+        let response = self
+            .admin
+            .list_status_messages(v1::ListStatusMessagesRequest {
+                sync_id: sync_id.to_string(),
+                page_size: 1_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut messages = response.messages;
+        messages.sort_by_key(|m| m.sequence);
+        messages.iter().map(|m| m.message_id).collect()
+    }
+
+    pub async fn status(&mut self) -> v1::SiteStatus {
+        self.admin
+            .get_site_status(v1::GetSiteStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
