@@ -75,13 +75,14 @@ async fn run() -> anyhow::Result<()> {
         upstream_dir: args.upstream_dir,
         cache_mib: args.cache_mib,
     };
-    let config = NodeConfig::load(args.config.as_deref(), &overrides)?;
-    let listen = config.listen;
-    let started = sitesync_node::startup::start(config, Arc::new(SystemClock))?;
-    let listener = tokio::net::TcpListener::bind(listen)
+    let mut config = NodeConfig::load(args.config.as_deref(), &overrides)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    // What the node reports (status, the client policy) is where it really listens.
     let address = listener.local_addr()?;
+    config.listen = address;
+    let started = sitesync_node::startup::start(config, Arc::new(SystemClock))?;
     if let Some(path) = &args.address_file {
         // Written whole, then renamed, so a reader never sees half an address.
         let partial = path.with_extension("partial");

@@ -60,7 +60,11 @@ async fn a_sync_raises_6701_6704_6705_6702_and_publishes_a_client_policy() {
     assert_eq!(policy.site_code, "CEN");
     assert_eq!(policy.catalog_digest, update_server.digest);
     assert_eq!(policy.revision_count, 5);
-    assert!(!policy.update_servers.is_empty());
+    assert_eq!(policy.update_servers.len(), 1);
+    assert_ne!(
+        policy.update_servers[0].address, "127.0.0.1:0",
+        "the bound address, not the configured one"
+    );
 
     // Another sync, nothing new upstream: a new policy version all the same.
     let (id, _) = node.run_sync(v1::SyncKind::Full).await;

@@ -218,8 +218,8 @@ impl SettingsView {
             }
         };
         let rows = [
-            ("products", listed(&self.products, "(empty)")),
-            ("classifications", listed(&self.classifications, "(empty)")),
+            ("products", listed(&self.products, "all")),
+            ("classifications", listed(&self.classifications, "all")),
             ("languages", listed(&self.languages, "all")),
             ("schedule", schedule),
             (

@@ -189,11 +189,20 @@ impl v1::admin_server::Admin for AdminService {
         request: Request<v1::WatchSyncRequest>,
     ) -> Result<Response<Self::WatchSyncStream>, Status> {
         let text = request.into_inner().sync_id;
-        let sync_id: u64 = text.parse().map_err(|_| {
-            Status::invalid_argument(format!(
-                "sync_id: `{text}` is not a sync id (a number, as RunSync returned it)"
-            ))
-        })?;
+        let sync_id: u64 = if text.is_empty() {
+            // The run in progress, else the next one to start.
+            let view = self.sync.watch().borrow().clone();
+            view.current
+                .or_else(|| view.queued.first().cloned())
+                .map(|r| r.id)
+                .ok_or_else(|| Status::not_found("no sync is running or queued"))?
+        } else {
+            text.parse().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "sync_id: `{text}` is not a sync id (a number, as RunSync returned it)"
+                ))
+            })?
+        };
         let known = {
             let view = self.sync.watch().borrow().clone();
             find_run(&view, sync_id).is_some()
@@ -699,7 +708,7 @@ fn wire_run(run: &SyncRun) -> v1::SyncRun {
             deleted: counts.deleted,
             unchanged: 0,
             skipped_documents: run.counts.skipped,
-            bytes_received: 0,
+            bytes_received: run.counts.bytes_received,
         }),
         progress: Some(v1::PhaseProgress {
             phase: phase as i32,

@@ -114,6 +114,8 @@ pub struct SyncCounts {
     pub site_database: PhaseCounts,
     /// Documents skipped with a 6790 warning.
     pub skipped: u64,
+    /// Bytes of documents taken from the upstream.
+    pub bytes_received: u64,
 }
 
 /// One sync, queued, running or finished.
@@ -333,7 +335,13 @@ impl SyncManager {
                 let next = queue.waiting.pop_front();
                 queue.running = next.is_some();
                 let waiting: Vec<SyncRun> = queue.waiting.iter().cloned().collect();
-                self.inner.view.send_modify(|v| v.queued = waiting);
+                // In one change, so a watcher never sees the run in neither place.
+                self.inner.view.send_modify(|v| {
+                    v.queued = waiting;
+                    if let Some(run) = &next {
+                        v.current = Some(run.clone());
+                    }
+                });
                 next
             };
             let Some(run) = next else {
@@ -611,6 +619,7 @@ impl SyncManager {
                     match inner.upstream.update_revision(revision.id) {
                         Ok(parsed) => {
                             let size = parsed.document.len();
+                            run.counts.bytes_received += size as u64;
                             batch.push(CatalogChange::Put(parsed), size);
                         }
                         Err(e) if e.is_per_document() => {

@@ -45,10 +45,12 @@ impl TestNode {
             },
         )
         .unwrap();
-        let clock = ManualClock::new(T0);
-        let started = start(config, Arc::new(clock.clone())).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
+        let mut config = config;
+        config.listen = address;
+        let clock = ManualClock::new(T0);
+        let started = start(config, Arc::new(clock.clone())).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(sitesync_node::server::serve(
             started.clone(),
