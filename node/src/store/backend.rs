@@ -136,13 +136,40 @@ impl SledBackend {
 ///
 /// The cache is set explicitly because sled's default (1 GiB) is far more than a node
 /// should take; the page cache of the operating system serves repeated reads anyway.
+///
+/// The database's file lock outlives a closed database for a moment (its flusher thread
+/// exits on its own), and a restarted process may overlap its predecessor's exit; so a held
+/// lock is waited for, up to [`LOCK_WAIT`], before it is reported.
 pub fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, BackendError> {
-    Ok(sled::Config::new()
-        .path(path)
-        .cache_capacity(cache_bytes)
-        .mode(sled::Mode::HighThroughput)
-        .open()?)
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open();
+        match opened {
+            // sled reports a held lock as a formatted I/O error, losing the error kind.
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock") =>
+            {
+                if std::time::Instant::now() >= deadline {
+                    return Err(BackendError(format!(
+                        "the database in {} is in use by another process (is another sitesync-node running with the same data directory?)",
+                        path.display()
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
+
+/// How long [`open_sled`] waits for a database another process (or a just-closed database)
+/// still holds.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Backend for SledBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
