@@ -14,6 +14,9 @@
 //! cargo bench -p sitesync-node --bench store_ingest
 //! ```
 
+mod common;
+
+use common::{mib, reset_peak, resident_kib};
 use std::time::{Duration, Instant};
 
 use sitesync_metadata::generate::CatalogSpec;
@@ -56,7 +59,7 @@ fn main() {
         documents.len(),
         mb(bytes),
         started.elapsed(),
-        format_kib(resident_kib().0),
+        mib(resident_kib().0),
     );
 
     let mut raw_best = Duration::MAX;
@@ -159,33 +162,10 @@ fn row(name: &str, n: usize, bytes: usize, time: Duration, peak_kib: Option<u64>
         name,
         n as f64 / secs,
         mb(bytes) / secs,
-        peak_kib.map(format_kib).unwrap_or_default()
+        peak_kib.map(mib).unwrap_or_default()
     );
 }
 
 fn mb(bytes: usize) -> f64 {
     bytes as f64 / 1e6
-}
-
-fn format_kib(kib: u64) -> String {
-    format!("{:.0} MiB", kib as f64 / 1024.0)
-}
-
-/// (current, peak) resident set size in KiB, from /proc (Linux).
-fn resident_kib() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// Resets the peak resident size so each phase reports its own peak (Linux).
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }

@@ -14,6 +14,9 @@
 //! cargo bench -p sitesync-node --bench top_site_sync
 //! ```
 
+mod common;
+
+use common::{mib, reset_peak, resident_kib};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -212,27 +215,4 @@ fn duration(run: &SyncRun) -> Duration {
     let started = run.started_at.expect("started").unix_millis();
     let finished = run.finished_at.expect("finished").unix_millis();
     Duration::from_millis((finished - started).max(0) as u64)
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.0} MiB", kib as f64 / 1024.0)
-}
-
-/// (current, peak) resident set size in KiB, from /proc (Linux).
-fn resident_kib() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// Resets the peak resident size so a phase reports its own peak (Linux).
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }

@@ -32,6 +32,21 @@ fn write_documents(
     }
 }
 
+/// Removes every revision file of an update from the upstream: it is no longer offered.
+fn withdraw(upstream: &Path, update: sitesync_metadata::UpdateId) {
+    for entry in std::fs::read_dir(upstream).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&update.to_string())
+        {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+}
+
 async fn update_server_client(node: &TestNode) -> UpdateServerClient<Channel> {
     UpdateServerClient::new(node.channel.clone())
         .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES)
@@ -176,17 +191,7 @@ async fn a_reader_pulls_a_snapshot_then_the_tail_and_matches_the_digest() {
     let withdrawn = served.database.update_server().summaries(None, 1).unwrap()[0]
         .id
         .update_id;
-    for entry in std::fs::read_dir(upstream.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with(&withdrawn.to_string())
-        {
-            std::fs::remove_file(path).unwrap();
-        }
-    }
+    withdraw(upstream.path(), withdrawn);
     let (id, _) = node.run_sync(v1::SyncKind::Full).await;
     node.finished(id).await;
     let now = served.database.update_server().state();
@@ -244,17 +249,7 @@ async fn an_interrupted_snapshot_resumes_without_missing_changes() {
         .id
         .update_id;
     assert!(installed <= through.update_id);
-    for entry in std::fs::read_dir(upstream.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with(&installed.to_string())
-        {
-            std::fs::remove_file(path).unwrap();
-        }
-    }
+    withdraw(upstream.path(), installed);
     let (id, _) = node.run_sync(v1::SyncKind::Full).await;
     node.finished(id).await;
     assert!(

@@ -94,6 +94,36 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     fn flush(&self) -> Result<(), BackendError>;
 }
 
+/// Fills one [`Backend::scan`] page from entries in key order starting at the scan's start,
+/// the same way for every engine.
+fn fill_page<K, V>(
+    entries: impl Iterator<Item = Result<(K, V), BackendError>>,
+    prefix: &[u8],
+    limit: usize,
+    keep: &dyn Fn(&[u8]) -> bool,
+) -> Result<Page, BackendError>
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let mut page = Page::default();
+    for (looked_at, entry) in entries.enumerate() {
+        let (key, value) = entry?;
+        let key = key.as_ref();
+        if !key.starts_with(prefix) {
+            break;
+        }
+        if keep(key) {
+            page.entries.push((key.to_vec(), value.as_ref().to_vec()));
+        }
+        if page.entries.len() >= limit || looked_at + 1 >= MAX_KEYS_LOOKED_AT {
+            page.resume_after = Some(key.to_vec());
+            break;
+        }
+    }
+    Ok(page)
+}
+
 /// A shared backend is a backend: the in-memory database hands out the same space to
 /// everyone who opens it by name, as sled does with its trees.
 impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
@@ -184,23 +214,11 @@ impl Backend for SledBackend {
         keep: &dyn Fn(&[u8]) -> bool,
     ) -> Result<Page, BackendError> {
         let start = if from > prefix { from } else { prefix };
-        let mut page = Page::default();
-        let mut looked_at = 0;
-        for item in self.tree.range(start..) {
-            let (key, value) = item?;
-            if !key.starts_with(prefix) {
-                return Ok(page);
-            }
-            if keep(&key) {
-                page.entries.push((key.to_vec(), value.to_vec()));
-            }
-            looked_at += 1;
-            if page.entries.len() >= limit || looked_at >= MAX_KEYS_LOOKED_AT {
-                page.resume_after = Some(key.to_vec());
-                return Ok(page);
-            }
-        }
-        Ok(page)
+        let entries = self
+            .tree
+            .range(start..)
+            .map(|item| item.map_err(BackendError::from));
+        fill_page(entries, prefix, limit, keep)
     }
 
     fn apply(&self, batch: WriteBatch) -> Result<(), BackendError> {
@@ -255,22 +273,8 @@ impl Backend for MemoryBackend {
     ) -> Result<Page, BackendError> {
         let start = if from > prefix { from } else { prefix };
         let map = self.read();
-        let mut page = Page::default();
-        let mut looked_at = 0;
-        for (key, value) in map.range(start.to_vec()..) {
-            if !key.starts_with(prefix) {
-                return Ok(page);
-            }
-            if keep(key) {
-                page.entries.push((key.clone(), value.clone()));
-            }
-            looked_at += 1;
-            if page.entries.len() >= limit || looked_at >= MAX_KEYS_LOOKED_AT {
-                page.resume_after = Some(key.clone());
-                return Ok(page);
-            }
-        }
-        Ok(page)
+        let entries = map.range(start.to_vec()..).map(Ok);
+        fill_page(entries, prefix, limit, keep)
     }
 
     fn apply(&self, batch: WriteBatch) -> Result<(), BackendError> {
