@@ -2,6 +2,7 @@
 //!
 //! With no arguments it runs the top site `CEN` with data under `./sitesync-data` and the
 //! bundled sample catalog as its upstream. See `--help` for the configuration layers.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
