@@ -1,4 +1,5 @@
 //! `sitesyncctl`: parse the command line, run the command, exit with its status.
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::process::ExitCode;

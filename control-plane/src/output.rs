@@ -1,9 +1,9 @@
 //! Rendering results: tables for people, JSON for scripts, always on stdout.
 
-use std::io::{self, Write as _};
+use std::io::{self, BufWriter, Write as _};
 
 use clap::ValueEnum;
-use comfy_table::{ContentArrangement, Table, presets};
+use comfy_table::{ContentArrangement, Row, Table, presets};
 use serde::Serialize;
 
 /// The global `--output` flag.
@@ -23,6 +23,15 @@ pub fn table() -> Table {
     table
         .load_preset(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Disabled);
+    table
+}
+
+/// A two-column table of one thing's fields: a name, then its value, a row each.
+pub fn name_value_table<'a>(fields: impl IntoIterator<Item = (&'a str, String)>) -> Table {
+    let mut table = table();
+    for (name, value) in fields {
+        table.add_row([name.to_owned(), value]);
+    }
     table
 }
 
@@ -68,6 +77,75 @@ impl<W: io::Write> JsonArrayWriter<W> {
             .write_all(if self.elements == 0 { b"]\n" } else { b"\n]\n" })?;
         self.out.flush()?;
         Ok(self.out)
+    }
+}
+
+/// Where a listing's items go: rows of a table printed once all are in, or a JSON array
+/// streamed to stdout as they arrive. Each item is pushed with the function that makes
+/// its table row, so JSON gets the whole item and the table only what fits a row.
+#[derive(Debug)]
+pub struct RowSink(Rows);
+
+#[derive(Debug)]
+enum Rows {
+    Table {
+        table: Table,
+        /// Said on stderr instead of an empty table; stdout stays empty.
+        empty_message: Option<&'static str>,
+    },
+    Json(JsonArrayWriter<BufWriter<io::StdoutLock<'static>>>),
+}
+
+impl RowSink {
+    /// A sink for `output`. `header` names the table's columns; `empty_message`, if any,
+    /// goes to stderr when nothing was pushed to a table (an empty JSON array needs none).
+    pub fn new(
+        output: OutputFormat,
+        header: impl Into<Row>,
+        empty_message: Option<&'static str>,
+    ) -> io::Result<Self> {
+        Ok(Self(match output {
+            OutputFormat::Table => {
+                let mut table = table();
+                table.set_header(header);
+                Rows::Table {
+                    table,
+                    empty_message,
+                }
+            }
+            OutputFormat::Json => {
+                Rows::Json(JsonArrayWriter::new(BufWriter::new(io::stdout().lock()))?)
+            }
+        }))
+    }
+
+    /// Adds `item`: serialized whole for JSON, or as `row(item)` for a table.
+    pub fn push<T, R>(&mut self, item: &T, row: impl FnOnce(&T) -> R) -> io::Result<()>
+    where
+        T: Serialize,
+        R: Into<Row>,
+    {
+        match &mut self.0 {
+            Rows::Table { table, .. } => {
+                table.add_row(row(item));
+                Ok(())
+            }
+            Rows::Json(writer) => writer.push(item),
+        }
+    }
+
+    /// Prints the table, or closes the JSON array.
+    pub fn finish(self) -> io::Result<()> {
+        match self.0 {
+            Rows::Table { table, .. } if table.row_count() > 0 => print_table(&table),
+            Rows::Table { empty_message, .. } => {
+                if let Some(message) = empty_message {
+                    eprintln!("{message}");
+                }
+                Ok(())
+            }
+            Rows::Json(writer) => writer.finish().map(drop),
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::pin::Pin;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +19,9 @@ use sitesync_proto::v1::{self, category_selector::By};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status};
+
+mod support;
+use support::sitesyncctl;
 
 const SYNC_ID: &str = "17";
 const DEFENDER: &str = "a2fef9b0-7951-4c2c-a42b-9e351dd1c1fe";
@@ -525,15 +528,6 @@ impl FakeNode {
     fn ctl(&self, args: &[&str]) -> Output {
         sitesyncctl(&self.address, args)
     }
-}
-
-fn sitesyncctl(node: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sitesyncctl"))
-        .args(["--node", node])
-        .args(args)
-        .env_remove("SITESYNC_NODE")
-        .output()
-        .expect("sitesyncctl runs")
 }
 
 fn stderr(output: &Output) -> String {

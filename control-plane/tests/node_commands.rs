@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod support;
+use support::sitesyncctl;
+
 /// How long a node may take to start listening (a cold debug build opening its database).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -164,15 +167,6 @@ impl Drop for RunningNode {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn sitesyncctl(node: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sitesyncctl"))
-        .args(["--node", node])
-        .args(args)
-        .env_remove("SITESYNC_NODE")
-        .output()
-        .expect("sitesyncctl runs")
 }
 
 /// A generated catalog of `updates` documents in `dir`.

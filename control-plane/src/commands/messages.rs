@@ -1,18 +1,16 @@
 //! `sitesyncctl messages`: status messages from `Admin.ListStatusMessages`, filtered by
 //! site, id, time, sync run and severity, following page tokens up to `--limit`.
 
-use std::io::{self, BufWriter};
 use std::process::ExitCode;
 
 use anyhow::anyhow;
-use comfy_table::Table;
 use sitesync_proto::convert::timestamp_to_wire;
 use sitesync_proto::v1;
 
-use super::{limit, page_size};
+use super::{limit, next_page_token, page_size};
 use crate::cli::{MessagesArgs, SeverityArg};
 use crate::client::{Node, unary};
-use crate::output::{self, JsonArrayWriter, OutputFormat};
+use crate::output::{self, OutputFormat, RowSink};
 use crate::units::{self, parse_when, to_the_second};
 use crate::views::StatusMessageView;
 
@@ -25,7 +23,11 @@ pub async fn run(
     output: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
     let mut request = request(args, units::now())?;
-    let mut sink = Sink::new(output)?;
+    let mut sink = RowSink::new(
+        output,
+        ["time", "site", "id", "severity", "component", "text"],
+        Some("no status messages match"),
+    )?;
     let mut remaining = limit(args.limit);
     while remaining > 0 {
         request.page_size = page_size(remaining);
@@ -36,15 +38,13 @@ pub async fn run(
             .map_err(|status| node.failed("Admin.ListStatusMessages", status))?
             .into_inner();
         for message in page.messages.iter().take(remaining) {
-            sink.push(&StatusMessageView::new(message))?;
+            sink.push(&StatusMessageView::new(message), table_row)?;
             remaining -= 1;
         }
-        // A page may be short, even empty, when the node filters after paging; only the
-        // token says whether there is more. A token that does not move would loop forever.
-        if page.next_page_token.is_empty() || page.next_page_token == request.page_token {
-            break;
+        match next_page_token(&request.page_token, page.next_page_token) {
+            Some(token) => request.page_token = token,
+            None => break,
         }
-        request.page_token = page.next_page_token;
     }
     sink.finish()?;
     Ok(ExitCode::SUCCESS)
@@ -92,48 +92,6 @@ fn request(
         page_token: String::new(),
         newest_first: args.newest_first,
     })
-}
-
-/// A table printed at the end, or a JSON array streamed as pages arrive.
-enum Sink {
-    Table(Table),
-    Json(JsonArrayWriter<BufWriter<io::StdoutLock<'static>>>),
-}
-
-impl Sink {
-    fn new(output: OutputFormat) -> io::Result<Self> {
-        Ok(match output {
-            OutputFormat::Table => {
-                let mut table = output::table();
-                table.set_header(["time", "site", "id", "severity", "component", "text"]);
-                Self::Table(table)
-            }
-            OutputFormat::Json => {
-                Self::Json(JsonArrayWriter::new(BufWriter::new(io::stdout().lock()))?)
-            }
-        })
-    }
-
-    fn push(&mut self, message: &StatusMessageView) -> io::Result<()> {
-        match self {
-            Self::Table(table) => {
-                table.add_row(table_row(message));
-                Ok(())
-            }
-            Self::Json(writer) => writer.push(message),
-        }
-    }
-
-    fn finish(self) -> io::Result<()> {
-        match self {
-            Self::Table(table) if table.row_count() > 0 => output::print_table(&table),
-            Self::Table(_) => {
-                eprintln!("no status messages match");
-                Ok(())
-            }
-            Self::Json(writer) => writer.finish().map(drop),
-        }
-    }
 }
 
 fn table_row(message: &StatusMessageView) -> [String; 6] {

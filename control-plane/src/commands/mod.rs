@@ -81,6 +81,13 @@ fn page_size(remaining: usize) -> u32 {
     u32::try_from(remaining).map_or(MAX_PAGE_SIZE, |r| r.min(MAX_PAGE_SIZE))
 }
 
+/// The token asking for the page after one the node answered with `next`, or `None` when
+/// there is no more. A page may be short, even empty, when the node filters after paging;
+/// only the token says whether there is more. A token that does not move would loop forever.
+fn next_page_token(asked: &str, next: String) -> Option<String> {
+    (!next.is_empty() && next != asked).then_some(next)
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
@@ -93,6 +100,14 @@ mod tests {
         assert_eq!(page_size(100_000), MAX_PAGE_SIZE);
         assert_eq!(page_size(limit(0)), MAX_PAGE_SIZE);
         assert_eq!(limit(7), 7);
+    }
+
+    #[test]
+    fn paging_ends_without_a_new_token() {
+        assert_eq!(next_page_token("", "p2".into()).as_deref(), Some("p2"));
+        assert_eq!(next_page_token("p2", "p3".into()).as_deref(), Some("p3"));
+        assert_eq!(next_page_token("p2", String::new()), None);
+        assert_eq!(next_page_token("p2", "p2".into()), None);
     }
 
     #[test]

@@ -138,11 +138,7 @@ impl PolicyView {
                 ),
             ));
         }
-        let mut table = output::table();
-        for (name, value) in rows {
-            table.add_row([name.to_owned(), value]);
-        }
-        table
+        output::name_value_table(rows)
     }
 }
 

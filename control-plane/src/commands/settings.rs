@@ -232,11 +232,7 @@ impl SettingsView {
             ),
             ("revision", self.revision.to_string()),
         ];
-        let mut table = output::table();
-        for (name, value) in rows {
-            table.add_row([name.to_owned(), value]);
-        }
-        table
+        output::name_value_table(rows)
     }
 }
 

@@ -234,11 +234,7 @@ impl SiteStatusView {
         if let Some(observed) = &self.observed_at {
             rows.push(("as of", observed.clone()));
         }
-        let mut table = output::table();
-        for (name, value) in rows {
-            table.add_row([name.to_owned(), value]);
-        }
-        table
+        output::name_value_table(rows)
     }
 
     fn store_table(&self) -> Table {

@@ -346,11 +346,7 @@ fn summary_table(run: &SyncRunView) -> Table {
     if let Some(retry_at) = &run.retry_at {
         rows.push(("retry at", to_the_second(retry_at).into_owned()));
     }
-    let mut table = output::table();
-    for (name, value) in rows {
-        table.add_row([name.to_owned(), value]);
-    }
-    table
+    output::name_value_table(rows)
 }
 
 #[cfg(test)]

@@ -149,7 +149,6 @@ impl GenerateReport {
 
     fn table(&self, elapsed: Duration) -> comfy_table::Table {
         let rate = self.documents as f64 / elapsed.as_secs_f64().max(1e-9);
-        let mut table = output::table();
         let rows: [(&str, String); 11] = [
             ("directory", self.directory.clone()),
             ("seed", self.seed.to_string()),
@@ -172,10 +171,7 @@ impl GenerateReport {
                 format!("{:.2} s ({rate:.0} documents/s)", elapsed.as_secs_f64()),
             ),
         ];
-        for (name, value) in rows {
-            table.add_row([name.to_owned(), value]);
-        }
-        table
+        output::name_value_table(rows)
     }
 }
 

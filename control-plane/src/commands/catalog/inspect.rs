@@ -3,16 +3,16 @@
 //! the command then exits non-zero.
 
 use std::fs;
-use std::io::{self, BufWriter};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use comfy_table::Table;
+use serde::{Serialize, Serializer};
 use sitesync_metadata::{ParseLimits, Relationship, UpdateRevision, parse_update};
 
 use super::view::{self, UpdateView};
 use crate::cli::InspectArgs;
-use crate::output::{self, JsonArrayWriter, OutputFormat};
+use crate::output::{self, OutputFormat, RowSink};
 
 /// Longest title shown in the table, in characters.
 const TITLE_WIDTH: usize = 48;
@@ -21,14 +21,39 @@ pub fn run(args: &InspectArgs, output: OutputFormat) -> anyhow::Result<ExitCode>
     let mut failures = 0usize;
     let files = expand(&args.paths, &mut failures);
     let total = files.len() + failures;
-    let mut sink = Sink::new(output)?;
+    // No message for an empty table: every document not shown was reported as a failure.
+    let mut sink = RowSink::new(
+        output,
+        [
+            "update id",
+            "rev",
+            "type",
+            "state",
+            "title",
+            "kb",
+            "severity",
+            "category type",
+            "categories",
+            "prereqs",
+            "bundled",
+            "superseded",
+            "files",
+        ],
+        None,
+    )?;
     let limits = ParseLimits::default();
     for path in &files {
         let parsed = fs::read(path)
             .map_err(|e| format!("cannot read: {e}"))
             .and_then(|bytes| parse_update(&bytes, &limits).map_err(|e| e.to_string()));
         match parsed {
-            Ok(revision) => sink.push(path, &revision)?,
+            Ok(revision) => sink.push(
+                &Inspected {
+                    file: path,
+                    revision: &revision,
+                },
+                |inspected| table_row(inspected.revision),
+            )?,
             Err(message) => {
                 eprintln!("{}: {message}", path.display());
                 failures += 1;
@@ -85,57 +110,16 @@ fn xml_files_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// Where inspected documents go: a table printed at the end, or a JSON array streamed
-/// as documents are parsed.
-enum Sink {
-    Table(Table),
-    Json(JsonArrayWriter<BufWriter<io::StdoutLock<'static>>>),
+/// A parsed document and its file. It serializes as its [`UpdateView`], built only when
+/// JSON is written, so a table does not pay for views (and document hashes) it never shows.
+struct Inspected<'a> {
+    file: &'a Path,
+    revision: &'a UpdateRevision,
 }
 
-impl Sink {
-    fn new(output: OutputFormat) -> io::Result<Self> {
-        Ok(match output {
-            OutputFormat::Table => {
-                let mut table = output::table();
-                table.set_header([
-                    "update id",
-                    "rev",
-                    "type",
-                    "state",
-                    "title",
-                    "kb",
-                    "severity",
-                    "category type",
-                    "categories",
-                    "prereqs",
-                    "bundled",
-                    "superseded",
-                    "files",
-                ]);
-                Self::Table(table)
-            }
-            OutputFormat::Json => {
-                Self::Json(JsonArrayWriter::new(BufWriter::new(io::stdout().lock()))?)
-            }
-        })
-    }
-
-    fn push(&mut self, file: &Path, revision: &UpdateRevision) -> io::Result<()> {
-        match self {
-            Self::Table(table) => {
-                table.add_row(table_row(revision));
-                Ok(())
-            }
-            Self::Json(writer) => writer.push(&UpdateView::new(Some(file), revision)),
-        }
-    }
-
-    fn finish(self) -> io::Result<()> {
-        match self {
-            Self::Table(table) if table.row_count() > 0 => output::print_table(&table),
-            Self::Table(_) => Ok(()),
-            Self::Json(writer) => writer.finish().map(drop),
-        }
+impl Serialize for Inspected<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        UpdateView::new(Some(self.file), self.revision).serialize(serializer)
     }
 }
 

@@ -2,10 +2,8 @@
 //! tokens up to `--limit`. Products and classifications are named by looking up the store's
 //! category updates once, since summaries carry only category ids.
 
-use std::io::{self, BufWriter};
 use std::process::ExitCode;
 
-use comfy_table::Table;
 use serde::Serialize;
 use sitesync_metadata::{CategoryType, MsrcSeverity, PublicationState, UpdateType};
 use sitesync_proto::convert::optional_enum;
@@ -15,8 +13,8 @@ use super::{CategoryNames, category_selector, store_selector};
 use crate::cli::{MsrcSeverityArg, UpdateTypeArg, UpdatesListArgs};
 use crate::client::{Node, unary};
 use crate::commands::catalog::view;
-use crate::commands::{limit, page_size};
-use crate::output::{self, JsonArrayWriter, OutputFormat};
+use crate::commands::{limit, next_page_token, page_size};
+use crate::output::{self, OutputFormat, RowSink};
 
 /// Longest title shown in the table, in characters.
 const TITLE_WIDTH: usize = 60;
@@ -37,7 +35,20 @@ pub async fn run(
     };
     let mut remaining = limit(args.limit);
     let mut names: Option<CategoryNames> = None;
-    let mut sink = Sink::new(output)?;
+    let mut sink = RowSink::new(
+        output,
+        [
+            "update id",
+            "rev",
+            "title",
+            "kb",
+            "classification",
+            "product",
+            "state",
+            "severity",
+        ],
+        Some("no updates match"),
+    )?;
     while remaining > 0 {
         request.page_size = page_size(remaining);
         let page = node
@@ -51,18 +62,16 @@ pub async fn run(
         }
         let names = names.as_ref();
         for summary in page.updates.iter().take(remaining) {
-            sink.push(&UpdateSummaryView::new(
-                summary,
-                names.unwrap_or(&CategoryNames::default()),
-            ))?;
+            sink.push(
+                &UpdateSummaryView::new(summary, names.unwrap_or(&CategoryNames::default())),
+                table_row,
+            )?;
             remaining -= 1;
         }
-        // A page may be short, even empty, when the node filters after paging; only the
-        // token says whether there is more. A token that does not move would loop forever.
-        if page.next_page_token.is_empty() || page.next_page_token == request.page_token {
-            break;
+        match next_page_token(&request.page_token, page.next_page_token) {
+            Some(token) => request.page_token = token,
+            None => break,
         }
-        request.page_token = page.next_page_token;
     }
     sink.finish()?;
     Ok(ExitCode::SUCCESS)
@@ -188,56 +197,6 @@ impl UpdateSummaryView {
             format!("{}, superseded", self.publication_state)
         } else {
             self.publication_state.to_owned()
-        }
-    }
-}
-
-enum Sink {
-    Table(Table),
-    Json(JsonArrayWriter<BufWriter<io::StdoutLock<'static>>>),
-}
-
-impl Sink {
-    fn new(output: OutputFormat) -> io::Result<Self> {
-        Ok(match output {
-            OutputFormat::Table => {
-                let mut table = output::table();
-                table.set_header([
-                    "update id",
-                    "rev",
-                    "title",
-                    "kb",
-                    "classification",
-                    "product",
-                    "state",
-                    "severity",
-                ]);
-                Self::Table(table)
-            }
-            OutputFormat::Json => {
-                Self::Json(JsonArrayWriter::new(BufWriter::new(io::stdout().lock()))?)
-            }
-        })
-    }
-
-    fn push(&mut self, update: &UpdateSummaryView) -> io::Result<()> {
-        match self {
-            Self::Table(table) => {
-                table.add_row(table_row(update));
-                Ok(())
-            }
-            Self::Json(writer) => writer.push(update),
-        }
-    }
-
-    fn finish(self) -> io::Result<()> {
-        match self {
-            Self::Table(table) if table.row_count() > 0 => output::print_table(&table),
-            Self::Table(_) => {
-                eprintln!("no updates match");
-                Ok(())
-            }
-            Self::Json(writer) => writer.finish().map(drop),
         }
     }
 }

@@ -9,6 +9,7 @@ use sitesync_proto::{MAX_PAGE_SIZE, v1};
 
 use crate::cli::StoreArg;
 use crate::client::{Node, unary};
+use crate::commands::next_page_token;
 
 pub mod list;
 pub mod show;
@@ -78,13 +79,13 @@ impl CategoryNames {
             for summary in &page.updates {
                 names.insert(summary);
             }
-            if page.next_page_token.is_empty()
-                || page.next_page_token == request.page_token
-                || names.by_id.len() >= MAX_CATEGORIES
-            {
+            if names.by_id.len() >= MAX_CATEGORIES {
                 return Ok(names);
             }
-            request.page_token = page.next_page_token;
+            match next_page_token(&request.page_token, page.next_page_token) {
+                Some(token) => request.page_token = token,
+                None => return Ok(names),
+            }
         }
     }
 

@@ -227,11 +227,7 @@ impl UpdateDetailView {
             "document",
             format!("{} bytes, sha256 {}", r.document_bytes, r.content_sha256),
         ));
-        let mut table = output::table();
-        for (name, value) in rows {
-            table.add_row([name.to_owned(), value]);
-        }
-        table
+        output::name_value_table(rows)
     }
 }
 
