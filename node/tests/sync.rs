@@ -454,9 +454,18 @@ async fn list_all(node: &mut TestNode, classification: &str) -> Vec<sitesync_met
 #[tokio::test]
 async fn the_product_local_publisher_syncs_locally_published_updates_only() {
     let upstream = catalog(1_500, 8);
-    let node = TestNode::start(upstream.path(), "[sync]\nproducts = [\"Local publisher\"]\n").await;
+    let node = TestNode::start(
+        upstream.path(),
+        "[sync]\nproducts = [\"Local publisher\"]\n",
+    )
+    .await;
     let run = node.finished(1).await;
-    assert_eq!(run.result, Some(SyncResult::Succeeded), "{:?}", run.failure_reason);
+    assert_eq!(
+        run.result,
+        Some(SyncResult::Succeeded),
+        "{:?}",
+        run.failure_reason
+    );
     // The company `Local Publisher` and the products below it.
     let local_publisher: sitesync_metadata::UpdateId =
         "7c40e8c2-01ae-47f5-9af2-6e75a0582518".parse().unwrap();
@@ -474,7 +483,10 @@ async fn the_product_local_publisher_syncs_locally_published_updates_only() {
         .filter(|s| s.update_type != sitesync_metadata::UpdateType::Category)
         .filter(|s| !s.categories.is_empty())
         .collect();
-    assert!(!selected.is_empty(), "some locally published updates should sync");
+    assert!(
+        !selected.is_empty(),
+        "some locally published updates should sync"
+    );
     for update in selected {
         assert!(
             update.categories.iter().any(|c| local_products.contains(c)),
