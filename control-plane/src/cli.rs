@@ -152,9 +152,9 @@ pub struct MessagesArgs {
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub severity: Option<SeverityArg>,
 
-    /// Newest first instead of oldest first.
+    /// Oldest first instead of newest first.
     #[arg(long)]
-    pub newest_first: bool,
+    pub oldest_first: bool,
 
     /// At most this many messages; 0 for all.
     #[arg(long, value_name = "N", default_value_t = 100)]

@@ -481,3 +481,56 @@ fn a_selective_filter_finds_messages_among_many_others() {
     // P01 9800..=10000 are at minute 100 or later, and the failure at minute 500.
     assert_eq!(recent.len(), 201 + 1);
 }
+
+#[test]
+fn oldest_first_pages_in_time_order_with_the_same_filters() {
+    on_both_engines(|backend| {
+        let log = StatusLog::open(backend).unwrap();
+        for minute in 0..10 {
+            append(&log, "CEN", SyncStarted, minute as u64 + 1, minute);
+            append(&log, "PR1", DocumentSkipped, minute as u64 + 1, minute);
+            append(&log, "CEN", SyncDone, minute as u64 + 1, minute);
+        }
+        let query = StatusQuery {
+            sites: vec!["CEN".into()],
+            ids: vec![SyncStarted, SyncDone],
+            since: Some(at(2)),
+            until: Some(at(7)),
+            oldest_first: true,
+            ..StatusQuery::default()
+        };
+        let oldest_first = all(&log, query.clone());
+        let minutes: Vec<i64> = oldest_first
+            .iter()
+            .map(|m| (m.time.unix_millis() - at(0).unix_millis()) / 60_000)
+            .collect();
+        assert_eq!(minutes, vec![2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7]);
+        assert!(oldest_first.iter().all(|m| m.site_code == "CEN"));
+        // The same messages as newest first, in the opposite order.
+        let mut newest_first = all(
+            &log,
+            StatusQuery {
+                oldest_first: false,
+                ..query.clone()
+            },
+        );
+        newest_first.reverse();
+        assert_eq!(
+            newest_first.iter().map(|m| m.sequence).collect::<Vec<_>>(),
+            oldest_first.iter().map(|m| m.sequence).collect::<Vec<_>>()
+        );
+        // A cursor from one order is refused by the other.
+        let (_, cursor) = log
+            .query(&StatusQuery {
+                limit: 2,
+                ..query.clone()
+            })
+            .unwrap();
+        let refused = log.query(&StatusQuery {
+            oldest_first: false,
+            after: cursor,
+            ..query
+        });
+        assert!(matches!(refused, Err(StatusError::InvalidCursor(_))));
+    });
+}

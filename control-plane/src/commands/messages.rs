@@ -90,7 +90,7 @@ fn request(
         sync_id: args.sync_id.clone().unwrap_or_default(),
         page_size: 0,
         page_token: String::new(),
-        newest_first: args.newest_first,
+        oldest_first: args.oldest_first,
     })
 }
 

@@ -294,6 +294,20 @@ impl v1::admin_server::Admin for AdminService {
             Ok(v1::Severity::Error) => 2,
             _ => 0,
         };
+        // Severity follows from the id and every message here is the sync manager's, so
+        // both filters become an id filter that the log applies before paging.
+        let mut ids = if ids.is_empty() {
+            StatusMessageId::ALL.to_vec()
+        } else {
+            ids
+        };
+        ids.retain(|id| severity_rank(id.severity()) >= min_severity);
+        if !request.component.is_empty() && request.component != crate::sync::status::COMPONENT {
+            ids.clear();
+        }
+        if ids.is_empty() {
+            return Ok(Response::new(v1::ListStatusMessagesResponse::default()));
+        }
         let query = StatusQuery {
             sites: request
                 .site_codes
@@ -304,6 +318,7 @@ impl v1::admin_server::Admin for AdminService {
             since: optional_timestamp(request.since, "since")?,
             until: optional_timestamp(request.until, "until")?,
             sync_id,
+            oldest_first: request.oldest_first,
             after,
             limit: (request.page_size as usize)
                 .clamp(1, MAX_PAGE)
@@ -318,12 +333,7 @@ impl v1::admin_server::Admin for AdminService {
             .status_log()
             .query(&query)
             .map_err(|e| Status::internal(e.to_string()))?;
-        let messages = messages
-            .iter()
-            .filter(|m| severity_rank(m.severity) >= min_severity)
-            .filter(|m| request.component.is_empty() || m.component == request.component)
-            .map(wire_message)
-            .collect();
+        let messages = messages.iter().map(wire_message).collect();
         Ok(Response::new(v1::ListStatusMessagesResponse {
             messages,
             next_page_token: next.map(|c| c.to_string()).unwrap_or_default(),

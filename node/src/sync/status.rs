@@ -307,7 +307,7 @@ impl StatusCursor {
 
     /// A cursor from bytes obtained with [`StatusCursor::as_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, StatusError> {
-        if bytes.first() != Some(&BY_TIME) {
+        if !matches!(bytes.first(), Some(&BY_TIME | &OLDEST_FIRST)) {
             return Err(StatusError::InvalidCursor(hex(bytes)));
         }
         Ok(Self(bytes.to_vec()))
@@ -361,7 +361,9 @@ pub struct StatusQuery {
     /// Only messages of this sync. Sync ids are numbered per site, so this is usually
     /// combined with one site.
     pub sync_id: Option<u64>,
-    /// Continue after the page that returned this cursor.
+    /// Oldest first instead of newest first.
+    pub oldest_first: bool,
+    /// Continue after the page that returned this cursor (from a query in the same order).
     pub after: Option<StatusCursor>,
     /// At most this many messages: 0 means [`DEFAULT_QUERY_LIMIT`], and more than
     /// [`MAX_QUERY_LIMIT`] is capped.
@@ -376,6 +378,7 @@ impl Default for StatusQuery {
             since: None,
             until: None,
             sync_id: None,
+            oldest_first: false,
             after: None,
             limit: DEFAULT_QUERY_LIMIT,
         }
@@ -559,6 +562,9 @@ impl StatusLog {
         let sites: HashSet<&[u8]> = query.sites.iter().map(|s| s.as_bytes()).collect();
         let ids: HashSet<u32> = query.ids.iter().map(|id| id.code()).collect();
         let since = query.since.unwrap_or(Timestamp(i64::MIN));
+        if query.oldest_first {
+            return self.query_oldest_first(query, limit, &sites, &ids);
+        }
         let keep = |key: &[u8]| match TimeKey::parse(key) {
             Some(k) => {
                 k.time >= since
@@ -575,6 +581,9 @@ impl StatusLog {
             from.extend_from_slice(&inverted_time(until));
         }
         if let Some(after) = &query.after {
+            if after.as_bytes().first() != Some(&BY_TIME) {
+                return Err(StatusError::InvalidCursor(after.to_string()));
+            }
             from = from.max(successor(after.as_bytes().to_vec()));
         }
         let mut out = Vec::new();
@@ -599,6 +608,62 @@ impl StatusLog {
             }
         }
         Ok((out, last_key.map(StatusCursor)))
+    }
+
+    /// [`StatusLog::query`] in time order: the oldest-first index gives the order and the
+    /// time and site filters; the message's own key gives its id and sync id.
+    fn query_oldest_first(
+        &self,
+        query: &StatusQuery,
+        limit: usize,
+        sites: &HashSet<&[u8]>,
+        ids: &HashSet<u32>,
+    ) -> Result<(Vec<StatusMessage>, Option<StatusCursor>), StatusError> {
+        let mut from = vec![OLDEST_FIRST];
+        if let Some(since) = query.since {
+            from.extend_from_slice(&ordered_time(since));
+        }
+        if let Some(after) = &query.after {
+            if after.as_bytes().first() != Some(&OLDEST_FIRST) {
+                return Err(StatusError::InvalidCursor(after.to_string()));
+            }
+            from = from.max(successor(after.as_bytes().to_vec()));
+        }
+        let until = query.until.map(ordered_time);
+        let keep = |key: &[u8]| {
+            parse_oldest_key(key).is_none_or(|(site, _)| sites.is_empty() || sites.contains(site))
+        };
+        let mut out = Vec::new();
+        loop {
+            let page = self.backend.scan(&[OLDEST_FIRST], &from, limit, &keep)?;
+            for (key, time_key) in page.entries {
+                if until.is_some_and(|until| key.get(1..9).is_some_and(|t| t > &until[..])) {
+                    return Ok((out, None));
+                }
+                let fields = TimeKey::parse(&time_key).ok_or_else(|| {
+                    corrupt("an index entry names a message key of an unknown shape")
+                })?;
+                let wanted = (ids.is_empty() || ids.contains(&fields.id))
+                    && query
+                        .sync_id
+                        .is_none_or(|sync_id| sync_id == fields.sync_id);
+                if !wanted {
+                    continue;
+                }
+                let value = self
+                    .backend
+                    .get(&time_key)?
+                    .ok_or_else(|| corrupt("an index entry names a message that is gone"))?;
+                out.push(decode_message(&value)?);
+                if out.len() == limit {
+                    return Ok((out, Some(StatusCursor(key))));
+                }
+            }
+            match page.resume_after {
+                Some(resume) => from = successor(resume),
+                None => return Ok((out, None)),
+            }
+        }
     }
 
     /// Messages of `site_code` with a sequence greater than `after_sequence`, in sequence

@@ -112,14 +112,13 @@ impl TestNode {
             .list_status_messages(v1::ListStatusMessagesRequest {
                 sync_id: sync_id.to_string(),
                 page_size: 1_000,
+                oldest_first: true,
                 ..Default::default()
             })
             .await
             .unwrap()
             .into_inner();
-        let mut messages = response.messages;
-        messages.sort_by_key(|m| m.sequence);
-        messages.iter().map(|m| m.message_id).collect()
+        response.messages.iter().map(|m| m.message_id).collect()
     }
 
     pub async fn status(&mut self) -> v1::SiteStatus {
