@@ -15,10 +15,13 @@
 //! - [`directory`]: the catalog directory, one update XML document per file — what an
 //!   operator feeds a disconnected top site, and what the demo and benchmarks generate.
 //!
-//! Another sitesync node and the Microsoft server-to-server protocol will be upstreams of
-//! the same shape.
+//! - [`parent`]: a child site's upstream, its parent's update server, pulled as a change
+//!   stream from the last anchor applied.
+//!
+//! The Microsoft server-to-server protocol will be another upstream.
 
 pub mod directory;
+pub mod parent;
 
 use std::io;
 use std::path::PathBuf;

@@ -117,7 +117,8 @@ impl ConversionError {
         self
     }
 
-    pub(crate) fn missing(field: &str) -> Self {
+    /// A required field is absent.
+    pub fn missing(field: &str) -> Self {
         Self::Missing {
             field: field.to_owned(),
         }

@@ -1,0 +1,306 @@
+//! A child site's upstream: its parent's update server (S1, S10).
+//!
+//! A child's update-server store pulls the parent's `UpdateServer.GetChanges` stream from
+//! the anchor it last applied. Every batch must start exactly where the child stands (the
+//! gap-and-duplicate check of the contract); its changes are parsed and checked (a document
+//! must be filed under its own identity), then applied to the store in one atomic write
+//! *together with the new anchor*, and flushed. A crash at any point therefore resumes at a
+//! batch boundary, and a batch is never applied twice.
+//!
+//! A child whose anchor is on another log (the parent's store was recreated), or further
+//! behind than the parent retains, receives a snapshot: the catalog in (update id,
+//! revision) order, in parts. Each part says which range it covers; updates the child holds
+//! wholly inside that range but that the part does not contain are no longer offered, and
+//! are deleted. Then the log tail follows.
+//!
+//! At the end the parent states its catalog at the stream's target; when the child's digest
+//! differs (the parent was written to meanwhile), the child pulls again.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use sitesync_metadata::{CatalogDigest, ParseLimits, RevisionId, UpdateId, parse_update};
+use sitesync_proto::v1::update_server_client::UpdateServerClient;
+use sitesync_proto::v1::{self, get_changes_response};
+use sitesync_proto::{ConversionError, RevisionDocument};
+use tonic::transport::Channel;
+
+use crate::store::{ApplyOutcome, CatalogChange, CatalogStore, StoreError};
+
+/// The store metadata key holding the anchor in the parent's log.
+pub const ANCHOR_KEY: &str = "upstream.parent-anchor";
+
+/// How many times a pull starts over when the parent changed during the stream.
+const MAX_ROUNDS: usize = 5;
+
+/// A position in the parent's update-server log (the contract's `Anchor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentAnchor {
+    pub log_id: [u8; 16],
+    pub sequence: u64,
+    /// Set while a snapshot is being installed: everything up to this revision is in.
+    pub snapshot_through: Option<RevisionId>,
+}
+
+impl ParentAnchor {
+    fn to_wire(self) -> v1::Anchor {
+        v1::Anchor {
+            log_id: uuid::Uuid::from_bytes(self.log_id).hyphenated().to_string(),
+            sequence: self.sequence,
+            snapshot_through: self.snapshot_through.map(Into::into),
+        }
+    }
+
+    fn from_wire(wire: v1::Anchor) -> Result<Self, PullError> {
+        let log_id = uuid::Uuid::parse_str(&wire.log_id).map_err(|_| {
+            PullError::Protocol(format!(
+                "an anchor names log `{}`, which is not a log id",
+                wire.log_id
+            ))
+        })?;
+        Ok(Self {
+            log_id: *log_id.as_bytes(),
+            sequence: wire.sequence,
+            snapshot_through: wire
+                .snapshot_through
+                .map(RevisionId::try_from)
+                .transpose()
+                .map_err(|e| PullError::Invalid(e.within("anchor.snapshot_through")))?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("the parent's update server is unreachable or failed: {0}")]
+    Transport(#[from] tonic::Status),
+    #[error("the parent sent an invalid message: {0}")]
+    Invalid(#[from] ConversionError),
+    #[error("the parent broke the change-stream protocol: {0}")]
+    Protocol(String),
+    #[error("the parent sent a document that does not parse ({id}): {reason}")]
+    Document { id: RevisionId, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the catalog kept changing at the parent while it was pulled ({MAX_ROUNDS} rounds); the next sync will try again"
+    )]
+    Unsettled,
+}
+
+/// What one pull did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PullOutcome {
+    pub new: u64,
+    pub changed: u64,
+    pub expired: u64,
+    pub deleted: u64,
+    pub batches: u64,
+    pub bytes_received: u64,
+    /// Whether a snapshot was (re)installed.
+    pub snapshot: bool,
+    /// The digest both the parent (at the stream's target) and this store hold.
+    pub digest: CatalogDigest,
+}
+
+impl PullOutcome {
+    fn add(&mut self, outcome: &ApplyOutcome) {
+        self.new += outcome.new;
+        self.changed += outcome.changed;
+        self.expired += outcome.expired;
+        self.deleted += outcome.deleted;
+    }
+}
+
+/// The anchor the store holds, if any.
+pub fn stored_anchor(store: &CatalogStore) -> Result<Option<ParentAnchor>, StoreError> {
+    store
+        .metadata(ANCHOR_KEY)?
+        .map(|bytes| {
+            postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
+                what: format!("the parent anchor does not decode: {e}"),
+            })
+        })
+        .transpose()
+}
+
+/// Brings `store` up to the parent's update-server store, until both digests match.
+pub async fn pull(
+    client: &mut UpdateServerClient<Channel>,
+    store: &CatalogStore,
+    limits: &ParseLimits,
+    mut progress: impl FnMut(&PullOutcome),
+) -> Result<PullOutcome, PullError> {
+    let mut outcome = PullOutcome::default();
+    for _ in 0..MAX_ROUNDS {
+        let target_digest = pull_once(client, store, limits, &mut outcome, &mut progress).await?;
+        if store.digest() == target_digest {
+            outcome.digest = target_digest;
+            return Ok(outcome);
+        }
+    }
+    Err(PullError::Unsettled)
+}
+
+/// One `GetChanges` stream; returns the parent's digest at the stream's target.
+async fn pull_once(
+    client: &mut UpdateServerClient<Channel>,
+    store: &CatalogStore,
+    limits: &ParseLimits,
+    outcome: &mut PullOutcome,
+    progress: &mut impl FnMut(&PullOutcome),
+) -> Result<CatalogDigest, PullError> {
+    let mut position = stored_anchor(store)?;
+    let mut stream = client
+        .get_changes(v1::GetChangesRequest {
+            since: position.map(ParentAnchor::to_wire),
+            max_batch_bytes: 0,
+        })
+        .await?
+        .into_inner();
+    let mut planned = false;
+    while let Some(message) = stream.message().await? {
+        match message.kind {
+            Some(get_changes_response::Kind::Plan(plan)) if !planned => {
+                planned = true;
+                outcome.snapshot |= plan.snapshot;
+            }
+            Some(get_changes_response::Kind::Batch(batch)) if planned => {
+                let from = batch.from.map(ParentAnchor::from_wire).transpose()?;
+                if from != position {
+                    return Err(PullError::Protocol(format!(
+                        "a batch starts at {from:?} but this store stands at {position:?}: a gap or a repeat"
+                    )));
+                }
+                let resume = ParentAnchor::from_wire(batch.resume_anchor.ok_or_else(|| {
+                    PullError::Invalid(ConversionError::missing("batch.resume_anchor"))
+                })?)?;
+                let changes = match batch.body {
+                    Some(v1::change_batch::Body::Log(log)) => log_changes(log, limits, outcome)?,
+                    Some(v1::change_batch::Body::Snapshot(part)) => {
+                        snapshot_changes(store, part, limits, outcome)?
+                    }
+                    None => return Err(PullError::Invalid(ConversionError::missing("batch.body"))),
+                };
+                let anchor = postcard::to_allocvec(&resume)
+                    .expect("postcard serializes plain structs into a Vec");
+                let applied = store.apply(changes, &[(ANCHOR_KEY, anchor)])?;
+                outcome.add(&applied);
+                outcome.batches += 1;
+                position = Some(resume);
+                progress(outcome);
+            }
+            Some(get_changes_response::Kind::Complete(complete)) if planned => {
+                let digest = complete
+                    .at_target
+                    .and_then(|info| info.store)
+                    .and_then(|store| store.digest)
+                    .ok_or_else(|| {
+                        PullError::Invalid(ConversionError::missing(
+                            "complete.at_target.store.digest",
+                        ))
+                    })?;
+                return Ok(CatalogDigest::try_from(digest)?);
+            }
+            _ => {
+                return Err(PullError::Protocol(
+                    "messages out of order: a plan first, then batches, then completion".into(),
+                ));
+            }
+        }
+    }
+    Err(PullError::Protocol(
+        "the stream ended without completion; the next pull resumes from the last batch applied"
+            .into(),
+    ))
+}
+
+fn parsed(
+    document: v1::UpdateDocument,
+    limits: &ParseLimits,
+    outcome: &mut PullOutcome,
+) -> Result<CatalogChange, PullError> {
+    let document = RevisionDocument::try_from(document)?;
+    outcome.bytes_received += document.document.len() as u64;
+    let revision = parse_update(&document.document, limits).map_err(|e| PullError::Document {
+        id: document.id,
+        reason: e.to_string(),
+    })?;
+    document.check_identity(revision.id)?;
+    Ok(CatalogChange::Put(revision))
+}
+
+fn log_changes(
+    log: v1::ChangeLogPart,
+    limits: &ParseLimits,
+    outcome: &mut PullOutcome,
+) -> Result<Vec<CatalogChange>, PullError> {
+    log.changes
+        .into_iter()
+        .map(|change| match change.payload {
+            Some(v1::catalog_change::Payload::Revision(document)) => {
+                parsed(document, limits, outcome)
+            }
+            Some(v1::catalog_change::Payload::Deleted(id)) => {
+                Ok(CatalogChange::Delete(RevisionId::try_from(id)?.update_id))
+            }
+            None => Err(PullError::Invalid(ConversionError::missing(
+                "change.payload",
+            ))),
+        })
+        .collect()
+}
+
+/// The changes a snapshot part calls for: its revisions, and the deletion of every update
+/// the store holds wholly inside the part's range that the part does not contain.
+fn snapshot_changes(
+    store: &CatalogStore,
+    part: v1::SnapshotPart,
+    limits: &ParseLimits,
+    outcome: &mut PullOutcome,
+) -> Result<Vec<CatalogChange>, PullError> {
+    let after = part.after.map(RevisionId::try_from).transpose()?;
+    let through = part.through.map(RevisionId::try_from).transpose()?;
+    let mut changes = Vec::with_capacity(part.revisions.len());
+    let mut offered: BTreeSet<UpdateId> = BTreeSet::new();
+    for document in part.revisions {
+        let change = parsed(document, limits, outcome)?;
+        if let CatalogChange::Put(revision) = &change {
+            let inside =
+                after.is_none_or(|a| revision.id > a) && through.is_none_or(|t| revision.id <= t);
+            if !inside {
+                return Err(PullError::Protocol(format!(
+                    "snapshot part carries {} outside its range",
+                    revision.id
+                )));
+            }
+            offered.insert(revision.id.update_id);
+        }
+        changes.push(change);
+    }
+    // Updates the store holds inside the range, whole: not offered any more.
+    let mut cursor = after.map(|a| a.update_id);
+    loop {
+        let held = store.held_updates(cursor, 1_000)?;
+        let Some(last) = held.last() else { break };
+        cursor = Some(last.update_id);
+        for update in &held {
+            let first = RevisionId {
+                update_id: update.update_id,
+                revision: update.revisions.first().map_or(0, |r| r.0),
+            };
+            let newest = RevisionId {
+                update_id: update.update_id,
+                revision: update.revisions.last().map_or(0, |r| r.0),
+            };
+            if through.is_some_and(|t| first > t) {
+                return Ok(changes);
+            }
+            let whole = after.is_none_or(|a| first > a) && through.is_none_or(|t| newest <= t);
+            if whole && !offered.contains(&update.update_id) {
+                changes.push(CatalogChange::Delete(update.update_id));
+            }
+        }
+    }
+    Ok(changes)
+}

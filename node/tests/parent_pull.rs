@@ -1,0 +1,177 @@
+//! A child's update-server store pulling its parent's over real gRPC: the first pull is a
+//! snapshot, later ones the log tail; a parent whose log changed is re-snapshotted, which
+//! removes what the child should no longer hold; the digests match at the end every time.
+
+use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, write_catalog};
+use sitesync_metadata::{ParseLimits, parse_update};
+use sitesync_node::store::{CatalogChange, NodeDatabase};
+use sitesync_node::upstream::parent::{ANCHOR_KEY, ParentAnchor, PullError, pull, stored_anchor};
+use sitesync_proto::v1;
+use sitesync_proto::v1::update_server_client::UpdateServerClient;
+use tonic::transport::Channel;
+
+mod common;
+
+use common::TestNode;
+
+async fn client(node: &TestNode) -> UpdateServerClient<Channel> {
+    UpdateServerClient::new(node.channel.clone())
+        .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES)
+}
+
+#[tokio::test]
+async fn a_child_pulls_a_snapshot_then_the_tail_and_matches_its_parent() {
+    let upstream = tempfile::tempdir().unwrap();
+    let spec = CatalogSpec::new(500, 31);
+    write_catalog(upstream.path(), &spec, |_| {}).unwrap();
+    let mut parent = TestNode::start(upstream.path(), "").await;
+    parent.finished(1).await;
+    let parent_store = parent.started.node.clone();
+    let mut client = client(&parent).await;
+    let child = NodeDatabase::in_memory().unwrap();
+    let limits = ParseLimits::default();
+
+    let first = pull(&mut client, child.update_server(), &limits, |_| {})
+        .await
+        .unwrap();
+    assert!(first.snapshot);
+    assert_eq!(first.digest, parent_store.database.update_server().digest());
+    assert_eq!(child.update_server().digest(), first.digest);
+    assert_eq!(
+        child.update_server().state().revisions,
+        parent_store.database.update_server().state().revisions
+    );
+    let anchor = stored_anchor(child.update_server()).unwrap().unwrap();
+    assert_eq!(
+        anchor.sequence,
+        parent_store.database.update_server().last_sequence()
+    );
+    assert_eq!(anchor.snapshot_through, None);
+
+    // Five of each change kind upstream, a parent sync, then the child's tail.
+    CatalogChanges::derive(&spec, 5, 2)
+        .apply_to_dir(upstream.path())
+        .unwrap();
+    let (id, _) = parent.run_sync(v1::SyncKind::Full).await;
+    parent.finished(id).await;
+    let tail = pull(&mut client, child.update_server(), &limits, |_| {})
+        .await
+        .unwrap();
+    assert!(!tail.snapshot);
+    assert_eq!(
+        (tail.new, tail.changed, tail.expired, tail.deleted),
+        (5, 5, 5, 5)
+    );
+    assert_eq!(
+        child.update_server().digest(),
+        parent_store.database.update_server().digest()
+    );
+    assert!(child.update_server().verify().unwrap().is_consistent());
+
+    // Nothing new: no batch at all.
+    let idle = pull(&mut client, child.update_server(), &limits, |_| {})
+        .await
+        .unwrap();
+    assert_eq!((idle.batches, idle.new), (0, 0));
+}
+
+#[tokio::test]
+async fn a_child_on_another_log_gets_a_snapshot_that_removes_what_it_should_not_hold() {
+    let upstream = tempfile::tempdir().unwrap();
+    write_catalog(upstream.path(), &CatalogSpec::new(300, 41), |_| {}).unwrap();
+    let parent = TestNode::start(upstream.path(), "").await;
+    parent.finished(1).await;
+    let mut client = client(&parent).await;
+
+    // The child holds updates of another catalog, anchored on a log that no longer exists.
+    let child = NodeDatabase::in_memory().unwrap();
+    let stale: Vec<CatalogChange> = CatalogSpec::new(120, 42)
+        .documents()
+        .skip(60)
+        .map(|d| CatalogChange::Put(parse_update(&d.xml, &ParseLimits::default()).unwrap()))
+        .collect();
+    let foreign = ParentAnchor {
+        log_id: [7; 16],
+        sequence: 9_999,
+        snapshot_through: None,
+    };
+    child
+        .update_server()
+        .apply(
+            stale,
+            &[(ANCHOR_KEY, postcard::to_allocvec(&foreign).unwrap())],
+        )
+        .unwrap();
+
+    let outcome = pull(
+        &mut client,
+        child.update_server(),
+        &ParseLimits::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(outcome.snapshot);
+    assert!(outcome.deleted > 0, "the other catalog's updates must go");
+    let served = parent.started.node.database.update_server();
+    assert_eq!(child.update_server().digest(), served.digest());
+    assert_eq!(
+        child.update_server().state().updates,
+        served.state().updates
+    );
+    let _ = parent.run_sync(v1::SyncKind::Full).await;
+}
+
+#[tokio::test]
+async fn a_child_anchored_ahead_of_its_parent_is_refused_and_keeps_its_store() {
+    let upstream = tempfile::tempdir().unwrap();
+    write_catalog(upstream.path(), &CatalogSpec::new(100, 43), |_| {}).unwrap();
+    let parent = TestNode::start(upstream.path(), "").await;
+    parent.finished(1).await;
+    let mut client = client(&parent).await;
+    let child = NodeDatabase::in_memory().unwrap();
+    pull(
+        &mut client,
+        child.update_server(),
+        &ParseLimits::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+
+    // The parent's store restored from an older copy would look like this to the child.
+    let mut anchor = stored_anchor(child.update_server()).unwrap().unwrap();
+    anchor.sequence += 50;
+    child
+        .update_server()
+        .apply(
+            Vec::new(),
+            &[(ANCHOR_KEY, postcard::to_allocvec(&anchor).unwrap())],
+        )
+        .unwrap();
+    let before = child.update_server().state();
+    let error = pull(
+        &mut client,
+        child.update_server(),
+        &ParseLimits::default(),
+        |_| {},
+    )
+    .await
+    .unwrap_err();
+    match error {
+        PullError::Transport(status) => {
+            assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+            assert!(
+                status.message().contains("ahead of its upstream"),
+                "{}",
+                status.message()
+            );
+        }
+        other => panic!("expected the parent's refusal, got {other}"),
+    }
+    assert_eq!(
+        child.update_server().state(),
+        before,
+        "a refused pull changes nothing"
+    );
+}
