@@ -263,6 +263,9 @@ pub struct CatalogStore {
     writer: Mutex<WriterState>,
     /// The last persisted state, so readers get counters and the digest in O(1).
     state: RwLock<StoreState>,
+    /// The newest durable sequence number, for those who wait for the log to grow (a
+    /// parent streaming its log to children).
+    sequence: tokio::sync::watch::Sender<u64>,
     /// Limits for re-parsing stored documents; they were validated at ingest, so these
     /// only guard against a damaged store.
     parse_limits: ParseLimits,
@@ -298,6 +301,7 @@ impl CatalogStore {
             held_updates: held_updates(&*index)?,
         };
         Ok(Self {
+            sequence: tokio::sync::watch::Sender::new(state.last_sequence),
             index,
             documents,
             writer: Mutex::new(writer),
@@ -319,6 +323,12 @@ impl CatalogStore {
 
     pub fn last_sequence(&self) -> u64 {
         self.state().last_sequence
+    }
+
+    /// Follows the newest durable sequence number: it changes after every apply that
+    /// logged something.
+    pub fn watch_sequence(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.sequence.subscribe()
     }
 
     /// Applies `changes` atomically together with the caller's own metadata (for example a
@@ -393,6 +403,11 @@ impl CatalogStore {
             self.index.apply(batch.index)?;
             self.index.flush()?;
             *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+            self.sequence.send_if_modified(|current| {
+                let moved = *current != state.last_sequence;
+                *current = state.last_sequence;
+                moved
+            });
             for (update, held) in held_changes {
                 if held {
                     writer.held_updates.insert(update);
