@@ -75,6 +75,11 @@ pub enum Command {
 
     /// The client policy the site serves (where clients scan, and which catalog to expect).
     Policy(PolicyArgs),
+
+    /// The hierarchy seen from this site: each site's role, address, stores, last sync and
+    /// lag, unreachable sites flagged. A tree for people; `--output json`; `--output dot`
+    /// for Graphviz.
+    Tree,
 }
 
 #[derive(Debug, Subcommand)]

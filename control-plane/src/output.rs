@@ -15,6 +15,8 @@ pub enum OutputFormat {
     /// JSON, one document per command (or one object per line inside an array for
     /// listings, so large outputs stream).
     Json,
+    /// Graphviz DOT: only `tree` draws in it.
+    Dot,
 }
 
 /// A table in the house style.
@@ -105,7 +107,7 @@ impl RowSink {
         empty_message: Option<&'static str>,
     ) -> io::Result<Self> {
         Ok(Self(match output {
-            OutputFormat::Table => {
+            OutputFormat::Table | OutputFormat::Dot => {
                 let mut table = table();
                 table.set_header(header);
                 Rows::Table {

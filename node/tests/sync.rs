@@ -498,3 +498,58 @@ async fn the_product_local_publisher_syncs_locally_published_updates_only() {
         );
     }
 }
+
+/// Records another version of the node wrote (or damaged ones) do not keep a node from
+/// starting: the last run is forgotten, and an unreadable in-progress marker means a full
+/// sync is run again, which is always safe.
+#[tokio::test]
+async fn unreadable_sync_records_are_forgotten_and_a_full_sync_runs() {
+    use std::sync::Arc;
+
+    use sitesync_node::clock::ManualClock;
+    use sitesync_node::config::{NodeConfig, Overrides};
+    use sitesync_node::store::{NodeDatabase, WriteBatch};
+
+    let upstream = tempfile::tempdir().unwrap();
+    sitesync_metadata::sample::write_to(upstream.path()).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    {
+        let database = NodeDatabase::open(&data.path().join("db"), 8 << 20).unwrap();
+        let space = database.space("sync-manager").unwrap();
+        let mut batch = WriteBatch::default();
+        batch.put(b"last-run".to_vec(), vec![0xff; 3]);
+        batch.put(b"in-progress".to_vec(), vec![0xff; 3]);
+        space.apply(batch).unwrap();
+        space.flush().unwrap();
+    }
+    let config = NodeConfig::load(
+        None,
+        &Overrides {
+            data_dir: Some(data.path().to_owned()),
+            upstream_dir: Some(upstream.path().to_owned()),
+            listen: Some("127.0.0.1:0".into()),
+            ..Overrides::default()
+        },
+    )
+    .unwrap();
+    let started = sitesync_node::startup::start(config, Arc::new(ManualClock::new(T0))).unwrap();
+    let mut watch = started.sync.watch();
+    let run = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let found = watch.borrow_and_update().recent.first().cloned();
+            if let Some(run) = found {
+                return run;
+            }
+            watch.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.kind, sitesync_node::sync::manager::SyncKind::Full);
+    assert_eq!(
+        run.trigger,
+        sitesync_node::sync::manager::SyncTrigger::Restart
+    );
+    assert_eq!(run.result, Some(SyncResult::Succeeded));
+    assert_eq!(started.node.database.site_database().state().revisions, 5);
+}

@@ -11,6 +11,7 @@ use sitesync_proto::MAX_PAGE_SIZE;
 
 use crate::cli::{Cli, Command, SettingsCommand, UpdatesCommand};
 use crate::client::{self, Node, NodeUnreachable};
+use crate::output::OutputFormat;
 
 pub mod catalog;
 mod messages;
@@ -18,6 +19,7 @@ mod policy;
 mod settings;
 mod status;
 mod sync;
+mod tree;
 mod updates;
 
 /// Runs one command. `Ok` carries the exit code (a command may finish its output and still
@@ -25,7 +27,14 @@ mod updates;
 /// sync); `Err` is a failure the binary prints as `error: …` on stderr.
 pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let output = cli.output;
+    if output == OutputFormat::Dot && !matches!(cli.command, Command::Tree) {
+        eprintln!(
+            "error: --output dot draws the hierarchy, for `sitesyncctl tree`; other commands print table or json"
+        );
+        return Ok(ExitCode::from(64));
+    }
     match &cli.command {
+        Command::Tree => on_node(cli, |node| tree::run(node, output)),
         Command::Catalog(command) => catalog::run(command, output),
         Command::Status => on_node(cli, |node| status::run(node, output)),
         Command::Sync(args) => on_node(cli, |node| sync::run(node, args, output)),

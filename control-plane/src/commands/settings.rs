@@ -33,7 +33,7 @@ pub async fn get(mut node: Node, output: OutputFormat) -> anyhow::Result<ExitCod
     let view = SettingsView::new(&settings);
     match output {
         OutputFormat::Json => output::print_json(&view)?,
-        OutputFormat::Table => output::print_table(&view.table())?,
+        OutputFormat::Table | OutputFormat::Dot => output::print_table(&view.table())?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -82,7 +82,7 @@ pub async fn set(
     };
     match output {
         OutputFormat::Json => output::print_json(&view)?,
-        OutputFormat::Table => output::print_table(&view.settings.table())?,
+        OutputFormat::Table | OutputFormat::Dot => output::print_table(&view.settings.table())?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -25,7 +25,7 @@ pub async fn run(mut node: Node, output: OutputFormat) -> anyhow::Result<ExitCod
     let view = SiteStatusView::new(&status)?;
     match output {
         OutputFormat::Json => output::print_json(&view)?,
-        OutputFormat::Table => {
+        OutputFormat::Table | OutputFormat::Dot => {
             for table in view.tables(units::now()) {
                 output::print_table(&table)?;
             }

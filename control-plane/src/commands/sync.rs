@@ -84,7 +84,7 @@ pub async fn run(
     if !args.wait {
         match output {
             OutputFormat::Json => output::print_json(&disposition)?,
-            OutputFormat::Table => println!("{}", disposition.sentence()),
+            OutputFormat::Table | OutputFormat::Dot => println!("{}", disposition.sentence()),
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -94,7 +94,7 @@ pub async fn run(
     let view = SyncRunView::new(&run);
     match output {
         OutputFormat::Json => output::print_json(&view)?,
-        OutputFormat::Table => output::print_table(&summary_table(&view))?,
+        OutputFormat::Table | OutputFormat::Dot => output::print_table(&summary_table(&view))?,
     }
     match run.result() {
         v1::SyncResult::Succeeded => Ok(ExitCode::SUCCESS),

@@ -229,7 +229,11 @@ impl SyncManager {
             wake: Notify::new(),
             view: watch::Sender::new(ManagerView::default()),
         });
-        let last: Option<SyncRun> = get(&*inner.space, KEY_LAST_RUN)?;
+        // History only: a record another version wrote is dropped, not a reason to stop.
+        let last: Option<SyncRun> = get(&*inner.space, KEY_LAST_RUN).unwrap_or_else(|e| {
+            warn!(error = %e, "the last sync's record is unreadable; it is forgotten");
+            None
+        });
         let retry_at: Option<Timestamp> = get(&*inner.space, KEY_RETRY_AT)?;
         inner.view.send_modify(|v| {
             v.recent = last.iter().cloned().collect();
@@ -237,12 +241,21 @@ impl SyncManager {
             v.retry_at = retry_at;
         });
         let manager = Self { inner };
-        if let Some(interrupted) = get::<SyncRun>(&*manager.inner.space, KEY_IN_PROGRESS)? {
-            info!(
-                sync_id = interrupted.id,
-                "redoing the sync that was running when the node stopped"
-            );
-            manager.request(interrupted.kind, SyncTrigger::Restart)?;
+        match get::<SyncRun>(&*manager.inner.space, KEY_IN_PROGRESS) {
+            Ok(Some(interrupted)) => {
+                info!(
+                    sync_id = interrupted.id,
+                    "redoing the sync that was running when the node stopped"
+                );
+                manager.request(interrupted.kind, SyncTrigger::Restart)?;
+            }
+            Ok(None) => {}
+            // A sync was running but its record is unreadable: redoing a full sync is
+            // always safe.
+            Err(e) => {
+                warn!(error = %e, "the interrupted sync's record is unreadable; running a full sync");
+                manager.request(SyncKind::Full, SyncTrigger::Restart)?;
+            }
         }
         tokio::spawn(manager.clone().run_loop());
         Ok(manager)

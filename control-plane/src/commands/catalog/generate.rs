@@ -67,7 +67,7 @@ pub fn run(args: &GenerateArgs, output: OutputFormat) -> anyhow::Result<ExitCode
     let report = GenerateReport::new(&args.out, &spec, &summary, removed, elapsed);
     match output {
         OutputFormat::Json => output::print_json(&report)?,
-        OutputFormat::Table => output::print_table(&report.table(elapsed))?,
+        OutputFormat::Table | OutputFormat::Dot => output::print_table(&report.table(elapsed))?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -60,7 +60,7 @@ pub async fn run(
     let view = UpdateDetailView::new(response)?;
     match output {
         OutputFormat::Json => output::print_json(&view)?,
-        OutputFormat::Table => output::print_table(&view.table())?,
+        OutputFormat::Table | OutputFormat::Dot => output::print_table(&view.table())?,
     }
     Ok(ExitCode::SUCCESS)
 }
