@@ -83,6 +83,8 @@ pub enum UpstreamConfig {
     Sample,
     /// A directory of update XML documents, one file per revision.
     Directory(PathBuf),
+    /// The parent site's node (`host:port`): this node is a child site (S1, S5).
+    Parent(String),
 }
 
 /// The validated configuration of one node.
@@ -171,9 +173,67 @@ struct FileConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileUpstream {
-    /// `sample` or `directory`.
+    /// `sample`, `directory` or `parent`.
     kind: String,
     path: Option<PathBuf>,
+    /// The parent's address, for `parent`.
+    address: Option<String>,
+}
+
+impl FileUpstream {
+    fn resolve(self, origin: Source) -> Result<UpstreamConfig, ConfigError> {
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
+            key,
+            origin: origin.clone(),
+            reason,
+        };
+        match (self.kind.as_str(), self.path, self.address) {
+            ("sample", None, None) => Ok(UpstreamConfig::Sample),
+            ("directory", Some(path), None) => Ok(UpstreamConfig::Directory(path)),
+            ("parent", None, Some(address)) => {
+                Ok(UpstreamConfig::Parent(check_address(&address, origin.clone())?))
+            }
+            ("directory", None, _) => Err(invalid(
+                "upstream.path",
+                "a directory upstream needs `path`, the directory of update documents".into(),
+            )),
+            ("parent", _, None) => Err(invalid(
+                "upstream.address",
+                "a parent upstream needs `address`, the parent site's node as host:port".into(),
+            )),
+            ("sample", _, _) => Err(invalid(
+                "upstream.path",
+                "the sample upstream takes no `path` or `address`; use kind = \"directory\" to sync from a directory".into(),
+            )),
+            ("directory" | "parent", _, _) => Err(invalid(
+                "upstream",
+                format!("kind `{}` takes `{}` only", self.kind, if self.kind == "directory" { "path" } else { "address" }),
+            )),
+            (other, _, _) => Err(invalid(
+                "upstream.kind",
+                format!("`{other}` is not an upstream kind: use `sample`, `directory` or `parent`"),
+            )),
+        }
+    }
+}
+
+/// A parent's address as `host:port`, with or without `http://`.
+fn check_address(address: &str, origin: Source) -> Result<String, ConfigError> {
+    let bare = address.trim().trim_start_matches("http://");
+    let valid = bare
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if valid {
+        Ok(bare.to_owned())
+    } else {
+        Err(ConfigError::Invalid {
+            key: "upstream.address",
+            origin,
+            reason: format!(
+                "`{address}` is not an address: use host:port, such as pr1.example.org:8530"
+            ),
+        })
+    }
 }
 
 /// Values given on the command line or in the environment; they win over the file.
@@ -184,6 +244,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub upstream_dir: Option<PathBuf>,
+    /// The parent site's node (`host:port`): makes this node a child site.
+    pub parent: Option<String>,
     pub cache_mib: Option<u64>,
 }
 
@@ -264,38 +326,20 @@ impl NodeConfig {
             });
         }
 
-        let upstream = match (&overrides.upstream_dir, parsed.upstream) {
-            (Some(dir), _) => UpstreamConfig::Directory(dir.clone()),
-            (None, None) => UpstreamConfig::Sample,
-            (None, Some(FileUpstream { kind, path })) => {
-                match (kind.as_str(), path) {
-                    ("sample", None) => UpstreamConfig::Sample,
-                    ("directory", Some(path)) => UpstreamConfig::Directory(path),
-                    ("directory", None) => {
-                        return Err(ConfigError::Invalid {
-                        key: "upstream.path",
-                        origin: file_source,
-                        reason: "a directory upstream needs `path`, the directory of update documents".into(),
-                    });
-                    }
-                    ("sample", Some(_)) => {
-                        return Err(ConfigError::Invalid {
-                        key: "upstream.path",
-                        origin: file_source,
-                        reason: "the sample upstream takes no `path`; use kind = \"directory\" to sync from a directory".into(),
-                    });
-                    }
-                    (other, _) => {
-                        return Err(ConfigError::Invalid {
-                            key: "upstream.kind",
-                            origin: file_source,
-                            reason: format!(
-                                "`{other}` is not an upstream kind: use `sample` or `directory`"
-                            ),
-                        });
-                    }
-                }
+        let upstream = match (&overrides.upstream_dir, &overrides.parent, parsed.upstream) {
+            (Some(_), Some(_), _) => {
+                return Err(ConfigError::Invalid {
+                    key: "upstream",
+                    origin: Source::Overrides,
+                    reason: "both an upstream directory and a parent are given: a top site syncs from a directory, a child site from its parent; give one".into(),
+                });
             }
+            (Some(dir), None, _) => UpstreamConfig::Directory(dir.clone()),
+            (None, Some(parent), _) => {
+                UpstreamConfig::Parent(check_address(parent, Source::Overrides)?)
+            }
+            (None, None, None) => UpstreamConfig::Sample,
+            (None, None, Some(file)) => file.resolve(file_source.clone())?,
         };
 
         let sync = parsed.sync.unwrap_or_default();
@@ -433,5 +477,40 @@ mod tests {
             NodeConfig::load(Some(&path), &Overrides::default()),
             Err(ConfigError::Syntax { .. })
         ));
+    }
+
+    #[test]
+    fn sync_settings_and_parents_are_validated_with_the_key_named() {
+        let cases = [
+            ("[sync]\nschedule = \"every tuesday\"\n", "sync.schedule"),
+            ("[sync]\nretry = \"soon\"\n", "sync.retry"),
+            ("[sync]\nproducts = [\" \"]\n", "sync.products"),
+            (
+                "[upstream]\nkind = \"parent\"\naddress = \"cen.example\"\n",
+                "upstream.address",
+            ),
+            ("[upstream]\nkind = \"parent\"\n", "upstream.address"),
+            ("[upstream]\nkind = \"mirror\"\n", "upstream.kind"),
+        ];
+        for (text, key) in cases {
+            let (_dir, path) = write(text);
+            let error = NodeConfig::load(Some(&path), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with(key), "{text:?}: {error}");
+        }
+        let (_dir, path) = write("[upstream]\nkind = \"parent\"\naddress = \"cen.example:8530\"\n");
+        let child = NodeConfig::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(
+            child.upstream,
+            UpstreamConfig::Parent("cen.example:8530".into())
+        );
+        let both = Overrides {
+            upstream_dir: Some("/srv/catalog".into()),
+            parent: Some("cen.example:8530".into()),
+            ..Overrides::default()
+        };
+        let error = NodeConfig::load(None, &both).unwrap_err().to_string();
+        assert!(error.contains("give one"), "{error}");
     }
 }

@@ -5,6 +5,9 @@
 //!   with revisions, a latest-revision index, a category index, a change log and an
 //!   incrementally maintained catalog digest.
 //! - [`upstream`]: where a top site's update server syncs from (a catalog directory).
+//! - [`replication`]: the child side of site-database replication: follows the parent's
+//!   `SiteReplication` stream into the site database, batch by batch, with no gap and no
+//!   duplicate across restarts.
 //! - [`sync`]: the sync manager, its schedule and its status messages.
 //! - [`allocator`]: the allocator settings the binary starts with.
 //! - [`clock`]: the time seam, so 60-minute retries and 7-day schedules test instantly.
@@ -22,6 +25,7 @@ pub mod clock;
 pub mod config;
 pub mod node;
 pub mod policy;
+pub mod replication;
 pub mod server;
 pub mod service;
 pub mod startup;

@@ -40,6 +40,9 @@ struct Args {
     /// Sync from this directory of update XML documents instead of the sample catalog.
     #[arg(long, env = "SITESYNC_UPSTREAM_DIR")]
     upstream_dir: Option<PathBuf>,
+    /// Run as a child site of the node at this address (host:port).
+    #[arg(long, env = "SITESYNC_PARENT")]
+    parent: Option<String>,
     /// The storage engine's page cache in MiB (default 32).
     #[arg(long, env = "SITESYNC_CACHE_MIB")]
     cache_mib: Option<u64>,
@@ -74,6 +77,7 @@ async fn run() -> anyhow::Result<()> {
         data_dir: args.data_dir,
         listen: args.listen,
         upstream_dir: args.upstream_dir,
+        parent: args.parent,
         cache_mib: args.cache_mib,
     };
     let mut config = NodeConfig::load(args.config.as_deref(), &overrides)?;

@@ -12,6 +12,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::service::admin::AdminService;
 use crate::service::client_policy::ClientPolicyService;
+use crate::service::site_replication::SiteReplicationService;
 use crate::service::update_server::UpdateServerService;
 use crate::startup::Started;
 
@@ -36,6 +37,9 @@ pub async fn serve(
         .set_serving::<v1::update_server_server::UpdateServerServer<UpdateServerService>>()
         .await;
     health_reporter
+        .set_serving::<v1::site_replication_server::SiteReplicationServer<SiteReplicationService>>()
+        .await;
+    health_reporter
         .set_serving::<v1::admin_server::AdminServer<AdminService>>()
         .await;
     health_reporter
@@ -51,6 +55,11 @@ pub async fn serve(
         v1::update_server_server::UpdateServerServer::new(UpdateServerService::new(node.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let site_replication = v1::site_replication_server::SiteReplicationServer::new(
+        SiteReplicationService::new(node.clone()),
+    )
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin = v1::admin_server::AdminServer::new(AdminService::new(node.clone(), sync.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -61,6 +70,7 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(update_server)
+        .add_service(site_replication)
         .add_service(admin)
         .add_service(client_policy)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)

@@ -11,7 +11,7 @@ use crate::config::{NodeConfig, UpstreamConfig};
 use crate::node::NodeState;
 use crate::policy::PolicyStore;
 use crate::store::{NodeDatabase, StoreError};
-use crate::sync::manager::{SyncError, SyncManager};
+use crate::sync::manager::{ParentLink, SyncError, SyncManager, UpstreamSource};
 use crate::sync::status::{StatusError, StatusLog};
 use crate::upstream::{DirectoryUpstream, UpstreamError};
 
@@ -54,27 +54,30 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         path: config.data_dir.clone(),
         source,
     })?;
-    let upstream_dir = match &config.upstream {
+    let settings = config
+        .sync
+        .settings()
+        .map_err(|(key, reason)| StartError::Settings { key, reason })?;
+    let database = NodeDatabase::open(&config.data_dir.join("db"), config.cache_bytes)?;
+    let open_directory = |dir: PathBuf| -> Result<UpstreamSource, StartError> {
+        Ok(UpstreamSource::Directory(DirectoryUpstream::open(
+            dir,
+            database.space("upstream")?,
+            ParseLimits::default(),
+        )?))
+    };
+    let upstream = match &config.upstream {
+        UpstreamConfig::Parent(address) => UpstreamSource::Parent(ParentLink::new(address)?),
+        UpstreamConfig::Directory(dir) => open_directory(dir.clone())?,
         UpstreamConfig::Sample => {
             let dir = config.data_dir.join("sample-catalog");
             sitesync_metadata::sample::write_to(&dir).map_err(|source| StartError::Sample {
                 path: dir.clone(),
                 source,
             })?;
-            dir
+            open_directory(dir)?
         }
-        UpstreamConfig::Directory(dir) => dir.clone(),
     };
-    let settings = config
-        .sync
-        .settings()
-        .map_err(|(key, reason)| StartError::Settings { key, reason })?;
-    let database = NodeDatabase::open(&config.data_dir.join("db"), config.cache_bytes)?;
-    let upstream = DirectoryUpstream::open(
-        upstream_dir,
-        database.space("upstream")?,
-        ParseLimits::default(),
-    )?;
     let status = StatusLog::open(database.space("status-messages")?)?;
     let policy = PolicyStore::new(database.space("client-policy")?);
     let sync_space = database.space("sync-manager")?;

@@ -118,6 +118,7 @@ impl From<SyncError> for Status {
     fn from(error: SyncError) -> Self {
         match error {
             SyncError::SettingsConflict { .. } => Status::aborted(error.to_string()),
+            SyncError::ManualAtChild => Status::failed_precondition(error.to_string()),
             SyncError::Settings(_) => Status::invalid_argument(error.to_string()),
             SyncError::Store(e) => e.into(),
             other => Status::internal(other.to_string()),

@@ -3,11 +3,14 @@
 //!
 //! - [`update_server`]: `sitesync.v1.UpdateServer`, the node's update-server store served
 //!   to downstream nodes.
+//! - [`site_replication`]: `sitesync.v1.SiteReplication`, the node's site database
+//!   streamed to child sites, batches made by the same producer as `update_server`'s.
 //! - [`admin`]: `sitesync.v1.Admin`, the operator's surface.
 //! - [`client_policy`]: `sitesync.v1.ClientPolicy`, what clients fetch (S8).
 
 pub mod admin;
 pub mod client_policy;
+pub mod site_replication;
 pub mod update_server;
 
 use sitesync_proto::v1;

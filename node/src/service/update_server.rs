@@ -3,6 +3,9 @@
 //! A `GetChanges` stream is produced on a blocking task (store reads are synchronous) into a
 //! bounded channel: a slow reader fills the channel and the producer waits, so memory stays
 //! at a couple of batches whatever the reader's speed.
+//!
+//! The batches themselves come from `BatchProducer`, which `SiteReplication` shares (see
+//! [`super::site_replication`]): one rule for snapshot parts, log parts and their anchors.
 
 use std::sync::Arc;
 
@@ -15,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use super::{anchor, log_id_text};
 use crate::node::NodeState;
-use crate::store::{CatalogStore, ChangeKind, LoggedChange, StoreState};
+use crate::store::{CatalogStore, ChangeKind, LoggedChange, StoreError, StoreState};
 
 /// Batches the producer may run ahead of the reader.
 const STREAM_BUFFER: usize = 2;
@@ -149,9 +152,9 @@ impl v1::update_server_server::UpdateServer for UpdateServerService {
     }
 }
 
-/// Where a `GetChanges` stream starts and ends.
+/// Where a change stream starts (and, for `GetChanges`, ends).
 #[derive(Debug, Clone)]
-struct ChangesStart {
+pub(crate) struct ChangesStart {
     /// The anchor the reader sent: the first batch starts from exactly it.
     since: Option<v1::Anchor>,
     log_id: [u8; 16],
@@ -163,12 +166,14 @@ struct ChangesStart {
     /// resumed snapshot keeps the position it started with, or changes made between the two
     /// streams to revisions it already installed would be missed.
     snapshot_as_of: u64,
-    /// The store's state when the call started: the stream ends at its position.
+    /// The store's state when the call started: a `GetChanges` stream ends at its position.
     target: StoreState,
 }
 
 impl ChangesStart {
-    fn of(since: Option<v1::Anchor>, state: &StoreState) -> Result<Self, Status> {
+    /// Checks the reader's anchor against the store's `state` and decides between the log
+    /// tail and a (possibly resumed) snapshot.
+    pub(crate) fn of(since: Option<v1::Anchor>, state: &StoreState) -> Result<Self, Status> {
         let ours = log_id_text(state.log_id);
         let mut start = Self {
             since: since.clone(),
@@ -239,7 +244,7 @@ fn stream_changes(
     sender: &ChangesSender,
 ) -> Result<(), StreamError> {
     let target = start.target.last_sequence;
-    let snapshot = start.tail_from.is_none();
+    let mut producer = BatchProducer::new(&start, max_batch);
     let estimated = match start.tail_from {
         Some(from) => target - from,
         None => start.target.revisions,
@@ -248,18 +253,85 @@ fn stream_changes(
         sender,
         get_changes_response::Kind::Plan(v1::ChangesPlan {
             target: Some(anchor(start.log_id, target)),
-            snapshot,
+            snapshot: producer.snapshot_pending(),
             estimated_changes: estimated,
         }),
     )?;
-    // Where the reader stands: each batch starts from it and moves it.
-    let mut reader = start.since.clone();
-    let mut position = match start.tail_from {
-        Some(from) => from,
-        None => stream_snapshot(store, &start, max_batch, &mut reader, sender)?,
-    };
-    // The tail: every record after `position` up to the target.
-    while position < target {
+    while let Some(batch) = producer.next_batch(store, target)? {
+        send(sender, get_changes_response::Kind::Batch(batch))?;
+    }
+    Ok(())
+}
+
+/// Produces the batches of one change stream, one at a time: the snapshot parts a reader
+/// needs (if any), then the log tail. Each batch starts where the previous one left the
+/// reader, so a stream built from it keeps the contract's continuity rule. It holds no
+/// store, so it can move between blocking tasks while a stream waits for its reader.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchProducer {
+    log_id: [u8; 16],
+    max_batch: usize,
+    /// Where the reader stands once it has applied every batch produced so far.
+    reader: Option<v1::Anchor>,
+    phase: Phase,
+}
+
+/// What the next batch of a [`BatchProducer`] is.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// A snapshot part covering the revisions after `after`, as of `as_of`.
+    Snapshot {
+        as_of: u64,
+        after: Option<RevisionId>,
+    },
+    /// Log records after `position`.
+    Tail { position: u64 },
+}
+
+impl BatchProducer {
+    pub(crate) fn new(start: &ChangesStart, max_batch: usize) -> Self {
+        Self {
+            log_id: start.log_id,
+            max_batch,
+            reader: start.since.clone(),
+            phase: match start.tail_from {
+                Some(position) => Phase::Tail { position },
+                None => Phase::Snapshot {
+                    as_of: start.snapshot_as_of,
+                    after: start.snapshot_after,
+                },
+            },
+        }
+    }
+
+    /// Whether a snapshot part is still to come.
+    pub(crate) fn snapshot_pending(&self) -> bool {
+        matches!(self.phase, Phase::Snapshot { .. })
+    }
+
+    /// The next batch, or `None` once the reader has reached `target` (a log position) and
+    /// the snapshot, if any, is complete.
+    pub(crate) fn next_batch(
+        &mut self,
+        store: &CatalogStore,
+        target: u64,
+    ) -> Result<Option<v1::ChangeBatch>, StoreError> {
+        match self.phase {
+            Phase::Snapshot { as_of, after } => self.snapshot_part(store, as_of, after).map(Some),
+            Phase::Tail { position } if position < target => {
+                self.log_part(store, position, target).map(Some)
+            }
+            Phase::Tail { .. } => Ok(None),
+        }
+    }
+
+    /// The records after `position` up to `target`, as many as fit in a batch.
+    fn log_part(
+        &mut self,
+        store: &CatalogStore,
+        position: u64,
+        target: u64,
+    ) -> Result<v1::ChangeBatch, StoreError> {
         let mut changes = Vec::new();
         let mut bytes = 0;
         let mut last = position;
@@ -274,7 +346,7 @@ fn stream_changes(
                 }
                 if let Some(change) = wire_change(store, record)? {
                     let size = change_size(&change);
-                    if bytes + size > max_batch && !changes.is_empty() {
+                    if bytes + size > self.max_batch && !changes.is_empty() {
                         break 'fill;
                     }
                     bytes += size;
@@ -283,32 +355,23 @@ fn stream_changes(
                 last = record.sequence;
             }
         }
-        send(
-            sender,
-            get_changes_response::Kind::Batch(v1::ChangeBatch {
-                from: reader.take(),
-                body: Some(v1::change_batch::Body::Log(v1::ChangeLogPart { changes })),
-                resume_anchor: Some(anchor(start.log_id, last)),
-            }),
-        )?;
-        reader = Some(anchor(start.log_id, last));
-        position = last;
+        let resume = anchor(self.log_id, last);
+        self.phase = Phase::Tail { position: last };
+        Ok(v1::ChangeBatch {
+            from: self.reader.replace(resume.clone()),
+            body: Some(v1::change_batch::Body::Log(v1::ChangeLogPart { changes })),
+            resume_anchor: Some(resume),
+        })
     }
-    Ok(())
-}
 
-/// Sends the whole catalog in snapshot order; returns the log position the tail continues
-/// from.
-fn stream_snapshot(
-    store: &CatalogStore,
-    start: &ChangesStart,
-    max_batch: usize,
-    reader: &mut Option<v1::Anchor>,
-    sender: &ChangesSender,
-) -> Result<u64, StreamError> {
-    let as_of = start.snapshot_as_of;
-    let mut after = start.snapshot_after;
-    loop {
+    /// The next part of the catalog in snapshot order; the last part moves the producer to
+    /// the log tail after `as_of`.
+    fn snapshot_part(
+        &mut self,
+        store: &CatalogStore,
+        as_of: u64,
+        after: Option<RevisionId>,
+    ) -> Result<v1::ChangeBatch, StoreError> {
         let ids = store.revisions_after(after, LOG_PAGE)?;
         let mut revisions = Vec::new();
         let mut bytes = 0;
@@ -318,7 +381,7 @@ fn stream_snapshot(
                 // Deleted since the page was read; the tail's deletion covers it.
                 continue;
             };
-            if bytes + document.len() > max_batch && !revisions.is_empty() {
+            if bytes + document.len() > self.max_batch && !revisions.is_empty() {
                 break;
             }
             bytes += document.len();
@@ -330,36 +393,27 @@ fn stream_snapshot(
         }
         // The last part names no `through`: it completes the snapshot.
         let done = store.revisions_after(through, 1)?.is_empty();
-        let resume = if done {
-            anchor(start.log_id, as_of)
-        } else {
-            snapshot_anchor(start, as_of, through)
-        };
-        send(
-            sender,
-            get_changes_response::Kind::Batch(v1::ChangeBatch {
-                from: reader.take(),
-                body: Some(v1::change_batch::Body::Snapshot(v1::SnapshotPart {
-                    as_of_sequence: as_of,
-                    after: after.map(Into::into),
-                    through: if done { None } else { through.map(Into::into) },
-                    revisions,
-                })),
-                resume_anchor: Some(resume.clone()),
-            }),
-        )?;
-        *reader = Some(resume);
+        let mut resume = anchor(self.log_id, as_of);
         if done {
-            return Ok(as_of);
+            self.phase = Phase::Tail { position: as_of };
+        } else {
+            resume.snapshot_through = through.map(Into::into);
+            self.phase = Phase::Snapshot {
+                as_of,
+                after: through,
+            };
         }
-        after = through;
+        Ok(v1::ChangeBatch {
+            from: self.reader.replace(resume.clone()),
+            body: Some(v1::change_batch::Body::Snapshot(v1::SnapshotPart {
+                as_of_sequence: as_of,
+                after: after.map(Into::into),
+                through: if done { None } else { through.map(Into::into) },
+                revisions,
+            })),
+            resume_anchor: Some(resume),
+        })
     }
-}
-
-fn snapshot_anchor(start: &ChangesStart, as_of: u64, through: Option<RevisionId>) -> v1::Anchor {
-    let mut anchor = anchor(start.log_id, as_of);
-    anchor.snapshot_through = through.map(Into::into);
-    anchor
 }
 
 /// The wire form of one log record, or `None` when a later record supersedes it (its
@@ -367,7 +421,7 @@ fn snapshot_anchor(start: &ChangesStart, as_of: u64, through: Option<RevisionId>
 fn wire_change(
     store: &CatalogStore,
     record: LoggedChange,
-) -> Result<Option<v1::CatalogChange>, StreamError> {
+) -> Result<Option<v1::CatalogChange>, StoreError> {
     let payload = match record.kind {
         ChangeKind::Deleted => v1::catalog_change::Payload::Deleted(record.revision.into()),
         ChangeKind::New | ChangeKind::Changed | ChangeKind::Expired => {

@@ -159,6 +159,37 @@ pub enum Disposition {
     Queued(u64),
 }
 
+/// Where the node's update server syncs from.
+#[derive(Debug)]
+pub enum UpstreamSource {
+    /// A top site: a catalog directory.
+    Directory(DirectoryUpstream),
+    /// A child site: the parent site's node.
+    Parent(ParentLink),
+}
+
+/// A child's connection to its parent. The channel connects lazily and reconnects by
+/// itself, so a parent that is down at start costs nothing but failed syncs until it is back.
+#[derive(Debug, Clone)]
+pub struct ParentLink {
+    /// `host:port`, for messages.
+    pub address: String,
+    pub channel: tonic::transport::Channel,
+}
+
+impl ParentLink {
+    pub fn new(address: &str) -> Result<Self, SyncError> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| SyncError::Settings(format!("the parent address `{address}`: {e}")))?
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .connect_lazy();
+        Ok(Self {
+            address: address.to_owned(),
+            channel,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error(transparent)]
@@ -175,6 +206,20 @@ pub enum SyncError {
     SettingsConflict { current: u64, expected: u64 },
     #[error("the sync task stopped unexpectedly: {0}")]
     Task(String),
+    #[error("syncing from the parent site {parent}: {source}")]
+    Parent {
+        parent: String,
+        source: crate::upstream::parent::PullError,
+    },
+    #[error("replicating the site database from the parent site {parent}: {source}")]
+    Replication {
+        parent: String,
+        source: crate::replication::ReplicationError,
+    },
+    #[error(
+        "a manual sync is refused at a child site: child sites always run a full sync (S5), when their parent asks for one"
+    )]
+    ManualAtChild,
 }
 
 /// The handle services and the node hold. Cheap to clone.
@@ -187,7 +232,7 @@ pub struct SyncManager {
 struct Inner {
     node: Arc<NodeState>,
     clock: Arc<dyn Clock>,
-    upstream: DirectoryUpstream,
+    upstream: UpstreamSource,
     status: StatusLog,
     policy: PolicyStore,
     /// The manager's own durable state (settings, last run, in-progress marker).
@@ -209,7 +254,7 @@ impl SyncManager {
     pub fn start(
         node: Arc<NodeState>,
         clock: Arc<dyn Clock>,
-        upstream: DirectoryUpstream,
+        upstream: UpstreamSource,
         status: StatusLog,
         policy: PolicyStore,
         space: Box<dyn Backend>,
@@ -296,6 +341,9 @@ impl SyncManager {
     /// the running one; an identical request already waiting is not queued twice.
     pub fn request(&self, kind: SyncKind, trigger: SyncTrigger) -> Result<Disposition, SyncError> {
         let inner = &self.inner;
+        if kind == SyncKind::Manual && matches!(inner.upstream, UpstreamSource::Parent(_)) {
+            return Err(SyncError::ManualAtChild);
+        }
         let mut queue = inner.queue.lock().unwrap_or_else(|p| p.into_inner());
         // A manual sync right after a settings change would leave the stores half-filtered:
         // it runs as a full sync instead.
@@ -511,28 +559,54 @@ impl SyncManager {
 
         run.phase = SyncPhase::UpdateServer;
         self.publish(run);
+        let upstream_text = match &inner.upstream {
+            UpstreamSource::Directory(directory) => {
+                format!("the catalog directory {}", directory.dir().display())
+            }
+            UpstreamSource::Parent(parent) => {
+                format!("the parent site's update server at {}", parent.address)
+            }
+        };
         self.message(
             StatusMessageId::SyncingUpdateServer,
             run.id,
-            format!(
-                "Synchronizing the update server with its upstream, the catalog directory {}.",
-                inner.upstream.dir().display()
-            ),
+            format!("Synchronizing the update server with its upstream, {upstream_text}."),
             BTreeMap::new(),
         );
-        self.sync_update_server(run, &settings)?;
+        match &inner.upstream {
+            UpstreamSource::Directory(directory) => {
+                self.sync_update_server(run, directory, &settings)?
+            }
+            UpstreamSource::Parent(parent) => self.pull_from_parent(run, parent)?,
+        }
         put(&*inner.space, KEY_SYNCED_SELECTION, &settings.revision)?;
 
         run.phase = SyncPhase::SiteDatabase;
         run.progress = (0, 0);
         self.publish(run);
-        self.message(
-            StatusMessageId::SyncingSiteDatabase,
-            run.id,
-            "Synchronizing the site database with the update server.".to_owned(),
-            BTreeMap::new(),
-        );
-        self.sync_site_database(run)?;
+        match &inner.upstream {
+            UpstreamSource::Directory(_) => {
+                self.message(
+                    StatusMessageId::SyncingSiteDatabase,
+                    run.id,
+                    "Synchronizing the site database with the update server.".to_owned(),
+                    BTreeMap::new(),
+                );
+                self.sync_site_database(run)?;
+            }
+            UpstreamSource::Parent(parent) => {
+                self.message(
+                    StatusMessageId::SyncingSiteDatabase,
+                    run.id,
+                    format!(
+                        "Synchronizing the site database by replication from the parent site at {}.",
+                        parent.address
+                    ),
+                    BTreeMap::new(),
+                );
+                self.replicate_from_parent(run, parent)?;
+            }
+        }
 
         let update_server = inner.node.database.update_server().state();
         inner.policy.publish(
@@ -547,14 +621,93 @@ impl SyncManager {
     }
 
     /// Phase 1 (see the module documentation).
+    /// Phase 1 at a child site: the parent's update server, pulled until the digests match.
+    fn pull_from_parent(&self, run: &mut SyncRun, parent: &ParentLink) -> Result<(), SyncError> {
+        use sitesync_proto::v1::update_server_client::UpdateServerClient;
+        let store = self.inner.node.database.update_server();
+        let mut client = UpdateServerClient::new(parent.channel.clone())
+            .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
+        let limits = sitesync_metadata::ParseLimits::default();
+        // The sync runs on the blocking pool; the pull is asynchronous network work.
+        let outcome = tokio::runtime::Handle::current()
+            .block_on(crate::upstream::parent::pull(
+                &mut client,
+                store,
+                &limits,
+                |o| {
+                    run.progress = (o.batches, 0);
+                    self.publish(run);
+                },
+            ))
+            .map_err(|source| SyncError::Parent {
+                parent: parent.address.clone(),
+                source,
+            })?;
+        let c = &mut run.counts.update_server;
+        c.new += outcome.new;
+        c.changed += outcome.changed;
+        c.expired += outcome.expired;
+        c.deleted += outcome.deleted;
+        run.counts.bytes_received += outcome.bytes_received;
+        info!(sync_id = run.id, parent = %parent.address, batches = outcome.batches, digest = %outcome.digest, "update server synced from the parent");
+        Ok(())
+    }
+
+    /// Phase 2 at a child site: the parent's site database, replicated up to the parent's
+    /// position when the stream opened, with the digests checked there.
+    fn replicate_from_parent(
+        &self,
+        run: &mut SyncRun,
+        parent: &ParentLink,
+    ) -> Result<(), SyncError> {
+        use crate::replication::{ReplicationLimits, ReplicationTarget, replicate_until};
+        use sitesync_proto::v1::site_replication_client::SiteReplicationClient;
+        let site = self.inner.node.database.site_database();
+        let mut client = SiteReplicationClient::new(parent.channel.clone())
+            .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
+        let site_code = self.inner.node.config.site_code.to_string();
+        let outcome = tokio::runtime::Handle::current()
+            .block_on(replicate_until(
+                &mut client,
+                site,
+                &site_code,
+                ReplicationTarget::ParentPosition,
+                &ReplicationLimits::default(),
+                |o| {
+                    run.progress = (o.changes.batches, 0);
+                    self.publish(run);
+                    std::ops::ControlFlow::Continue(())
+                },
+            ))
+            .map_err(|source| SyncError::Replication {
+                parent: parent.address.clone(),
+                source,
+            })?;
+        let c = &mut run.counts.site_database;
+        c.new += outcome.changes.new;
+        c.changed += outcome.changes.changed;
+        c.expired += outcome.changes.expired;
+        c.deleted += outcome.changes.deleted;
+        info!(
+            sync_id = run.id,
+            parent = %parent.address,
+            batches = outcome.changes.batches,
+            digest = %site.digest(),
+            "site database replicated from the parent"
+        );
+        Ok(())
+    }
+
     fn sync_update_server(
         &self,
         run: &mut SyncRun,
+        upstream: &DirectoryUpstream,
         settings: &SyncSettings,
     ) -> Result<(), SyncError> {
         let inner = &self.inner;
         let clock = std::time::Instant::now();
-        let report = inner.upstream.scan(&mut |p: ScanProgress| {
+        let report = upstream.scan(&mut |p: ScanProgress| {
             run.progress = (p.read as u64, p.to_read as u64);
         })?;
         info!(
@@ -574,7 +727,7 @@ impl SyncManager {
         // the selection needs of every other revision; then which updates are wanted.
         let mut categories = Vec::new();
         let mut candidates = Vec::new();
-        for revision in inner.upstream.revisions() {
+        for revision in upstream.revisions() {
             let revision = revision?;
             if revision.update_type == UpdateType::Category {
                 categories.push(revision);
@@ -596,17 +749,17 @@ impl SyncManager {
         self.publish(run);
         let mut held = HeldCursor::new(store);
         let mut batch = Batch::default();
-        let mut upstream = inner.upstream.revisions().peekable();
+        let mut offered_revisions = upstream.revisions().peekable();
         let mut walked = 0u64;
-        while let Some(first) = upstream.next() {
+        while let Some(first) = offered_revisions.next() {
             let first = first?;
             let update = first.id.update_id;
             let mut offered = vec![first];
-            while let Some(Ok(next)) = upstream.peek() {
+            while let Some(Ok(next)) = offered_revisions.peek() {
                 if next.id.update_id != update {
                     break;
                 }
-                if let Some(Ok(next)) = upstream.next() {
+                if let Some(Ok(next)) = offered_revisions.next() {
                     offered.push(next);
                 }
             }
@@ -629,7 +782,7 @@ impl SyncManager {
                     if already {
                         continue;
                     }
-                    match inner.upstream.update_revision(revision.id) {
+                    match upstream.update_revision(revision.id) {
                         Ok(parsed) => {
                             let size = parsed.document.len();
                             run.counts.bytes_received += size as u64;

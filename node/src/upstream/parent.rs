@@ -5,7 +5,9 @@
 //! gap-and-duplicate check of the contract); its changes are parsed and checked (a document
 //! must be filed under its own identity), then applied to the store in one atomic write
 //! *together with the new anchor*, and flushed. A crash at any point therefore resumes at a
-//! batch boundary, and a batch is never applied twice.
+//! batch boundary, and a batch is never applied twice. The same checks and the same atomic
+//! apply (`apply_batch`) serve site-database replication ([`crate::replication`]), under
+//! its own anchor key.
 //!
 //! A child whose anchor is on another log (the parent's store was recreated), or further
 //! behind than the parent retains, receives a snapshot: the catalog in (update id,
@@ -43,7 +45,8 @@ pub struct ParentAnchor {
 }
 
 impl ParentAnchor {
-    fn to_wire(self) -> v1::Anchor {
+    /// The contract's wire form of this position.
+    pub fn to_wire(self) -> v1::Anchor {
         v1::Anchor {
             log_id: uuid::Uuid::from_bytes(self.log_id).hyphenated().to_string(),
             sequence: self.sequence,
@@ -51,7 +54,7 @@ impl ParentAnchor {
         }
     }
 
-    fn from_wire(wire: v1::Anchor) -> Result<Self, PullError> {
+    pub(crate) fn from_wire(wire: v1::Anchor) -> Result<Self, PullError> {
         let log_id = uuid::Uuid::parse_str(&wire.log_id).map_err(|_| {
             PullError::Protocol(format!(
                 "an anchor names log `{}`, which is not a log id",
@@ -114,8 +117,16 @@ impl PullOutcome {
 
 /// The anchor the store holds, if any.
 pub fn stored_anchor(store: &CatalogStore) -> Result<Option<ParentAnchor>, StoreError> {
+    stored_anchor_at(store, ANCHOR_KEY)
+}
+
+/// The anchor the store holds under metadata key `key`, if any.
+pub(crate) fn stored_anchor_at(
+    store: &CatalogStore,
+    key: &str,
+) -> Result<Option<ParentAnchor>, StoreError> {
     store
-        .metadata(ANCHOR_KEY)?
+        .metadata(key)?
         .map(|bytes| {
             postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
                 what: format!("the parent anchor does not decode: {e}"),
@@ -166,27 +177,7 @@ async fn pull_once(
                 outcome.snapshot |= plan.snapshot;
             }
             Some(get_changes_response::Kind::Batch(batch)) if planned => {
-                let from = batch.from.map(ParentAnchor::from_wire).transpose()?;
-                if from != position {
-                    return Err(PullError::Protocol(format!(
-                        "a batch starts at {from:?} but this store stands at {position:?}: a gap or a repeat"
-                    )));
-                }
-                let resume = ParentAnchor::from_wire(batch.resume_anchor.ok_or_else(|| {
-                    PullError::Invalid(ConversionError::missing("batch.resume_anchor"))
-                })?)?;
-                let changes = match batch.body {
-                    Some(v1::change_batch::Body::Log(log)) => log_changes(log, limits, outcome)?,
-                    Some(v1::change_batch::Body::Snapshot(part)) => {
-                        snapshot_changes(store, part, limits, outcome)?
-                    }
-                    None => return Err(PullError::Invalid(ConversionError::missing("batch.body"))),
-                };
-                let anchor = postcard::to_allocvec(&resume)
-                    .expect("postcard serializes plain structs into a Vec");
-                let applied = store.apply(changes, &[(ANCHOR_KEY, anchor)])?;
-                outcome.add(&applied);
-                outcome.batches += 1;
+                let resume = apply_batch(store, ANCHOR_KEY, position, batch, limits, outcome)?;
                 position = Some(resume);
                 progress(outcome);
             }
@@ -213,6 +204,44 @@ async fn pull_once(
         "the stream ended without completion; the next pull resumes from the last batch applied"
             .into(),
     ))
+}
+
+/// Applies one batch of a change stream to `store`, atomically with its resume anchor
+/// under metadata key `anchor_key`, after checking that it starts exactly at `position`
+/// (the gap-and-duplicate check). Returns the new position.
+pub(crate) fn apply_batch(
+    store: &CatalogStore,
+    anchor_key: &str,
+    position: Option<ParentAnchor>,
+    batch: v1::ChangeBatch,
+    limits: &ParseLimits,
+    outcome: &mut PullOutcome,
+) -> Result<ParentAnchor, PullError> {
+    let from = batch.from.map(ParentAnchor::from_wire).transpose()?;
+    if from != position {
+        return Err(PullError::Protocol(format!(
+            "a batch starts at {from:?} but this store stands at {position:?}: a gap or a repeat"
+        )));
+    }
+    let resume = ParentAnchor::from_wire(
+        batch
+            .resume_anchor
+            .ok_or_else(|| PullError::Invalid(ConversionError::missing("batch.resume_anchor")))?,
+    )?;
+    let changes = match batch.body {
+        Some(v1::change_batch::Body::Log(log)) => log_changes(log, limits, outcome)?,
+        Some(v1::change_batch::Body::Snapshot(part)) => {
+            outcome.snapshot = true;
+            snapshot_changes(store, part, limits, outcome)?
+        }
+        None => return Err(PullError::Invalid(ConversionError::missing("batch.body"))),
+    };
+    let anchor =
+        postcard::to_allocvec(&resume).expect("postcard serializes plain structs into a Vec");
+    let applied = store.apply(changes, &[(anchor_key, anchor)])?;
+    outcome.add(&applied);
+    outcome.batches += 1;
+    Ok(resume)
 }
 
 fn parsed(

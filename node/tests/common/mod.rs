@@ -31,6 +31,35 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node whose upstream is `catalog`; the first scheduled sync runs at once.
     pub async fn start(catalog: &Path, config_toml: &str) -> Self {
+        Self::start_with(
+            Overrides {
+                upstream_dir: Some(catalog.to_owned()),
+                ..Overrides::default()
+            },
+            config_toml,
+        )
+        .await
+    }
+
+    /// A child site of the node listening at `parent`.
+    pub async fn start_child(parent: &str, site_code: &str) -> Self {
+        Self::start_with(
+            Overrides {
+                parent: Some(parent.to_owned()),
+                site_code: Some(site_code.to_owned()),
+                ..Overrides::default()
+            },
+            "",
+        )
+        .await
+    }
+
+    /// Where this node listens.
+    pub fn address(&self) -> String {
+        self.started.node.config.listen.to_string()
+    }
+
+    async fn start_with(overrides: Overrides, config_toml: &str) -> Self {
         let data = tempfile::tempdir().unwrap();
         let config_path = data.path().join("node.toml");
         std::fs::write(&config_path, config_toml).unwrap();
@@ -38,10 +67,9 @@ impl TestNode {
             Some(&config_path),
             &Overrides {
                 data_dir: Some(data.path().join("data")),
-                upstream_dir: Some(catalog.to_owned()),
                 listen: Some("127.0.0.1:0".into()),
                 cache_mib: Some(16),
-                ..Overrides::default()
+                ..overrides
             },
         )
         .unwrap();
