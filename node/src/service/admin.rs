@@ -445,7 +445,7 @@ impl v1::admin_server::Admin for AdminService {
         request: Request<v1::GetUpdateRequest>,
     ) -> Result<Response<v1::GetUpdateResponse>, Status> {
         let request = request.into_inner();
-        let (store, slot) = self.store(request.store)?;
+        let (store, _) = self.store(request.store)?;
         let update = UpdateId::try_from(
             request
                 .update_id
@@ -480,7 +480,6 @@ impl v1::admin_server::Admin for AdminService {
                         .map(|s| v1::UpdateId::from(s.id.update_id)),
                 );
             }
-            let _ = slot;
             by
         };
         let categories = revision

@@ -5,6 +5,7 @@
 //! Both of a node's stores (the update-server store and the site database) are catalog
 //! stores; they differ in who writes to them, not in how they keep data.
 
+use super::keys::successor;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, RwLock};
 
@@ -984,12 +985,6 @@ fn walk(
             None => return Ok(()),
         }
     }
-}
-
-/// The smallest key greater than `key`.
-fn successor(mut key: Vec<u8>) -> Vec<u8> {
-    key.push(0);
-    key
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {

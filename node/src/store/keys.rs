@@ -84,6 +84,12 @@ pub fn meta(name: &str) -> Vec<u8> {
     key
 }
 
+/// The smallest key greater than `key`: where a scan continues after it.
+pub fn successor(mut key: Vec<u8>) -> Vec<u8> {
+    key.push(0);
+    key
+}
+
 /// The update id stored at `offset` in a key or value, if it is long enough.
 pub fn update_id_at(bytes: &[u8], offset: usize) -> Option<UpdateId> {
     let id: [u8; 16] = bytes.get(offset..offset + 16)?.try_into().ok()?;

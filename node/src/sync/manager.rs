@@ -100,6 +100,14 @@ pub struct PhaseCounts {
 }
 
 impl PhaseCounts {
+    /// Adds what a pull or a replication from the parent changed.
+    fn add_pulled(&mut self, outcome: &crate::upstream::parent::PullOutcome) {
+        self.new += outcome.new;
+        self.changed += outcome.changed;
+        self.expired += outcome.expired;
+        self.deleted += outcome.deleted;
+    }
+
     fn add(&mut self, outcome: &ApplyOutcome) {
         self.new += outcome.new;
         self.changed += outcome.changed;
@@ -643,11 +651,7 @@ impl SyncManager {
                 parent: parent.address.clone(),
                 source,
             })?;
-        let c = &mut run.counts.update_server;
-        c.new += outcome.new;
-        c.changed += outcome.changed;
-        c.expired += outcome.expired;
-        c.deleted += outcome.deleted;
+        run.counts.update_server.add_pulled(&outcome);
         run.counts.bytes_received += outcome.bytes_received;
         info!(sync_id = run.id, parent = %parent.address, batches = outcome.batches, digest = %outcome.digest, "update server synced from the parent");
         Ok(())
@@ -684,11 +688,7 @@ impl SyncManager {
                 parent: parent.address.clone(),
                 source,
             })?;
-        let c = &mut run.counts.site_database;
-        c.new += outcome.changes.new;
-        c.changed += outcome.changes.changed;
-        c.expired += outcome.changes.expired;
-        c.deleted += outcome.changes.deleted;
+        run.counts.site_database.add_pulled(&outcome.changes);
         info!(
             sync_id = run.id,
             parent = %parent.address,

@@ -35,6 +35,7 @@
 //! forwarding (a scan in sequence order). `N` survives pruning, so a site's sequence never
 //! restarts even after all its messages aged out.
 
+use crate::store::keys::successor;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
@@ -968,12 +969,6 @@ impl<'a> TimeKey<'a> {
             sync_id: u64::from_be_bytes(rest[12..20].try_into().ok()?),
         })
     }
-}
-
-/// The smallest key greater than `key`.
-fn successor(mut key: Vec<u8>) -> Vec<u8> {
-    key.push(0);
-    key
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@
 //! - The tracker is a cache of the directory: a layout it does not understand is dropped at
 //!   open and rebuilt by the next scan.
 
+use crate::store::keys::successor;
 use std::fs::{self, File};
 use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
@@ -939,12 +940,6 @@ fn parse_key(key: &[u8]) -> Option<RevisionId> {
         update_id: UpdateId::from_bytes(key.get(1..17)?.try_into().ok()?),
         revision: u32::from_be_bytes(key.get(17..21)?.try_into().ok()?),
     })
-}
-
-/// The smallest key greater than `key`.
-fn successor(mut key: Vec<u8>) -> Vec<u8> {
-    key.push(0);
-    key
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
