@@ -8,6 +8,7 @@
 //! - [`replication`]: the child side of site-database replication: follows the parent's
 //!   `SiteReplication` stream into the site database, batch by batch, with no gap and no
 //!   duplicate across restarts.
+//! - [`hierarchy`]: registered children, received sync requests and the cascade's outbox.
 //! - [`sync`]: the sync manager, its schedule and its status messages.
 //! - [`allocator`]: the allocator settings the binary starts with.
 //! - [`clock`]: the time seam, so 60-minute retries and 7-day schedules test instantly.
@@ -23,6 +24,7 @@
 pub mod allocator;
 pub mod clock;
 pub mod config;
+pub mod hierarchy;
 pub mod node;
 pub mod policy;
 pub mod replication;

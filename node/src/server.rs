@@ -12,6 +12,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::service::admin::AdminService;
 use crate::service::client_policy::ClientPolicyService;
+use crate::service::hierarchy::HierarchyService;
 use crate::service::site_replication::SiteReplicationService;
 use crate::service::update_server::UpdateServerService;
 use crate::startup::Started;
@@ -32,7 +33,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    let Started { node, sync } = started;
+    let Started {
+        node,
+        sync,
+        hierarchy,
+    } = started;
     health_reporter
         .set_serving::<v1::update_server_server::UpdateServerServer<UpdateServerService>>()
         .await;
@@ -44,6 +49,9 @@ pub async fn serve(
         .await;
     health_reporter
         .set_serving::<v1::client_policy_server::ClientPolicyServer<ClientPolicyService>>()
+        .await;
+    health_reporter
+        .set_serving::<v1::hierarchy_server::HierarchyServer<HierarchyService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -63,6 +71,10 @@ pub async fn serve(
     let admin = v1::admin_server::AdminServer::new(AdminService::new(node.clone(), sync.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let hierarchy =
+        v1::hierarchy_server::HierarchyServer::new(HierarchyService::new(hierarchy, sync.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let client_policy =
         v1::client_policy_server::ClientPolicyServer::new(ClientPolicyService::new(node, sync));
 
@@ -73,6 +85,7 @@ pub async fn serve(
         .add_service(site_replication)
         .add_service(admin)
         .add_service(client_policy)
+        .add_service(hierarchy)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

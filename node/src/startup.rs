@@ -8,10 +8,13 @@ use sitesync_metadata::ParseLimits;
 
 use crate::clock::Clock;
 use crate::config::{NodeConfig, UpstreamConfig};
+use crate::hierarchy::{
+    Children, Hierarchy, HierarchyError, Outbox, ReceivedRequests, StatusForwarding,
+};
 use crate::node::NodeState;
 use crate::policy::PolicyStore;
 use crate::store::{NodeDatabase, StoreError};
-use crate::sync::manager::{ParentLink, SyncError, SyncManager, UpstreamSource};
+use crate::sync::manager::{ParentLink, SuccessHook, SyncError, SyncManager, UpstreamSource};
 use crate::sync::status::{StatusError, StatusLog};
 use crate::upstream::{DirectoryUpstream, UpstreamError};
 
@@ -35,6 +38,8 @@ pub enum StartError {
     Upstream(#[from] UpstreamError),
     #[error("cannot start the sync manager: {0}")]
     Sync(#[from] SyncError),
+    #[error("cannot open the hierarchy: {0}")]
+    Hierarchy(#[from] HierarchyError),
     #[error("sync settings in the configuration: {key}: {reason}")]
     Settings { key: &'static str, reason: String },
 }
@@ -44,6 +49,7 @@ pub enum StartError {
 pub struct Started {
     pub node: Arc<NodeState>,
     pub sync: SyncManager,
+    pub hierarchy: Arc<Hierarchy>,
 }
 
 /// Opens everything the configuration names and starts the sync manager on the current
@@ -81,8 +87,28 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
     let status = StatusLog::open(database.space("status-messages")?)?;
     let policy = PolicyStore::new(database.space("client-policy")?);
     let sync_space = database.space("sync-manager")?;
+    let children = Children::new(database.space("children")?);
+    let received = ReceivedRequests::new(database.space("sync-requests")?);
+    let outbox = Outbox::new(database.space("outbox")?);
+    let forwarding = StatusForwarding::new(
+        database.space("status-sites")?,
+        database.space("status-forward")?,
+    );
     let node = Arc::new(NodeState::new(config, database));
-    let sync = SyncManager::start(
+    let hierarchy = Arc::new(Hierarchy::new(
+        node.clone(),
+        clock.clone(),
+        children,
+        received,
+        outbox,
+        forwarding,
+    ));
+    // S10: a successful sync queues one request per child before its 6702 is reported.
+    let cascade = hierarchy.clone();
+    let on_success = SuccessHook(Arc::new(move |run| {
+        cascade.cascade(run).map(drop).map_err(|e| e.to_string())
+    }));
+    let sync = SyncManager::start_with_hook(
         node.clone(),
         clock,
         upstream,
@@ -90,6 +116,12 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         policy,
         sync_space,
         settings,
+        Some(on_success),
     )?;
-    Ok(Started { node, sync })
+    hierarchy.spawn_tasks(sync.clone());
+    Ok(Started {
+        node,
+        sync,
+        hierarchy,
+    })
 }

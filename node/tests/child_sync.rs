@@ -3,7 +3,7 @@
 //! manual syncs are refused at a child.
 
 use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, write_catalog};
-use sitesync_node::sync::manager::SyncResult;
+use sitesync_node::sync::manager::{SyncPhase, SyncResult, SyncTrigger};
 use sitesync_proto::v1;
 
 mod common;
@@ -38,14 +38,48 @@ async fn a_child_site_syncs_its_update_server_from_its_parent() {
     );
     assert_eq!(child.message_ids(1).await, vec![6701, 6704, 6705, 6702]);
 
+    // The child has registered with its parent (it does so in the background at start).
+    while parent
+        .started
+        .hierarchy
+        .children
+        .get("PR1")
+        .unwrap()
+        .is_none()
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
     // The parent syncs changes; the child's next sync brings exactly them.
     CatalogChanges::derive(&spec, 3, 5)
         .apply_to_dir(upstream.path())
         .unwrap();
     let (id, _) = parent.run_sync(v1::SyncKind::Full).await;
     parent.finished(id).await;
-    let (id, _) = child.run_sync(v1::SyncKind::Full).await;
-    let second = child.finished(id).await;
+    // The parent's 6702 sends the child a sync request (S10): the child syncs by itself.
+    let mut watch = child.started.sync.watch();
+    let second = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            let found = watch
+                .borrow_and_update()
+                .recent
+                .iter()
+                .find(|r| r.trigger == SyncTrigger::ParentRequest && r.phase == SyncPhase::Finished)
+                .cloned();
+            if let Some(run) = found {
+                return run;
+            }
+            watch.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the parent's sync request did not start a sync at the child");
+    assert_eq!(
+        second.result,
+        Some(SyncResult::Succeeded),
+        "{:?}",
+        second.failure_reason
+    );
     let c = second.counts.update_server;
     assert_eq!((c.new, c.changed, c.expired, c.deleted), (3, 3, 3, 3));
     assert_eq!(

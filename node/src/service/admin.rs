@@ -700,6 +700,7 @@ fn wire_run(run: &SyncRun) -> v1::SyncRun {
         trigger: match run.trigger {
             SyncTrigger::Schedule => v1::SyncTrigger::Schedule,
             SyncTrigger::Operator => v1::SyncTrigger::Operator,
+            SyncTrigger::ParentRequest => v1::SyncTrigger::ParentRequest,
             SyncTrigger::Retry | SyncTrigger::Restart => v1::SyncTrigger::Retry,
         } as i32,
         phase: phase as i32,

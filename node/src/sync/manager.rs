@@ -73,6 +73,8 @@ pub enum SyncTrigger {
     Retry,
     /// A sync that was running when the node stopped.
     Restart,
+    /// A sync request from the parent site (S2, S10).
+    ParentRequest,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +226,8 @@ pub enum SyncError {
         parent: String,
         source: crate::replication::ReplicationError,
     },
+    #[error("cannot queue the sync requests for the child sites: {0}")]
+    Cascade(String),
     #[error(
         "a manual sync is refused at a child site: child sites always run a full sync (S5), when their parent asks for one"
     )]
@@ -248,6 +252,21 @@ struct Inner {
     queue: Mutex<Queue>,
     wake: Notify,
     view: watch::Sender<ManagerView>,
+    /// Runs after a sync's phases succeeded and before its 6702 (the cascade's outbox).
+    on_success: Option<SuccessHook>,
+}
+
+/// What runs when a sync succeeds, before 6702 is reported; an error fails the sync.
+#[derive(Clone)]
+pub struct SuccessHook(pub Arc<SuccessFn>);
+
+/// The function inside a [`SuccessHook`].
+pub type SuccessFn = dyn Fn(&SyncRun) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for SuccessHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SuccessHook")
+    }
 }
 
 #[derive(Debug, Default)]
@@ -268,6 +287,30 @@ impl SyncManager {
         space: Box<dyn Backend>,
         initial_settings: SyncSettings,
     ) -> Result<Self, SyncError> {
+        Self::start_with_hook(
+            node,
+            clock,
+            upstream,
+            status,
+            policy,
+            space,
+            initial_settings,
+            None,
+        )
+    }
+
+    /// [`SyncManager::start`] with a hook run after each successful sync, before its 6702.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with_hook(
+        node: Arc<NodeState>,
+        clock: Arc<dyn Clock>,
+        upstream: UpstreamSource,
+        status: StatusLog,
+        policy: PolicyStore,
+        space: Box<dyn Backend>,
+        initial_settings: SyncSettings,
+        on_success: Option<SuccessHook>,
+    ) -> Result<Self, SyncError> {
         if space.get(KEY_SETTINGS).map_err(StoreError::from)?.is_none() {
             put(&*space, KEY_SETTINGS, &initial_settings)?;
         }
@@ -281,6 +324,7 @@ impl SyncManager {
             queue: Mutex::default(),
             wake: Notify::new(),
             view: watch::Sender::new(ManagerView::default()),
+            on_success,
         });
         // History only: a record another version wrote is dropped, not a reason to stop.
         let last: Option<SyncRun> = get(&*inner.space, KEY_LAST_RUN).unwrap_or_else(|e| {
@@ -472,12 +516,16 @@ impl SyncManager {
         run.started_at = Some(started);
         run.phase = SyncPhase::Starting;
         self.publish(&run);
-        let outcome = (|| {
+        let outcome = (|| -> Result<(), SyncError> {
             put(&*inner.space, KEY_IN_PROGRESS, &run)?;
             if run.trigger == SyncTrigger::Schedule {
                 put(&*inner.space, KEY_LAST_SCHEDULED, &started)?;
             }
-            self.phases(&mut run)
+            self.phases(&mut run)?;
+            if let Some(hook) = &inner.on_success {
+                (hook.0)(&run).map_err(SyncError::Cascade)?;
+            }
+            Ok(())
         })();
         let finished = inner.clock.now();
         run.finished_at = Some(finished);
@@ -1023,6 +1071,7 @@ fn trigger_text(trigger: SyncTrigger) -> &'static str {
         SyncTrigger::Operator => "requested by an operator",
         SyncTrigger::Retry => "retrying after a failure",
         SyncTrigger::Restart => "redoing the sync interrupted by a restart",
+        SyncTrigger::ParentRequest => "requested by the parent site",
     }
 }
 

@@ -54,12 +54,39 @@ impl TestNode {
         .await
     }
 
+    /// A child site of the node listening at `parent`, serving on `listener` (so a test
+    /// can know, or reuse, the child's address before it starts).
+    pub async fn start_child_on(
+        parent: &str,
+        site_code: &str,
+        listener: tokio::net::TcpListener,
+    ) -> Self {
+        Self::start_on(
+            Overrides {
+                parent: Some(parent.to_owned()),
+                site_code: Some(site_code.to_owned()),
+                ..Overrides::default()
+            },
+            "",
+            Some(listener),
+        )
+        .await
+    }
+
     /// Where this node listens.
     pub fn address(&self) -> String {
         self.started.node.config.listen.to_string()
     }
 
     async fn start_with(overrides: Overrides, config_toml: &str) -> Self {
+        Self::start_on(overrides, config_toml, None).await
+    }
+
+    async fn start_on(
+        overrides: Overrides,
+        config_toml: &str,
+        listener: Option<tokio::net::TcpListener>,
+    ) -> Self {
         let data = tempfile::tempdir().unwrap();
         let config_path = data.path().join("node.toml");
         std::fs::write(&config_path, config_toml).unwrap();
@@ -73,7 +100,10 @@ impl TestNode {
             },
         )
         .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = match listener {
+            Some(listener) => listener,
+            None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
         let address = listener.local_addr().unwrap();
         let mut config = config;
         config.listen = address;

@@ -1,0 +1,712 @@
+//! The hierarchy (SPEC S2, S10, invariant 4): the children a node keeps, the sync requests
+//! it received from its parent, and the outbox of sync requests it sends to its children.
+//!
+//! - [`Children`]: site code → role, address, registered and last-seen times, durable in
+//!   the key space `children`.
+//! - [`ReceivedRequests`]: the request ids a child has accepted from its parent, durable in
+//!   `sync-requests`, so a redelivered request starts nothing new.
+//! - [`Outbox`]: one entry per (child, request id), durable in `outbox`, written before the
+//!   6702 of the sync that cascades; removed once the child answers.
+//! - [`Hierarchy`]: the three together plus the background tasks — registration with the
+//!   parent (a child) and delivery of the outbox (a parent) — both retrying with backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sitesync_metadata::Timestamp;
+use sitesync_proto::v1;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::clock::Clock;
+use crate::config::{SiteCode, UpstreamConfig};
+use crate::node::NodeState;
+use crate::store::{Backend, StoreError, WriteBatch};
+use crate::sync::manager::{SyncManager, SyncRun};
+
+/// First delay after a failed registration or delivery; doubled up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often a child looks for new status messages to forward.
+const FORWARD_INTERVAL: Duration = Duration::from_millis(500);
+/// How long one delivery or registration call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HierarchyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a stored hierarchy record is unreadable: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<crate::store::BackendError> for HierarchyError {
+    fn from(e: crate::store::BackendError) -> Self {
+        Self::Store(StoreError::from(e))
+    }
+}
+
+/// A registered child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildRecord {
+    pub site_code: String,
+    /// `site` or `internet`.
+    pub role: String,
+    /// `host:port`, where the parent calls `RequestSync`.
+    pub address: String,
+    pub registered_at: Timestamp,
+    pub last_seen: Timestamp,
+}
+
+/// Checks a child's address: `host:port`, optionally with an `http://` or `https://`
+/// scheme, which is dropped. Returns `host:port`.
+pub fn validate_address(address: &str) -> Result<String, String> {
+    let bare = address
+        .strip_prefix("http://")
+        .or_else(|| address.strip_prefix("https://"))
+        .unwrap_or(address)
+        .trim_end_matches('/');
+    let help = "give the address the parent can reach the child at, as host:port (for example 10.0.0.5:7443)";
+    if bare.is_empty() {
+        return Err(format!("the child's address is empty: {help}"));
+    }
+    let uri: tonic::transport::Uri = format!("http://{bare}")
+        .parse()
+        .map_err(|e| format!("the child's address `{address}` is not valid ({e}): {help}"))?;
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("the child's address `{address}` has no host: {help}"))?;
+    if authority.as_str() != bare || authority.port_u16().is_none() {
+        return Err(format!(
+            "the child's address `{address}` is not host:port: {help}"
+        ));
+    }
+    if matches!(authority.host(), "0.0.0.0" | "[::]" | "::") {
+        return Err(format!(
+            "the child's address `{address}` is a wildcard the parent cannot connect to: {help}"
+        ));
+    }
+    Ok(bare.to_owned())
+}
+
+/// The children a parent keeps.
+#[derive(Debug)]
+pub struct Children {
+    space: Box<dyn Backend>,
+}
+
+impl Children {
+    pub fn new(space: Box<dyn Backend>) -> Self {
+        Self { space }
+    }
+
+    /// Registers or refreshes a child; durable when it returns.
+    pub fn register(
+        &self,
+        site_code: &str,
+        role: &str,
+        address: &str,
+        now: Timestamp,
+    ) -> Result<ChildRecord, HierarchyError> {
+        let code: SiteCode = site_code.parse().map_err(HierarchyError::Invalid)?;
+        let address = validate_address(address).map_err(HierarchyError::Invalid)?;
+        let registered_at = self
+            .get(code.as_str())?
+            .map_or(now, |previous| previous.registered_at);
+        let record = ChildRecord {
+            site_code: code.to_string(),
+            role: role.to_owned(),
+            address,
+            registered_at,
+            last_seen: now,
+        };
+        let mut batch = WriteBatch::default();
+        batch.put(code.as_str().as_bytes().to_vec(), encode(&record)?);
+        self.space.apply(batch)?;
+        self.space.flush()?;
+        Ok(record)
+    }
+
+    pub fn get(&self, site_code: &str) -> Result<Option<ChildRecord>, HierarchyError> {
+        self.space
+            .get(site_code.as_bytes())?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    /// Every registered child, by site code.
+    pub fn list(&self) -> Result<Vec<ChildRecord>, HierarchyError> {
+        scan_all(&*self.space, b"")?
+            .into_iter()
+            .map(|(_, v)| decode(&v))
+            .collect()
+    }
+}
+
+/// The sync requests a child accepted: request id → the sync it started or joined.
+#[derive(Debug)]
+pub struct ReceivedRequests {
+    space: Box<dyn Backend>,
+    /// Serializes check-and-record, so two deliveries of one id cannot both start a sync.
+    lock: Mutex<()>,
+}
+
+/// What a child did with a sync request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receipt {
+    Started(u64),
+    Queued(u64),
+    Duplicate(u64),
+}
+
+impl ReceivedRequests {
+    pub fn new(space: Box<dyn Backend>) -> Self {
+        Self {
+            space,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// Runs `start` unless `request_id` was accepted before; records the sync id durably
+    /// before answering.
+    pub fn accept<E: From<HierarchyError>>(
+        &self,
+        request_id: &str,
+        start: impl FnOnce() -> Result<crate::sync::manager::Disposition, E>,
+    ) -> Result<Receipt, E> {
+        use crate::sync::manager::Disposition;
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bytes) = self
+            .space
+            .get(request_id.as_bytes())
+            .map_err(HierarchyError::from)?
+        {
+            let id: u64 = decode(&bytes)?;
+            return Ok(Receipt::Duplicate(id));
+        }
+        let (receipt, id) = match start()? {
+            Disposition::Started(id) => (Receipt::Started(id), id),
+            Disposition::Queued(id) => (Receipt::Queued(id), id),
+        };
+        let mut batch = WriteBatch::default();
+        batch.put(request_id.as_bytes().to_vec(), encode(&id)?);
+        self.space.apply(batch).map_err(HierarchyError::from)?;
+        self.space.flush().map_err(HierarchyError::from)?;
+        Ok(receipt)
+    }
+}
+
+/// One sync request waiting to be delivered to a child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub child: String,
+    pub request_id: String,
+    pub requested_at: Timestamp,
+    /// The sync of this node that ended with 6702 and cascades.
+    pub sync_id: u64,
+}
+
+/// The sync requests a parent has accepted to send, keyed `child \0 request id`.
+#[derive(Debug)]
+pub struct Outbox {
+    space: Box<dyn Backend>,
+}
+
+impl Outbox {
+    pub fn new(space: Box<dyn Backend>) -> Self {
+        Self { space }
+    }
+
+    fn key(child: &str, request_id: &str) -> Vec<u8> {
+        let mut key = child.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(request_id.as_bytes());
+        key
+    }
+
+    /// Puts the entries in one atomic write and flushes.
+    pub fn push(&self, entries: &[OutboxEntry]) -> Result<(), HierarchyError> {
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            batch.put(Self::key(&entry.child, &entry.request_id), encode(entry)?);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.space.apply(batch)?;
+        self.space.flush()?;
+        Ok(())
+    }
+
+    pub fn remove(&self, entry: &OutboxEntry) -> Result<(), HierarchyError> {
+        let mut batch = WriteBatch::default();
+        batch.delete(Self::key(&entry.child, &entry.request_id));
+        self.space.apply(batch)?;
+        self.space.flush()?;
+        Ok(())
+    }
+
+    /// Every waiting entry, by child then request id.
+    pub fn list(&self) -> Result<Vec<OutboxEntry>, HierarchyError> {
+        scan_all(&*self.space, b"")?
+            .into_iter()
+            .map(|(_, v)| decode(&v))
+            .collect()
+    }
+
+    pub fn pending_for(&self, child: &str) -> Result<usize, HierarchyError> {
+        let mut prefix = child.as_bytes().to_vec();
+        prefix.push(0);
+        Ok(scan_all(&*self.space, &prefix)?.len())
+    }
+}
+
+/// The node's side of the hierarchy. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Hierarchy {
+    pub node: Arc<NodeState>,
+    pub clock: Arc<dyn Clock>,
+    pub children: Children,
+    pub received: ReceivedRequests,
+    pub outbox: Outbox,
+    /// Wakes the delivery task (new entries, a child registered).
+    deliver: Notify,
+    /// Per child: the backoff before its next attempt, reset when it registers.
+    backoff: Mutex<HashMap<String, Duration>>,
+    /// Status messages flowing up (issue 4 item 6).
+    pub forwarding: StatusForwarding,
+}
+
+/// What a node keeps to forward status messages to its parent: the sites below it whose
+/// messages it holds (space `status-sites`), and per site the last sequence the parent
+/// acknowledged (space `status-forward`).
+#[derive(Debug)]
+pub struct StatusForwarding {
+    sites: Box<dyn Backend>,
+    cursors: Box<dyn Backend>,
+}
+
+/// Messages forwarded per `ReportStatusMessages` call (the protocol's maximum).
+pub const STATUS_BATCH: usize = 1_000;
+
+impl StatusForwarding {
+    pub fn new(sites: Box<dyn Backend>, cursors: Box<dyn Backend>) -> Self {
+        Self { sites, cursors }
+    }
+
+    /// Remembers the sites of messages forwarded to this node, so it forwards them on.
+    pub fn note_sites<'a>(
+        &self,
+        site_codes: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), HierarchyError> {
+        let mut batch = WriteBatch::default();
+        for code in site_codes {
+            if self.sites.get(code.as_bytes())?.is_none() {
+                batch.put(code.as_bytes().to_vec(), Vec::new());
+            }
+        }
+        if !batch.is_empty() {
+            self.sites.apply(batch)?;
+            self.sites.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The sites below this node whose messages it holds.
+    pub fn sites(&self) -> Result<Vec<String>, HierarchyError> {
+        Ok(scan_all(&*self.sites, b"")?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+            .collect())
+    }
+
+    pub fn acknowledged(&self, site_code: &str) -> Result<u64, HierarchyError> {
+        self.cursors
+            .get(site_code.as_bytes())?
+            .map_or(Ok(0), |bytes| decode(&bytes))
+    }
+
+    pub fn acknowledge(&self, site_code: &str, sequence: u64) -> Result<(), HierarchyError> {
+        let mut batch = WriteBatch::default();
+        batch.put(site_code.as_bytes().to_vec(), encode(&sequence)?);
+        self.cursors.apply(batch)?;
+        self.cursors.flush()?;
+        Ok(())
+    }
+}
+
+impl Hierarchy {
+    pub fn new(
+        node: Arc<NodeState>,
+        clock: Arc<dyn Clock>,
+        children: Children,
+        received: ReceivedRequests,
+        outbox: Outbox,
+        forwarding: StatusForwarding,
+    ) -> Self {
+        Self {
+            forwarding,
+            node,
+            clock,
+            children,
+            received,
+            outbox,
+            deliver: Notify::new(),
+            backoff: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether this node is a child site (syncs from a parent).
+    pub fn has_parent(&self) -> bool {
+        matches!(self.node.config.upstream, UpstreamConfig::Parent(_))
+    }
+
+    /// Called when a sync succeeded, before its 6702: one request per registered child in
+    /// the outbox, durably.
+    pub fn cascade(&self, run: &SyncRun) -> Result<usize, HierarchyError> {
+        let children = self.children.list()?;
+        let now = self.clock.now();
+        let entries: Vec<OutboxEntry> = children
+            .iter()
+            .map(|child| OutboxEntry {
+                child: child.site_code.clone(),
+                request_id: uuid::Uuid::new_v4().hyphenated().to_string(),
+                requested_at: now,
+                sync_id: run.id,
+            })
+            .collect();
+        self.outbox.push(&entries)?;
+        if !entries.is_empty() {
+            info!(
+                sync_id = run.id,
+                children = entries.len(),
+                "sync requests queued for the child sites"
+            );
+            self.deliver.notify_one();
+        }
+        Ok(entries.len())
+    }
+
+    /// A child registered: deliver what waits for it at once.
+    pub fn child_registered(&self, site_code: &str) {
+        self.backoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(site_code);
+        self.deliver.notify_one();
+    }
+
+    /// Starts the background tasks on the current runtime: delivery of the outbox, and
+    /// registration with the parent at a child.
+    pub fn spawn_tasks(self: &Arc<Self>, sync: SyncManager) {
+        tokio::spawn(self.clone().delivery_loop());
+        if let UpstreamConfig::Parent(parent) = &self.node.config.upstream {
+            tokio::spawn(self.clone().register_loop(parent.clone()));
+            tokio::spawn(self.clone().forward_loop(parent.clone(), sync));
+        }
+    }
+
+    /// Forwards status messages to the parent, at least once, from the last sequence the
+    /// parent acknowledged per site: this node's own and those of the sites below it.
+    async fn forward_loop(self: Arc<Self>, parent: String, sync: SyncManager) {
+        let channel = match tonic::transport::Endpoint::from_shared(format!("http://{parent}")) {
+            Ok(endpoint) => endpoint
+                .connect_timeout(CALL_TIMEOUT)
+                .timeout(CALL_TIMEOUT)
+                .connect_lazy(),
+            Err(e) => {
+                warn!(parent = %parent, error = %e, "cannot forward status messages: the parent address is invalid");
+                return;
+            }
+        };
+        let mut client = v1::hierarchy_client::HierarchyClient::new(channel)
+            .max_encoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.forward_once(&mut client, &sync).await {
+                Ok(()) => {
+                    backoff = FIRST_BACKOFF;
+                    tokio::time::sleep(FORWARD_INTERVAL).await;
+                }
+                Err(reason) => {
+                    warn!(parent = %parent, %reason, retry_in = ?backoff, "cannot forward status messages to the parent site");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn forward_once(
+        &self,
+        client: &mut v1::hierarchy_client::HierarchyClient<tonic::transport::Channel>,
+        sync: &SyncManager,
+    ) -> Result<(), String> {
+        let own = self.node.config.site_code.to_string();
+        let mut sites = self.forwarding.sites().map_err(|e| e.to_string())?;
+        sites.retain(|s| *s != own);
+        sites.insert(0, own.clone());
+        for site in sites {
+            loop {
+                let after = self
+                    .forwarding
+                    .acknowledged(&site)
+                    .map_err(|e| e.to_string())?;
+                let messages = sync
+                    .status_log()
+                    .messages_after(&site, after, STATUS_BATCH)
+                    .map_err(|e| e.to_string())?;
+                let Some(last) = messages.last().map(|m| m.sequence) else {
+                    break;
+                };
+                let full = messages.len() == STATUS_BATCH;
+                let batch = v1::StatusMessageBatch {
+                    reporter_site_code: own.clone(),
+                    messages: messages
+                        .iter()
+                        .map(crate::service::admin::wire_message)
+                        .collect(),
+                };
+                client
+                    .report_status_messages(batch)
+                    .await
+                    .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+                self.forwarding
+                    .acknowledge(&site, last)
+                    .map_err(|e| e.to_string())?;
+                if !full {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn register_loop(self: Arc<Self>, parent: String) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.register_once(&parent).await {
+                Ok(response) => {
+                    info!(
+                        parent = %parent,
+                        parent_site = %response.parent_site_code,
+                        pending = response.pending_sync_requests,
+                        "registered with the parent site"
+                    );
+                    return;
+                }
+                Err(reason) => {
+                    warn!(parent = %parent, %reason, retry_in = ?backoff, "cannot register with the parent site");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn register_once(&self, parent: &str) -> Result<v1::RegisterChildResponse, String> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{parent}"))
+            .map_err(|e| format!("the parent address `{parent}`: {e}"))?
+            .connect_timeout(CALL_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .connect_lazy();
+        let mut client = v1::hierarchy_client::HierarchyClient::new(channel);
+        let config = &self.node.config;
+        let request = v1::RegisterChildRequest {
+            site_code: config.site_code.to_string(),
+            role: self.node.wire_role() as i32,
+            address: config.listen.to_string(),
+            node_version: env!("CARGO_PKG_VERSION").to_owned(),
+            state: None,
+        };
+        client
+            .register_child(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| format!("{}: {}", s.code(), s.message()))
+    }
+
+    /// Delivers the outbox: each round, the children whose backoff has passed are tried
+    /// at the same time (one task per child, its requests in order), so a child that is
+    /// down or slow does not hold back the others.
+    async fn delivery_loop(self: Arc<Self>) {
+        // When each child may be tried next.
+        let mut next_try: HashMap<String, tokio::time::Instant> = HashMap::new();
+        loop {
+            let entries = match self.outbox.list() {
+                Ok(entries) => entries,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the outbox; trying again in a minute");
+                    tokio::select! {
+                        () = self.deliver.notified() => {}
+                        () = tokio::time::sleep(MAX_BACKOFF) => {}
+                    }
+                    continue;
+                }
+            };
+            {
+                // A child that registered again is tried at once.
+                let backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+                next_try.retain(|child, _| backoff.contains_key(child));
+            }
+            let now = tokio::time::Instant::now();
+            let mut due: std::collections::BTreeMap<String, Vec<OutboxEntry>> =
+                std::collections::BTreeMap::new();
+            for entry in entries {
+                if next_try.get(&entry.child).is_none_or(|at| *at <= now) {
+                    due.entry(entry.child.clone()).or_default().push(entry);
+                }
+            }
+            let mut tasks = tokio::task::JoinSet::new();
+            for (child, entries) in due {
+                let me = self.clone();
+                tasks.spawn(async move {
+                    let outcome = me.deliver_all(&entries).await;
+                    (child, outcome)
+                });
+            }
+            while let Some(joined) = tasks.join_next().await {
+                match joined {
+                    Ok((child, Ok(()))) => {
+                        self.backoff
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&child);
+                        next_try.remove(&child);
+                    }
+                    Ok((child, Err((request_id, reason)))) => {
+                        let delay = {
+                            let mut backoff =
+                                self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+                            let delay = backoff.get(&child).copied().unwrap_or(FIRST_BACKOFF);
+                            backoff.insert(child.clone(), (delay * 2).min(MAX_BACKOFF));
+                            delay
+                        };
+                        warn!(%child, %request_id, %reason, retry_in = ?delay, "cannot deliver a sync request to a child site");
+                        next_try.insert(child, tokio::time::Instant::now() + delay);
+                    }
+                    Err(e) => warn!(error = %e, "a sync request delivery task failed"),
+                }
+            }
+            let remaining = self.outbox.list().map(|e| !e.is_empty()).unwrap_or(true);
+            let wake_at = next_try.values().min().copied();
+            match (remaining, wake_at) {
+                (true, Some(at)) => {
+                    tokio::select! {
+                        () = self.deliver.notified() => {}
+                        () = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                (true, None) => {}
+                (false, _) => self.deliver.notified().await,
+            }
+        }
+    }
+
+    /// Delivers one child's requests in order; stops at the first failure.
+    async fn deliver_all(&self, entries: &[OutboxEntry]) -> Result<(), (String, String)> {
+        for entry in entries {
+            let disposition = self
+                .deliver_one(entry)
+                .await
+                .map_err(|reason| (entry.request_id.clone(), reason))?;
+            info!(child = %entry.child, request_id = %entry.request_id, ?disposition, "sync request delivered");
+            if let Err(e) = self.outbox.remove(entry) {
+                warn!(error = %e, "cannot remove a delivered sync request from the outbox");
+            }
+        }
+        Ok(())
+    }
+
+    async fn deliver_one(&self, entry: &OutboxEntry) -> Result<v1::SyncRequestDisposition, String> {
+        let child = self
+            .children
+            .get(&entry.child)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("the child site {} is not registered", entry.child))?;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", child.address))
+            .map_err(|e| format!("the child's address `{}`: {e}", child.address))?
+            .connect_timeout(CALL_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .connect_lazy();
+        let mut client = v1::hierarchy_client::HierarchyClient::new(channel);
+        let request = v1::SyncRequest {
+            request_id: entry.request_id.clone(),
+            parent_site_code: self.node.config.site_code.to_string(),
+            kind: v1::SyncKind::Full as i32,
+            reason: v1::SyncRequestReason::Cascade as i32,
+            requested_at: Some(sitesync_proto::convert::timestamp_to_wire(
+                entry.requested_at,
+            )),
+            update_server: Some(crate::service::store_info(
+                &self.node.database.update_server().state(),
+            )),
+            site_database: Some(crate::service::store_info(
+                &self.node.database.site_database().state(),
+            )),
+            catalog_version: None,
+            origin_sync_id: entry.sync_id.to_string(),
+        };
+        let receipt = client
+            .request_sync(request)
+            .await
+            .map_err(|s| format!("{} at {}: {}", s.code(), child.address, s.message()))?
+            .into_inner();
+        match receipt.disposition() {
+            v1::SyncRequestDisposition::Unspecified => Err(format!(
+                "the child at {} answered without a disposition",
+                child.address
+            )),
+            d => Ok(d),
+        }
+    }
+}
+
+fn scan_all(
+    space: &dyn Backend,
+    prefix: &[u8],
+) -> Result<Vec<crate::store::backend::Entry>, HierarchyError> {
+    let mut out = Vec::new();
+    let mut from = prefix.to_vec();
+    loop {
+        let page = space.scan(prefix, &from, 1_000, &|_| true)?;
+        out.extend(page.entries);
+        match page.resume_after {
+            Some(mut last) => {
+                last.push(0);
+                from = last;
+            }
+            None => return Ok(out),
+        }
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, HierarchyError> {
+    postcard::to_allocvec(value).map_err(|e| HierarchyError::Corrupt(e.to_string()))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, HierarchyError> {
+    postcard::from_bytes(bytes).map_err(|e| HierarchyError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_checked() {
+        assert_eq!(
+            validate_address("127.0.0.1:7000").unwrap(),
+            "127.0.0.1:7000"
+        );
+        assert_eq!(validate_address("https://h:1/").unwrap(), "h:1");
+        assert!(validate_address("").is_err());
+        assert!(validate_address("host").unwrap_err().contains("host:port"));
+        assert!(validate_address("0.0.0.0:7000").is_err());
+        assert!(validate_address("a b:1").is_err());
+    }
+}

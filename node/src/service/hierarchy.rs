@@ -1,0 +1,251 @@
+//! `sitesync.v1.Hierarchy`: children register with their parent, a parent requests syncs
+//! from its children, children forward status messages up.
+
+use std::sync::Arc;
+
+use sitesync_proto::convert::timestamp_from_wire;
+use sitesync_proto::v1;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::hierarchy::{Hierarchy, HierarchyError, Receipt};
+use crate::sync::manager::{SyncKind, SyncManager, SyncTrigger};
+use crate::sync::status::{Severity, StatusMessage, StatusMessageId};
+
+/// How often a child should report its state.
+const REPORT_INTERVAL_SECONDS: i64 = 60;
+
+#[derive(Debug)]
+pub struct HierarchyService {
+    hierarchy: Arc<Hierarchy>,
+    sync: SyncManager,
+}
+
+impl HierarchyService {
+    pub fn new(hierarchy: Arc<Hierarchy>, sync: SyncManager) -> Self {
+        Self { hierarchy, sync }
+    }
+}
+
+impl From<HierarchyError> for Status {
+    fn from(error: HierarchyError) -> Self {
+        match error {
+            HierarchyError::Invalid(reason) => Status::invalid_argument(reason),
+            HierarchyError::Store(e) => e.into(),
+            HierarchyError::Corrupt(_) => {
+                tracing::error!(%error, "hierarchy store failure while serving a request");
+                Status::internal(error.to_string())
+            }
+        }
+    }
+}
+
+/// Lets [`crate::hierarchy::ReceivedRequests::accept`] carry either failure.
+enum AcceptError {
+    Hierarchy(HierarchyError),
+    Status(Status),
+}
+
+impl From<HierarchyError> for AcceptError {
+    fn from(e: HierarchyError) -> Self {
+        Self::Hierarchy(e)
+    }
+}
+
+fn message_from_wire(wire: v1::StatusMessage) -> Result<StatusMessage, Status> {
+    let id = u32::try_from(wire.message_id)
+        .ok()
+        .and_then(StatusMessageId::from_code)
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "status message {} of site {}: {} is not a known message id",
+                wire.sequence, wire.site_code, wire.message_id
+            ))
+        })?;
+    let severity = match wire.severity() {
+        v1::Severity::Warning => Severity::Warning,
+        v1::Severity::Error => Severity::Error,
+        _ => Severity::Informational,
+    };
+    let time = wire
+        .time
+        .map(timestamp_from_wire)
+        .transpose()
+        .map_err(|e| Status::invalid_argument(format!("status message time: {e}")))?
+        .ok_or_else(|| Status::invalid_argument("a status message needs its time"))?;
+    let sync_id = if wire.sync_id.is_empty() {
+        0
+    } else {
+        wire.sync_id
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("`{}` is not a sync id", wire.sync_id)))?
+    };
+    Ok(StatusMessage {
+        site_code: wire.site_code,
+        sequence: wire.sequence,
+        id,
+        severity,
+        component: wire.component,
+        time,
+        sync_id,
+        text: wire.text,
+        properties: wire.properties.into_iter().collect(),
+    })
+}
+
+#[tonic::async_trait]
+impl v1::hierarchy_server::Hierarchy for HierarchyService {
+    async fn register_child(
+        &self,
+        request: Request<v1::RegisterChildRequest>,
+    ) -> Result<Response<v1::RegisterChildResponse>, Status> {
+        let request = request.into_inner();
+        let role = match request.role() {
+            v1::SiteRole::Site => "site",
+            v1::SiteRole::Internet => "internet",
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the child's role is missing: send SITE for a child site or INTERNET for the site's internet-facing node",
+                ));
+            }
+        };
+        let hierarchy = self.hierarchy.clone();
+        let now = hierarchy.clock.now();
+        let (record, pending) = tokio::task::spawn_blocking(move || {
+            let record =
+                hierarchy
+                    .children
+                    .register(&request.site_code, role, &request.address, now)?;
+            let pending = hierarchy.outbox.pending_for(&record.site_code)?;
+            hierarchy.child_registered(&record.site_code);
+            Ok::<_, HierarchyError>((record, pending))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the registration task failed: {e}")))??;
+        info!(child = %record.site_code, address = %record.address, role = %record.role, pending, "child site registered");
+        let site_code = self.hierarchy.node.config.site_code.to_string();
+        Ok(Response::new(v1::RegisterChildResponse {
+            parent_site_code: site_code.clone(),
+            // Known exactly only at the top site; a child answers with its own code.
+            top_site_code: if self.hierarchy.has_parent() {
+                String::new()
+            } else {
+                site_code
+            },
+            report_interval: Some(prost_types::Duration {
+                seconds: REPORT_INTERVAL_SECONDS,
+                nanos: 0,
+            }),
+            pending_sync_requests: u32::try_from(pending).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn request_sync(
+        &self,
+        request: Request<v1::SyncRequest>,
+    ) -> Result<Response<v1::SyncRequestReceipt>, Status> {
+        let request = request.into_inner();
+        if !self.hierarchy.has_parent() {
+            return Err(Status::failed_precondition(
+                "this is a top site: it has no parent to take sync requests from; start its sync with `sitesyncctl sync` instead",
+            ));
+        }
+        if request.request_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "a sync request needs a request_id (the parent's de-duplication key)",
+            ));
+        }
+        match request.kind() {
+            v1::SyncKind::Full => {}
+            v1::SyncKind::Manual => {
+                return Err(Status::failed_precondition(
+                    "a child site always runs a full sync (S5): send kind FULL",
+                ));
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a sync request needs its kind: FULL",
+                ));
+            }
+        }
+        let hierarchy = self.hierarchy.clone();
+        let sync = self.sync.clone();
+        let request_id = request.request_id.clone();
+        let receipt = tokio::task::spawn_blocking(move || {
+            hierarchy.received.accept(&request_id, || {
+                sync.request(SyncKind::Full, SyncTrigger::ParentRequest)
+                    .map_err(|e| AcceptError::Status(e.into()))
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the sync request task failed: {e}")))?
+        .map_err(|e| match e {
+            AcceptError::Hierarchy(e) => Status::from(e),
+            AcceptError::Status(s) => s,
+        })?;
+        let (disposition, id) = match receipt {
+            Receipt::Started(id) => (v1::SyncRequestDisposition::Started, id),
+            Receipt::Queued(id) => (v1::SyncRequestDisposition::Queued, id),
+            Receipt::Duplicate(id) => (v1::SyncRequestDisposition::Duplicate, id),
+        };
+        info!(request_id = %request.request_id, parent = %request.parent_site_code, ?disposition, sync_id = id, "sync request from the parent site");
+        Ok(Response::new(v1::SyncRequestReceipt {
+            disposition: disposition as i32,
+            sync_id: id.to_string(),
+        }))
+    }
+
+    async fn report_status_messages(
+        &self,
+        request: Request<v1::StatusMessageBatch>,
+    ) -> Result<Response<v1::StatusMessageReceipt>, Status> {
+        let batch = request.into_inner();
+        let messages = batch
+            .messages
+            .into_iter()
+            .map(message_from_wire)
+            .collect::<Result<Vec<_>, _>>()?;
+        let count = messages.len();
+        let sync = self.sync.clone();
+        let hierarchy = self.hierarchy.clone();
+        let accepted = tokio::task::spawn_blocking(move || {
+            let own = hierarchy.node.config.site_code.to_string();
+            let sites: Vec<String> = messages
+                .iter()
+                .map(|m| m.site_code.clone())
+                .filter(|code| *code != own)
+                .collect();
+            let accepted = sync
+                .status_log()
+                .insert_forwarded(messages)
+                .map_err(|e| match e {
+                    crate::sync::status::StatusError::Backend(_) => {
+                        Status::internal(format!("cannot store the status messages: {e}"))
+                    }
+                    e => Status::invalid_argument(format!("status messages refused: {e}")),
+                })?;
+            // After storing, on every call (duplicates too), so a failure here is mended by
+            // the sender's retry: these sites' messages are forwarded on to this node's parent.
+            hierarchy
+                .forwarding
+                .note_sites(sites.iter().map(String::as_str))
+                .map_err(Status::from)?;
+            Ok::<_, Status>(accepted)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the status message task failed: {e}")))??;
+        Ok(Response::new(v1::StatusMessageReceipt {
+            accepted: u32::try_from(accepted).unwrap_or(u32::MAX),
+            duplicates: u32::try_from(count - accepted).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn report_site_states(
+        &self,
+        _request: Request<v1::SiteStateReport>,
+    ) -> Result<Response<v1::SiteStateReceipt>, Status> {
+        Err(Status::unimplemented(
+            "site state reports are not implemented yet by this node",
+        ))
+    }
+}
