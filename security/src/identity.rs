@@ -1,0 +1,166 @@
+//! Who is at the other end of a connection: a site's node or an operator, read from the
+//! peer certificate's subject alternative name.
+//!
+//! The hierarchy's certificate authority writes exactly one URI name of the form
+//! `urn:sitesync:site:CEN` or `urn:sitesync:operator:alice` into each certificate it issues
+//! (see [`crate::pki`]); that name is the identity every authorization rule looks at.
+
+use std::fmt;
+
+use x509_parser::extensions::GeneralName;
+
+const SITE_PREFIX: &str = "urn:sitesync:site:";
+const OPERATOR_PREFIX: &str = "urn:sitesync:operator:";
+
+/// The identity a certificate carries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Identity {
+    /// A node: a site (`CEN`, `PR1`) or an internet-facing node, by its site code.
+    Site(String),
+    /// A person or a script administering the hierarchy, by name.
+    Operator(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("the certificate cannot be read: {0}")]
+    Unreadable(String),
+    #[error(
+        "the certificate carries no sitesync identity (a subject alternative name `urn:sitesync:site:CODE` or `urn:sitesync:operator:NAME`): issue it with `sitesyncctl pki issue`"
+    )]
+    Missing,
+    #[error("the certificate carries more than one sitesync identity: {0} and {1}")]
+    Ambiguous(Identity, Identity),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Identity {
+    /// A site identity, with the code checked: three letters or digits, kept upper case.
+    pub fn site(code: &str) -> Result<Self, IdentityError> {
+        if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            Ok(Self::Site(code.to_ascii_uppercase()))
+        } else {
+            Err(IdentityError::Invalid(format!(
+                "`{code}` is not a site code: use three letters or digits, such as CEN or PR1"
+            )))
+        }
+    }
+
+    /// An operator identity, with the name checked: 1 to 64 letters, digits, `.`, `_`, `-`.
+    pub fn operator(name: &str) -> Result<Self, IdentityError> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if valid {
+            Ok(Self::Operator(name.to_owned()))
+        } else {
+            Err(IdentityError::Invalid(format!(
+                "`{name}` is not an operator name: use 1 to 64 letters, digits, `.`, `_` or `-`"
+            )))
+        }
+    }
+
+    /// The subject alternative name that carries this identity.
+    pub fn uri(&self) -> String {
+        match self {
+            Self::Site(code) => format!("{SITE_PREFIX}{code}"),
+            Self::Operator(name) => format!("{OPERATOR_PREFIX}{name}"),
+        }
+    }
+
+    /// Reads an identity URI; `None` for URIs that are not sitesync identities.
+    pub fn from_uri(uri: &str) -> Option<Result<Self, IdentityError>> {
+        if let Some(code) = uri.strip_prefix(SITE_PREFIX) {
+            Some(Self::site(code))
+        } else {
+            uri.strip_prefix(OPERATOR_PREFIX).map(Self::operator)
+        }
+    }
+
+    /// The identity in a DER certificate: exactly one sitesync URI name.
+    pub fn from_certificate(der: &[u8]) -> Result<Self, IdentityError> {
+        let (_, certificate) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| IdentityError::Unreadable(e.to_string()))?;
+        let names = certificate
+            .subject_alternative_name()
+            .map_err(|e| IdentityError::Unreadable(e.to_string()))?;
+        let mut found: Option<Identity> = None;
+        for name in names.iter().flat_map(|ext| ext.value.general_names.iter()) {
+            let GeneralName::URI(uri) = name else {
+                continue;
+            };
+            let Some(identity) = Self::from_uri(uri) else {
+                continue;
+            };
+            let identity = identity?;
+            match found.take() {
+                Some(previous) if previous != identity => {
+                    return Err(IdentityError::Ambiguous(previous, identity));
+                }
+                _ => found = Some(identity),
+            }
+        }
+        found.ok_or(IdentityError::Missing)
+    }
+
+    /// The site code, for a site identity.
+    pub fn site_code(&self) -> Option<&str> {
+        match self {
+            Self::Site(code) => Some(code),
+            Self::Operator(_) => None,
+        }
+    }
+
+    pub fn is_operator(&self) -> bool {
+        matches!(self, Self::Operator(_))
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Site(code) => write!(f, "site {code}"),
+            Self::Operator(name) => write!(f, "operator {name}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_round_trip_through_their_uri() {
+        for identity in [
+            Identity::site("pr1").unwrap(),
+            Identity::operator("alice.admin").unwrap(),
+        ] {
+            assert_eq!(
+                Identity::from_uri(&identity.uri()).unwrap().unwrap(),
+                identity
+            );
+        }
+        assert_eq!(
+            Identity::site("pr1").unwrap().uri(),
+            "urn:sitesync:site:PR1"
+        );
+        assert!(Identity::from_uri("https://example.com").is_none());
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        assert!(Identity::site("TOOLONG").is_err());
+        assert!(Identity::site("A-B").is_err());
+        assert!(Identity::operator("").is_err());
+        assert!(Identity::operator("a b").is_err());
+        assert!(Identity::operator(&"x".repeat(65)).is_err());
+        assert!(
+            Identity::from_uri("urn:sitesync:site:../")
+                .unwrap()
+                .is_err()
+        );
+    }
+}
