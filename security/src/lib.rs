@@ -5,11 +5,13 @@
 //! - [`pki`]: the certificate authority: creates it, issues site and operator
 //!   certificates, revokes them.
 //! - [`identity`]: the identity a certificate carries (`site CEN`, `operator alice`).
+//! - [`signing`]: signatures over catalog versions by the top site, checked against the CA.
 //! - [`tls`]: loads the material into rustls configurations and reloads it on change.
 //! - [`transport`]: TLS channels and listeners for tonic, and the peer identity of a call.
 
 pub mod identity;
 pub mod pki;
+pub mod signing;
 pub mod tls;
 pub mod transport;
 
