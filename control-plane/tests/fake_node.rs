@@ -81,6 +81,76 @@ fn store(revisions: u64, byte: u8) -> v1::StoreInfo {
     }
 }
 
+/// Three levels: CEN at the top; PR1 in step and its internet node INT; SE1 below PR1,
+/// behind and silent; PR2 registered but never reported.
+fn hierarchy() -> v1::HierarchyTree {
+    let node = |code: &str, parent: &str, role: v1::SiteRole, byte: u8| v1::SiteState {
+        site_code: code.into(),
+        role: role.into(),
+        parent_site_code: parent.into(),
+        address: format!("{}.example:7443", code.to_lowercase()),
+        update_server: Some(store(150, byte)),
+        site_database: (role == v1::SiteRole::Site).then(|| store(150, byte)),
+        observed_at: Some(time(T0 + 50)),
+        ..Default::default()
+    };
+    let lag = |revisions: u64, seconds: i64| v1::SiteLag {
+        revisions,
+        behind: Some(prost_types::Duration { seconds, nanos: 0 }),
+    };
+    let mut cen = node("CEN", "", v1::SiteRole::Site, 0xab);
+    cen.last_sync = Some(v1::SyncRun {
+        result: v1::SyncResult::Succeeded.into(),
+        phase: v1::SyncPhase::Finished.into(),
+        finished_at: Some(time(T0 + 12)),
+        ..Default::default()
+    });
+    let mut se1 = node("SE1", "PR1", v1::SiteRole::Site, 0x11);
+    se1.update_server = Some(store(138, 0x11));
+    v1::HierarchyTree {
+        root_site_code: "CEN".into(),
+        as_of: Some(time(T0 + 60)),
+        sites: vec![
+            v1::HierarchyNode {
+                state: Some(cen),
+                reachable: true,
+                last_report_at: None,
+                lag: None,
+            },
+            v1::HierarchyNode {
+                state: Some(node("PR1", "CEN", v1::SiteRole::Site, 0xab)),
+                reachable: true,
+                last_report_at: Some(time(T0 + 58)),
+                lag: Some(lag(0, 0)),
+            },
+            v1::HierarchyNode {
+                state: Some(node("INT", "PR1", v1::SiteRole::Internet, 0xab)),
+                reachable: true,
+                last_report_at: Some(time(T0 + 57)),
+                lag: Some(lag(0, 0)),
+            },
+            v1::HierarchyNode {
+                state: Some(se1),
+                reachable: false,
+                last_report_at: Some(time(T0 - 600)),
+                lag: Some(lag(12, 660)),
+            },
+            v1::HierarchyNode {
+                state: Some(v1::SiteState {
+                    site_code: "PR2".into(),
+                    role: v1::SiteRole::Site.into(),
+                    parent_site_code: "CEN".into(),
+                    address: "pr2.example:7443".into(),
+                    ..Default::default()
+                }),
+                reachable: false,
+                last_report_at: None,
+                lag: None,
+            },
+        ],
+    }
+}
+
 fn message(sequence: u64, id: v1::StatusMessageId, text: &str) -> v1::StatusMessage {
     v1::StatusMessage {
         site_code: "CEN".into(),
@@ -220,7 +290,8 @@ impl Admin for FakeAdmin {
         &self,
         _: Request<v1::GetHierarchyRequest>,
     ) -> Result<Response<v1::HierarchyTree>, Status> {
-        Err(Status::unimplemented("not in the fake"))
+        self.check()?;
+        Ok(Response::new(hierarchy()))
     }
 
     async fn run_sync(
@@ -816,4 +887,80 @@ fn policy_through_admin_and_as_a_client() {
             "http://127.0.0.1:8530"
         );
     }
+}
+
+#[test]
+fn tree_as_a_table_as_json_and_as_dot() {
+    let node = FakeNode::start(Behaviour::default());
+    let table = node.ctl(&["tree"]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = stdout(&table);
+    let row = |code: &str| {
+        text.lines()
+            .find(|l| l.contains(code))
+            .unwrap_or_else(|| panic!("no row for {code}: {text}"))
+            .to_owned()
+    };
+    assert!(
+        row("CEN").contains(&format!("150 rev  {}", "ab".repeat(8))),
+        "{text}"
+    );
+    assert!(row("├── PR1").contains("in step"), "{text}");
+    assert!(row("│   ├── INT").contains("internet"), "{text}");
+    assert!(row("│   └── SE1").contains("12 rev, 11m 0s"), "{text}");
+    assert!(row("│   └── SE1").contains("UNREACHABLE"), "{text}");
+    assert!(
+        row("└── PR2").contains("UNREACHABLE (never reported)"),
+        "{text}"
+    );
+    assert!(row("└── PR2").contains("pr2.example:7443"), "{text}");
+
+    let tree = json(&node.ctl(&["tree", "--output", "json"]));
+    assert_eq!(tree["root_site_code"], "CEN");
+    let sites = tree["sites"].as_array().unwrap();
+    let order: Vec<(&str, &str)> = sites
+        .iter()
+        .map(|s| {
+            (
+                s["site_code"].as_str().unwrap(),
+                s["parent_site_code"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("CEN", ""),
+            ("PR1", "CEN"),
+            ("INT", "PR1"),
+            ("SE1", "PR1"),
+            ("PR2", "CEN")
+        ]
+    );
+    assert_eq!(sites[3]["reachable"], false);
+    assert_eq!(sites[3]["lag_revisions"], 12);
+    assert_eq!(sites[3]["lag_seconds"], 660.0);
+    assert_eq!(sites[3]["update_server"]["revisions"], 138);
+    assert_eq!(sites[3]["update_server"]["digest"], "11".repeat(32));
+    assert_eq!(sites[2]["site_database"], Value::Null);
+    assert_eq!(sites[4]["reported"], false);
+    assert_eq!(sites[0]["last_sync"]["result"], "succeeded");
+
+    let dot = node.ctl(&["tree", "--output", "dot"]);
+    assert!(dot.status.success(), "{}", stderr(&dot));
+    let dot = stdout(&dot);
+    assert!(dot.starts_with("digraph sitesync {"), "{dot}");
+    for edge in [
+        "CEN\" -> \"PR1",
+        "PR1\" -> \"INT",
+        "PR1\" -> \"SE1",
+        "CEN\" -> \"PR2",
+    ] {
+        assert!(dot.contains(edge), "no edge {edge}: {dot}");
+    }
+    assert_eq!(dot.matches(" -> ").count(), 4, "{dot}");
+    let se1 = dot.lines().find(|l| l.contains("\"SE1\" [")).unwrap();
+    assert!(se1.contains("style=dashed, color=red"), "{dot}");
+    let pr1 = dot.lines().find(|l| l.contains("\"PR1\" [")).unwrap();
+    assert!(!pr1.contains("dashed"), "{dot}");
 }

@@ -290,10 +290,10 @@ impl NodeConfig {
             reason,
         })?;
 
-        let (role, source) = pick(overrides.role.clone(), parsed.role, "site");
-        let role = role.parse().map_err(|reason| ConfigError::Invalid {
+        let (role, role_source) = pick(overrides.role.clone(), parsed.role, "site");
+        let role: Role = role.parse().map_err(|reason| ConfigError::Invalid {
             key: "role",
-            origin: source,
+            origin: role_source.clone(),
             reason,
         })?;
 
@@ -326,6 +326,11 @@ impl NodeConfig {
             });
         }
 
+        let upstream_source = match (&overrides.upstream_dir, &overrides.parent, &parsed.upstream) {
+            (Some(_), _, _) | (_, Some(_), _) => Source::Overrides,
+            (None, None, Some(_)) => file_source.clone(),
+            (None, None, None) => Source::Default,
+        };
         let upstream = match (&overrides.upstream_dir, &overrides.parent, parsed.upstream) {
             (Some(_), Some(_), _) => {
                 return Err(ConfigError::Invalid {
@@ -341,6 +346,16 @@ impl NodeConfig {
             (None, None, None) => UpstreamConfig::Sample,
             (None, None, Some(file)) => file.resolve(file_source.clone())?,
         };
+        // S11: an internet-facing node syncs from its own site's node, never from a catalog.
+        if role == Role::Internet && !matches!(upstream, UpstreamConfig::Parent(_)) {
+            return Err(ConfigError::Invalid {
+                key: "upstream.kind",
+                origin: upstream_source,
+                reason: format!(
+                    "role = \"internet\" (from {role_source}) syncs only from its own site's node: set upstream.kind = \"parent\" with upstream.address = the site node's host:port, or pass --parent"
+                ),
+            });
+        }
 
         let sync = parsed.sync.unwrap_or_default();
         sync.settings()
@@ -512,5 +527,40 @@ mod tests {
         };
         let error = NodeConfig::load(None, &both).unwrap_err().to_string();
         assert!(error.contains("give one"), "{error}");
+    }
+
+    #[test]
+    fn an_internet_node_needs_its_site_as_upstream() {
+        let (_dir, path) = write(
+            "role = \"internet\"\n[upstream]\nkind = \"parent\"\naddress = \"pr1.example:8530\"\n",
+        );
+        let internet = NodeConfig::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(internet.role, Role::Internet);
+        assert_eq!(
+            internet.upstream,
+            UpstreamConfig::Parent("pr1.example:8530".into())
+        );
+
+        let by_flags = Overrides {
+            role: Some("internet".into()),
+            parent: Some("pr1.example:8530".into()),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            NodeConfig::load(None, &by_flags).unwrap().role,
+            Role::Internet
+        );
+
+        for text in [
+            "role = \"internet\"\n",
+            "role = \"internet\"\n[upstream]\nkind = \"directory\"\npath = \"/srv/catalog\"\n",
+        ] {
+            let (_dir, path) = write(text);
+            let error = NodeConfig::load(Some(&path), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with("upstream.kind"), "{text:?}: {error}");
+            assert!(error.contains("--parent"), "{error}");
+        }
     }
 }

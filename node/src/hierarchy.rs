@@ -5,8 +5,11 @@
 //!   the key space `children`.
 //! - [`ReceivedRequests`]: the request ids a child has accepted from its parent, durable in
 //!   `sync-requests`, so a redelivered request starts nothing new.
-//! - [`Outbox`]: one entry per (child, request id), durable in `outbox`, written before the
-//!   6702 of the sync that cascades; removed once the child answers.
+//! - [`Outbox`]: one entry per (child, request id), durable in `outbox`, removed once the
+//!   child answers. Entries are written before the 6702 of the sync that cascades to the
+//!   child sites (S10); after phase 1, before 6706, for the site's internet-facing nodes
+//!   (S11); and when a child registers with a node that has synced successfully, so a new
+//!   or returning child catches up without an operator (S2: a child syncs only when asked).
 //! - [`Hierarchy`]: the three together plus the background tasks — registration with the
 //!   parent (a child) and delivery of the outbox (a parent) — both retrying with backoff.
 
@@ -21,10 +24,10 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
-use crate::config::{SiteCode, UpstreamConfig};
+use crate::config::{Role, SiteCode, UpstreamConfig};
 use crate::node::NodeState;
 use crate::store::{Backend, StoreError, WriteBatch};
-use crate::sync::manager::{SyncManager, SyncRun};
+use crate::sync::manager::{InternetUpdateServer, SyncManager, SyncRun};
 
 /// First delay after a failed registration or delivery; doubled up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -60,6 +63,23 @@ pub struct ChildRecord {
     pub address: String,
     pub registered_at: Timestamp,
     pub last_seen: Timestamp,
+}
+
+impl ChildRecord {
+    /// Whether the child is the site's internet-facing node rather than a child site.
+    pub fn is_internet_node(&self) -> bool {
+        self.role == Role::Internet.to_string()
+    }
+
+    /// Why this child is sent sync requests: the cascade for a child site, the site's own
+    /// phase 1 for an internet-facing node.
+    fn request_reason(&self) -> RequestReason {
+        if self.is_internet_node() {
+            RequestReason::InternetUpdatePoint
+        } else {
+            RequestReason::Cascade
+        }
+    }
 }
 
 /// Checks a child's address: `host:port`, optionally with an `http://` or `https://`
@@ -200,14 +220,60 @@ impl ReceivedRequests {
     }
 }
 
+/// Why a sync request is sent (the wire's `SyncRequestReason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestReason {
+    /// To a child site: this node synced successfully (S10), or the child registered.
+    Cascade,
+    /// To the site's internet-facing node: the site's update server synced (S11).
+    InternetUpdatePoint,
+}
+
+impl RequestReason {
+    fn wire(self) -> v1::SyncRequestReason {
+        match self {
+            Self::Cascade => v1::SyncRequestReason::Cascade,
+            Self::InternetUpdatePoint => v1::SyncRequestReason::InternetUpdatePoint,
+        }
+    }
+}
+
 /// One sync request waiting to be delivered to a child.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEntry {
     pub child: String,
     pub request_id: String,
     pub requested_at: Timestamp,
-    /// The sync of this node that ended with 6702 and cascades.
+    /// The sync of this node the request follows: the one that cascades or whose phase 1
+    /// finished, or, for a child that registered, the last one that succeeded.
     pub sync_id: u64,
+    /// Sent as the request's `reason`; the child checks it matches its role.
+    pub reason: RequestReason,
+}
+
+/// An outbox entry as written before requests had a reason: all were cascades.
+#[derive(Deserialize)]
+struct OutboxEntryWithoutReason {
+    child: String,
+    request_id: String,
+    requested_at: Timestamp,
+    sync_id: u64,
+}
+
+impl OutboxEntry {
+    fn decode(bytes: &[u8]) -> Result<Self, HierarchyError> {
+        // postcard has no field tags: an older entry is shorter, and is tried second.
+        decode::<Self>(bytes).or_else(|error| match decode::<OutboxEntryWithoutReason>(bytes) {
+            Ok(old) => Ok(Self {
+                child: old.child,
+                request_id: old.request_id,
+                requested_at: old.requested_at,
+                sync_id: old.sync_id,
+                reason: RequestReason::Cascade,
+            }),
+            Err(_) => Err(error),
+        })
+    }
 }
 
 /// The sync requests a parent has accepted to send, keyed `child \0 request id`.
@@ -254,7 +320,7 @@ impl Outbox {
     pub fn list(&self) -> Result<Vec<OutboxEntry>, HierarchyError> {
         scan_all(&*self.space, b"")?
             .into_iter()
-            .map(|(_, v)| decode(&v))
+            .map(|(_, v)| OutboxEntry::decode(&v))
             .collect()
     }
 
@@ -365,10 +431,66 @@ impl Hierarchy {
         matches!(self.node.config.upstream, UpstreamConfig::Parent(_))
     }
 
-    /// Called when a sync succeeded, before its 6702: one request per registered child in
-    /// the outbox, durably.
+    /// Whether this node is an internet-facing node, which has no children (S11).
+    pub fn is_internet_node(&self) -> bool {
+        self.node.config.role == Role::Internet
+    }
+
+    /// Called when a sync succeeded, before its 6702: one request per registered child
+    /// site in the outbox, durably (S10). Internet-facing nodes are not among them: they
+    /// were asked when phase 1 finished ([`Hierarchy::request_internet_syncs`]).
     pub fn cascade(&self, run: &SyncRun) -> Result<usize, HierarchyError> {
-        let children = self.children.list()?;
+        let children: Vec<ChildRecord> = self
+            .children
+            .list()?
+            .into_iter()
+            .filter(|c| !c.is_internet_node())
+            .collect();
+        let queued = self.queue_requests(&children, run.id)?;
+        if queued > 0 {
+            info!(
+                sync_id = run.id,
+                children = queued,
+                "sync requests queued for the child sites"
+            );
+        }
+        Ok(queued)
+    }
+
+    /// Called when phase 1 of a sync succeeded: one request per registered internet-facing
+    /// node in the outbox, durably, delivered at once while phase 2 runs (S11). Returns the
+    /// nodes asked, which the sync manager reports with 6706.
+    pub fn request_internet_syncs(
+        &self,
+        run: &SyncRun,
+    ) -> Result<Vec<InternetUpdateServer>, HierarchyError> {
+        let internet: Vec<ChildRecord> = self
+            .children
+            .list()?
+            .into_iter()
+            .filter(ChildRecord::is_internet_node)
+            .collect();
+        if self.queue_requests(&internet, run.id)? > 0 {
+            info!(
+                sync_id = run.id,
+                nodes = internet.len(),
+                "sync requests queued for the internet-facing update servers"
+            );
+        }
+        Ok(internet
+            .into_iter()
+            .map(|c| InternetUpdateServer {
+                site_code: c.site_code,
+                address: c.address,
+            })
+            .collect())
+    }
+
+    fn queue_requests(
+        &self,
+        children: &[ChildRecord],
+        sync_id: u64,
+    ) -> Result<usize, HierarchyError> {
         let now = self.clock.now();
         let entries: Vec<OutboxEntry> = children
             .iter()
@@ -376,28 +498,39 @@ impl Hierarchy {
                 child: child.site_code.clone(),
                 request_id: uuid::Uuid::new_v4().hyphenated().to_string(),
                 requested_at: now,
-                sync_id: run.id,
+                sync_id,
+                reason: child.request_reason(),
             })
             .collect();
         self.outbox.push(&entries)?;
         if !entries.is_empty() {
-            info!(
-                sync_id = run.id,
-                children = entries.len(),
-                "sync requests queued for the child sites"
-            );
             self.deliver.notify_one();
         }
         Ok(entries.len())
     }
 
-    /// A child registered: deliver what waits for it at once.
-    pub fn child_registered(&self, site_code: &str) {
+    /// A child registered: if this node has synced successfully (`last_succeeded`) and
+    /// nothing waits for the child yet, a request is queued so that it catches up, since a
+    /// child syncs only when asked (S2). Then what waits for it is delivered at once.
+    /// Returns how many requests wait for it.
+    pub fn child_registered(
+        &self,
+        child: &ChildRecord,
+        last_succeeded: Option<&SyncRun>,
+    ) -> Result<usize, HierarchyError> {
+        let mut pending = self.outbox.pending_for(&child.site_code)?;
+        if let Some(run) = last_succeeded
+            && pending == 0
+        {
+            pending += self.queue_requests(std::slice::from_ref(child), run.id)?;
+            info!(child = %child.site_code, sync_id = run.id, "a sync request queued for the child that registered");
+        }
         self.backoff
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(site_code);
+            .remove(&child.site_code);
         self.deliver.notify_one();
+        Ok(pending)
     }
 
     /// Starts the background tasks on the current runtime: delivery of the outbox, and
@@ -634,20 +767,21 @@ impl Hierarchy {
             .timeout(CALL_TIMEOUT)
             .connect_lazy();
         let mut client = v1::hierarchy_client::HierarchyClient::new(channel);
+        // An internet-facing node has no site database to bring up to this one's.
+        let site_database = (!child.is_internet_node())
+            .then(|| crate::service::store_info(&self.node.database.site_database().state()));
         let request = v1::SyncRequest {
             request_id: entry.request_id.clone(),
             parent_site_code: self.node.config.site_code.to_string(),
             kind: v1::SyncKind::Full as i32,
-            reason: v1::SyncRequestReason::Cascade as i32,
+            reason: entry.reason.wire() as i32,
             requested_at: Some(sitesync_proto::convert::timestamp_to_wire(
                 entry.requested_at,
             )),
             update_server: Some(crate::service::store_info(
                 &self.node.database.update_server().state(),
             )),
-            site_database: Some(crate::service::store_info(
-                &self.node.database.site_database().state(),
-            )),
+            site_database,
             catalog_version: None,
             origin_sync_id: entry.sync_id.to_string(),
         };
@@ -708,5 +842,34 @@ mod tests {
         assert!(validate_address("host").unwrap_err().contains("host:port"));
         assert!(validate_address("0.0.0.0:7000").is_err());
         assert!(validate_address("a b:1").is_err());
+    }
+
+    #[derive(Serialize)]
+    struct EntryWithoutReason {
+        child: String,
+        request_id: String,
+        requested_at: Timestamp,
+        sync_id: u64,
+    }
+
+    #[test]
+    fn outbox_entries_written_before_reasons_read_as_cascades() {
+        let old = postcard::to_allocvec(&EntryWithoutReason {
+            child: "PR1".into(),
+            request_id: "r1".into(),
+            requested_at: Timestamp(5),
+            sync_id: 7,
+        })
+        .unwrap();
+        let entry = OutboxEntry::decode(&old).unwrap();
+        assert_eq!(entry.reason, RequestReason::Cascade);
+        assert_eq!((entry.child.as_str(), entry.sync_id), ("PR1", 7));
+
+        let new = OutboxEntry {
+            reason: RequestReason::InternetUpdatePoint,
+            ..entry
+        };
+        assert_eq!(OutboxEntry::decode(&encode(&new).unwrap()).unwrap(), new);
+        assert!(OutboxEntry::decode(&[0xff]).is_err());
     }
 }

@@ -21,6 +21,7 @@
 //! → children, as SPEC rule S7 describes.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod allocator;
 pub mod clock;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod policy;
 pub mod replication;
 pub mod server;
 pub mod service;
+pub mod site_states;
 pub mod startup;
 pub mod store;
 pub mod sync;

@@ -14,7 +14,7 @@ use crate::hierarchy::{
 use crate::node::NodeState;
 use crate::policy::PolicyStore;
 use crate::store::{NodeDatabase, StoreError};
-use crate::sync::manager::{ParentLink, SuccessHook, SyncError, SyncManager, UpstreamSource};
+use crate::sync::manager::{ParentLink, SyncError, SyncHooks, SyncManager, UpstreamSource};
 use crate::sync::status::{StatusError, StatusLog};
 use crate::upstream::{DirectoryUpstream, UpstreamError};
 
@@ -103,12 +103,21 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         outbox,
         forwarding,
     ));
-    // S10: a successful sync queues one request per child before its 6702 is reported.
+    // S11: when phase 1 succeeds, each internet-facing node is asked to sync from this
+    // site. S10: a successful sync queues one request per child site before its 6702.
+    let internet = hierarchy.clone();
     let cascade = hierarchy.clone();
-    let on_success = SuccessHook(Arc::new(move |run| {
-        cascade.cascade(run).map(drop).map_err(|e| e.to_string())
-    }));
-    let sync = SyncManager::start_with_hook(
+    let hooks = SyncHooks {
+        after_update_server: Some(Arc::new(move |run| {
+            internet
+                .request_internet_syncs(run)
+                .map_err(|e| e.to_string())
+        })),
+        on_success: Some(Arc::new(move |run| {
+            cascade.cascade(run).map(drop).map_err(|e| e.to_string())
+        })),
+    };
+    let sync = SyncManager::start_with_hooks(
         node.clone(),
         clock,
         upstream,
@@ -116,9 +125,10 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         policy,
         sync_space,
         settings,
-        Some(on_success),
+        hooks,
     )?;
     hierarchy.spawn_tasks(sync.clone());
+    crate::site_states::spawn_reporting(node.clone(), sync.clone());
     Ok(Started {
         node,
         sync,

@@ -1,10 +1,16 @@
 //! A child site syncs from its parent (S1, S5, S7): its update server pulls the parent's
 //! over gRPC, its site database replicates the parent's, both end with the parent's digests;
-//! manual syncs are refused at a child.
+//! manual syncs are refused at a child. A child starts a sync only when its parent asks
+//! (S2): it runs no schedule, and a parent that has synced asks a child that registers.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, write_catalog};
+use sitesync_node::config::{NodeConfig, Overrides};
 use sitesync_node::sync::manager::{SyncPhase, SyncResult, SyncTrigger};
 use sitesync_proto::v1;
+use sitesync_proto::v1::hierarchy_client::HierarchyClient;
 
 mod common;
 
@@ -26,6 +32,8 @@ async fn a_child_site_syncs_its_update_server_from_its_parent() {
         "{:?}",
         first.failure_reason
     );
+    // Asked by the parent when the child registered.
+    assert_eq!(first.trigger, SyncTrigger::ParentRequest);
     let parent_state = parent.started.node.database.update_server().state();
     let child_state = child.started.node.database.update_server().state();
     assert_eq!(child_state.digest, parent_state.digest);
@@ -64,7 +72,11 @@ async fn a_child_site_syncs_its_update_server_from_its_parent() {
                 .borrow_and_update()
                 .recent
                 .iter()
-                .find(|r| r.trigger == SyncTrigger::ParentRequest && r.phase == SyncPhase::Finished)
+                .find(|r| {
+                    r.id > first.id
+                        && r.trigger == SyncTrigger::ParentRequest
+                        && r.phase == SyncPhase::Finished
+                })
                 .cloned();
             if let Some(run) = found {
                 return run;
@@ -103,14 +115,125 @@ async fn a_child_site_syncs_its_update_server_from_its_parent() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert!(refused.message().contains("child"), "{}", refused.message());
+    // A full sync by hand too: a child syncs only when its parent asks (S2).
+    let refused = child
+        .admin
+        .run_sync(v1::RunSyncRequest {
+            kind: v1::SyncKind::Full as i32,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("top site"),
+        "{}",
+        refused.message()
+    );
 }
 
 #[tokio::test]
 async fn a_child_whose_parent_is_down_fails_with_6703_naming_the_parent() {
     let mut child = TestNode::start_child("127.0.0.1:9", "PR2").await;
+    // The parent asked, then went away (the test speaks for it).
+    let receipt = HierarchyClient::new(child.channel.clone())
+        .request_sync(v1::SyncRequest {
+            request_id: "8d0e6f1a-0000-4000-8000-000000000002".into(),
+            parent_site_code: "CEN".into(),
+            kind: v1::SyncKind::Full as i32,
+            reason: v1::SyncRequestReason::Cascade as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(receipt.sync_id, "1");
     let run = child.finished(1).await;
     assert_eq!(run.result, Some(SyncResult::Failed));
     let reason = run.failure_reason.unwrap();
     assert!(reason.contains("127.0.0.1:9"), "{reason}");
     assert_eq!(child.message_ids(1).await, vec![6701, 6704, 6703]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_child_runs_no_scheduled_sync_but_catches_up_when_it_registers() {
+    // The parent's port is bound from the start but serves nothing yet: the child's
+    // registration waits in its backlog until the parent is up.
+    let parent_socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let parent_address = parent_socket.local_addr().unwrap();
+    let mut child = TestNode::start_child(&parent_address.to_string(), "PR5").await;
+
+    // Past the 7-day schedule, twice: the child starts nothing by itself (S2).
+    let site = child.status().await.site.unwrap();
+    assert_eq!(
+        site.next_sync_at, None,
+        "a child shows no next scheduled sync"
+    );
+    for _ in 0..2 {
+        child.clock.advance(Duration::from_secs(8 * 24 * 60 * 60));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let view = child.started.sync.watch().borrow().clone();
+    assert!(
+        view.current.is_none() && view.queued.is_empty() && view.recent.is_empty(),
+        "{view:?}"
+    );
+    assert_eq!(view.next_scheduled_at, None);
+    assert!(child.clock.pending_deadlines().is_empty());
+    assert!(child.message_ids(1).await.is_empty());
+    assert_eq!(child.status().await.site.unwrap().next_sync_at, None);
+
+    // The parent syncs, then starts serving: the child registers, the parent asks it to
+    // catch up, and it syncs to the parent's digests.
+    let upstream = tempfile::tempdir().unwrap();
+    write_catalog(upstream.path(), &CatalogSpec::new(120, 52), |_| {}).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::load(
+        None,
+        &Overrides {
+            data_dir: Some(data.path().to_owned()),
+            upstream_dir: Some(upstream.path().to_owned()),
+            cache_mib: Some(16),
+            ..Overrides::default()
+        },
+    )
+    .unwrap();
+    config.listen = parent_address;
+    let parent = sitesync_node::startup::start(
+        config,
+        Arc::new(sitesync_node::clock::ManualClock::new(common::T0)),
+    )
+    .unwrap();
+    let mut watch = parent.sync.watch();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while watch.borrow_and_update().last_succeeded.is_none() {
+            watch.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the parent did not sync");
+    parent_socket.set_nonblocking(true).unwrap();
+    tokio::spawn(sitesync_node::server::serve(
+        parent.clone(),
+        tokio::net::TcpListener::from_std(parent_socket).unwrap(),
+        std::future::pending(),
+    ));
+
+    let run = child.finished(1).await;
+    assert_eq!(
+        run.result,
+        Some(SyncResult::Succeeded),
+        "{:?}",
+        run.failure_reason
+    );
+    assert_eq!(run.trigger, SyncTrigger::ParentRequest);
+    assert_eq!(
+        child.started.node.database.update_server().digest(),
+        parent.node.database.update_server().digest()
+    );
+    assert_eq!(
+        child.started.node.database.site_database().digest(),
+        parent.node.database.site_database().digest()
+    );
+    assert_eq!(child.message_ids(1).await, vec![6701, 6704, 6705, 6702]);
+    assert!(parent.hierarchy.children.get("PR5").unwrap().is_some());
 }

@@ -1,5 +1,8 @@
 //! `sitesyncctl tree`: the hierarchy as the queried site sees it (`Admin.GetHierarchy`) —
 //! drawn as a tree for people, as JSON for scripts, or as Graphviz DOT (`--output dot`).
+//! Each site shows its role, address, both stores (revisions and short digest), its last
+//! sync, its lag behind its parent (revisions and time), when its last report arrived, and
+//! whether it is reachable.
 //!
 //! The node sends a flat list, parents before their children; the tree is rebuilt here from
 //! each site's parent code. A site whose parent is not in the list is drawn under the root,
@@ -52,14 +55,27 @@ pub struct SiteView {
     pub depth: usize,
     pub role: &'static str,
     pub address: Option<String>,
+    /// False when the site's last report is older than the node's threshold, or when it
+    /// registered and never reported.
     pub reachable: bool,
+    /// False for a child that registered with its parent but has never reported its state:
+    /// only its code, role and address are known.
+    pub reported: bool,
     pub update_server: Option<StoreView>,
     pub site_database: Option<StoreView>,
     pub last_sync: Option<SyncRunView>,
+    /// The sync in progress or queued, if any.
+    pub current_sync: Option<SyncRunView>,
+    /// The sequence of its parent's site-database log it has applied (child sites only).
+    pub replication_applied_sequence: Option<u64>,
+    /// When the site produced the state shown, by its own clock.
+    pub observed_at: Option<String>,
+    pub node_version: Option<String>,
     /// Revisions (change-log records) the site database has still to apply.
     pub lag_revisions: Option<u64>,
-    /// Seconds since the site last matched its parent's position.
+    /// Seconds since the site last matched its parent's position; 0 when it matches.
     pub lag_seconds: Option<f64>,
+    /// When the queried node received the site's last report.
     pub last_report_at: Option<String>,
     /// Drawing prefix for tables (`├── `); not in JSON.
     #[serde(skip)]
@@ -67,6 +83,9 @@ pub struct SiteView {
     /// When the last sync finished, for "5m ago" in tables.
     #[serde(skip)]
     last_sync_finished: Option<prost_types::Timestamp>,
+    /// When the last report arrived, for "3s ago" in tables.
+    #[serde(skip)]
+    last_report: Option<prost_types::Timestamp>,
 }
 
 impl TreeView {
@@ -132,6 +151,8 @@ impl TreeView {
             "site database",
             "last sync",
             "lag",
+            "last report",
+            "status",
         ]);
         for site in &self.sites {
             let store = |store: &Option<StoreView>| match store {
@@ -152,6 +173,7 @@ impl TreeView {
                 None => "never".to_owned(),
             };
             let lag = match (site.lag_revisions, site.lag_seconds) {
+                (Some(0), Some(0.0)) => "in step".to_owned(),
                 (Some(revisions), Some(seconds)) => format!(
                     "{revisions} rev, {}",
                     human_duration(std::time::Duration::from_secs_f64(seconds))
@@ -164,6 +186,16 @@ impl TreeView {
             } else {
                 format!("{}{} (unreachable)", site.prefix, site.site_code)
             };
+            let last_report = match (&site.last_report, site.depth) {
+                (Some(at), _) => units::relative(at, now).unwrap_or_else(|| "-".to_owned()),
+                (None, 0) => "-".to_owned(),
+                (None, _) => "never".to_owned(),
+            };
+            let status = match (site.reachable, site.reported) {
+                (true, _) => "ok",
+                (false, true) => "UNREACHABLE",
+                (false, false) => "UNREACHABLE (never reported)",
+            };
             table.add_row([
                 name,
                 site.role.to_owned(),
@@ -172,6 +204,8 @@ impl TreeView {
                 store(&site.site_database),
                 last_sync,
                 lag,
+                last_report,
+                status.to_owned(),
             ]);
         }
         table
@@ -200,6 +234,12 @@ impl TreeView {
                     store.revisions,
                     store.short_digest()
                 );
+            }
+            if let (Some(revisions), Some(seconds)) = (site.lag_revisions, site.lag_seconds) {
+                let _ = write!(label, "\\nlag: {revisions} rev, {seconds:.0} s");
+            }
+            if !site.reachable {
+                label.push_str("\\nUNREACHABLE");
             }
             let style = if site.reachable {
                 ""
@@ -256,9 +296,18 @@ fn walk(
         role: role_name(state.role),
         address: non_empty(&state.address),
         reachable: node.reachable,
+        reported: depth == 0 || node.last_report_at.is_some(),
         update_server: state.update_server.as_ref().map(StoreView::new),
         site_database: state.site_database.as_ref().map(StoreView::new),
         last_sync: state.last_sync.as_ref().map(SyncRunView::new),
+        current_sync: state.current_sync.as_ref().map(SyncRunView::new),
+        replication_applied_sequence: state
+            .replication
+            .as_ref()
+            .and_then(|r| r.applied.as_ref())
+            .map(|a| a.sequence),
+        observed_at: rfc3339_opt(state.observed_at.as_ref()),
+        node_version: non_empty(&state.node_version).map(|v| printable(&v)),
         lag_revisions: lag.map(|l| l.revisions),
         lag_seconds: lag
             .and_then(|l| l.behind.as_ref())
@@ -267,6 +316,7 @@ fn walk(
         last_report_at: rfc3339_opt(node.last_report_at.as_ref()),
         prefix: prefix.to_owned(),
         last_sync_finished: state.last_sync.as_ref().and_then(|r| r.finished_at),
+        last_report: node.last_report_at,
     });
     let kids = children
         .get(&state.site_code)
@@ -373,6 +423,52 @@ mod tests {
             json["sites"][0]["parent_site_code"],
             serde_json::Value::Null
         );
+    }
+
+    #[test]
+    fn the_table_flags_unreachable_sites_and_shows_sites_in_step() {
+        let mut tree = hierarchy();
+        for node in &mut tree.sites {
+            node.last_report_at = Some(prost_types::Timestamp {
+                seconds: 100,
+                nanos: 0,
+            });
+        }
+        tree.sites[1].lag = Some(v1::SiteLag {
+            revisions: 0,
+            behind: Some(prost_types::Duration::default()),
+        });
+        // A child that registered and never reported.
+        tree.sites[4].last_report_at = None;
+        tree.sites[4].reachable = false;
+        let view = TreeView::new(&tree);
+        let table = view.table(Timestamp::from_unix_millis(103_000)).to_string();
+        let row = |code: &str| {
+            table
+                .lines()
+                .find(|l| l.contains(code))
+                .unwrap_or_else(|| panic!("no row for {code}: {table}"))
+                .to_owned()
+        };
+        assert!(row("PR1").contains("in step"), "{table}");
+        assert!(row("PR1").contains("3.0 s ago"), "{table}");
+        assert!(row("PR1").contains(" ok "), "{table}");
+        assert!(row("GR1").contains("UNREACHABLE"), "{table}");
+        assert!(
+            row("INT").contains("UNREACHABLE (never reported)"),
+            "{table}"
+        );
+        assert!(row("INT").contains("never"), "{table}");
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["sites"][1]["lag_seconds"], 0.0);
+        assert_eq!(json["sites"][4]["reported"], false);
+        assert_eq!(json["sites"][2]["reported"], true);
+        let dot = view.dot();
+        assert!(
+            dot.contains("\\nUNREACHABLE\", style=dashed, color=red];"),
+            "{dot}"
+        );
+        assert!(dot.contains("\\nUNREACHABLE\""), "{dot}");
     }
 
     #[test]

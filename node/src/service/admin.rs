@@ -13,7 +13,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::store_info;
+use crate::config::{Role, UpstreamConfig};
 use crate::node::NodeState;
+use crate::site_states::{self, SiteStates, SiteStatesError};
 use crate::store::{CatalogStore, UpdateSummary};
 use crate::sync::manager::{
     Disposition, ManagerView, SyncError, SyncKind, SyncManager, SyncPhase, SyncResult, SyncRun,
@@ -50,6 +52,15 @@ impl AdminService {
     fn store(&self, selector: i32) -> Result<(&CatalogStore, usize), Status> {
         match v1::StoreSelector::try_from(selector) {
             Ok(v1::StoreSelector::UpdateServer) => Ok((self.node.database.update_server(), 0)),
+            // An internet-facing node has only its update server (S11).
+            Ok(v1::StoreSelector::Unspecified) if self.is_internet_node() => {
+                Ok((self.node.database.update_server(), 0))
+            }
+            Ok(v1::StoreSelector::SiteDatabase) if self.is_internet_node() => {
+                Err(Status::failed_precondition(
+                    "an internet-facing node has no site database: ask for the update-server store, or ask its site's node",
+                ))
+            }
             Ok(v1::StoreSelector::SiteDatabase | v1::StoreSelector::Unspecified) => {
                 Ok((self.node.database.site_database(), 1))
             }
@@ -86,19 +97,29 @@ impl AdminService {
         Ok(set)
     }
 
+    fn is_internet_node(&self) -> bool {
+        self.node.config.role == crate::config::Role::Internet
+    }
+
     fn site_state(&self, view: &ManagerView) -> v1::SiteState {
         let node = &self.node;
+        // A child has no schedule (S2): its next sync is a pending retry, if any.
+        let next_sync_at = match (view.next_scheduled_at, view.retry_at) {
+            (Some(scheduled), Some(retry)) => Some(scheduled.min(retry)),
+            (scheduled, retry) => scheduled.or(retry),
+        };
         v1::SiteState {
             site_code: node.config.site_code.to_string(),
             role: node.wire_role() as i32,
             parent_site_code: String::new(),
             address: node.config.listen.to_string(),
             update_server: Some(store_info(&node.database.update_server().state())),
-            site_database: Some(store_info(&node.database.site_database().state())),
+            site_database: (!self.is_internet_node())
+                .then(|| store_info(&node.database.site_database().state())),
             replication: None,
             last_sync: view.last.as_ref().map(wire_run),
             current_sync: view.current.as_ref().map(wire_run),
-            next_sync_at: view.next_scheduled_at.map(timestamp_to_wire),
+            next_sync_at: next_sync_at.map(timestamp_to_wire),
             catalog_version: None,
             observed_at: Some(timestamp_to_wire(
                 sitesync_metadata::Timestamp::from_unix_millis(now_millis()),
@@ -118,7 +139,9 @@ impl From<SyncError> for Status {
     fn from(error: SyncError) -> Self {
         match error {
             SyncError::SettingsConflict { .. } => Status::aborted(error.to_string()),
-            SyncError::ManualAtChild => Status::failed_precondition(error.to_string()),
+            SyncError::ManualAtChild
+            | SyncError::ManualAtInternetNode
+            | SyncError::OperatorAtChild => Status::failed_precondition(error.to_string()),
             SyncError::Settings(_) => Status::invalid_argument(error.to_string()),
             SyncError::Store(e) => e.into(),
             other => Status::internal(other.to_string()),
@@ -144,20 +167,43 @@ impl v1::admin_server::Admin for AdminService {
 
     async fn get_hierarchy(
         &self,
-        _request: Request<v1::GetHierarchyRequest>,
+        request: Request<v1::GetHierarchyRequest>,
     ) -> Result<Response<v1::HierarchyTree>, Status> {
+        let stale_after = match request.into_inner().stale_after {
+            None => site_states::default_stale_after(),
+            Some(wire) => u64::try_from(wire.seconds)
+                .ok()
+                .zip(u32::try_from(wire.nanos).ok())
+                .filter(|(_, nanos)| *nanos < 1_000_000_000)
+                .map(|(seconds, nanos)| Duration::new(seconds, nanos))
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    Status::invalid_argument(
+                        "stale_after: give a positive duration, or leave it out for three report intervals",
+                    )
+                })?,
+        };
         let view = self.sync.watch().borrow().clone();
-        let site = self.site_state(&view);
-        Ok(Response::new(v1::HierarchyTree {
-            root_site_code: site.site_code.clone(),
-            as_of: site.observed_at,
-            sites: vec![v1::HierarchyNode {
-                state: Some(site),
-                reachable: true,
-                last_report_at: None,
-                lag: None,
-            }],
-        }))
+        let node = self.node.clone();
+        let tree = tokio::task::spawn_blocking(move || {
+            let states = SiteStates::open(&node.database)?;
+            let now = states.now();
+            let own = own_site_state(&node, &view, now);
+            let held = states.list()?;
+            // Children that registered but never reported still belong in the tree.
+            let registered =
+                crate::hierarchy::Children::new(node.database.space("children")?).list()?;
+            Ok::<_, Status>(site_states::assemble(
+                own,
+                held,
+                &registered,
+                now,
+                stale_after,
+            ))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the hierarchy task failed: {e}")))??;
+        Ok(Response::new(tree))
     }
 
     async fn run_sync(
@@ -598,6 +644,65 @@ pub(crate) fn machine_policy(
         sync_id: policy.sync_id.to_string(),
         catalog_position: Some(super::anchor(state.log_id, policy.catalog_sequence)),
     })
+}
+
+/// This node's own state as it reports it up and shows it at the root of its hierarchy:
+/// its stores, its replication position in its parent's log (a child site), its last and
+/// current syncs. The parent's code is left empty: the parent fills in itself.
+pub(crate) fn own_site_state(
+    node: &NodeState,
+    view: &ManagerView,
+    observed_at: sitesync_metadata::Timestamp,
+) -> v1::SiteState {
+    let has_parent = matches!(node.config.upstream, UpstreamConfig::Parent(_));
+    let is_site = node.config.role == Role::Site;
+    let replication = if has_parent && is_site {
+        match crate::replication::stored_anchor(node.database.site_database()) {
+            Ok(anchor) => Some(v1::ReplicationState {
+                applied: Some(anchor.map_or_else(
+                    v1::Anchor::default,
+                    crate::upstream::parent::ParentAnchor::to_wire,
+                )),
+                applied_at: None,
+                parent_latest_sequence: 0,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the replication position for the site state");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    v1::SiteState {
+        site_code: node.config.site_code.to_string(),
+        role: node.wire_role() as i32,
+        parent_site_code: String::new(),
+        address: node.config.listen.to_string(),
+        update_server: Some(store_info(&node.database.update_server().state())),
+        site_database: is_site.then(|| store_info(&node.database.site_database().state())),
+        replication,
+        last_sync: view.last.as_ref().map(wire_run),
+        current_sync: view.current.as_ref().map(wire_run),
+        next_sync_at: view.next_scheduled_at.map(timestamp_to_wire),
+        catalog_version: None,
+        observed_at: Some(timestamp_to_wire(observed_at)),
+        node_version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+/// The one place that picks a gRPC code for a site-state failure.
+impl From<SiteStatesError> for Status {
+    fn from(error: SiteStatesError) -> Self {
+        match error {
+            SiteStatesError::Invalid(reason) => Status::invalid_argument(reason),
+            SiteStatesError::Store(e) => e.into(),
+            SiteStatesError::Corrupt(_) => {
+                tracing::error!(%error, "site-state store failure while serving a request");
+                Status::internal(error.to_string())
+            }
+        }
+    }
 }
 
 fn find_run(view: &ManagerView, id: u64) -> Option<SyncRun> {

@@ -1,5 +1,8 @@
 //! `sitesync.v1.Hierarchy`: children register with their parent, a parent requests syncs
 //! from its children, children forward status messages up.
+//!
+//! An internet-facing node (S11) takes sync requests from its own site, with the reason
+//! `INTERNET_UPDATE_POINT`, and has no children: it refuses registrations.
 
 use std::sync::Arc;
 
@@ -100,6 +103,18 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
         request: Request<v1::RegisterChildRequest>,
     ) -> Result<Response<v1::RegisterChildResponse>, Status> {
         let request = request.into_inner();
+        if self.hierarchy.is_internet_node() {
+            return Err(Status::failed_precondition(format!(
+                "this is an internet-facing node ({}): it has no children; register child sites and internet-facing nodes with their site's `site` node",
+                self.hierarchy.node.config.site_code
+            )));
+        }
+        let own = self.hierarchy.node.config.site_code.to_string();
+        if request.site_code.eq_ignore_ascii_case(&own) {
+            return Err(Status::invalid_argument(format!(
+                "the child's site code {own} is this node's own: every node needs a site code of its own, an internet-facing node too"
+            )));
+        }
         let role = match request.role() {
             v1::SiteRole::Site => "site",
             v1::SiteRole::Internet => "internet",
@@ -111,13 +126,13 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
         };
         let hierarchy = self.hierarchy.clone();
         let now = hierarchy.clock.now();
+        let last_succeeded = self.sync.watch().borrow().last_succeeded.clone();
         let (record, pending) = tokio::task::spawn_blocking(move || {
             let record =
                 hierarchy
                     .children
                     .register(&request.site_code, role, &request.address, now)?;
-            let pending = hierarchy.outbox.pending_for(&record.site_code)?;
-            hierarchy.child_registered(&record.site_code);
+            let pending = hierarchy.child_registered(&record, last_succeeded.as_ref())?;
             Ok::<_, HierarchyError>((record, pending))
         })
         .await
@@ -154,6 +169,28 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
             return Err(Status::invalid_argument(
                 "a sync request needs a request_id (the parent's de-duplication key)",
             ));
+        }
+        let internet = self.hierarchy.is_internet_node();
+        match (request.reason(), internet) {
+            (v1::SyncRequestReason::Cascade, false)
+            | (v1::SyncRequestReason::InternetUpdatePoint, true) => {}
+            (v1::SyncRequestReason::Cascade, true) => {
+                return Err(Status::failed_precondition(
+                    "this is an internet-facing node: it syncs when its own site's update server has synced (S11); send reason INTERNET_UPDATE_POINT",
+                ));
+            }
+            (v1::SyncRequestReason::InternetUpdatePoint, false) => {
+                return Err(Status::failed_precondition(
+                    "this is a child site, not an internet-facing node: send reason CASCADE",
+                ));
+            }
+            (v1::SyncRequestReason::Unspecified, _) => {
+                return Err(Status::invalid_argument(if internet {
+                    "a sync request needs its reason: INTERNET_UPDATE_POINT"
+                } else {
+                    "a sync request needs its reason: CASCADE"
+                }));
+            }
         }
         match request.kind() {
             v1::SyncKind::Full => {}
@@ -242,10 +279,38 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
 
     async fn report_site_states(
         &self,
-        _request: Request<v1::SiteStateReport>,
+        request: Request<v1::SiteStateReport>,
     ) -> Result<Response<v1::SiteStateReceipt>, Status> {
-        Err(Status::unimplemented(
-            "site state reports are not implemented yet by this node",
-        ))
+        let wire = request.into_inner();
+        let hierarchy = self.hierarchy.clone();
+        let view = self.sync.watch().borrow().clone();
+        let (reporter, outcome) = tokio::task::spawn_blocking(move || {
+            use crate::site_states::{ReportedState, SiteStateReport, SiteStates};
+            let node = &hierarchy.node;
+            let receiver = node.config.site_code.to_string();
+            let states = SiteStates::open(&node.database)?;
+            let now = states.now();
+            let report = SiteStateReport::from_wire(&wire, &receiver, now)?;
+            if hierarchy.children.get(&report.reporter)?.is_none() {
+                return Err(Status::failed_precondition(format!(
+                    "{} is not a registered child of {receiver}: a child registers itself (RegisterChild) when it starts, then reports",
+                    report.reporter
+                )));
+            }
+            let own = crate::service::admin::own_site_state(node, &view, now);
+            let own = ReportedState::from_wire(&own).map_err(|reason| {
+                Status::internal(format!("this site's own state is not valid: {reason}"))
+            })?;
+            let outcome = states.merge(&report, &own)?;
+            Ok::<_, Status>((report.reporter, outcome))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the site state task failed: {e}")))??;
+        tracing::debug!(%reporter, stored = outcome.stored, ignored = outcome.ignored, "site states reported");
+        Ok(Response::new(v1::SiteStateReceipt {
+            next_report_within: Some(crate::site_states::wire_duration(
+                crate::site_states::REPORT_INTERVAL,
+            )),
+        }))
     }
 }

@@ -10,6 +10,8 @@
 //! has been sent for a heartbeat interval it sends a heartbeat. The call ends when the
 //! child closes its side or goes away, or on a protocol error.
 //!
+//! An internet-facing node has no site database (S11): it refuses both calls.
+//!
 //! Which child may call is decided by issue 5 (the peer certificate); this adapter trusts
 //! the `site_code` it is given and only logs it.
 
@@ -26,6 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::store_info;
 use super::update_server::{BatchProducer, ChangesStart};
+use crate::config::Role;
 use crate::node::NodeState;
 
 /// How long a `Replicate` stream may stay silent before the parent sends a heartbeat.
@@ -51,6 +54,17 @@ impl SiteReplicationService {
         self.heartbeat_interval = interval;
         self
     }
+
+    /// Refuses the call at an internet-facing node, which has no site database.
+    fn has_site_database(&self) -> Result<(), Status> {
+        if self.node.config.role == Role::Internet {
+            return Err(Status::failed_precondition(format!(
+                "an internet-facing node has no site database: {} holds only an update server; replicate the site database from its site's node",
+                self.node.config.site_code
+            )));
+        }
+        Ok(())
+    }
 }
 
 type MessageSender = mpsc::Sender<Result<v1::ReplicationMessage, Status>>;
@@ -63,6 +77,7 @@ impl v1::site_replication_server::SiteReplication for SiteReplicationService {
         &self,
         request: Request<Streaming<v1::ReplicationRequest>>,
     ) -> Result<Response<Self::ReplicateStream>, Status> {
+        self.has_site_database()?;
         let mut inbound = request.into_inner();
         let subscribe = match inbound.message().await? {
             Some(v1::ReplicationRequest {
@@ -105,6 +120,7 @@ impl v1::site_replication_server::SiteReplication for SiteReplicationService {
         &self,
         _request: Request<v1::GetSiteDatabaseInfoRequest>,
     ) -> Result<Response<v1::StoreInfo>, Status> {
+        self.has_site_database()?;
         Ok(Response::new(store_info(
             &self.node.database.site_database().state(),
         )))

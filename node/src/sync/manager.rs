@@ -19,6 +19,17 @@
 //! when the node stopped is run again when it starts. After success a new client policy is
 //! published (S8).
 //!
+//! Who starts a sync depends on where the node is (S2): a top site runs its schedule and
+//! its operators' requests; a node whose upstream is a parent (a child site, or an
+//! internet-facing node under its site) runs no schedule and syncs when its upstream asks,
+//! plus its own retries and the redo after a restart.
+//!
+//! An internet-facing node (role `internet`, S11) has phase 1 only: 6701, 6704, 6702.
+//!
+//! Two [`SyncHooks`] let the node's hierarchy act without the manager knowing of it: one
+//! after phase 1 (a site starts its internet-facing nodes' syncs, each reported with 6706)
+//! and one after both phases, before 6702 (the cascade to child sites).
+//!
 //! Blocking work (the stores, the upstream's files) runs on tokio's blocking pool; the
 //! manager's loop only decides what runs next and waits on the clock seam.
 
@@ -33,6 +44,7 @@ use tracing::{info, warn};
 use super::settings::{Candidate, CatalogFilter, SyncSettings, included_updates};
 use super::status::{StatusLog, StatusMessageId};
 use crate::clock::Clock;
+use crate::config::Role;
 use crate::node::NodeState;
 use crate::policy::PolicyStore;
 use crate::store::{
@@ -53,6 +65,7 @@ const FULL_SYNC_POSITION: &str = "sync.full-position";
 const KEY_SETTINGS: &[u8] = b"settings";
 const KEY_IN_PROGRESS: &[u8] = b"in-progress";
 const KEY_LAST_RUN: &[u8] = b"last-run";
+const KEY_LAST_SUCCEEDED: &[u8] = b"last-succeeded";
 const KEY_LAST_SCHEDULED: &[u8] = b"last-scheduled-start";
 const KEY_RETRY_AT: &[u8] = b"retry-at";
 const KEY_NEXT_SYNC_ID: &[u8] = b"next-sync-id";
@@ -73,7 +86,8 @@ pub enum SyncTrigger {
     Retry,
     /// A sync that was running when the node stopped.
     Restart,
-    /// A sync request from the parent site (S2, S10).
+    /// A sync request from the parent site (S2, S10), or, at an internet-facing node, from
+    /// its own site (S11).
     ParentRequest,
 }
 
@@ -155,9 +169,14 @@ pub struct ManagerView {
     pub current: Option<SyncRun>,
     pub queued: Vec<SyncRun>,
     pub last: Option<SyncRun>,
+    /// The last sync that succeeded: a parent asks a child that registers to catch up only
+    /// once it has something to offer.
+    pub last_succeeded: Option<SyncRun>,
     /// The most recent finished runs, newest last (at most [`RECENT_RUNS`]), so a watcher
     /// that arrives after its run finished still finds it.
     pub recent: Vec<SyncRun>,
+    /// When the schedule runs the next sync; `None` at a node whose upstream is a parent,
+    /// which runs no schedule (S2).
     pub next_scheduled_at: Option<Timestamp>,
     pub retry_at: Option<Timestamp>,
 }
@@ -228,10 +247,20 @@ pub enum SyncError {
     },
     #[error("cannot queue the sync requests for the child sites: {0}")]
     Cascade(String),
+    #[error("cannot queue the sync requests for the internet-facing update servers: {0}")]
+    InternetUpdateServers(String),
     #[error(
         "a manual sync is refused at a child site: child sites always run a full sync (S5), when their parent asks for one"
     )]
     ManualAtChild,
+    #[error(
+        "a manual sync is refused at an internet-facing node: it syncs from its own site's update server each time that one has synced (S11); run the sync at its site instead"
+    )]
+    ManualAtInternetNode,
+    #[error(
+        "a sync started by an operator is refused at a node with a parent: it syncs when its parent asks (S2); run the sync at the top site and it cascades down"
+    )]
+    OperatorAtChild,
 }
 
 /// The handle services and the node hold. Cheap to clone.
@@ -252,21 +281,51 @@ struct Inner {
     queue: Mutex<Queue>,
     wake: Notify,
     view: watch::Sender<ManagerView>,
-    /// Runs after a sync's phases succeeded and before its 6702 (the cascade's outbox).
-    on_success: Option<SuccessHook>,
+    hooks: SyncHooks,
 }
 
-/// What runs when a sync succeeds, before 6702 is reported; an error fails the sync.
-#[derive(Clone)]
-pub struct SuccessHook(pub Arc<SuccessFn>);
+/// What the node runs at two points of a successful sync. Either may fail the sync.
+#[derive(Clone, Default)]
+pub struct SyncHooks {
+    /// After phase 1 succeeded, before phase 2: asks the site's internet-facing update
+    /// servers to sync from it (S11). Each one asked is reported with 6706.
+    pub after_update_server: Option<Arc<AfterUpdateServerFn>>,
+    /// After every phase succeeded, before 6702: the cascade to the child sites (S10).
+    pub on_success: Option<Arc<SuccessFn>>,
+}
 
-/// The function inside a [`SuccessHook`].
+/// The function of [`SyncHooks::after_update_server`]: the internet-facing update servers
+/// it asked to sync.
+pub type AfterUpdateServerFn =
+    dyn Fn(&SyncRun) -> Result<Vec<InternetUpdateServer>, String> + Send + Sync;
+
+/// The function of [`SyncHooks::on_success`].
 pub type SuccessFn = dyn Fn(&SyncRun) -> Result<(), String> + Send + Sync;
 
-impl std::fmt::Debug for SuccessHook {
+/// An internet-facing node asked to sync from this site's update server (reported by 6706).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternetUpdateServer {
+    pub site_code: String,
+    /// `host:port`, for the message.
+    pub address: String,
+}
+
+impl std::fmt::Debug for SyncHooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SuccessHook")
+        f.debug_struct("SyncHooks")
+            .field("after_update_server", &self.after_update_server.is_some())
+            .field("on_success", &self.on_success.is_some())
+            .finish()
     }
+}
+
+/// What [`SyncManager::next_due`] found.
+struct NextSync {
+    /// The next sync that starts on its own, and why; `None` when only a request can
+    /// start one.
+    due: Option<(Timestamp, SyncTrigger)>,
+    /// When the schedule runs its next sync (for status), `None` without a schedule.
+    scheduled: Option<Timestamp>,
 }
 
 #[derive(Debug, Default)]
@@ -287,7 +346,7 @@ impl SyncManager {
         space: Box<dyn Backend>,
         initial_settings: SyncSettings,
     ) -> Result<Self, SyncError> {
-        Self::start_with_hook(
+        Self::start_with_hooks(
             node,
             clock,
             upstream,
@@ -295,13 +354,13 @@ impl SyncManager {
             policy,
             space,
             initial_settings,
-            None,
+            SyncHooks::default(),
         )
     }
 
-    /// [`SyncManager::start`] with a hook run after each successful sync, before its 6702.
+    /// [`SyncManager::start`] with the hierarchy's [`SyncHooks`].
     #[allow(clippy::too_many_arguments)]
-    pub fn start_with_hook(
+    pub fn start_with_hooks(
         node: Arc<NodeState>,
         clock: Arc<dyn Clock>,
         upstream: UpstreamSource,
@@ -309,7 +368,7 @@ impl SyncManager {
         policy: PolicyStore,
         space: Box<dyn Backend>,
         initial_settings: SyncSettings,
-        on_success: Option<SuccessHook>,
+        hooks: SyncHooks,
     ) -> Result<Self, SyncError> {
         if space.get(KEY_SETTINGS).map_err(StoreError::from)?.is_none() {
             put(&*space, KEY_SETTINGS, &initial_settings)?;
@@ -324,17 +383,28 @@ impl SyncManager {
             queue: Mutex::default(),
             wake: Notify::new(),
             view: watch::Sender::new(ManagerView::default()),
-            on_success,
+            hooks,
         });
         // History only: a record another version wrote is dropped, not a reason to stop.
         let last: Option<SyncRun> = get(&*inner.space, KEY_LAST_RUN).unwrap_or_else(|e| {
             warn!(error = %e, "the last sync's record is unreadable; it is forgotten");
             None
         });
+        let last_succeeded: Option<SyncRun> = get(&*inner.space, KEY_LAST_SUCCEEDED)
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "the last successful sync's record is unreadable; it is forgotten");
+                None
+            })
+            // Written by a version that kept only the last run.
+            .or_else(|| {
+                last.clone()
+                    .filter(|r| r.result == Some(SyncResult::Succeeded))
+            });
         let retry_at: Option<Timestamp> = get(&*inner.space, KEY_RETRY_AT)?;
         inner.view.send_modify(|v| {
             v.recent = last.iter().cloned().collect();
             v.last = last;
+            v.last_succeeded = last_succeeded;
             v.retry_at = retry_at;
         });
         let manager = Self { inner };
@@ -393,8 +463,16 @@ impl SyncManager {
     /// the running one; an identical request already waiting is not queued twice.
     pub fn request(&self, kind: SyncKind, trigger: SyncTrigger) -> Result<Disposition, SyncError> {
         let inner = &self.inner;
-        if kind == SyncKind::Manual && matches!(inner.upstream, UpstreamSource::Parent(_)) {
-            return Err(SyncError::ManualAtChild);
+        if trigger == SyncTrigger::Operator && kind == SyncKind::Full && self.has_parent() {
+            return Err(SyncError::OperatorAtChild);
+        }
+        if kind == SyncKind::Manual {
+            if self.is_internet_node() {
+                return Err(SyncError::ManualAtInternetNode);
+            }
+            if self.has_parent() {
+                return Err(SyncError::ManualAtChild);
+            }
         }
         let mut queue = inner.queue.lock().unwrap_or_else(|p| p.into_inner());
         // A manual sync right after a settings change would leave the stores half-filtered:
@@ -436,6 +514,16 @@ impl SyncManager {
         Ok(disposition)
     }
 
+    /// Whether the upstream is a parent node: such a node runs no schedule (S2).
+    fn has_parent(&self) -> bool {
+        matches!(self.inner.upstream, UpstreamSource::Parent(_))
+    }
+
+    /// Whether this is an internet-facing node: no site database, no phase 2 (S11).
+    fn is_internet_node(&self) -> bool {
+        self.inner.node.config.role == Role::Internet
+    }
+
     fn selection_changed(&self) -> Result<bool, SyncError> {
         let synced: Option<u64> = get(&*self.inner.space, KEY_SYNCED_SELECTION)?;
         Ok(synced != Some(self.settings()?.revision))
@@ -472,19 +560,35 @@ impl SyncManager {
     }
 
     /// Sleeps until a request arrives, the schedule is due, or a retry is due; queues the
-    /// scheduled or retried sync when its time comes.
+    /// scheduled or retried sync when its time comes. With nothing due (a child with no
+    /// retry pending), only a request wakes it.
     async fn wait_for_work(&self) {
-        let (due, trigger) = match self.next_due() {
-            Ok(due) => due,
+        let next = match self.next_due() {
+            Ok(next) => next,
             Err(e) => {
                 warn!(error = %e, "cannot read the sync schedule; trying again in a minute");
-                (self.inner.clock.now().0 + 60_000, SyncTrigger::Schedule)
+                let again = Timestamp(self.inner.clock.now().0 + 60_000);
+                if self.has_parent() {
+                    // A child starts nothing on its own: it only reads its retry again.
+                    tokio::select! {
+                        () = self.inner.wake.notified() => {}
+                        () = self.inner.clock.sleep_until(again) => {}
+                    }
+                    return;
+                }
+                NextSync {
+                    due: Some((again, SyncTrigger::Schedule)),
+                    scheduled: None,
+                }
             }
         };
-        let due = Timestamp(due);
         self.inner
             .view
-            .send_modify(|v| v.next_scheduled_at = Some(due));
+            .send_modify(|v| v.next_scheduled_at = next.scheduled);
+        let Some((due, trigger)) = next.due else {
+            self.inner.wake.notified().await;
+            return;
+        };
         tokio::select! {
             () = self.inner.wake.notified() => {}
             () = self.inner.clock.sleep_until(due) => {
@@ -495,17 +599,28 @@ impl SyncManager {
         }
     }
 
-    /// When the next sync is due on its own, and why: a pending retry wins over the
-    /// schedule when it comes first.
-    fn next_due(&self) -> Result<(i64, SyncTrigger), SyncError> {
+    /// When the next sync is due on its own and why: a pending retry wins over the schedule
+    /// when it comes first. A node whose upstream is a parent has no schedule (S2): only
+    /// its retry can be due.
+    fn next_due(&self) -> Result<NextSync, SyncError> {
+        let retry: Option<Timestamp> = get(&*self.inner.space, KEY_RETRY_AT)?;
+        if self.has_parent() {
+            return Ok(NextSync {
+                due: retry.map(|at| (at, SyncTrigger::Retry)),
+                scheduled: None,
+            });
+        }
         let settings = self.settings()?;
         let now = self.inner.clock.now();
         let last: Option<Timestamp> = get(&*self.inner.space, KEY_LAST_SCHEDULED)?;
         let scheduled = settings.schedule.next_after(last, now);
-        let retry: Option<Timestamp> = get(&*self.inner.space, KEY_RETRY_AT)?;
-        Ok(match retry {
-            Some(retry) if retry <= scheduled => (retry.0, SyncTrigger::Retry),
-            _ => (scheduled.0, SyncTrigger::Schedule),
+        let due = match retry {
+            Some(retry) if retry <= scheduled => (retry, SyncTrigger::Retry),
+            _ => (scheduled, SyncTrigger::Schedule),
+        };
+        Ok(NextSync {
+            due: Some(due),
+            scheduled: Some(scheduled),
         })
     }
 
@@ -522,8 +637,8 @@ impl SyncManager {
                 put(&*inner.space, KEY_LAST_SCHEDULED, &started)?;
             }
             self.phases(&mut run)?;
-            if let Some(hook) = &inner.on_success {
-                (hook.0)(&run).map_err(SyncError::Cascade)?;
+            if let Some(hook) = &inner.hooks.on_success {
+                hook(&run).map_err(SyncError::Cascade)?;
             }
             Ok(())
         })();
@@ -534,16 +649,22 @@ impl SyncManager {
             Ok(()) => {
                 run.result = Some(SyncResult::Succeeded);
                 let c = run.counts;
+                let u = c.update_server;
+                let site_database = if self.is_internet_node() {
+                    String::new()
+                } else {
+                    let s = c.site_database;
+                    format!(
+                        " site database {} new, {} changed, {} expired, {} deleted;",
+                        s.new, s.changed, s.expired, s.deleted
+                    )
+                };
                 let text = format!(
-                    "Synchronization done ({kind}): update server {} new, {} changed, {} expired, {} deleted; site database {} new, {} changed, {} expired, {} deleted; {} documents skipped.",
-                    c.update_server.new,
-                    c.update_server.changed,
-                    c.update_server.expired,
-                    c.update_server.deleted,
-                    c.site_database.new,
-                    c.site_database.changed,
-                    c.site_database.expired,
-                    c.site_database.deleted,
+                    "Synchronization done ({kind}): update server {} new, {} changed, {} expired, {} deleted;{site_database} {} documents skipped.",
+                    u.new,
+                    u.changed,
+                    u.expired,
+                    u.deleted,
                     c.skipped,
                     kind = kind_text(run.kind),
                 );
@@ -551,9 +672,10 @@ impl SyncManager {
                     StatusMessageId::SyncDone,
                     run.id,
                     text,
-                    counts_properties(&c),
+                    counts_properties(&c, !self.is_internet_node()),
                 );
                 let recorded = put(&*inner.space, KEY_LAST_RUN, &run)
+                    .and_then(|()| put(&*inner.space, KEY_LAST_SUCCEEDED, &run))
                     .and_then(|()| delete(&*inner.space, &[KEY_IN_PROGRESS, KEY_RETRY_AT]));
                 if let Err(e) = recorded {
                     warn!(error = %e, "cannot record the finished sync");
@@ -595,6 +717,7 @@ impl SyncManager {
             v.recent.push(run.clone());
             if run.result == Some(SyncResult::Succeeded) {
                 v.retry_at = None;
+                v.last_succeeded = Some(run.clone());
             }
         });
     }
@@ -619,6 +742,9 @@ impl SyncManager {
             UpstreamSource::Directory(directory) => {
                 format!("the catalog directory {}", directory.dir().display())
             }
+            UpstreamSource::Parent(parent) if self.is_internet_node() => {
+                format!("its own site's update server at {}", parent.address)
+            }
             UpstreamSource::Parent(parent) => {
                 format!("the parent site's update server at {}", parent.address)
             }
@@ -637,30 +763,50 @@ impl SyncManager {
         }
         put(&*inner.space, KEY_SYNCED_SELECTION, &settings.revision)?;
 
-        run.phase = SyncPhase::SiteDatabase;
-        run.progress = (0, 0);
-        self.publish(run);
-        match &inner.upstream {
-            UpstreamSource::Directory(_) => {
+        if let Some(hook) = &inner.hooks.after_update_server {
+            for internet in hook(run).map_err(SyncError::InternetUpdateServers)? {
                 self.message(
-                    StatusMessageId::SyncingSiteDatabase,
-                    run.id,
-                    "Synchronizing the site database with the update server.".to_owned(),
-                    BTreeMap::new(),
-                );
-                self.sync_site_database(run)?;
-            }
-            UpstreamSource::Parent(parent) => {
-                self.message(
-                    StatusMessageId::SyncingSiteDatabase,
+                    StatusMessageId::SyncingInternetUpdateServer,
                     run.id,
                     format!(
-                        "Synchronizing the site database by replication from the parent site at {}.",
-                        parent.address
+                        "Synchronizing the internet-facing update server {} at {} with this site's update server.",
+                        internet.site_code, internet.address
                     ),
-                    BTreeMap::new(),
+                    BTreeMap::from([
+                        ("internet_site_code".to_owned(), internet.site_code),
+                        ("address".to_owned(), internet.address),
+                    ]),
                 );
-                self.replicate_from_parent(run, parent)?;
+            }
+        }
+
+        // S11: an internet-facing node has no site database, so no phase 2.
+        if !self.is_internet_node() {
+            run.phase = SyncPhase::SiteDatabase;
+            run.progress = (0, 0);
+            self.publish(run);
+            match &inner.upstream {
+                UpstreamSource::Directory(_) => {
+                    self.message(
+                        StatusMessageId::SyncingSiteDatabase,
+                        run.id,
+                        "Synchronizing the site database with the update server.".to_owned(),
+                        BTreeMap::new(),
+                    );
+                    self.sync_site_database(run)?;
+                }
+                UpstreamSource::Parent(parent) => {
+                    self.message(
+                        StatusMessageId::SyncingSiteDatabase,
+                        run.id,
+                        format!(
+                            "Synchronizing the site database by replication from the parent site at {}.",
+                            parent.address
+                        ),
+                        BTreeMap::new(),
+                    );
+                    self.replicate_from_parent(run, parent)?;
+                }
             }
         }
 
@@ -1075,12 +1221,19 @@ fn trigger_text(trigger: SyncTrigger) -> &'static str {
     }
 }
 
-fn counts_properties(c: &SyncCounts) -> BTreeMap<String, String> {
+/// The counts of a 6702; `site_database` is false at an internet-facing node, which has none.
+fn counts_properties(c: &SyncCounts, site_database: bool) -> BTreeMap<String, String> {
     let mut p = BTreeMap::new();
-    for (phase, counts) in [
+    let phases = [
         ("update_server", c.update_server),
         ("site_database", c.site_database),
-    ] {
+    ];
+    let phases = if site_database {
+        &phases[..]
+    } else {
+        &phases[..1]
+    };
+    for &(phase, counts) in phases {
         p.insert(format!("{phase}.new"), counts.new.to_string());
         p.insert(format!("{phase}.changed"), counts.changed.to_string());
         p.insert(format!("{phase}.expired"), counts.expired.to_string());

@@ -41,12 +41,28 @@ impl TestNode {
         .await
     }
 
-    /// A child site of the node listening at `parent`.
+    /// A child site of the node listening at `parent`; it runs no schedule and syncs when
+    /// its parent asks (the parent asks when the child registers, if it has synced).
     pub async fn start_child(parent: &str, site_code: &str) -> Self {
         Self::start_with(
             Overrides {
                 parent: Some(parent.to_owned()),
                 site_code: Some(site_code.to_owned()),
+                ..Overrides::default()
+            },
+            "",
+        )
+        .await
+    }
+
+    /// An internet-facing node (role `internet`, S11) of the site whose node listens at
+    /// `site`; it syncs when that site asks.
+    pub async fn start_internet(site: &str, site_code: &str) -> Self {
+        Self::start_with(
+            Overrides {
+                parent: Some(site.to_owned()),
+                site_code: Some(site_code.to_owned()),
+                role: Some("internet".to_owned()),
                 ..Overrides::default()
             },
             "",

@@ -1,0 +1,291 @@
+//! Authorization of every call from the peer's certificate (SPEC invariant 6).
+//!
+//! One tower layer in front of every service looks up the rule of the called method
+//! ([`rule_for`]) and checks the caller's identity against it, so no method can be served
+//! without a rule: a method this table does not know is refused. A denial answers
+//! `UNAUTHENTICATED` (no usable certificate) or `PERMISSION_DENIED` (the identity may not
+//! call this method) with a message naming the identity and the rule, and is logged.
+//!
+//! The rules:
+//! - `Admin` methods that change something, or export the catalog: operators only.
+//! - Other `Admin` methods (reads): any identity of the hierarchy.
+//! - `UpdateServer`: registered children (child sites and the site's internet-facing node).
+//! - `SiteReplication`: registered child *sites* (an internet-facing node has no site
+//!   database).
+//! - `Hierarchy.RequestSync`: the configured parent only.
+//! - `Hierarchy.RegisterChild`: any site, for itself (the handler checks the code).
+//! - `Hierarchy.Report*`: registered children, for themselves.
+//! - `ClientPolicy`: anyone, certificate or not, unless configured to need one.
+//! - Health and reflection: anyone, so probes and stock tools work.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::pki_types::CertificateDer;
+use sitesync_security::transport::PeerError;
+use sitesync_security::{Identity, TlsContext};
+use tonic::codegen::http;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tracing::warn;
+
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// No certificate needed.
+    Anyone,
+    /// Any certificate of the hierarchy: sites and operators.
+    AnyIdentity,
+    /// Operators only.
+    Operator,
+    /// The site this node is configured to sync from.
+    Parent,
+    /// Any site (registration: the handler checks the site registers itself).
+    Site,
+    /// A registered child: a child site or this site's internet-facing node.
+    Child,
+    /// A registered child site (not an internet-facing node).
+    ChildSite,
+}
+
+impl Rule {
+    /// The rule in words, for denials.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Anyone => "open to anyone",
+            Self::AnyIdentity => "needs a certificate of this hierarchy",
+            Self::Operator => "only operators may change a site",
+            Self::Parent => "only the configured parent site may ask for a sync",
+            Self::Site => "only sites may register as children",
+            Self::Child => {
+                "only registered child sites and this site's internet-facing node may pull from its update server"
+            }
+            Self::ChildSite => "only registered child sites may replicate the site database",
+        }
+    }
+}
+
+/// The rule of a gRPC method path (`/package.Service/Method`); `None` for unknown methods.
+pub fn rule_for(path: &str, client_policy_needs_certificate: bool) -> Option<Rule> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    Some(match service {
+        "sitesync.v1.Admin" => match method {
+            "RunSync" | "SetSyncSettings" | "ExportCatalog" | "ImportCatalog" | "PublishUpdate" => {
+                Rule::Operator
+            }
+            "GetSiteStatus" | "GetHierarchy" | "WatchSync" | "ListStatusMessages"
+            | "ListUpdates" | "GetUpdate" | "GetSyncSettings" | "GetClientPolicy" => {
+                Rule::AnyIdentity
+            }
+            _ => return None,
+        },
+        "sitesync.v1.UpdateServer" => match method {
+            "GetCatalogInfo" | "GetChanges" | "GetUpdateDocuments" => Rule::Child,
+            _ => return None,
+        },
+        "sitesync.v1.SiteReplication" => match method {
+            "Replicate" | "GetSiteDatabaseInfo" => Rule::ChildSite,
+            _ => return None,
+        },
+        "sitesync.v1.Hierarchy" => match method {
+            "RequestSync" => Rule::Parent,
+            "RegisterChild" => Rule::Site,
+            "ReportStatusMessages" | "ReportSiteStates" => Rule::Child,
+            _ => return None,
+        },
+        "sitesync.v1.ClientPolicy" => match method {
+            "GetMachinePolicy" | "GetLegacyScanCatalog" if client_policy_needs_certificate => {
+                Rule::AnyIdentity
+            }
+            "GetMachinePolicy" | "GetLegacyScanCatalog" => Rule::Anyone,
+            _ => return None,
+        },
+        "grpc.health.v1.Health" | "grpc.reflection.v1.ServerReflection" => Rule::Anyone,
+        _ => return None,
+    })
+}
+
+/// What the rules need to know about the hierarchy, answered by the node.
+pub trait Relations: Send + Sync + std::fmt::Debug {
+    /// The site code of the configured parent, once known.
+    fn parent_site_code(&self) -> Option<String>;
+    /// Whether `site_code` is a registered child, and whether it is an internet-facing node.
+    fn child(&self, site_code: &str) -> Option<ChildKind>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildKind {
+    Site,
+    Internet,
+}
+
+/// The checks, shared by every connection.
+#[derive(Debug, Clone)]
+pub struct Access {
+    tls: Arc<TlsContext>,
+    relations: Arc<dyn Relations>,
+    client_policy_needs_certificate: bool,
+}
+
+/// The caller of an authorized call, in the request's extensions for handlers that check
+/// more (a child registers or reports only for itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(pub Option<Identity>);
+
+impl Access {
+    pub fn new(
+        tls: Arc<TlsContext>,
+        relations: Arc<dyn Relations>,
+        client_policy_needs_certificate: bool,
+    ) -> Self {
+        Self {
+            tls,
+            relations,
+            client_policy_needs_certificate,
+        }
+    }
+
+    /// Checks a call to `path` by the peer whose certificate chain is `certificates`.
+    pub fn check(
+        &self,
+        path: &str,
+        certificates: Option<&[CertificateDer<'static>]>,
+    ) -> Result<Caller, tonic::Status> {
+        let Some(rule) = rule_for(path, self.client_policy_needs_certificate) else {
+            return Err(tonic::Status::unimplemented(format!(
+                "{path} is not a method of this node"
+            )));
+        };
+        let identity = match certificates.and_then(|c| c.first()) {
+            Some(leaf) if self.tls.current().is_revoked(leaf) => Err(PeerError::Revoked),
+            Some(leaf) => {
+                Identity::from_certificate(leaf).map_err(|e| PeerError::Identity(e.to_string()))
+            }
+            None => Err(PeerError::NoCertificate),
+        };
+        let identity = match (identity, rule) {
+            (Ok(identity), _) => identity,
+            (Err(_), Rule::Anyone) => return Ok(Caller(None)),
+            (Err(reason), _) => {
+                warn!(method = path, %reason, rule = rule.describe(), "call refused: no usable certificate");
+                return Err(tonic::Status::unauthenticated(format!(
+                    "{path}: {reason}; this method {} (present a certificate issued by `sitesyncctl pki issue`)",
+                    rule.describe()
+                )));
+            }
+        };
+        if self.allows(rule, &identity) {
+            return Ok(Caller(Some(identity)));
+        }
+        warn!(method = path, %identity, rule = rule.describe(), "call refused");
+        Err(tonic::Status::permission_denied(format!(
+            "{path} refused for {identity}: {}",
+            rule.describe()
+        )))
+    }
+
+    fn allows(&self, rule: Rule, identity: &Identity) -> bool {
+        match (rule, identity) {
+            (Rule::Anyone | Rule::AnyIdentity, _) => true,
+            (Rule::Operator, Identity::Operator(_)) => true,
+            (Rule::Parent, Identity::Site(code)) => {
+                self.relations.parent_site_code().as_deref() == Some(code.as_str())
+            }
+            (Rule::Site, Identity::Site(_)) => true,
+            (Rule::Child, Identity::Site(code)) => self.relations.child(code).is_some(),
+            (Rule::ChildSite, Identity::Site(code)) => {
+                self.relations.child(code) == Some(ChildKind::Site)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The tower layer that runs [`Access::check`] before every call.
+#[derive(Debug, Clone)]
+pub struct AccessLayer(pub Access);
+
+impl<S> tower::Layer<S> for AccessLayer {
+    type Service = AccessService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessService {
+            inner,
+            access: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessService<S> {
+    inner: S,
+    access: Access,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for AccessService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let certificates = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs);
+        match self.access.check(
+            request.uri().path(),
+            certificates.as_deref().map(Vec::as_slice),
+        ) {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                Box::pin(self.inner.call(request))
+            }
+            Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_of_the_contract_has_a_rule() {
+        let descriptor = <prost_types::FileDescriptorSet as prost::Message>::decode(
+            sitesync_proto::FILE_DESCRIPTOR_SET,
+        )
+        .unwrap();
+        let mut methods = 0;
+        for file in &descriptor.file {
+            for service in &file.service {
+                for method in &service.method {
+                    let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                    assert!(rule_for(&path, false).is_some(), "{path} has no rule");
+                    methods += 1;
+                }
+            }
+        }
+        assert!(methods >= 24, "{methods}");
+        assert_eq!(
+            rule_for("/sitesync.v1.Admin/RunSync", false),
+            Some(Rule::Operator)
+        );
+        assert_eq!(
+            rule_for("/sitesync.v1.Hierarchy/RequestSync", false),
+            Some(Rule::Parent)
+        );
+        assert_eq!(rule_for("/sitesync.v1.Admin/Nothing", false), None);
+        assert_eq!(rule_for("nonsense", false), None);
+    }
+}
