@@ -536,10 +536,12 @@ impl Hierarchy {
     /// Starts the background tasks on the current runtime: delivery of the outbox, and
     /// registration with the parent at a child.
     pub fn spawn_tasks(self: &Arc<Self>, sync: SyncManager) {
-        tokio::spawn(self.clone().delivery_loop());
+        self.node.spawn_background(self.clone().delivery_loop());
         if let UpstreamConfig::Parent(parent) = &self.node.config.upstream {
-            tokio::spawn(self.clone().register_loop(parent.clone()));
-            tokio::spawn(self.clone().forward_loop(parent.clone(), sync));
+            self.node
+                .spawn_background(self.clone().register_loop(parent.clone()));
+            self.node
+                .spawn_background(self.clone().forward_loop(parent.clone(), sync));
         }
     }
 

@@ -4,11 +4,15 @@
 //!   the node's update server has synced) and the site database (the site's view) — each
 //!   with revisions, a latest-revision index, a category index, a change log and an
 //!   incrementally maintained catalog digest.
-//! - [`upstream`]: where a top site's update server syncs from (a catalog directory).
+//! - [`upstream`]: where an update server syncs from: a catalog directory (a top site) or
+//!   the parent's update server.
 //! - [`replication`]: the child side of site-database replication: follows the parent's
 //!   `SiteReplication` stream into the site database, batch by batch, with no gap and no
 //!   duplicate across restarts.
 //! - [`hierarchy`]: registered children, received sync requests and the cascade's outbox.
+//! - [`site_states`]: the states of the sites below this node, reported up so the top site
+//!   can draw the whole tree.
+//! - [`access`]: who may call which method, from the peer's certificate.
 //! - [`sync`]: the sync manager, its schedule and its status messages.
 //! - [`allocator`]: the allocator settings the binary starts with.
 //! - [`clock`]: the time seam, so 60-minute retries and 7-day schedules test instantly.

@@ -1,21 +1,52 @@
-//! A running node's shared state: its configuration and its database. Services and the
-//! sync manager hold it behind an `Arc`.
+//! A running node's shared state: its configuration, its database, and the signal that it
+//! is stopping. Services and the sync manager hold it behind an `Arc`.
+
+use std::future::Future;
 
 use sitesync_proto::v1;
 
 use crate::config::{NodeConfig, Role};
 use crate::service::store_info;
 use crate::store::{NodeDatabase, StoreState};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug)]
 pub struct NodeState {
     pub config: NodeConfig,
     pub database: NodeDatabase,
+    /// Cancelled when the node stops: every background task ends with it.
+    stopping: CancellationToken,
 }
 
 impl NodeState {
     pub fn new(config: NodeConfig, database: NodeDatabase) -> Self {
-        Self { config, database }
+        Self {
+            config,
+            database,
+            stopping: CancellationToken::new(),
+        }
+    }
+
+    /// Runs `task` on the current runtime until it ends or the node stops.
+    pub fn spawn_background(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stopping.cancelled() => {}
+                () = task => {}
+            }
+        });
+    }
+
+    /// Stops the background tasks: the sync manager's loop, registration, the outbox's
+    /// delivery, status forwarding and state reports. A sync already running finishes or
+    /// is redone at the next start.
+    pub fn stop(&self) {
+        self.stopping.cancel();
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.is_cancelled()
     }
 
     pub fn wire_role(&self) -> v1::SiteRole {

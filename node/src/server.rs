@@ -26,7 +26,7 @@ pub enum ServeError {
 }
 
 /// Serves every service on `listener` until `shutdown` completes, then drains in-flight
-/// calls and returns.
+/// calls, stops the node's background tasks and returns.
 pub async fn serve(
     started: Started,
     listener: TcpListener,
@@ -75,10 +75,11 @@ pub async fn serve(
         v1::hierarchy_server::HierarchyServer::new(HierarchyService::new(hierarchy, sync.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let client_policy =
-        v1::client_policy_server::ClientPolicyServer::new(ClientPolicyService::new(node, sync));
+    let client_policy = v1::client_policy_server::ClientPolicyServer::new(
+        ClientPolicyService::new(node.clone(), sync),
+    );
 
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
         .add_service(update_server)
@@ -87,6 +88,8 @@ pub async fn serve(
         .add_service(client_policy)
         .add_service(hierarchy)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+        .await;
+    node.stop();
+    served?;
     Ok(())
 }

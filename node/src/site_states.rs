@@ -781,7 +781,8 @@ pub fn assemble(
 pub fn spawn_reporting(node: Arc<NodeState>, sync: SyncManager) {
     if let UpstreamConfig::Parent(parent) = &node.config.upstream {
         let parent = parent.clone();
-        tokio::spawn(report_loop(node, sync, parent));
+        node.clone()
+            .spawn_background(report_loop(node, sync, parent));
     }
 }
 

@@ -15,9 +15,6 @@ use crate::hierarchy::{Hierarchy, HierarchyError, Receipt};
 use crate::sync::manager::{SyncKind, SyncManager, SyncTrigger};
 use crate::sync::status::{Severity, StatusMessage, StatusMessageId};
 
-/// How often a child should report its state.
-const REPORT_INTERVAL_SECONDS: i64 = 60;
-
 #[derive(Debug)]
 pub struct HierarchyService {
     hierarchy: Arc<Hierarchy>,
@@ -147,10 +144,9 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
             } else {
                 site_code
             },
-            report_interval: Some(prost_types::Duration {
-                seconds: REPORT_INTERVAL_SECONDS,
-                nanos: 0,
-            }),
+            report_interval: Some(crate::site_states::wire_duration(
+                crate::site_states::REPORT_INTERVAL,
+            )),
             pending_sync_requests: u32::try_from(pending).unwrap_or(u32::MAX),
         }))
     }

@@ -424,7 +424,10 @@ impl SyncManager {
                 manager.request(SyncKind::Full, SyncTrigger::Restart)?;
             }
         }
-        tokio::spawn(manager.clone().run_loop());
+        manager
+            .inner
+            .node
+            .spawn_background(manager.clone().run_loop());
         Ok(manager)
     }
 
