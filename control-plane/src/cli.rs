@@ -1,6 +1,7 @@
 //! The command line: clap's derive types, and nothing that does work.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sitesync_metadata::generate::CatalogSpec;
@@ -80,6 +81,53 @@ pub enum Command {
     /// lag, unreachable sites flagged. A tree for people; `--output json`; `--output dot`
     /// for Graphviz.
     Tree,
+
+    /// Start a local hierarchy of real nodes on loopback (top site CEN; primary sites PR1
+    /// and PR2 under it; SE1 under PR1; the internet-facing node IN1 of PR1), feed the top
+    /// site a generated catalog, follow its scheduled sync and the cascade down the tree
+    /// until every site holds the top site's catalog, print the tree, and stop the nodes.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How many update documents (revisions) the generated catalog holds.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 2_000,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub updates: u32,
+
+    /// The catalog's seed: the same seed and N always give the same catalog.
+    #[arg(long, value_name = "S", default_value_t = CatalogSpec::DEFAULT_SEED)]
+    pub seed: u64,
+
+    /// The work directory (the catalog, and each node's data and log), kept afterwards; it
+    /// must be new or empty. Without it a fresh temporary directory is used and removed
+    /// at the end (kept when the demo fails, for the logs).
+    #[arg(long, value_name = "PATH")]
+    pub dir: Option<PathBuf>,
+
+    /// Leave the nodes running at the end and print their addresses and how to stop them.
+    #[arg(long)]
+    pub keep: bool,
+
+    /// The `sitesync-node` binary; by default the one next to this `sitesyncctl`, else
+    /// the one on PATH.
+    #[arg(long, value_name = "PATH")]
+    pub node_binary: Option<PathBuf>,
+
+    /// How long the top site's sync and the cascade may take, from the moment every node
+    /// listens until every site holds the top site's catalog (`90s`, `5m`).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5m",
+        value_parser = crate::units::parse_duration
+    )]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,61 +1,24 @@
 //! The node commands end to end: the built `sitesyncctl` against a real `sitesync-node`
 //! process on loopback, syncing a generated catalog.
 //!
-//! Cargo builds only this package's binaries for its tests, so the node binary is built here
-//! once per test run (`cargo build -p sitesync-node`, the same profile and target directory
-//! as this test; a no-op when it is up to date), or taken from `SITESYNC_NODE_BIN` when set.
-//! The node is started on port 0 with `--address-file`, and killed when the test ends
-//! (a drop guard), also when the test fails.
+//! The node binary comes from `support::node_binary` (built once per test run, or
+//! `SITESYNC_NODE_BIN`). The node is started on port 0 with `--address-file`, and killed
+//! when the test ends (a drop guard), also when the test fails.
 
 use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod support;
+use support::node_binary::node_binary;
 use support::sitesyncctl;
 
 /// How long a node may take to start listening (a cold debug build opening its database).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The `sitesync-node` binary, built once per test process.
-fn node_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        if let Some(path) = std::env::var_os("SITESYNC_NODE_BIN") {
-            return PathBuf::from(path);
-        }
-        // This test runs as <target>/<profile>/deps/node_commands-<hash>.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(cargo);
-        build
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "sitesync-node",
-                "--bin",
-                "sitesync-node",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir
-            .file_name()
-            .is_some_and(|name| name == "release")
-        {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo runs");
-        assert!(status.success(), "cargo build -p sitesync-node failed");
-        let binary = profile_dir.join(format!("sitesync-node{}", std::env::consts::EXE_SUFFIX));
-        assert!(binary.is_file(), "{} was not built", binary.display());
-        binary
-    })
-}
 
 /// A node process, killed when dropped.
 struct RunningNode {

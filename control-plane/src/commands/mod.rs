@@ -1,8 +1,9 @@
 //! Running parsed commands: one module per command group.
 //!
-//! `catalog` works on local files. Every other group talks to a node: [`on_node`] builds a
-//! current-thread runtime, connects once ([`Node::connect`]) and runs the command's async
-//! body, whose errors [`exit_code`] maps to the exit status.
+//! `catalog` works on local files; `demo` starts node processes of its own and talks to
+//! them. Every other group talks to a node: [`on_node`] builds a current-thread runtime,
+//! connects once ([`Node::connect`]) and runs the command's async body, whose errors
+//! [`exit_code`] maps to the exit status.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ use crate::client::{self, Node, NodeUnreachable};
 use crate::output::OutputFormat;
 
 pub mod catalog;
+mod demo;
 mod messages;
 mod policy;
 mod settings;
@@ -36,6 +38,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Tree => on_node(cli, |node| tree::run(node, output)),
         Command::Catalog(command) => catalog::run(command, output),
+        Command::Demo(args) => demo::run(args, output),
         Command::Status => on_node(cli, |node| status::run(node, output)),
         Command::Sync(args) => on_node(cli, |node| sync::run(node, args, output)),
         Command::Messages(args) => on_node(cli, |node| messages::run(node, args, output)),

@@ -1,4 +1,9 @@
-//! What the integration tests that talk to a node share.
+//! What the integration tests that talk to a node share: running `sitesyncctl`, and
+//! ([`node_binary`]) the `sitesync-node` binary for tests that start real nodes.
+// Each test crate uses a part of it.
+#![allow(dead_code)]
+
+pub mod node_binary;
 
 use std::process::{Command, Output};
 
