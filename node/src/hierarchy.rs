@@ -345,6 +345,29 @@ pub struct Hierarchy {
     backoff: Mutex<HashMap<String, Duration>>,
     /// Status messages flowing up (issue 4 item 6).
     pub forwarding: StatusForwarding,
+    /// Where the parent's site code is kept (space `parent`).
+    parent_space: Box<dyn Backend>,
+    parent_site_code: Mutex<Option<String>>,
+}
+
+const KEY_PARENT_SITE_CODE: &[u8] = b"site-code";
+
+impl crate::access::Relations for Hierarchy {
+    fn parent_site_code(&self) -> Option<String> {
+        Hierarchy::parent_site_code(self)
+    }
+
+    fn child(&self, site_code: &str) -> Option<crate::access::ChildKind> {
+        match self.children.get(site_code) {
+            Ok(Some(child)) if child.is_internet_node() => Some(crate::access::ChildKind::Internet),
+            Ok(Some(_)) => Some(crate::access::ChildKind::Site),
+            Ok(None) => None,
+            Err(e) => {
+                warn!(error = %e, site_code, "cannot read the registered children");
+                None
+            }
+        }
+    }
 }
 
 /// What a node keeps to forward status messages to its parent: the sites below it whose
@@ -413,7 +436,15 @@ impl Hierarchy {
         received: ReceivedRequests,
         outbox: Outbox,
         forwarding: StatusForwarding,
+        parent_space: Box<dyn Backend>,
     ) -> Self {
+        let parent_site_code = match parent_space.get(KEY_PARENT_SITE_CODE) {
+            Ok(code) => code.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+            Err(e) => {
+                warn!(error = %e, "the parent's site code is unreadable; it is learned again at registration");
+                None
+            }
+        };
         Self {
             forwarding,
             node,
@@ -423,7 +454,40 @@ impl Hierarchy {
             outbox,
             deliver: Notify::new(),
             backoff: Mutex::new(HashMap::new()),
+            parent_space,
+            parent_site_code: Mutex::new(parent_site_code),
         }
+    }
+
+    /// The configured parent's site code, as it answered at registration: the only site
+    /// whose sync requests this node accepts (SPEC invariant 6).
+    pub fn parent_site_code(&self) -> Option<String> {
+        self.parent_site_code
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Keeps the site code the configured parent answered with, durably.
+    fn learn_parent(&self, site_code: &str) -> Result<(), HierarchyError> {
+        let code: SiteCode = site_code.parse().map_err(HierarchyError::Invalid)?;
+        let code = code.to_string();
+        let mut held = self
+            .parent_site_code
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if held.as_deref() == Some(code.as_str()) {
+            return Ok(());
+        }
+        if let Some(previous) = held.as_deref() {
+            warn!(previous, now = %code, "the parent at the configured address answers with another site code; sync requests are now accepted from it");
+        }
+        let mut batch = WriteBatch::default();
+        batch.put(KEY_PARENT_SITE_CODE.to_vec(), code.as_bytes().to_vec());
+        self.parent_space.apply(batch)?;
+        self.parent_space.flush()?;
+        *held = Some(code);
+        Ok(())
     }
 
     /// Whether this node is a child site (syncs from a parent).
@@ -626,13 +690,22 @@ impl Hierarchy {
         loop {
             match self.register_once(&parent).await {
                 Ok(response) => {
-                    info!(
-                        parent = %parent,
-                        parent_site = %response.parent_site_code,
-                        pending = response.pending_sync_requests,
-                        "registered with the parent site"
-                    );
-                    return;
+                    match self.learn_parent(&response.parent_site_code) {
+                        Ok(()) => {
+                            info!(
+                                parent = %parent,
+                                parent_site = %response.parent_site_code,
+                                pending = response.pending_sync_requests,
+                                "registered with the parent site"
+                            );
+                            return;
+                        }
+                        Err(e) => {
+                            warn!(parent = %parent, error = %e, retry_in = ?backoff, "the parent's registration answer is unusable")
+                        }
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(reason) => {
                     warn!(parent = %parent, %reason, retry_in = ?backoff, "cannot register with the parent site");

@@ -68,9 +68,13 @@ pub async fn serve(
     )
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let admin = v1::admin_server::AdminServer::new(AdminService::new(node.clone(), sync.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = v1::admin_server::AdminServer::new(AdminService::new(
+        node.clone(),
+        sync.clone(),
+        hierarchy.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let hierarchy =
         v1::hierarchy_server::HierarchyServer::new(HierarchyService::new(hierarchy, sync.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

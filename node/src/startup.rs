@@ -94,6 +94,7 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         database.space("status-sites")?,
         database.space("status-forward")?,
     );
+    let parent_space = database.space("parent")?;
     let node = Arc::new(NodeState::new(config, database));
     let hierarchy = Arc::new(Hierarchy::new(
         node.clone(),
@@ -102,6 +103,7 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         received,
         outbox,
         forwarding,
+        parent_space,
     ));
     // S11: when phase 1 succeeds, each internet-facing node is asked to sync from this
     // site. S10: a successful sync queues one request per child site before its 6702.

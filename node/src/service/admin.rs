@@ -35,16 +35,22 @@ type SupersededAt = (u64, Arc<HashSet<UpdateId>>);
 pub struct AdminService {
     node: Arc<NodeState>,
     sync: SyncManager,
+    hierarchy: Arc<crate::hierarchy::Hierarchy>,
     /// Which updates some held update supersedes, per store (update server, site
     /// database): listing filters on it, and recomputing it costs a walk of the store.
     superseded: Arc<Mutex<[Option<SupersededAt>; 2]>>,
 }
 
 impl AdminService {
-    pub fn new(node: Arc<NodeState>, sync: SyncManager) -> Self {
+    pub fn new(
+        node: Arc<NodeState>,
+        sync: SyncManager,
+        hierarchy: Arc<crate::hierarchy::Hierarchy>,
+    ) -> Self {
         Self {
             node,
             sync,
+            hierarchy,
             superseded: Arc::default(),
         }
     }
@@ -102,30 +108,13 @@ impl AdminService {
     }
 
     fn site_state(&self, view: &ManagerView) -> v1::SiteState {
-        let node = &self.node;
-        // A child has no schedule (S2): its next sync is a pending retry, if any.
-        let next_sync_at = match (view.next_scheduled_at, view.retry_at) {
-            (Some(scheduled), Some(retry)) => Some(scheduled.min(retry)),
-            (scheduled, retry) => scheduled.or(retry),
-        };
-        v1::SiteState {
-            site_code: node.config.site_code.to_string(),
-            role: node.wire_role() as i32,
-            parent_site_code: String::new(),
-            address: node.config.listen.to_string(),
-            update_server: Some(store_info(&node.database.update_server().state())),
-            site_database: (!self.is_internet_node())
-                .then(|| store_info(&node.database.site_database().state())),
-            replication: None,
-            last_sync: view.last.as_ref().map(wire_run),
-            current_sync: view.current.as_ref().map(wire_run),
-            next_sync_at: next_sync_at.map(timestamp_to_wire),
-            catalog_version: None,
-            observed_at: Some(timestamp_to_wire(
-                sitesync_metadata::Timestamp::from_unix_millis(now_millis()),
-            )),
-            node_version: env!("CARGO_PKG_VERSION").to_owned(),
-        }
+        let mut state = own_site_state(
+            &self.node,
+            view,
+            sitesync_metadata::Timestamp::from_unix_millis(now_millis()),
+        );
+        state.parent_site_code = self.hierarchy.parent_site_code().unwrap_or_default();
+        state
     }
 }
 
@@ -646,9 +635,11 @@ pub(crate) fn machine_policy(
     })
 }
 
-/// This node's own state as it reports it up and shows it at the root of its hierarchy:
-/// its stores, its replication position in its parent's log (a child site), its last and
-/// current syncs. The parent's code is left empty: the parent fills in itself.
+/// This node's own state as it reports it up, shows in its status and at the root of its
+/// hierarchy: its stores, its replication position in its parent's log (a child site), its
+/// last and current syncs, and when its next sync starts on its own — the schedule or a
+/// pending retry (a child has no schedule, S2). The parent's code is left empty: the
+/// parent fills in itself.
 pub(crate) fn own_site_state(
     node: &NodeState,
     view: &ManagerView,
@@ -656,6 +647,10 @@ pub(crate) fn own_site_state(
 ) -> v1::SiteState {
     let has_parent = matches!(node.config.upstream, UpstreamConfig::Parent(_));
     let is_site = node.config.role == Role::Site;
+    let next_sync_at = match (view.next_scheduled_at, view.retry_at) {
+        (Some(scheduled), Some(retry)) => Some(scheduled.min(retry)),
+        (scheduled, retry) => scheduled.or(retry),
+    };
     let replication = if has_parent && is_site {
         match crate::replication::stored_anchor(node.database.site_database()) {
             Ok(anchor) => Some(v1::ReplicationState {
@@ -684,7 +679,7 @@ pub(crate) fn own_site_state(
         replication,
         last_sync: view.last.as_ref().map(wire_run),
         current_sync: view.current.as_ref().map(wire_run),
-        next_sync_at: view.next_scheduled_at.map(timestamp_to_wire),
+        next_sync_at: next_sync_at.map(timestamp_to_wire),
         catalog_version: None,
         observed_at: Some(timestamp_to_wire(observed_at)),
         node_version: env!("CARGO_PKG_VERSION").to_owned(),
