@@ -59,11 +59,26 @@ async fn a_child_site_syncs_its_update_server_from_its_parent() {
     }
     // The child keeps its parent's site code from the registration answer, and its status
     // shows where it stands in the tree.
-    while child.status().await.site.unwrap().parent_site_code.is_empty() {
+    while child
+        .status()
+        .await
+        .site
+        .unwrap()
+        .parent_site_code
+        .is_empty()
+    {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(child.status().await.site.unwrap().parent_site_code, "CEN");
-    assert!(parent.status().await.site.unwrap().parent_site_code.is_empty());
+    assert!(
+        parent
+            .status()
+            .await
+            .site
+            .unwrap()
+            .parent_site_code
+            .is_empty()
+    );
 
     // The parent syncs changes; the child's next sync brings exactly them.
     CatalogChanges::derive(&spec, 3, 5)
