@@ -348,6 +348,15 @@ pub struct Hierarchy {
     /// Where the parent's site code is kept (space `parent`).
     parent_space: Box<dyn Backend>,
     parent_site_code: Mutex<Option<String>>,
+    /// The last syncs whose requests were queued for the child sites and for the
+    /// internet-facing nodes; its lock serializes registration with queueing.
+    queued_for: Mutex<QueuedFor>,
+}
+
+#[derive(Debug, Default)]
+struct QueuedFor {
+    sites: Option<u64>,
+    internet: Option<u64>,
 }
 
 const KEY_PARENT_SITE_CODE: &[u8] = b"site-code";
@@ -456,6 +465,7 @@ impl Hierarchy {
             backoff: Mutex::new(HashMap::new()),
             parent_space,
             parent_site_code: Mutex::new(parent_site_code),
+            queued_for: Mutex::default(),
         }
     }
 
@@ -504,6 +514,7 @@ impl Hierarchy {
     /// site in the outbox, durably (S10). Internet-facing nodes are not among them: they
     /// were asked when phase 1 finished ([`Hierarchy::request_internet_syncs`]).
     pub fn cascade(&self, run: &SyncRun) -> Result<usize, HierarchyError> {
+        let mut queued_for = self.queued_for.lock().unwrap_or_else(|p| p.into_inner());
         let children: Vec<ChildRecord> = self
             .children
             .list()?
@@ -511,6 +522,7 @@ impl Hierarchy {
             .filter(|c| !c.is_internet_node())
             .collect();
         let queued = self.queue_requests(&children, run.id)?;
+        queued_for.sites = Some(run.id);
         if queued > 0 {
             info!(
                 sync_id = run.id,
@@ -528,13 +540,16 @@ impl Hierarchy {
         &self,
         run: &SyncRun,
     ) -> Result<Vec<InternetUpdateServer>, HierarchyError> {
+        let mut queued_for = self.queued_for.lock().unwrap_or_else(|p| p.into_inner());
         let internet: Vec<ChildRecord> = self
             .children
             .list()?
             .into_iter()
             .filter(ChildRecord::is_internet_node)
             .collect();
-        if self.queue_requests(&internet, run.id)? > 0 {
+        let queued = self.queue_requests(&internet, run.id)?;
+        queued_for.internet = Some(run.id);
+        if queued > 0 {
             info!(
                 sync_id = run.id,
                 nodes = internet.len(),
@@ -573,28 +588,43 @@ impl Hierarchy {
         Ok(entries.len())
     }
 
-    /// A child registered: if this node has synced successfully (`last_succeeded`) and
-    /// nothing waits for the child yet, a request is queued so that it catches up, since a
-    /// child syncs only when asked (S2). Then what waits for it is delivered at once.
-    /// Returns how many requests wait for it.
-    pub fn child_registered(
+    /// Registers or refreshes a child. If this node has something to offer — a successful
+    /// sync (`last_succeeded`), or a sync whose requests were already queued for children
+    /// of this kind — and nothing waits for the child yet, a request is queued so that it
+    /// catches up, since a child syncs only when asked (S2). Then what waits for it is
+    /// delivered at once. Serialized with [`Hierarchy::cascade`] and
+    /// [`Hierarchy::request_internet_syncs`], so a child registering while they run is
+    /// either among their children or caught up here. Returns the record and how many
+    /// requests wait for the child.
+    pub fn register_child(
         &self,
-        child: &ChildRecord,
-        last_succeeded: Option<&SyncRun>,
-    ) -> Result<usize, HierarchyError> {
+        site_code: &str,
+        role: &str,
+        address: &str,
+        now: Timestamp,
+        last_succeeded: Option<u64>,
+    ) -> Result<(ChildRecord, usize), HierarchyError> {
+        let queued_for = self.queued_for.lock().unwrap_or_else(|p| p.into_inner());
+        let child = self.children.register(site_code, role, address, now)?;
+        let queued_already = if child.is_internet_node() {
+            queued_for.internet
+        } else {
+            queued_for.sites
+        };
         let mut pending = self.outbox.pending_for(&child.site_code)?;
-        if let Some(run) = last_succeeded
+        if let Some(sync_id) = last_succeeded.max(queued_already)
             && pending == 0
         {
-            pending += self.queue_requests(std::slice::from_ref(child), run.id)?;
-            info!(child = %child.site_code, sync_id = run.id, "a sync request queued for the child that registered");
+            pending += self.queue_requests(std::slice::from_ref(&child), sync_id)?;
+            info!(child = %child.site_code, sync_id, "a sync request queued for the child that registered");
         }
+        drop(queued_for);
         self.backoff
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&child.site_code);
         self.deliver.notify_one();
-        Ok(pending)
+        Ok((child, pending))
     }
 
     /// Starts the background tasks on the current runtime: delivery of the outbox, and
@@ -905,6 +935,62 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, HierarchyErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hierarchy() -> Hierarchy {
+        let config =
+            crate::config::NodeConfig::load(None, &crate::config::Overrides::default()).unwrap();
+        let space = || -> Box<dyn Backend> { Box::new(crate::store::MemoryBackend::new()) };
+        let node = Arc::new(NodeState::new(
+            config,
+            crate::store::NodeDatabase::in_memory().unwrap(),
+        ));
+        Hierarchy::new(
+            node,
+            Arc::new(crate::clock::ManualClock::new(Timestamp(0))),
+            Children::new(space()),
+            ReceivedRequests::new(space()),
+            Outbox::new(space()),
+            StatusForwarding::new(space(), space()),
+            space(),
+        )
+    }
+
+    #[test]
+    fn a_child_registering_after_the_cascade_of_a_sync_not_yet_recorded_still_catches_up() {
+        let hierarchy = hierarchy();
+        let run = SyncRun {
+            id: 7,
+            kind: crate::sync::manager::SyncKind::Full,
+            trigger: crate::sync::manager::SyncTrigger::Schedule,
+            phase: crate::sync::manager::SyncPhase::SiteDatabase,
+            result: None,
+            requested_at: Timestamp(0),
+            started_at: Some(Timestamp(0)),
+            finished_at: None,
+            counts: crate::sync::manager::SyncCounts::default(),
+            progress: (0, 0),
+            failure_reason: None,
+            retry_at: None,
+        };
+        // The cascade of sync 7 ran (no child yet); its success is not recorded yet.
+        assert_eq!(hierarchy.cascade(&run).unwrap(), 0);
+        let (_, pending) = hierarchy
+            .register_child("PR1", "site", "127.0.0.1:7001", Timestamp(1), None)
+            .unwrap();
+        assert_eq!(pending, 1);
+        let waiting = hierarchy.outbox.list().unwrap();
+        assert_eq!((waiting[0].child.as_str(), waiting[0].sync_id), ("PR1", 7));
+        // Registering again while that request waits queues nothing more.
+        let (_, pending) = hierarchy
+            .register_child("PR1", "site", "127.0.0.1:7001", Timestamp(2), Some(7))
+            .unwrap();
+        assert_eq!(pending, 1);
+        // An internet-facing node is caught up by what was queued for its kind only.
+        let (_, pending) = hierarchy
+            .register_child("IN1", "internet", "127.0.0.1:7002", Timestamp(3), None)
+            .unwrap();
+        assert_eq!(pending, 0);
+    }
 
     #[test]
     fn addresses_are_checked() {

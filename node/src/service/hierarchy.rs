@@ -123,14 +123,21 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
         };
         let hierarchy = self.hierarchy.clone();
         let now = hierarchy.clock.now();
-        let last_succeeded = self.sync.watch().borrow().last_succeeded.clone();
+        let last_succeeded = self
+            .sync
+            .watch()
+            .borrow()
+            .last_succeeded
+            .as_ref()
+            .map(|run| run.id);
         let (record, pending) = tokio::task::spawn_blocking(move || {
-            let record =
-                hierarchy
-                    .children
-                    .register(&request.site_code, role, &request.address, now)?;
-            let pending = hierarchy.child_registered(&record, last_succeeded.as_ref())?;
-            Ok::<_, HierarchyError>((record, pending))
+            hierarchy.register_child(
+                &request.site_code,
+                role,
+                &request.address,
+                now,
+                last_succeeded,
+            )
         })
         .await
         .map_err(|e| Status::internal(format!("the registration task failed: {e}")))??;
