@@ -5,7 +5,13 @@
 //!   into a model to know exactly what a store must hold after a crash.
 //! - [`ChildGuard`]: kills a child process when a test ends, passing or failing, so no test
 //!   leaves a process behind.
+//! - [`cluster`]: real `sitesync-node` processes on loopback ([`cluster::Hierarchy`],
+//!   [`cluster::NodeProcess`]), started, killed and restarted on the same data directory and
+//!   port, and driven through the Admin client; shared by `tests/hierarchy.rs` and
+//!   `benches/hierarchy.rs`.
 #![forbid(unsafe_code)]
+
+pub mod cluster;
 
 use std::process::Child;
 

@@ -1,0 +1,584 @@
+//! Real `sitesync-node` processes on loopback, for multi-site tests and benchmarks.
+//!
+//! - [`node_binary`] builds the node binary once per test process (cargo builds only a
+//!   package's own binaries for its tests), in the profile of the running test or benchmark,
+//!   or takes it from `SITESYNC_NODE_BIN`.
+//! - [`NodeProcess`] is one node: started on `127.0.0.1:0` with `--address-file`, its data
+//!   directory and log file under the hierarchy's temporary directory. It can be killed
+//!   (SIGKILL), stopped (SIGTERM) and restarted on the same data directory *and the same
+//!   address*, so its parent and children still find it. It talks to the node through the
+//!   generated Admin client.
+//! - [`Hierarchy`] owns the nodes of one test by site code. Dropping it kills every process,
+//!   also when the test panics, and then prints each node's log so a failure explains itself.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sitesync_proto::v1;
+use sitesync_proto::v1::admin_client::AdminClient;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+/// How long a node may take to start listening (a cold debug build opening its database on
+/// a loaded machine).
+pub const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a stopped node may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often [`NodeProcess::wait_status`] polls.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The `sitesync-node` binary, built once per process.
+pub fn node_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(path) = std::env::var_os("SITESYNC_NODE_BIN") {
+            return PathBuf::from(path);
+        }
+        // Tests and benchmarks run as <target>/<profile>/deps/<name>-<hash>.
+        let exe = std::env::current_exe().expect("the test knows its own path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test runs from <target>/<profile>/deps")
+            .to_path_buf();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "sitesync-node",
+                "--bin",
+                "sitesync-node",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir
+            .file_name()
+            .is_some_and(|name| name == "release")
+        {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "cargo build -p sitesync-node failed");
+        let binary = profile_dir.join(format!("sitesync-node{}", std::env::consts::EXE_SUFFIX));
+        assert!(binary.is_file(), "{} was not built", binary.display());
+        binary
+    })
+}
+
+/// What a node is, as its flags say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Site,
+    Internet,
+}
+
+impl Role {
+    fn flag(self) -> &'static str {
+        match self {
+            Self::Site => "site",
+            Self::Internet => "internet",
+        }
+    }
+}
+
+/// Where a node syncs from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// A directory of update documents: the top site.
+    Directory(PathBuf),
+    /// Another node, `host:port`: a child site, or an internet node's own site.
+    Parent(String),
+}
+
+/// One `sitesync-node` process and everything needed to start it again.
+#[derive(Debug)]
+pub struct NodeProcess {
+    pub site_code: String,
+    pub role: Role,
+    pub upstream: Upstream,
+    /// The node's `--data-dir`; kept across restarts.
+    pub data_dir: PathBuf,
+    /// stdout and stderr of every start, appended.
+    pub log_path: PathBuf,
+    /// A config file (`--config`), for settings that have no flag (`[sync] retry`).
+    config_path: Option<PathBuf>,
+    /// Fixed at the first start; restarts listen on it again.
+    address: SocketAddr,
+    /// `None` while the node is down.
+    child: Option<Child>,
+    /// A lazy channel to the node: it reconnects by itself after a restart on the same address.
+    channel: Channel,
+}
+
+impl NodeProcess {
+    /// Starts a node on `127.0.0.1:0` under `dir` (created), and waits until it listens.
+    /// `config_toml`, when not empty, is written to a config file the node reads.
+    pub async fn start(
+        dir: &Path,
+        site_code: &str,
+        role: Role,
+        upstream: Upstream,
+        config_toml: &str,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let config_path = if config_toml.is_empty() {
+            None
+        } else {
+            let path = dir.join("node.toml");
+            std::fs::write(&path, config_toml)?;
+            Some(path)
+        };
+        let mut node = Self {
+            site_code: site_code.to_owned(),
+            role,
+            upstream,
+            data_dir: dir.join("data"),
+            log_path: dir.join("node.log"),
+            config_path,
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child: None,
+            channel: Endpoint::from_static("http://127.0.0.1:1").connect_lazy(),
+        };
+        node.spawn_and_wait().await?;
+        Ok(node)
+    }
+
+    /// Where the node listens (`127.0.0.1:port`), the same across restarts.
+    pub fn address(&self) -> String {
+        self.address.to_string()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the node with SIGKILL and reaps it: a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the node with SIGTERM (a clean shutdown), killing it if it does not exit in
+    /// time.
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let terminated = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if terminated {
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts the node again on the same data directory and address. The port may be taken
+    /// for a moment (by an outgoing connection's ephemeral port), so binding is retried.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "{} is still running", self.site_code);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match self.spawn_and_wait().await {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if Instant::now() < deadline && format!("{e:#}").contains("cannot listen") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn command(&self, address_file: &Path) -> anyhow::Result<Command> {
+        let mut command = Command::new(node_binary());
+        command
+            .arg("--site-code")
+            .arg(&self.site_code)
+            .arg("--role")
+            .arg(self.role.flag())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(self.address.to_string())
+            .arg("--address-file")
+            .arg(address_file);
+        match &self.upstream {
+            Upstream::Directory(dir) => command.arg("--upstream-dir").arg(dir),
+            Upstream::Parent(address) => command.arg("--parent").arg(address),
+        };
+        if let Some(config) = &self.config_path {
+            command.arg("--config").arg(config);
+        }
+        for variable in [
+            "SITESYNC_CONFIG",
+            "SITESYNC_SITE_CODE",
+            "SITESYNC_ROLE",
+            "SITESYNC_DATA_DIR",
+            "SITESYNC_LISTEN",
+            "SITESYNC_UPSTREAM_DIR",
+            "SITESYNC_PARENT",
+            "SITESYNC_CACHE_MIB",
+        ] {
+            command.env_remove(variable);
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .with_context(|| format!("open {}", self.log_path.display()))?;
+        command
+            .env("NO_COLOR", "1")
+            .env(
+                "RUST_LOG",
+                std::env::var("SITESYNC_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        Ok(command)
+    }
+
+    async fn spawn_and_wait(&mut self) -> anyhow::Result<()> {
+        let address_file = self.data_dir.with_extension("address");
+        let _ = std::fs::remove_file(&address_file);
+        let mut command = self.command(&address_file)?;
+        let mut child = command.spawn().context("start sitesync-node")?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        let address = loop {
+            if let Ok(text) = std::fs::read_to_string(&address_file) {
+                break text.trim().parse::<SocketAddr>()?;
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{} exited with {status} before listening:\n{}",
+                    self.site_code,
+                    tail(&self.log_path, 30)
+                );
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "{} did not listen within {START_TIMEOUT:?}:\n{}",
+                    self.site_code,
+                    tail(&self.log_path, 30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        self.child = Some(child);
+        if self.address.port() == 0 {
+            self.address = address;
+            self.channel = Endpoint::from_shared(format!("http://{address}"))?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(30))
+                .connect_lazy();
+        } else {
+            anyhow::ensure!(
+                address == self.address,
+                "{} restarted on {address}, not {}",
+                self.site_code,
+                self.address
+            );
+        }
+        Ok(())
+    }
+
+    /// An Admin client for this node.
+    pub fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel.clone())
+            .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES)
+    }
+
+    pub async fn status(&self) -> Result<v1::SiteStatus, tonic::Status> {
+        self.admin()
+            .get_site_status(v1::GetSiteStatusRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Polls the node's status until `done` holds, for at most `timeout`. A node that does
+    /// not answer (restarting, busy) is polled again. Fails with `what`, the last status
+    /// seen and the node's log.
+    pub async fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&v1::SiteStatus) -> bool,
+    ) -> anyhow::Result<v1::SiteStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.status().await {
+                Ok(status) if done(&status) => return Ok(status),
+                Ok(status) => format!("{status:#?}"),
+                Err(e) => format!("no status: {e}"),
+            };
+            if Instant::now() >= deadline {
+                bail!(
+                    "{}: {what}: not within {timeout:?}; last status: {last}",
+                    self.site_code
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Asks the node to sync (an operator's RunSync) and returns the run's id.
+    pub async fn run_sync(&self, kind: v1::SyncKind) -> Result<String, tonic::Status> {
+        self.admin()
+            .run_sync(v1::RunSyncRequest { kind: kind as i32 })
+            .await
+            .map(|r| r.into_inner().sync_id)
+    }
+
+    /// The status messages of this node (not those forwarded from below) with these ids,
+    /// oldest first.
+    pub async fn messages(
+        &self,
+        ids: &[v1::StatusMessageId],
+        sync_id: &str,
+    ) -> Result<Vec<v1::StatusMessage>, tonic::Status> {
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .admin()
+                .list_status_messages(v1::ListStatusMessagesRequest {
+                    site_codes: vec![self.site_code.clone()],
+                    message_ids: ids.iter().map(|id| *id as i32).collect(),
+                    sync_id: sync_id.to_owned(),
+                    page_size: 1_000,
+                    page_token,
+                    oldest_first: true,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            out.extend(page.messages);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Waits until sync `sync_id` has raised 6702 or 6703 and returns that message.
+    pub async fn sync_finished(
+        &self,
+        sync_id: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<v1::StatusMessage> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ends = [
+                v1::StatusMessageId::SyncDone,
+                v1::StatusMessageId::SyncFailed,
+            ];
+            if let Ok(messages) = self.messages(&ends, sync_id).await
+                && let Some(end) = messages.into_iter().next()
+            {
+                return Ok(end);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{}: sync {sync_id} did not finish within {timeout:?}",
+                    self.site_code
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// The last `lines` lines of the node's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log_path, lines)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The nodes of one test, by site code, under one temporary directory.
+#[derive(Debug)]
+pub struct Hierarchy {
+    /// Every node's data directory and log; removed when the hierarchy is dropped.
+    dir: tempfile::TempDir,
+    nodes: BTreeMap<String, NodeProcess>,
+    /// The top site's upstream catalog directory.
+    catalog: PathBuf,
+    /// Written into every node's config file (for example `[sync]\nretry = "1m"`).
+    config_toml: String,
+    /// Log lines printed per node when the test fails.
+    log_lines_on_failure: usize,
+}
+
+impl Hierarchy {
+    /// An empty hierarchy whose top site will sync from a catalog directory it creates.
+    pub fn new() -> anyhow::Result<Self> {
+        let mut dir = tempfile::Builder::new().prefix("sitesync-hier").tempdir()?;
+        // For reading the nodes' logs after a run.
+        if std::env::var_os("SITESYNC_TEST_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping {}", dir.path().display());
+        }
+        let catalog = dir.path().join("catalog");
+        std::fs::create_dir_all(&catalog)?;
+        Ok(Self {
+            dir,
+            nodes: BTreeMap::new(),
+            catalog,
+            config_toml: String::new(),
+            log_lines_on_failure: 60,
+        })
+    }
+
+    /// Sets the config file content of nodes started from now on.
+    pub fn set_config(&mut self, toml: &str) {
+        self.config_toml = toml.to_owned();
+    }
+
+    /// The top site's upstream directory.
+    pub fn catalog(&self) -> &Path {
+        &self.catalog
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts the top site, syncing from [`Self::catalog`].
+    pub async fn start_top(&mut self, site_code: &str) -> anyhow::Result<&mut NodeProcess> {
+        let upstream = Upstream::Directory(self.catalog.clone());
+        self.start(site_code, Role::Site, upstream).await
+    }
+
+    /// Starts a child site of `parent` (a site code of this hierarchy).
+    pub async fn start_child(
+        &mut self,
+        site_code: &str,
+        parent: &str,
+    ) -> anyhow::Result<&mut NodeProcess> {
+        let upstream = Upstream::Parent(self.node(parent).address());
+        self.start(site_code, Role::Site, upstream).await
+    }
+
+    /// Starts the internet-facing node of `site` (a site code of this hierarchy).
+    pub async fn start_internet(
+        &mut self,
+        site_code: &str,
+        site: &str,
+    ) -> anyhow::Result<&mut NodeProcess> {
+        let upstream = Upstream::Parent(self.node(site).address());
+        self.start(site_code, Role::Internet, upstream).await
+    }
+
+    async fn start(
+        &mut self,
+        site_code: &str,
+        role: Role,
+        upstream: Upstream,
+    ) -> anyhow::Result<&mut NodeProcess> {
+        anyhow::ensure!(
+            !self.nodes.contains_key(site_code),
+            "{site_code} already exists"
+        );
+        let dir = self.dir.path().join(site_code);
+        let node = NodeProcess::start(&dir, site_code, role, upstream, &self.config_toml).await?;
+        Ok(self.nodes.entry(site_code.to_owned()).or_insert(node))
+    }
+
+    pub fn node(&self, site_code: &str) -> &NodeProcess {
+        self.nodes
+            .get(site_code)
+            .unwrap_or_else(|| panic!("no node {site_code}"))
+    }
+
+    pub fn node_mut(&mut self, site_code: &str) -> &mut NodeProcess {
+        self.nodes
+            .get_mut(site_code)
+            .unwrap_or_else(|| panic!("no node {site_code}"))
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeProcess> {
+        self.nodes.values()
+    }
+
+    /// How many log lines per node are printed when the test fails.
+    pub fn set_log_lines_on_failure(&mut self, lines: usize) {
+        self.log_lines_on_failure = lines;
+    }
+
+    /// Leaves the directory (data and logs) in place when the hierarchy is dropped.
+    pub fn keep_dir(&mut self) {
+        self.dir.disable_cleanup(true);
+    }
+
+    /// Kills every node now.
+    pub fn kill_all(&mut self) {
+        for node in self.nodes.values_mut() {
+            node.kill();
+        }
+    }
+}
+
+impl Drop for Hierarchy {
+    fn drop(&mut self) {
+        self.kill_all();
+        if std::thread::panicking() {
+            for node in self.nodes.values() {
+                eprintln!(
+                    "===== {} ({}) log, last {} lines, {} =====\n{}",
+                    node.site_code,
+                    node.address(),
+                    self.log_lines_on_failure,
+                    node.log_path.display(),
+                    node.log_tail(self.log_lines_on_failure)
+                );
+            }
+        }
+    }
+}
+
+/// A store's digest as lower-case hex, for messages.
+pub fn digest_hex(store: Option<&v1::StoreInfo>) -> String {
+    store
+        .and_then(|s| s.digest.as_ref())
+        .map(|d| d.value.iter().map(|b| format!("{b:02x}")).collect())
+        .unwrap_or_else(|| "-".into())
+}
