@@ -191,6 +191,22 @@ impl ReceivedRequests {
         }
     }
 
+    /// The key of the request that started sync `id`: a zero byte first, so it can never
+    /// be a request id (those are printable text).
+    fn by_sync_key(id: u64) -> Vec<u8> {
+        let mut key = b"\0sync\0".to_vec();
+        key.extend_from_slice(&id.to_be_bytes());
+        key
+    }
+
+    /// The id of the parent's request that started (or joined) sync `id`, if one did.
+    pub fn request_for_sync(&self, id: u64) -> Result<Option<String>, HierarchyError> {
+        Ok(self
+            .space
+            .get(&Self::by_sync_key(id))?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
     /// Runs `start` unless `request_id` was accepted before; records the sync id durably
     /// before answering.
     pub fn accept<E: From<HierarchyError>>(
@@ -214,6 +230,7 @@ impl ReceivedRequests {
         };
         let mut batch = WriteBatch::default();
         batch.put(request_id.as_bytes().to_vec(), encode(&id)?);
+        batch.put(Self::by_sync_key(id), request_id.as_bytes().to_vec());
         self.space.apply(batch).map_err(HierarchyError::from)?;
         self.space.flush().map_err(HierarchyError::from)?;
         Ok(receipt)
@@ -348,6 +365,8 @@ pub struct Hierarchy {
     /// Where the parent's site code is kept (space `parent`).
     parent_space: Box<dyn Backend>,
     parent_site_code: Mutex<Option<String>>,
+    /// Wakes the registration task to register again.
+    reregister: Notify,
     /// The last syncs whose requests were queued for the child sites and for the
     /// internet-facing nodes; its lock serializes registration with queueing.
     queued_for: Mutex<QueuedFor>,
@@ -466,6 +485,7 @@ impl Hierarchy {
             parent_space,
             parent_site_code: Mutex::new(parent_site_code),
             queued_for: Mutex::default(),
+            reregister: Notify::new(),
         }
     }
 
@@ -715,10 +735,35 @@ impl Hierarchy {
         Ok(())
     }
 
+    /// Registers with the parent again (after a sync that lost the parent): a parent that
+    /// restarted then asks this child to catch up.
+    pub fn register_again(&self) {
+        self.reregister.notify_one();
+    }
+
+    /// Registers at start and again whenever [`Hierarchy::register_again`] asks, each time
+    /// retrying with backoff until the parent answers.
     async fn register_loop(self: Arc<Self>, parent: String) {
+        // Syncs that keep failing against a parent that answers registration would
+        // otherwise loop at once: each registration soon after the last waits twice as long.
+        let mut pause = FIRST_BACKOFF;
+        let mut last = tokio::time::Instant::now();
+        loop {
+            self.register_until_answered(&parent).await;
+            self.reregister.notified().await;
+            if last.elapsed() > MAX_BACKOFF * 10 {
+                pause = FIRST_BACKOFF;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_BACKOFF);
+            last = tokio::time::Instant::now();
+        }
+    }
+
+    async fn register_until_answered(&self, parent: &str) {
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match self.register_once(&parent).await {
+            match self.register_once(parent).await {
                 Ok(response) => {
                     match self.learn_parent(&response.parent_site_code) {
                         Ok(()) => {

@@ -109,6 +109,7 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
     // site. S10: a successful sync queues one request per child site before its 6702.
     let internet = hierarchy.clone();
     let cascade = hierarchy.clone();
+    let lost = hierarchy.clone();
     let hooks = SyncHooks {
         after_update_server: Some(Arc::new(move |run| {
             internet
@@ -118,6 +119,7 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         on_success: Some(Arc::new(move |run| {
             cascade.cascade(run).map(drop).map_err(|e| e.to_string())
         })),
+        on_parent_lost: Some(Arc::new(move || lost.register_again())),
     };
     let sync = SyncManager::start_with_hooks(
         node.clone(),

@@ -146,10 +146,56 @@ impl v1::admin_server::Admin for AdminService {
     ) -> Result<Response<v1::SiteStatus>, Status> {
         let view = self.sync.watch().borrow().clone();
         let policy_version = self.sync.policy().current()?.map_or(0, |p| p.version);
+        let hierarchy = self.hierarchy.clone();
+        let mut site = self.site_state(&view);
+        let mut queued: Vec<v1::SyncRun> = view.queued.iter().map(wire_run).collect();
+        let children = tokio::task::spawn_blocking(move || {
+            // The parent's request behind each run it started, to trace a cascade.
+            let runs = site
+                .last_sync
+                .iter_mut()
+                .chain(site.current_sync.iter_mut())
+                .chain(queued.iter_mut());
+            for run in runs {
+                if run.trigger() == v1::SyncTrigger::ParentRequest
+                    && let Ok(id) = run.sync_id.parse()
+                {
+                    run.sync_request_id =
+                        hierarchy.received.request_for_sync(id)?.unwrap_or_default();
+                }
+            }
+            let children = hierarchy
+                .children
+                .list()?
+                .into_iter()
+                .map(|child| {
+                    Ok(v1::RegisteredChild {
+                        role: if child.is_internet_node() {
+                            v1::SiteRole::Internet
+                        } else {
+                            v1::SiteRole::Site
+                        } as i32,
+                        address: child.address.clone(),
+                        registered_at: Some(timestamp_to_wire(child.registered_at)),
+                        last_contact_at: Some(timestamp_to_wire(child.last_seen)),
+                        pending_sync_requests: u32::try_from(
+                            hierarchy.outbox.pending_for(&child.site_code)?,
+                        )
+                        .unwrap_or(u32::MAX),
+                        replication_acked: None,
+                        site_code: child.site_code,
+                    })
+                })
+                .collect::<Result<Vec<_>, crate::hierarchy::HierarchyError>>()?;
+            Ok::<_, crate::hierarchy::HierarchyError>((site, queued, children))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the status task failed: {e}")))?;
+        let (site, queued, children) = children?;
         Ok(Response::new(v1::SiteStatus {
-            site: Some(self.site_state(&view)),
-            children: Vec::new(),
-            queued_syncs: view.queued.iter().map(wire_run).collect(),
+            site: Some(site),
+            children,
+            queued_syncs: queued,
             client_policy_version: policy_version,
         }))
     }

@@ -292,6 +292,10 @@ pub struct SyncHooks {
     pub after_update_server: Option<Arc<AfterUpdateServerFn>>,
     /// After every phase succeeded, before 6702: the cascade to the child sites (S10).
     pub on_success: Option<Arc<SuccessFn>>,
+    /// After a sync failed because the parent could not be reached or broke off: the
+    /// child registers again, so that a parent that restarted asks it again as soon as it
+    /// is back instead of at the retry (S9) an hour later.
+    pub on_parent_lost: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// The function of [`SyncHooks::after_update_server`]: the internet-facing update servers
@@ -315,6 +319,7 @@ impl std::fmt::Debug for SyncHooks {
         f.debug_struct("SyncHooks")
             .field("after_update_server", &self.after_update_server.is_some())
             .field("on_success", &self.on_success.is_some())
+            .field("on_parent_lost", &self.on_parent_lost.is_some())
             .finish()
     }
 }
@@ -709,6 +714,13 @@ impl SyncManager {
                 }
                 inner.view.send_modify(|v| v.retry_at = Some(retry_at));
                 warn!(sync_id = run.id, %error, %retry_at, "sync failed");
+                if matches!(
+                    error,
+                    SyncError::Parent { .. } | SyncError::Replication { .. }
+                ) && let Some(hook) = &inner.hooks.on_parent_lost
+                {
+                    hook();
+                }
             }
         }
         inner.view.send_modify(|v| {
