@@ -464,15 +464,15 @@ async fn the_internet_node_syncs_from_its_own_site_only() {
         })
         .await
         .unwrap();
-    // It starts once its site's update server has synced (S11: PR1's phase 1 is over when
-    // its phase 2 starts), from the site, never from the top: the top site's tree shows it,
-    // if at all, below PR1.
+    // It starts once its site's update server has synced (S11: PR1 reports 6706 when its
+    // phase 1 is over and it asks IN1), from the site, never from the top: the top site's
+    // tree shows it, if at all, below PR1.
     let internet_status = internet.status().await.unwrap();
     assert_parent_requested(internet, &internet_status).await;
     let site_done = hierarchy
         .node("PR1")
         .messages(
-            &[v1::StatusMessageId::SyncSiteDatabase],
+            &[v1::StatusMessageId::SyncInternetUpdateServer],
             &last_sync(&site).unwrap().sync_id,
         )
         .await
@@ -519,12 +519,23 @@ async fn the_site_status_names_parents_children_and_waiting_requests() {
     wait_converged(hierarchy.node("PR1"), &initial).await;
     hierarchy.start_internet("IN1", "PR1").await.unwrap();
 
-    let child = hierarchy.node("PR1").status().await.unwrap();
-    assert_eq!(child.site.as_ref().unwrap().parent_site_code, "CEN");
+    let child = hierarchy
+        .node("PR1")
+        .wait_status("its parent's code", CONVERGE, |s| {
+            s.site.as_ref().is_some_and(|s| s.parent_site_code == "CEN")
+        })
+        .await
+        .unwrap();
     let run = last_sync(&child).unwrap();
     assert!(!run.sync_request_id.is_empty(), "{run:#?}");
-    let internet = hierarchy.node("IN1").status().await.unwrap();
-    assert_eq!(internet.site.as_ref().unwrap().parent_site_code, "PR1");
+    // The internet node learns its site's code from the registration answer.
+    hierarchy
+        .node("IN1")
+        .wait_status("its site's code", CONVERGE, |s| {
+            s.site.as_ref().is_some_and(|s| s.parent_site_code == "PR1")
+        })
+        .await
+        .unwrap();
     let registered = |status: &v1::SiteStatus, site: &str| {
         status
             .children
