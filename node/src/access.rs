@@ -123,19 +123,44 @@ pub enum ChildKind {
 /// The checks, shared by every connection.
 #[derive(Debug, Clone)]
 pub struct Access {
-    tls: Arc<TlsContext>,
+    /// `None` on a plaintext node (`--insecure`): every call is let through.
+    tls: Option<Arc<TlsContext>>,
     relations: Arc<dyn Relations>,
     client_policy_needs_certificate: bool,
 }
 
 /// The caller of an authorized call, in the request's extensions for handlers that check
-/// more (a child registers or reports only for itself).
+/// more (a child registers or reports only for itself). `None` on a plaintext node and for
+/// calls open to anyone made without a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller(pub Option<Identity>);
 
+impl Caller {
+    /// Refuses a site that acts for another: `site_code` must be the caller's own, when the
+    /// caller is known.
+    pub fn must_be_site<T>(
+        request: &tonic::Request<T>,
+        site_code: &str,
+        what: &str,
+    ) -> Result<(), tonic::Status> {
+        match request.extensions().get::<Caller>() {
+            Some(Caller(Some(Identity::Site(code)))) if code.eq_ignore_ascii_case(site_code) => {
+                Ok(())
+            }
+            Some(Caller(Some(identity))) => {
+                warn!(%identity, site_code, what, "call refused: a site acting for another");
+                Err(tonic::Status::permission_denied(format!(
+                    "{identity} may not {what} for site {site_code}: a site acts only for itself"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Access {
     pub fn new(
-        tls: Arc<TlsContext>,
+        tls: Option<Arc<TlsContext>>,
         relations: Arc<dyn Relations>,
         client_policy_needs_certificate: bool,
     ) -> Self {
@@ -152,13 +177,16 @@ impl Access {
         path: &str,
         certificates: Option<&[CertificateDer<'static>]>,
     ) -> Result<Caller, tonic::Status> {
+        let Some(tls) = &self.tls else {
+            return Ok(Caller(None));
+        };
         let Some(rule) = rule_for(path, self.client_policy_needs_certificate) else {
             return Err(tonic::Status::unimplemented(format!(
                 "{path} is not a method of this node"
             )));
         };
         let identity = match certificates.and_then(|c| c.first()) {
-            Some(leaf) if self.tls.current().is_revoked(leaf) => Err(PeerError::Revoked),
+            Some(leaf) if tls.current().is_revoked(leaf) => Err(PeerError::Revoked),
             Some(leaf) => {
                 Identity::from_certificate(leaf).map_err(|e| PeerError::Identity(e.to_string()))
             }

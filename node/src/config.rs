@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::Deserialize;
+use sitesync_security::TlsFiles;
 
 use crate::sync::schedule::{RetryPolicy, Schedule};
 use crate::sync::settings::{CategorySelector, SyncSettings};
@@ -102,6 +103,42 @@ pub struct NodeConfig {
     /// The sync settings as configured; the node keeps its own copy after first start,
     /// which operators change through `sitesyncctl settings set`.
     pub sync: SyncSection,
+    /// How connections are secured (SPEC invariant 6).
+    pub security: SecurityConfig,
+}
+
+/// How a node secures its connections: mutual TLS unless an operator explicitly says not to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecurityConfig {
+    /// Mutual TLS with certificates from the hierarchy's CA.
+    Tls {
+        files: TlsFiles,
+        /// Whether clients need a certificate to read the client policy (S8).
+        client_policy_needs_certificate: bool,
+    },
+    /// Mutual TLS with a CA the node creates for itself under `<data_dir>/pki` on first
+    /// start: what a top site started with no certificates uses, so that even a node on
+    /// its defaults is secure. Operators then use `sitesyncctl --pki <data_dir>/pki`.
+    SelfProvisioned { client_policy_needs_certificate: bool },
+    /// Plaintext, only with `insecure = true` or `--insecure`; logged as a warning at start.
+    Insecure,
+}
+
+/// `[tls]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    /// A directory laid out by `sitesyncctl pki`: `ca.pem`, `crl.pem`,
+    /// `sites/<site code>.pem` and `.key`.
+    pki_dir: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    certificate: Option<PathBuf>,
+    key: Option<PathBuf>,
+    crl: Option<PathBuf>,
+    #[serde(default)]
+    insecure: bool,
+    #[serde(default)]
+    client_policy_needs_certificate: bool,
 }
 
 /// `[sync]`: what to sync and when, as written (validated at load). These are the settings
@@ -168,6 +205,7 @@ struct FileConfig {
     cache_mib: Option<u64>,
     upstream: Option<FileUpstream>,
     sync: Option<SyncSection>,
+    tls: Option<FileTls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +285,10 @@ pub struct Overrides {
     /// The parent site's node (`host:port`): makes this node a child site.
     pub parent: Option<String>,
     pub cache_mib: Option<u64>,
+    /// A PKI directory made by `sitesyncctl pki` (wins over `[tls]` files).
+    pub pki_dir: Option<PathBuf>,
+    /// Plaintext connections: for a lab only.
+    pub insecure: bool,
 }
 
 pub const DEFAULT_SITE_CODE: &str = "CEN";
@@ -365,6 +407,14 @@ impl NodeConfig {
                 reason,
             })?;
 
+        let security = security(
+            overrides,
+            parsed.tls.unwrap_or_default(),
+            &file_source,
+            &site_code,
+            &upstream,
+        )?;
+
         Ok(Self {
             site_code,
             role,
@@ -373,7 +423,104 @@ impl NodeConfig {
             upstream,
             cache_bytes: cache_mib << 20,
             sync,
+            security,
         })
+    }
+}
+
+/// Resolves how the node secures its connections; see [`SecurityConfig`].
+fn security(
+    overrides: &Overrides,
+    file: FileTls,
+    file_source: &Source,
+    site_code: &SiteCode,
+    upstream: &UpstreamConfig,
+) -> Result<SecurityConfig, ConfigError> {
+    let invalid = |key: &'static str, origin: Source, reason: String| ConfigError::Invalid {
+        key,
+        origin,
+        reason,
+    };
+    let client_policy_needs_certificate = file.client_policy_needs_certificate;
+    let explicit_files = file.ca.is_some() || file.certificate.is_some() || file.key.is_some();
+    if overrides.insecure || file.insecure {
+        let origin = if overrides.insecure {
+            Source::Overrides
+        } else {
+            file_source.clone()
+        };
+        if overrides.pki_dir.is_some() || file.pki_dir.is_some() || explicit_files {
+            return Err(invalid(
+                "tls.insecure",
+                origin,
+                "plaintext is asked for, and certificates are given too: drop `insecure` to use them".into(),
+            ));
+        }
+        return Ok(SecurityConfig::Insecure);
+    }
+    let identity = sitesync_security::Identity::Site(site_code.as_str().to_owned());
+    let (pki_dir, pki_origin) = match (&overrides.pki_dir, &file.pki_dir) {
+        (Some(dir), _) => (Some(dir.clone()), Source::Overrides),
+        (None, Some(dir)) => (Some(dir.clone()), file_source.clone()),
+        (None, None) => (None, Source::Default),
+    };
+    if let Some(dir) = pki_dir {
+        if explicit_files && pki_origin != Source::Overrides {
+            return Err(invalid(
+                "tls.pki_dir",
+                pki_origin,
+                "give either `pki_dir` or the files `ca`, `certificate` and `key`, not both".into(),
+            ));
+        }
+        let files = TlsFiles::in_pki_dir(&dir, &identity);
+        for (path, what) in [
+            (&files.ca, "the CA certificate"),
+            (&files.certificate, "this site's certificate"),
+            (&files.key, "this site's key"),
+        ] {
+            if !path.exists() {
+                return Err(invalid(
+                    "tls.pki_dir",
+                    pki_origin,
+                    format!(
+                        "{} has no {what} ({}): create it with `sitesyncctl pki issue site {site_code} --dir {}`",
+                        dir.display(),
+                        path.display(),
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+        return Ok(SecurityConfig::Tls {
+            files,
+            client_policy_needs_certificate,
+        });
+    }
+    match (file.ca, file.certificate, file.key) {
+        (Some(ca), Some(certificate), Some(key)) => Ok(SecurityConfig::Tls {
+            files: TlsFiles {
+                ca,
+                certificate,
+                key,
+                crl: file.crl,
+            },
+            client_policy_needs_certificate,
+        }),
+        (None, None, None) if matches!(upstream, UpstreamConfig::Parent(_)) => Err(invalid(
+            "tls",
+            Source::Default,
+            format!(
+                "a node with a parent needs the hierarchy's certificates: issue them where the CA is kept with `sitesyncctl pki issue site {site_code}` and pass --pki-dir (or set [tls] pki_dir); --insecure gives plaintext for a lab"
+            ),
+        )),
+        (None, None, None) => Ok(SecurityConfig::SelfProvisioned {
+            client_policy_needs_certificate,
+        }),
+        _ => Err(invalid(
+            "tls",
+            file_source.clone(),
+            "give all three of `ca`, `certificate` and `key` (or `pki_dir`)".into(),
+        )),
     }
 }
 

@@ -662,11 +662,8 @@ impl Hierarchy {
     /// Forwards status messages to the parent, at least once, from the last sequence the
     /// parent acknowledged per site: this node's own and those of the sites below it.
     async fn forward_loop(self: Arc<Self>, parent: String, sync: SyncManager) {
-        let channel = match tonic::transport::Endpoint::from_shared(format!("http://{parent}")) {
-            Ok(endpoint) => endpoint
-                .connect_timeout(CALL_TIMEOUT)
-                .timeout(CALL_TIMEOUT)
-                .connect_lazy(),
+        let channel = match self.node.channel(&parent, Some(CALL_TIMEOUT)) {
+            Ok(channel) => channel,
             Err(e) => {
                 warn!(parent = %parent, error = %e, "cannot forward status messages: the parent address is invalid");
                 return;
@@ -792,11 +789,10 @@ impl Hierarchy {
     }
 
     async fn register_once(&self, parent: &str) -> Result<v1::RegisterChildResponse, String> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{parent}"))
-            .map_err(|e| format!("the parent address `{parent}`: {e}"))?
-            .connect_timeout(CALL_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .connect_lazy();
+        let channel = self
+            .node
+            .channel(parent, Some(CALL_TIMEOUT))
+            .map_err(|e| e.to_string())?;
         let mut client = v1::hierarchy_client::HierarchyClient::new(channel);
         let config = &self.node.config;
         let request = v1::RegisterChildRequest {
@@ -911,11 +907,10 @@ impl Hierarchy {
             .get(&entry.child)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("the child site {} is not registered", entry.child))?;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", child.address))
-            .map_err(|e| format!("the child's address `{}`: {e}", child.address))?
-            .connect_timeout(CALL_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .connect_lazy();
+        let channel = self
+            .node
+            .channel(&child.address, Some(CALL_TIMEOUT))
+            .map_err(|e| e.to_string())?;
         let mut client = v1::hierarchy_client::HierarchyClient::new(channel);
         // An internet-facing node has no site database to bring up to this one's.
         let site_database = (!child.is_internet_node())

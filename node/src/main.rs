@@ -46,6 +46,14 @@ struct Args {
     /// The storage engine's page cache in MiB (default 32).
     #[arg(long, env = "SITESYNC_CACHE_MIB")]
     cache_mib: Option<u64>,
+    /// The hierarchy's certificates, as `sitesyncctl pki` lays them out: `ca.pem`,
+    /// `crl.pem`, `sites/<site code>.pem` and `.key`. Without it (and without `[tls]` in the
+    /// config file) a top site makes its own CA under `<data dir>/pki`.
+    #[arg(long, env = "SITESYNC_PKI_DIR")]
+    pki_dir: Option<PathBuf>,
+    /// Plaintext gRPC instead of mutual TLS: for a lab on one machine only.
+    #[arg(long, env = "SITESYNC_INSECURE")]
+    insecure: bool,
     /// Once listening, write the bound address (host:port) to this file: how scripts and
     /// tests find a node started on port 0.
     #[arg(long)]
@@ -79,6 +87,8 @@ async fn run() -> anyhow::Result<()> {
         upstream_dir: args.upstream_dir,
         parent: args.parent,
         cache_mib: args.cache_mib,
+        pki_dir: args.pki_dir,
+        insecure: args.insecure,
     };
     let mut config = NodeConfig::load(args.config.as_deref(), &overrides)?;
     let listener = tokio::net::TcpListener::bind(config.listen)

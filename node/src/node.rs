@@ -2,29 +2,60 @@
 //! is stopping. Services and the sync manager hold it behind an `Arc`.
 
 use std::future::Future;
+use std::time::Duration;
 
 use sitesync_proto::v1;
 
 use crate::config::{NodeConfig, Role};
 use crate::service::store_info;
 use crate::store::{NodeDatabase, StoreState};
+use sitesync_security::Transport;
+use sitesync_security::transport::TransportError;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 #[derive(Debug)]
 pub struct NodeState {
     pub config: NodeConfig,
     pub database: NodeDatabase,
+    /// Mutual TLS (or, only when asked for, plaintext) for every connection it makes.
+    pub transport: Transport,
     /// Cancelled when the node stops: every background task ends with it.
     stopping: CancellationToken,
 }
 
+/// How long connecting to another node may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl NodeState {
-    pub fn new(config: NodeConfig, database: NodeDatabase) -> Self {
+    pub fn new(config: NodeConfig, database: NodeDatabase, transport: Transport) -> Self {
         Self {
             config,
             database,
+            transport,
             stopping: CancellationToken::new(),
         }
+    }
+
+    /// A channel to the node at `address` (`host:port`) over this node's transport, with
+    /// a connect timeout and HTTP/2 keep-alive so a peer that vanished is noticed; it
+    /// connects on first use. `call_timeout` bounds each call (streams set none).
+    pub fn channel(
+        &self,
+        address: &str,
+        call_timeout: Option<Duration>,
+    ) -> Result<Channel, TransportError> {
+        self.transport.channel(address, |endpoint| {
+            let endpoint = endpoint
+                .connect_timeout(CONNECT_TIMEOUT)
+                .http2_keep_alive_interval(Duration::from_secs(20))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .keep_alive_while_idle(true);
+            match call_timeout {
+                Some(timeout) => endpoint.timeout(timeout),
+                None => endpoint,
+            }
+        })
     }
 
     /// Runs `task` on the current runtime until it ends or the node stops.

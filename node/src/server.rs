@@ -10,6 +10,13 @@ use sitesync_proto::{FILE_DESCRIPTOR_SET, MAX_MESSAGE_BYTES, v1};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use sitesync_security::{Transport, tls_incoming};
+
+use crate::access::{Access, AccessLayer, Relations};
+use crate::config::SecurityConfig;
 use crate::service::admin::AdminService;
 use crate::service::client_policy::ClientPolicyService;
 use crate::service::hierarchy::HierarchyService;
@@ -25,6 +32,15 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// How long a unary call may take; streams are bounded by keep-alive instead.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Calls in progress at once: per connection, and over the whole node (more wait).
+const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+const MAX_CALLS_PER_CONNECTION: usize = 64;
+const MAX_CALLS: usize = 512;
+
 /// Serves every service on `listener` until `shutdown` completes, then drains in-flight
 /// calls, stops the node's background tasks and returns.
 pub async fn serve(
@@ -38,6 +54,7 @@ pub async fn serve(
         sync,
         hierarchy,
     } = started;
+    let relations: Arc<dyn Relations> = hierarchy.clone();
     health_reporter
         .set_serving::<v1::update_server_server::UpdateServerServer<UpdateServerService>>()
         .await;
@@ -82,17 +99,50 @@ pub async fn serve(
     let client_policy = v1::client_policy_server::ClientPolicyServer::new(
         ClientPolicyService::new(node.clone(), sync),
     );
+    let (tls, client_policy_needs_certificate) = match (&node.transport, &node.config.security) {
+        (
+            Transport::Tls(context),
+            SecurityConfig::Tls {
+                client_policy_needs_certificate,
+                ..
+            }
+            | SecurityConfig::SelfProvisioned {
+                client_policy_needs_certificate,
+            },
+        ) => (Some(context.clone()), *client_policy_needs_certificate),
+        _ => (None, false),
+    };
+    let access = Access::new(tls.clone(), relations, client_policy_needs_certificate);
 
-    let served = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
+        // Limits against hostile or broken peers: a deadline on every unary call, HTTP/2
+        // pings so a vanished peer's streams end, and bounded concurrency.
+        .timeout(CALL_TIMEOUT)
+        .http2_keepalive_interval(Some(KEEP_ALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEP_ALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_CALLS))
+        .layer(AccessLayer(access))
         .add_service(health)
         .add_service(reflection)
         .add_service(update_server)
         .add_service(site_replication)
         .add_service(admin)
         .add_service(client_policy)
-        .add_service(hierarchy)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+        .add_service(hierarchy);
+    let served = match tls {
+        Some(context) => {
+            router
+                .serve_with_incoming_shutdown(tls_incoming(listener, context), shutdown)
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .await
+        }
+    };
     node.stop();
     served?;
     Ok(())

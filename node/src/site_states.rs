@@ -787,11 +787,8 @@ pub fn spawn_reporting(node: Arc<NodeState>, sync: SyncManager) {
 }
 
 async fn report_loop(node: Arc<NodeState>, sync: SyncManager, parent: String) {
-    let channel = match tonic::transport::Endpoint::from_shared(format!("http://{parent}")) {
-        Ok(endpoint) => endpoint
-            .connect_timeout(CALL_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .connect_lazy(),
+    let channel = match node.channel(&parent, Some(CALL_TIMEOUT)) {
+        Ok(channel) => channel,
         Err(e) => {
             warn!(parent = %parent, error = %e, "cannot report site states: the parent address is invalid");
             return;

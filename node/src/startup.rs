@@ -7,7 +7,10 @@ use std::sync::Arc;
 use sitesync_metadata::ParseLimits;
 
 use crate::clock::Clock;
-use crate::config::{NodeConfig, UpstreamConfig};
+use crate::config::{NodeConfig, SecurityConfig, UpstreamConfig};
+use sitesync_security::pki::{Authority, DEFAULT_VALIDITY};
+use sitesync_security::{Identity, TlsContext, TlsFiles, Transport};
+use tracing::{info, warn};
 use crate::hierarchy::{
     Children, Hierarchy, HierarchyError, Outbox, ReceivedRequests, StatusForwarding,
 };
@@ -38,6 +41,10 @@ pub enum StartError {
     Upstream(#[from] UpstreamError),
     #[error("cannot start the sync manager: {0}")]
     Sync(#[from] SyncError),
+    #[error("the TLS certificates: {0}")]
+    Tls(#[from] sitesync_security::tls::TlsError),
+    #[error("the node's own certificate authority: {0}")]
+    Pki(#[from] sitesync_security::pki::PkiError),
     #[error("cannot open the hierarchy: {0}")]
     Hierarchy(#[from] HierarchyError),
     #[error("sync settings in the configuration: {key}: {reason}")]
@@ -52,6 +59,63 @@ pub struct Started {
     pub hierarchy: Arc<Hierarchy>,
 }
 
+/// The transport the configuration asks for: mutual TLS with the configured certificates,
+/// or with a CA the node makes for itself under `<data_dir>/pki` on first start (a top site
+/// with no certificates configured), or plaintext only when asked for explicitly. The
+/// certificate files are watched and reloaded on change or SIGHUP.
+fn secure(config: &NodeConfig) -> Result<Transport, StartError> {
+    let files = match &config.security {
+        SecurityConfig::Insecure => {
+            warn!(
+                "gRPC is PLAINTEXT (insecure): anyone who reaches {} can call every method; use it in a lab only",
+                config.listen
+            );
+            return Ok(Transport::Plaintext);
+        }
+        SecurityConfig::Tls { files, .. } => files.clone(),
+        SecurityConfig::SelfProvisioned { .. } => self_provision(config)?,
+    };
+    let context = TlsContext::load(files)?;
+    info!(identity = %context.current().identity, ca = %context.files().ca.display(), "mutual TLS");
+    context.spawn_watcher(TLS_RELOAD_INTERVAL);
+    Ok(Transport::Tls(context))
+}
+
+/// How often the certificate files are checked for changes.
+const TLS_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The operator a self-provisioned CA issues a certificate for at once.
+pub const SELF_PROVISIONED_OPERATOR: &str = "admin";
+
+/// A CA of the node's own under `<data_dir>/pki`, with this site's certificate and one for
+/// the operator `admin`; made on first start, reused afterwards.
+fn self_provision(config: &NodeConfig) -> Result<TlsFiles, StartError> {
+    let dir = config.data_dir.join("pki");
+    let site = Identity::Site(config.site_code.to_string());
+    let files = TlsFiles::in_pki_dir(&dir, &site);
+    if files.certificate.exists() && files.key.exists() {
+        return Ok(files);
+    }
+    let authority = if dir.join("ca.key").exists() {
+        Authority::open(&dir)?
+    } else {
+        Authority::init(&dir, config.site_code.as_str())?
+    };
+    let host = config.listen.ip().to_string();
+    authority.issue(&site, &[host], DEFAULT_VALIDITY)?;
+    let operator = Identity::operator(SELF_PROVISIONED_OPERATOR)
+        .map_err(|e| StartError::Pki(e.into()))?;
+    if !authority.paths_for(&operator).0.exists() {
+        authority.issue(&operator, &[], DEFAULT_VALIDITY)?;
+    }
+    info!(
+        pki = %dir.display(),
+        "no certificates were configured, so this top site made its own CA; operators use `sitesyncctl --pki {} --operator {SELF_PROVISIONED_OPERATOR}`",
+        dir.display()
+    );
+    Ok(TlsFiles::in_pki_dir(&dir, &site))
+}
+
 /// Opens everything the configuration names and starts the sync manager on the current
 /// tokio runtime. The database lives in `<data_dir>/db`; the sample catalog, when it is the
 /// upstream, is written to `<data_dir>/sample-catalog`.
@@ -64,7 +128,10 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         .sync
         .settings()
         .map_err(|(key, reason)| StartError::Settings { key, reason })?;
+    let transport = secure(&config)?;
     let database = NodeDatabase::open(&config.data_dir.join("db"), config.cache_bytes)?;
+    let node = Arc::new(NodeState::new(config, database, transport));
+    let (config, database) = (&node.config, &node.database);
     let open_directory = |dir: PathBuf| -> Result<UpstreamSource, StartError> {
         Ok(UpstreamSource::Directory(DirectoryUpstream::open(
             dir,
@@ -73,7 +140,9 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         )?))
     };
     let upstream = match &config.upstream {
-        UpstreamConfig::Parent(address) => UpstreamSource::Parent(ParentLink::new(address)?),
+        UpstreamConfig::Parent(address) => {
+            UpstreamSource::Parent(ParentLink::new(address, &node)?)
+        }
         UpstreamConfig::Directory(dir) => open_directory(dir.clone())?,
         UpstreamConfig::Sample => {
             let dir = config.data_dir.join("sample-catalog");
@@ -94,8 +163,6 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         database.space("status-sites")?,
         database.space("status-forward")?,
     );
-    let parent_space = database.space("parent")?;
-    let node = Arc::new(NodeState::new(config, database));
     let hierarchy = Arc::new(Hierarchy::new(
         node.clone(),
         clock.clone(),
@@ -103,7 +170,7 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         received,
         outbox,
         forwarding,
-        parent_space,
+        database.space("parent")?,
     ));
     // S11: when phase 1 succeeds, each internet-facing node is asked to sync from this
     // site. S10: a successful sync queues one request per child site before its 6702.

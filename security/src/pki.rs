@@ -182,6 +182,20 @@ impl Authority {
         hosts: &[String],
         validity: Duration,
     ) -> Result<Issued, PkiError> {
+        let (cert_path, key_path) = self.paths_for(identity);
+        self.issue_to(identity, hosts, validity, &cert_path, &key_path)
+    }
+
+    /// [`Authority::issue`], writing the certificate and key to the given paths (their
+    /// directory is created).
+    pub fn issue_to(
+        &self,
+        identity: &Identity,
+        hosts: &[String],
+        validity: Duration,
+        cert_path: &Path,
+        key_path: &Path,
+    ) -> Result<Issued, PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = distinguished_name(&identity.to_string());
@@ -220,20 +234,21 @@ impl Authority {
         params.not_after = now + validity;
         let not_after = params.not_after;
         let certificate = params.signed_by(&key, &self.issuer)?;
-        let (cert_path, key_path) = self.paths_for(identity);
-        if let Some(parent) = cert_path.parent() {
-            fs::create_dir_all(parent).map_err(io(parent))?;
+        for path in [cert_path, key_path] {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(io(parent))?;
+            }
         }
         // The key first: a certificate never sits next to a key it does not match for
         // longer than the two renames.
-        write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+        write_file(key_path, key.serialize_pem().as_bytes(), 0o600)?;
         let mut chain = certificate.pem();
         chain.push_str(&fs::read_to_string(self.certificate_path()).unwrap_or_default());
-        write_file(&cert_path, chain.as_bytes(), 0o644)?;
+        write_file(cert_path, chain.as_bytes(), 0o644)?;
         Ok(Issued {
             identity: identity.clone(),
-            certificate: cert_path,
-            key: key_path,
+            certificate: cert_path.to_owned(),
+            key: key_path.to_owned(),
             serial: hex(&serial.to_bytes()),
             not_after,
         })

@@ -11,6 +11,7 @@ use sitesync_proto::v1;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
+use crate::access::Caller;
 use crate::hierarchy::{Hierarchy, HierarchyError, Receipt};
 use crate::sync::manager::{SyncKind, SyncManager, SyncTrigger};
 use crate::sync::status::{Severity, StatusMessage, StatusMessageId};
@@ -99,6 +100,7 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
         &self,
         request: Request<v1::RegisterChildRequest>,
     ) -> Result<Response<v1::RegisterChildResponse>, Status> {
+        Caller::must_be_site(&request, &request.get_ref().site_code, "register as a child")?;
         let request = request.into_inner();
         if self.hierarchy.is_internet_node() {
             return Err(Status::failed_precondition(format!(
@@ -239,6 +241,11 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
         &self,
         request: Request<v1::StatusMessageBatch>,
     ) -> Result<Response<v1::StatusMessageReceipt>, Status> {
+        Caller::must_be_site(
+            &request,
+            &request.get_ref().reporter_site_code,
+            "report status messages",
+        )?;
         let batch = request.into_inner();
         let messages = batch
             .messages
@@ -284,6 +291,11 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
         &self,
         request: Request<v1::SiteStateReport>,
     ) -> Result<Response<v1::SiteStateReceipt>, Status> {
+        Caller::must_be_site(
+            &request,
+            &request.get_ref().reporter_site_code,
+            "report site states",
+        )?;
         let wire = request.into_inner();
         let hierarchy = self.hierarchy.clone();
         let view = self.sync.watch().borrow().clone();

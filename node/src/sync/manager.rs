@@ -207,11 +207,12 @@ pub struct ParentLink {
 }
 
 impl ParentLink {
-    pub fn new(address: &str) -> Result<Self, SyncError> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| SyncError::Settings(format!("the parent address `{address}`: {e}")))?
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .connect_lazy();
+    /// The parent at `address`, reached over `transport`. Calls have no overall time limit
+    /// (a first sync streams for as long as it takes); keep-alive notices a vanished parent.
+    pub fn new(address: &str, node: &NodeState) -> Result<Self, SyncError> {
+        let channel = node
+            .channel(address, None)
+            .map_err(|e| SyncError::Settings(e.to_string()))?;
         Ok(Self {
             address: address.to_owned(),
             channel,

@@ -2,6 +2,8 @@
 //! clock. Shared by the test files that need one.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use sitesync_node::config::{NodeConfig, Overrides};
 use sitesync_node::startup::{Started, start};
 use sitesync_node::sync::manager::{SyncPhase, SyncRun};
 use sitesync_proto::v1;
+use sitesync_security::Identity;
 use sitesync_proto::v1::admin_client::AdminClient;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -106,12 +109,20 @@ impl TestNode {
         let data = tempfile::tempdir().unwrap();
         let config_path = data.path().join("node.toml");
         std::fs::write(&config_path, config_toml).unwrap();
+        // Mutual TLS with the tests' CA, unless the test configures security itself.
+        let pki_dir = (!overrides.insecure && !config_toml.contains("[tls]")).then(|| {
+            let dir = data.path().join("pki");
+            let code = overrides.site_code.as_deref().unwrap_or("CEN");
+            pki::issue_into(&dir, &Identity::site(code).unwrap());
+            dir
+        });
         let config = NodeConfig::load(
             Some(&config_path),
             &Overrides {
                 data_dir: Some(data.path().join("data")),
                 listen: Some("127.0.0.1:0".into()),
                 cache_mib: Some(16),
+                pki_dir: overrides.pki_dir.clone().or(pki_dir),
                 ..overrides
             },
         )
@@ -133,11 +144,7 @@ impl TestNode {
                 let _ = stopped.await;
             },
         ));
-        let channel = Channel::from_shared(format!("http://{address}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = operator_channel(&address.to_string());
         Self {
             _data: data,
             clock,
@@ -210,4 +217,11 @@ impl Drop for TestNode {
             let _ = stop.send(());
         }
     }
+}
+
+/// A channel to the node at `address` as the tests' operator, over mutual TLS.
+pub fn operator_channel(address: &str) -> Channel {
+    pki::operator()
+        .channel(address, |e| e.timeout(Duration::from_secs(60)))
+        .unwrap()
 }
