@@ -119,7 +119,9 @@ pub enum SecurityConfig {
     /// Mutual TLS with a CA the node creates for itself under `<data_dir>/pki` on first
     /// start: what a top site started with no certificates uses, so that even a node on
     /// its defaults is secure. Operators then use `sitesyncctl --pki <data_dir>/pki`.
-    SelfProvisioned { client_policy_needs_certificate: bool },
+    SelfProvisioned {
+        client_policy_needs_certificate: bool,
+    },
     /// Plaintext, only with `insecure = true` or `--insecure`; logged as a warning at start.
     Insecure,
 }
@@ -557,6 +559,21 @@ impl SyncSection {
 mod tests {
     use super::*;
 
+    /// A PKI directory with a CA and a certificate for site `code`, as `sitesyncctl pki`
+    /// lays it out: what a child site needs.
+    fn pki_for(code: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let authority = sitesync_security::pki::Authority::init(dir.path(), "test").unwrap();
+        authority
+            .issue(
+                &sitesync_security::Identity::site(code).unwrap(),
+                &[],
+                sitesync_security::pki::DEFAULT_VALIDITY,
+            )
+            .unwrap();
+        dir
+    }
+
     fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
@@ -662,7 +679,12 @@ mod tests {
             assert!(error.starts_with(key), "{text:?}: {error}");
         }
         let (_dir, path) = write("[upstream]\nkind = \"parent\"\naddress = \"cen.example:8530\"\n");
-        let child = NodeConfig::load(Some(&path), &Overrides::default()).unwrap();
+        let pki = pki_for("CEN");
+        let with_certificates = Overrides {
+            pki_dir: Some(pki.path().to_owned()),
+            ..Overrides::default()
+        };
+        let child = NodeConfig::load(Some(&path), &with_certificates).unwrap();
         assert_eq!(
             child.upstream,
             UpstreamConfig::Parent("cen.example:8530".into())
@@ -681,7 +703,12 @@ mod tests {
         let (_dir, path) = write(
             "role = \"internet\"\n[upstream]\nkind = \"parent\"\naddress = \"pr1.example:8530\"\n",
         );
-        let internet = NodeConfig::load(Some(&path), &Overrides::default()).unwrap();
+        let pki = pki_for("CEN");
+        let with_certificates = Overrides {
+            pki_dir: Some(pki.path().to_owned()),
+            ..Overrides::default()
+        };
+        let internet = NodeConfig::load(Some(&path), &with_certificates).unwrap();
         assert_eq!(internet.role, Role::Internet);
         assert_eq!(
             internet.upstream,
@@ -691,7 +718,7 @@ mod tests {
         let by_flags = Overrides {
             role: Some("internet".into()),
             parent: Some("pr1.example:8530".into()),
-            ..Overrides::default()
+            ..with_certificates
         };
         assert_eq!(
             NodeConfig::load(None, &by_flags).unwrap().role,
@@ -709,5 +736,63 @@ mod tests {
             assert!(error.starts_with("upstream.kind"), "{text:?}: {error}");
             assert!(error.contains("--parent"), "{error}");
         }
+    }
+
+    #[test]
+    fn a_child_needs_certificates_and_plaintext_excludes_them() {
+        let child = Overrides {
+            parent: Some("cen.example:8530".into()),
+            site_code: Some("PR1".into()),
+            ..Overrides::default()
+        };
+        let error = NodeConfig::load(None, &child).unwrap_err().to_string();
+        assert!(error.starts_with("tls "), "{error}");
+        assert!(error.contains("--pki-dir"), "{error}");
+
+        let pki = pki_for("PR1");
+        let secure = NodeConfig::load(
+            None,
+            &Overrides {
+                pki_dir: Some(pki.path().to_owned()),
+                ..child.clone()
+            },
+        )
+        .unwrap();
+        assert!(matches!(secure.security, SecurityConfig::Tls { .. }));
+        // A directory without this site's certificate says how to issue one.
+        let other = pki_for("PR2");
+        let error = NodeConfig::load(
+            None,
+            &Overrides {
+                pki_dir: Some(other.path().to_owned()),
+                ..child.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("pki issue site PR1"), "{error}");
+
+        let plaintext = Overrides {
+            insecure: true,
+            ..child.clone()
+        };
+        assert_eq!(
+            NodeConfig::load(None, &plaintext).unwrap().security,
+            SecurityConfig::Insecure
+        );
+        let both = Overrides {
+            pki_dir: Some(pki.path().to_owned()),
+            ..plaintext
+        };
+        let error = NodeConfig::load(None, &both).unwrap_err().to_string();
+        assert!(error.starts_with("tls.insecure"), "{error}");
+
+        // A top site with nothing configured makes its own CA.
+        assert!(matches!(
+            NodeConfig::load(None, &Overrides::default())
+                .unwrap()
+                .security,
+            SecurityConfig::SelfProvisioned { .. }
+        ));
     }
 }

@@ -983,6 +983,7 @@ mod tests {
         let node = Arc::new(NodeState::new(
             config,
             crate::store::NodeDatabase::in_memory().unwrap(),
+            sitesync_security::Transport::Plaintext,
         ));
         Hierarchy::new(
             node,

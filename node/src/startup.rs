@@ -8,9 +8,6 @@ use sitesync_metadata::ParseLimits;
 
 use crate::clock::Clock;
 use crate::config::{NodeConfig, SecurityConfig, UpstreamConfig};
-use sitesync_security::pki::{Authority, DEFAULT_VALIDITY};
-use sitesync_security::{Identity, TlsContext, TlsFiles, Transport};
-use tracing::{info, warn};
 use crate::hierarchy::{
     Children, Hierarchy, HierarchyError, Outbox, ReceivedRequests, StatusForwarding,
 };
@@ -20,6 +17,9 @@ use crate::store::{NodeDatabase, StoreError};
 use crate::sync::manager::{ParentLink, SyncError, SyncHooks, SyncManager, UpstreamSource};
 use crate::sync::status::{StatusError, StatusLog};
 use crate::upstream::{DirectoryUpstream, UpstreamError};
+use sitesync_security::pki::{Authority, DEFAULT_VALIDITY};
+use sitesync_security::{Identity, TlsContext, TlsFiles, Transport};
+use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -103,8 +103,8 @@ fn self_provision(config: &NodeConfig) -> Result<TlsFiles, StartError> {
     };
     let host = config.listen.ip().to_string();
     authority.issue(&site, &[host], DEFAULT_VALIDITY)?;
-    let operator = Identity::operator(SELF_PROVISIONED_OPERATOR)
-        .map_err(|e| StartError::Pki(e.into()))?;
+    let operator =
+        Identity::operator(SELF_PROVISIONED_OPERATOR).map_err(|e| StartError::Pki(e.into()))?;
     if !authority.paths_for(&operator).0.exists() {
         authority.issue(&operator, &[], DEFAULT_VALIDITY)?;
     }
@@ -140,9 +140,7 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         )?))
     };
     let upstream = match &config.upstream {
-        UpstreamConfig::Parent(address) => {
-            UpstreamSource::Parent(ParentLink::new(address, &node)?)
-        }
+        UpstreamConfig::Parent(address) => UpstreamSource::Parent(ParentLink::new(address, &node)?),
         UpstreamConfig::Directory(dir) => open_directory(dir.clone())?,
         UpstreamConfig::Sample => {
             let dir = config.data_dir.join("sample-catalog");

@@ -176,8 +176,9 @@ async fn a_child_that_was_down_gets_its_request_when_it_returns() {
     // (nothing accepts) so no other test can take it before the child returns.
     let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = reserved.local_addr().unwrap();
-    let mut hierarchy = HierarchyClient::new(top.channel.clone());
-    hierarchy
+    // Registered the way PR7's node registers: over a channel acting as PR7.
+    let (_pki, pr7) = common::site_channel(&top.address(), "PR7");
+    HierarchyClient::new(pr7)
         .register_child(v1::RegisterChildRequest {
             site_code: "PR7".into(),
             role: v1::SiteRole::Site as i32,
@@ -214,7 +215,9 @@ async fn a_redelivered_request_is_a_duplicate_and_a_top_site_refuses_requests() 
     wait_outbox_empty(&top).await;
     let before = last_run_id(&child);
 
-    let mut client = HierarchyClient::new(child.channel.clone());
+    // The test speaks for the child's configured parent, CEN: only it may ask for a sync.
+    let (_pki, as_parent) = common::site_channel(&child.address(), "CEN");
+    let mut client = HierarchyClient::new(as_parent);
     let request = v1::SyncRequest {
         request_id: "3f1c9a52-0000-4000-8000-000000000001".into(),
         parent_site_code: "CEN".into(),
@@ -262,8 +265,9 @@ async fn a_redelivered_request_is_a_duplicate_and_a_top_site_refuses_requests() 
         .count();
     assert_eq!(by_parent, 1, "{view:?}");
 
-    // A top site has no parent: it refuses sync requests.
-    let refused = HierarchyClient::new(top.channel.clone())
+    // A top site has no parent: it refuses sync requests, from its own child too.
+    let (_pki, pr3) = common::site_channel(&top.address(), "PR3");
+    let refused = HierarchyClient::new(pr3)
         .request_sync(v1::SyncRequest {
             request_id: "x".into(),
             kind: v1::SyncKind::Full as i32,
@@ -271,15 +275,17 @@ async fn a_redelivered_request_is_a_duplicate_and_a_top_site_refuses_requests() 
         })
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     assert!(
-        refused.message().contains("top site"),
+        refused.message().contains("only the configured parent"),
         "{}",
         refused.message()
     );
 
-    // Registration checks what it stores.
-    let bad = HierarchyClient::new(top.channel.clone())
+    // Registration checks what it stores: a site registers only under its own code (the
+    // one in its certificate, always well formed), and gives an address to reach it at.
+    let (_pki, pr4) = common::site_channel(&top.address(), "PR4");
+    let bad = HierarchyClient::new(pr4.clone())
         .register_child(v1::RegisterChildRequest {
             site_code: "TOO-LONG".into(),
             role: v1::SiteRole::Site as i32,
@@ -288,9 +294,13 @@ async fn a_redelivered_request_is_a_duplicate_and_a_top_site_refuses_requests() 
         })
         .await
         .unwrap_err();
-    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
-    assert!(bad.message().contains("site code"), "{}", bad.message());
-    let bad = HierarchyClient::new(top.channel.clone())
+    assert_eq!(bad.code(), tonic::Code::PermissionDenied);
+    assert!(
+        bad.message().contains("acts only for itself"),
+        "{}",
+        bad.message()
+    );
+    let bad = HierarchyClient::new(pr4)
         .register_child(v1::RegisterChildRequest {
             site_code: "PR4".into(),
             role: v1::SiteRole::Site as i32,
@@ -308,9 +318,11 @@ fn into_tokio(listener: std::net::TcpListener) -> tokio::net::TcpListener {
     tokio::net::TcpListener::from_std(listener).unwrap()
 }
 
-/// Starts a top site on `data` serving on `listener`, in the current runtime.
+/// Starts a top site on `data` with the certificates in `pki`, serving on `listener`, in
+/// the current runtime.
 async fn start_top(
     data: &std::path::Path,
+    pki: &std::path::Path,
     catalog: &std::path::Path,
     listener: tokio::net::TcpListener,
 ) -> sitesync_node::startup::Started {
@@ -321,6 +333,7 @@ async fn start_top(
             data_dir: Some(data.to_owned()),
             upstream_dir: Some(catalog.to_owned()),
             cache_mib: Some(16),
+            pki_dir: Some(pki.to_owned()),
             ..Overrides::default()
         },
     )
@@ -361,6 +374,9 @@ async fn wait_finished(started: &sitesync_node::startup::Started, id: u64) -> Sy
 fn a_request_waiting_in_the_outbox_survives_a_restart_of_the_parent() {
     let (upstream, _spec) = catalog(80, 74);
     let data = tempfile::tempdir().unwrap();
+    // The tests' CA, so the child trusts its parent and the parent its child.
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = common::site_pki_dir(pki_dir.path(), "CEN");
     // Both ports stay bound across the restart, so no other test can take them.
     let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let child_address = reserved.local_addr().unwrap();
@@ -371,7 +387,7 @@ fn a_request_waiting_in_the_outbox_survives_a_restart_of_the_parent() {
     let first = tokio::runtime::Runtime::new().unwrap();
     first.block_on(async {
         let listener = into_tokio(top_socket.try_clone().unwrap());
-        let top = start_top(data.path(), upstream.path(), listener).await;
+        let top = start_top(data.path(), &pki, upstream.path(), listener).await;
         wait_finished(&top, 1).await;
         top.hierarchy
             .children
@@ -397,7 +413,7 @@ fn a_request_waiting_in_the_outbox_survives_a_restart_of_the_parent() {
     // Second life on the same data; the child returns. Nobody re-sends anything.
     let second = tokio::runtime::Runtime::new().unwrap();
     second.block_on(async {
-        let top = start_top(data.path(), upstream.path(), into_tokio(top_socket)).await;
+        let top = start_top(data.path(), &pki, upstream.path(), into_tokio(top_socket)).await;
         assert_eq!(top.hierarchy.outbox.list().unwrap().len(), 1);
         let child =
             TestNode::start_child_on(&top_address.to_string(), "PR8", into_tokio(reserved)).await;

@@ -155,9 +155,19 @@ async fn a_child_site_syncs_its_update_server_from_its_parent() {
 
 #[tokio::test]
 async fn a_child_whose_parent_is_down_fails_with_6703_naming_the_parent() {
-    let mut child = TestNode::start_child("127.0.0.1:9", "PR2").await;
-    // The parent asked, then went away (the test speaks for it).
-    let receipt = HierarchyClient::new(child.channel.clone())
+    let upstream = tempfile::tempdir().unwrap();
+    write_catalog(upstream.path(), &CatalogSpec::new(20, 53), |_| {}).unwrap();
+    let parent = TestNode::start(upstream.path(), "").await;
+    parent.finished(1).await;
+    let parent_address = parent.address();
+    let mut child = TestNode::start_child(&parent_address, "PR2").await;
+    // Registered (so it knows its parent's site code) and caught up.
+    assert_eq!(child.finished(1).await.result, Some(SyncResult::Succeeded));
+    // The parent asked, then went away (the test speaks for it: only the configured parent
+    // may ask).
+    drop(parent);
+    let (_pki, as_parent) = common::site_channel(&child.address(), "CEN");
+    let receipt = HierarchyClient::new(as_parent)
         .request_sync(v1::SyncRequest {
             request_id: "8d0e6f1a-0000-4000-8000-000000000002".into(),
             parent_site_code: "CEN".into(),
@@ -168,12 +178,12 @@ async fn a_child_whose_parent_is_down_fails_with_6703_naming_the_parent() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(receipt.sync_id, "1");
-    let run = child.finished(1).await;
+    assert_eq!(receipt.sync_id, "2");
+    let run = child.finished(2).await;
     assert_eq!(run.result, Some(SyncResult::Failed));
     let reason = run.failure_reason.unwrap();
-    assert!(reason.contains("127.0.0.1:9"), "{reason}");
-    assert_eq!(child.message_ids(1).await, vec![6701, 6704, 6703]);
+    assert!(reason.contains(&parent_address), "{reason}");
+    assert_eq!(child.message_ids(2).await, vec![6701, 6704, 6703]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -209,12 +219,15 @@ async fn a_child_runs_no_scheduled_sync_but_catches_up_when_it_registers() {
     let upstream = tempfile::tempdir().unwrap();
     write_catalog(upstream.path(), &CatalogSpec::new(120, 52), |_| {}).unwrap();
     let data = tempfile::tempdir().unwrap();
+    let pki = tempfile::tempdir().unwrap();
     let mut config = NodeConfig::load(
         None,
         &Overrides {
             data_dir: Some(data.path().to_owned()),
             upstream_dir: Some(upstream.path().to_owned()),
             cache_mib: Some(16),
+            // The tests' CA, which the child trusts.
+            pki_dir: Some(common::site_pki_dir(pki.path(), "CEN")),
             ..Overrides::default()
         },
     )

@@ -253,7 +253,8 @@ async fn a_sites_internet_facing_node_syncs_from_its_site_after_phase_one() {
     assert_eq!(site.next_sync_at, None);
 
     // It has no children: registration is refused.
-    let refused = HierarchyClient::new(internet.channel.clone())
+    let (_pki, pr9) = common::site_channel(&internet.address(), "PR9");
+    let refused = HierarchyClient::new(pr9)
         .register_child(v1::RegisterChildRequest {
             site_code: "PR9".into(),
             role: v1::SiteRole::Site as i32,
@@ -269,14 +270,16 @@ async fn a_sites_internet_facing_node_syncs_from_its_site_after_phase_one() {
         refused.message()
     );
 
-    // It serves no site database to replicate.
-    let refused = SiteReplicationClient::new(internet.channel.clone())
+    // It serves no site database to replicate: it has no child sites, so no site may,
+    // its own site neither.
+    let (_pki, pr1) = common::site_channel(&internet.address(), "PR1");
+    let refused = SiteReplicationClient::new(pr1.clone())
         .get_site_database_info(v1::GetSiteDatabaseInfoRequest {})
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     assert!(
-        refused.message().contains("no site database"),
+        refused.message().contains("only registered child sites"),
         "{}",
         refused.message()
     );
@@ -297,8 +300,8 @@ async fn a_sites_internet_facing_node_syncs_from_its_site_after_phase_one() {
         assert!(refused.message().contains(says), "{}", refused.message());
     }
 
-    // A cascade request is not for an internet-facing node.
-    let refused = HierarchyClient::new(internet.channel.clone())
+    // A cascade request is not for an internet-facing node, even from its own site.
+    let refused = HierarchyClient::new(pr1)
         .request_sync(v1::SyncRequest {
             request_id: "5b1f0c3e-0000-4000-8000-000000000003".into(),
             parent_site_code: "PR1".into(),
@@ -321,7 +324,10 @@ async fn a_site_refuses_a_child_with_its_own_site_code() {
     let upstream = tempfile::tempdir().unwrap();
     write_catalog(upstream.path(), &CatalogSpec::new(20, 82), |_| {}).unwrap();
     let top = TestNode::start(upstream.path(), "").await;
-    let refused = HierarchyClient::new(top.channel.clone())
+    // A node given a certificate for the top site's own code, as a misconfigured
+    // internet-facing node would be.
+    let (_pki, same_code) = common::site_channel(&top.address(), "CEN");
+    let refused = HierarchyClient::new(same_code)
         .register_child(v1::RegisterChildRequest {
             site_code: "CEN".into(),
             role: v1::SiteRole::Internet as i32,

@@ -14,9 +14,14 @@ mod common;
 
 use common::TestNode;
 
-async fn client(node: &TestNode) -> UpdateServerClient<Channel> {
-    UpdateServerClient::new(node.channel.clone())
-        .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES)
+/// A client of the parent's update server as its registered child site `PR1`, the only
+/// kind of caller (with an internet-facing node) that may pull. Keep the directory (the
+/// child's certificate) alive with the client.
+async fn client(node: &TestNode) -> (tempfile::TempDir, UpdateServerClient<Channel>) {
+    let (pki, channel) = common::registered_child(node, "PR1", v1::SiteRole::Site).await;
+    let client = UpdateServerClient::new(channel)
+        .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
+    (pki, client)
 }
 
 #[tokio::test]
@@ -27,7 +32,7 @@ async fn a_child_pulls_a_snapshot_then_the_tail_and_matches_its_parent() {
     let mut parent = TestNode::start(upstream.path(), "").await;
     parent.finished(1).await;
     let parent_store = parent.started.node.clone();
-    let mut client = client(&parent).await;
+    let (_pki, mut client) = client(&parent).await;
     let child = NodeDatabase::in_memory().unwrap();
     let limits = ParseLimits::default();
 
@@ -81,7 +86,7 @@ async fn a_child_on_another_log_gets_a_snapshot_that_removes_what_it_should_not_
     write_catalog(upstream.path(), &CatalogSpec::new(300, 41), |_| {}).unwrap();
     let parent = TestNode::start(upstream.path(), "").await;
     parent.finished(1).await;
-    let mut client = client(&parent).await;
+    let (_pki, mut client) = client(&parent).await;
 
     // The child holds updates of another catalog, anchored on a log that no longer exists.
     let child = NodeDatabase::in_memory().unwrap();
@@ -127,7 +132,7 @@ async fn a_child_anchored_ahead_of_its_parent_is_refused_and_keeps_its_store() {
     write_catalog(upstream.path(), &CatalogSpec::new(100, 43), |_| {}).unwrap();
     let parent = TestNode::start(upstream.path(), "").await;
     parent.finished(1).await;
-    let mut client = client(&parent).await;
+    let (_pki, mut client) = client(&parent).await;
     let child = NodeDatabase::in_memory().unwrap();
     pull(
         &mut client,

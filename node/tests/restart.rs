@@ -12,6 +12,8 @@ use sitesync_proto::v1;
 use sitesync_proto::v1::admin_client::AdminClient;
 use tonic::transport::Channel;
 
+mod common;
+
 /// Kills the node when the test ends, however it ends.
 struct NodeProcess(Child);
 
@@ -22,12 +24,15 @@ impl Drop for NodeProcess {
     }
 }
 
-fn spawn(data: &Path, catalog: &Path) -> (NodeProcess, std::path::PathBuf) {
+/// Runs the node binary on `data` with the site certificate in `pki` (`--pki-dir`).
+fn spawn(data: &Path, pki: &Path, catalog: &Path) -> (NodeProcess, std::path::PathBuf) {
     let address_file = data.join("address");
     let _ = std::fs::remove_file(&address_file);
     let child = Command::new(env!("CARGO_BIN_EXE_sitesync-node"))
         .arg("--data-dir")
         .arg(data)
+        .arg("--pki-dir")
+        .arg(pki)
         .arg("--upstream-dir")
         .arg(catalog)
         .arg("--listen")
@@ -51,12 +56,7 @@ async fn connect(address_file: &Path) -> AdminClient<Channel> {
         assert!(Instant::now() < deadline, "the node did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let channel = Channel::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    AdminClient::new(channel)
+    AdminClient::new(common::operator_channel(&address))
 }
 
 async fn status(admin: &mut AdminClient<Channel>) -> v1::SiteState {
@@ -79,9 +79,11 @@ async fn a_node_killed_mid_sync_redoes_the_sync_without_losing_or_duplicating_me
         (revision.id, revision.content_hash())
     }));
     let data = tempfile::tempdir().unwrap();
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = common::site_pki_dir(pki_dir.path(), "CEN");
 
     // Start, wait until the first sync has made some progress, then kill -9.
-    let (mut node, address_file) = spawn(data.path(), catalog.path());
+    let (mut node, address_file) = spawn(data.path(), &pki, catalog.path());
     let mut admin = connect(&address_file).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let interrupted = loop {
@@ -105,7 +107,7 @@ async fn a_node_killed_mid_sync_redoes_the_sync_without_losing_or_duplicating_me
     drop(node);
 
     // Start again: the interrupted sync is redone without an operator.
-    let (node, address_file) = spawn(data.path(), catalog.path());
+    let (node, address_file) = spawn(data.path(), &pki, catalog.path());
     let mut admin = connect(&address_file).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     let site = loop {

@@ -23,9 +23,14 @@ mod common;
 
 use common::TestNode;
 
-fn client(node: &TestNode) -> SiteReplicationClient<Channel> {
-    SiteReplicationClient::new(node.channel.clone())
-        .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES)
+/// A client of the parent's site replication as its registered child site `CHD`: only
+/// registered child sites may replicate. Keep the directory (the child's certificate)
+/// alive with the client.
+async fn client(node: &TestNode) -> (tempfile::TempDir, SiteReplicationClient<Channel>) {
+    let (pki, channel) = common::registered_child(node, "CHD", v1::SiteRole::Site).await;
+    let client = SiteReplicationClient::new(channel)
+        .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
+    (pki, client)
 }
 
 /// A parent node whose site database holds a generated catalog of `updates` updates.
@@ -107,7 +112,7 @@ async fn replicate(
 #[tokio::test]
 async fn a_child_replicates_a_snapshot_then_the_tail_with_no_gap_or_duplicate() {
     let (upstream, spec, mut parent) = parent_with(200).await;
-    let mut client = client(&parent);
+    let (_pki, mut client) = client(&parent).await;
     let child_database = NodeDatabase::in_memory().unwrap();
     let child = child_database.site_database();
     let limits = ReplicationLimits::default();
@@ -149,7 +154,7 @@ async fn a_child_replicates_a_snapshot_then_the_tail_with_no_gap_or_duplicate() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_child_with_window_one_converges() {
     let (_upstream, _spec, parent) = parent_with(60).await;
-    let mut client = client(&parent);
+    let (_pki, mut client) = client(&parent).await;
     let child_database = NodeDatabase::in_memory().unwrap();
     let child = child_database.site_database();
     let limits = ReplicationLimits {
@@ -216,7 +221,7 @@ async fn ack(requests: &mpsc::Sender<v1::ReplicationRequest>, applied: v1::Ancho
 #[tokio::test]
 async fn with_window_one_the_parent_waits_for_each_ack() {
     let (_upstream, _spec, parent) = parent_with(30).await;
-    let mut client = client(&parent);
+    let (_pki, mut client) = client(&parent).await;
     let latest = parent_site_database(&parent).last_sequence();
     let (requests, mut stream) = open(
         &mut client,
@@ -263,7 +268,7 @@ async fn with_window_one_the_parent_waits_for_each_ack() {
 #[tokio::test]
 async fn a_child_that_drops_the_stream_resumes_from_its_anchor() {
     let (upstream, spec, mut parent) = parent_with(200).await;
-    let mut client = client(&parent);
+    let (_pki, mut client) = client(&parent).await;
     let child_database = NodeDatabase::in_memory().unwrap();
     let child = child_database.site_database();
     let limits = ReplicationLimits {
@@ -339,7 +344,7 @@ async fn a_child_that_drops_the_stream_resumes_from_its_anchor() {
 #[tokio::test]
 async fn an_ack_for_a_position_never_sent_is_refused() {
     let (_upstream, _spec, parent) = parent_with(20).await;
-    let mut client = client(&parent);
+    let (_pki, mut client) = client(&parent).await;
     let state = parent_site_database(&parent).state();
     let (requests, mut stream) = open(
         &mut client,
@@ -378,7 +383,7 @@ async fn an_ack_for_a_position_never_sent_is_refused() {
 #[tokio::test]
 async fn the_first_message_must_be_a_subscribe() {
     let (_upstream, _spec, parent) = parent_with(5).await;
-    let mut client = client(&parent);
+    let (_pki, mut client) = client(&parent).await;
     let (requests, outbound) = mpsc::channel(1);
     requests
         .send(v1::ReplicationRequest {
@@ -396,7 +401,7 @@ async fn the_first_message_must_be_a_subscribe() {
 #[tokio::test]
 async fn site_database_info_reports_the_parent_site_database() {
     let (_upstream, _spec, parent) = parent_with(5).await;
-    let mut client = client(&parent);
+    let (_pki, mut client) = client(&parent).await;
     let info = client
         .get_site_database_info(v1::GetSiteDatabaseInfoRequest {})
         .await

@@ -333,9 +333,11 @@ fn state(code: &str, parent: &str, digest: u8, observed_at_millis: i64) -> v1::S
 async fn late_and_malformed_reports_change_nothing() {
     let (upstream, _spec) = catalog(20, 82);
     let mut top = TestNode::start(upstream.path(), "").await;
-    let mut client = HierarchyClient::new(top.channel.clone());
-    for (code, port) in [("PR5", 1), ("PR7", 2)] {
-        client
+    // Each child registers and reports over a channel acting as itself.
+    let (_pki_pr5, pr5) = common::site_channel(&top.address(), "PR5");
+    let (_pki_pr7, pr7) = common::site_channel(&top.address(), "PR7");
+    for (code, port, channel) in [("PR5", 1, pr5.clone()), ("PR7", 2, pr7)] {
+        HierarchyClient::new(channel)
             .register_child(v1::RegisterChildRequest {
                 site_code: code.into(),
                 role: v1::SiteRole::Site as i32,
@@ -345,6 +347,7 @@ async fn late_and_malformed_reports_change_nothing() {
             .await
             .unwrap();
     }
+    let mut client = HierarchyClient::new(pr5);
     let report = |sites: Vec<v1::SiteState>| v1::SiteStateReport {
         reporter_site_code: "PR5".into(),
         sites,
@@ -404,11 +407,8 @@ async fn late_and_malformed_reports_change_nothing() {
     // Malformed reports: refused with the reason, nothing stored.
     let mut no_time = state("PR5", "", 11, now + 2_000);
     no_time.observed_at = None;
-    let mut not_a_code = report(vec![state("PR5", "", 11, now + 2_000)]);
-    not_a_code.reporter_site_code = "not a site".into();
     let malformed = [
         (report(vec![]), "holds no state"),
-        (not_a_code, "reporter_site_code"),
         (
             report(vec![state("SE5", "PR5", 11, now + 2_000)]),
             "reporter's own (PR5)",
@@ -438,12 +438,26 @@ async fn late_and_malformed_reports_change_nothing() {
             "{status:?} lacks `{reason}`"
         );
     }
+    // A child reports only as itself, whatever code it writes in the report.
+    let mut not_its_own = report(vec![state("PR5", "", 11, now + 2_000)]);
+    not_its_own.reporter_site_code = "PR7".into();
+    let status = client.report_site_states(not_its_own).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("acts only for itself"),
+        "{status:?}"
+    );
+    // A site that is not a registered child is refused before its report is read.
+    let (_pki_pr9, pr9) = common::site_channel(&top.address(), "PR9");
     let mut stranger = report(vec![state("PR9", "", 11, now + 2_000)]);
     stranger.reporter_site_code = "PR9".into();
-    let status = client.report_site_states(stranger).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    let status = HierarchyClient::new(pr9)
+        .report_site_states(stranger)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert!(
-        status.message().contains("not a registered child"),
+        status.message().contains("only registered child"),
         "{status:?}"
     );
 

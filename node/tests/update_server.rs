@@ -47,9 +47,13 @@ fn withdraw(upstream: &Path, update: sitesync_metadata::UpdateId) {
     }
 }
 
-async fn update_server_client(node: &TestNode) -> UpdateServerClient<Channel> {
-    UpdateServerClient::new(node.channel.clone())
-        .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES)
+/// A client of the node's update server as its registered child site `PR1`: only registered
+/// children may pull. Keep the directory (the child's certificate) alive with the client.
+async fn update_server_client(node: &TestNode) -> (tempfile::TempDir, UpdateServerClient<Channel>) {
+    let (pki, channel) = common::registered_child(node, "PR1", v1::SiteRole::Site).await;
+    let client = UpdateServerClient::new(channel)
+        .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
+    (pki, client)
 }
 
 /// Pulls every change after `since` into `store`, the way a child's update server will:
@@ -152,7 +156,7 @@ async fn a_reader_pulls_a_snapshot_then_the_tail_and_matches_the_digest() {
     let upstream = tempfile::tempdir().unwrap();
     let mut node = synced_node(upstream.path(), 300).await;
     let served = node.started.node.clone();
-    let mut client = update_server_client(&node).await;
+    let (_pki, mut client) = update_server_client(&node).await;
 
     let info = client
         .get_catalog_info(v1::GetCatalogInfoRequest {})
@@ -234,7 +238,7 @@ async fn an_interrupted_snapshot_resumes_without_missing_changes() {
     let upstream = tempfile::tempdir().unwrap();
     let mut node = synced_node(upstream.path(), 200).await;
     let served = node.started.node.clone();
-    let mut client = update_server_client(&node).await;
+    let (_pki, mut client) = update_server_client(&node).await;
     let reader = NodeDatabase::in_memory().unwrap();
 
     let (anchor, plan, complete, _) =

@@ -100,7 +100,11 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
         &self,
         request: Request<v1::RegisterChildRequest>,
     ) -> Result<Response<v1::RegisterChildResponse>, Status> {
-        Caller::must_be_site(&request, &request.get_ref().site_code, "register as a child")?;
+        Caller::must_be_site(
+            &request,
+            &request.get_ref().site_code,
+            "register as a child",
+        )?;
         let request = request.into_inner();
         if self.hierarchy.is_internet_node() {
             return Err(Status::failed_precondition(format!(

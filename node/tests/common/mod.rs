@@ -14,8 +14,9 @@ use sitesync_node::config::{NodeConfig, Overrides};
 use sitesync_node::startup::{Started, start};
 use sitesync_node::sync::manager::{SyncPhase, SyncRun};
 use sitesync_proto::v1;
-use sitesync_security::Identity;
 use sitesync_proto::v1::admin_client::AdminClient;
+use sitesync_proto::v1::hierarchy_client::HierarchyClient;
+use sitesync_security::Identity;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -224,4 +225,48 @@ pub fn operator_channel(address: &str) -> Channel {
     pki::operator()
         .channel(address, |e| e.timeout(Duration::from_secs(60)))
         .unwrap()
+}
+
+/// A channel to the node at `address` acting as site `code`, over mutual TLS. Keep the
+/// directory (the site's certificate) alive as long as the channel.
+pub fn site_channel(address: &str, code: &str) -> (tempfile::TempDir, Channel) {
+    let (dir, transport) = pki::site(code);
+    let channel = transport
+        .channel(address, |e| e.timeout(Duration::from_secs(60)))
+        .unwrap();
+    (dir, channel)
+}
+
+/// An address nobody listens on: a registered child that is down.
+pub fn unreachable_address() -> String {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().to_string()
+}
+
+/// Registers site `code` as a child of `node` with `role` (the way a child node does, over
+/// a channel acting as that site) and returns the channel, for calls only registered
+/// children may make. The child's address is one nobody listens on.
+pub async fn registered_child(
+    node: &TestNode,
+    code: &str,
+    role: v1::SiteRole,
+) -> (tempfile::TempDir, Channel) {
+    let (dir, channel) = site_channel(&node.address(), code);
+    HierarchyClient::new(channel.clone())
+        .register_child(v1::RegisterChildRequest {
+            site_code: code.to_owned(),
+            role: role as i32,
+            address: unreachable_address(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    (dir, channel)
+}
+
+/// A PKI directory at `dir` holding the tests' CA and a certificate for site `code`: what
+/// a node's `--pki-dir` points at.
+pub fn site_pki_dir(dir: &Path, code: &str) -> std::path::PathBuf {
+    pki::issue_into(dir, &Identity::site(code).unwrap());
+    dir.to_owned()
 }
