@@ -144,10 +144,17 @@ impl Caller {
         what: &str,
     ) -> Result<(), tonic::Status> {
         match request.extensions().get::<Caller>() {
-            Some(Caller(Some(Identity::Site(code)))) if code.eq_ignore_ascii_case(site_code) => {
-                Ok(())
-            }
-            Some(Caller(Some(identity))) => {
+            Some(caller) => caller.acts_for(site_code, what),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Caller::must_be_site`] for a caller taken from its request earlier (a streaming
+    /// call names its site only in its first message).
+    pub fn acts_for(&self, site_code: &str, what: &str) -> Result<(), tonic::Status> {
+        match self {
+            Caller(Some(Identity::Site(code))) if code.eq_ignore_ascii_case(site_code) => Ok(()),
+            Caller(Some(identity)) => {
                 warn!(%identity, site_code, what, "call refused: a site acting for another");
                 Err(tonic::Status::permission_denied(format!(
                     "{identity} may not {what} for site {site_code}: a site acts only for itself"
@@ -315,5 +322,148 @@ mod tests {
         );
         assert_eq!(rule_for("/sitesync.v1.Admin/Nothing", false), None);
         assert_eq!(rule_for("nonsense", false), None);
+    }
+
+    /// A child site CEN knows as its parent, with the child sites PR1 and the
+    /// internet-facing node PI1 registered below it.
+    #[derive(Debug)]
+    struct Known;
+
+    impl Relations for Known {
+        fn parent_site_code(&self) -> Option<String> {
+            Some("CEN".into())
+        }
+
+        fn child(&self, site_code: &str) -> Option<ChildKind> {
+            match site_code {
+                "PR1" => Some(ChildKind::Site),
+                "PI1" => Some(ChildKind::Internet),
+                _ => None,
+            }
+        }
+    }
+
+    #[test]
+    fn each_identity_gets_what_its_rule_allows_and_no_certificate_only_open_methods() {
+        use sitesync_security::pki::{Authority, DEFAULT_VALIDITY, first_certificate};
+        let dir = tempfile::tempdir().unwrap();
+        let authority = Authority::init(dir.path(), "test").unwrap();
+        let certificate = |identity: &Identity| {
+            let issued = authority.issue(identity, &[], DEFAULT_VALIDITY).unwrap();
+            CertificateDer::from(
+                first_certificate(&std::fs::read(issued.certificate).unwrap()).unwrap(),
+            )
+        };
+        let own = Identity::site("PR5").unwrap();
+        certificate(&own);
+        let context =
+            TlsContext::load(sitesync_security::TlsFiles::in_pki_dir(dir.path(), &own)).unwrap();
+        let [operator, parent, child, internet, stranger] = [
+            Identity::operator("alice").unwrap(),
+            Identity::site("CEN").unwrap(),
+            Identity::site("PR1").unwrap(),
+            Identity::site("PI1").unwrap(),
+            Identity::site("PR9").unwrap(),
+        ]
+        .map(|identity| certificate(&identity));
+        let access = |needs_certificate| {
+            Access::new(Some(context.clone()), Arc::new(Known), needs_certificate)
+        };
+        let open = access(false);
+        let code = |access: &Access, path: &str, leaf: Option<&CertificateDer<'static>>| {
+            access
+                .check(path, leaf.map(std::slice::from_ref))
+                .err()
+                .map(|status| status.code())
+        };
+        use tonic::Code::{PermissionDenied as Denied, Unauthenticated, Unimplemented};
+        let cases: [(&str, [Option<tonic::Code>; 6]); 8] = [
+            // No certificate, operator, parent, child site, internet node, stranger site.
+            (
+                "/sitesync.v1.Admin/RunSync",
+                [
+                    Some(Unauthenticated),
+                    None,
+                    Some(Denied),
+                    Some(Denied),
+                    Some(Denied),
+                    Some(Denied),
+                ],
+            ),
+            (
+                "/sitesync.v1.Admin/GetSiteStatus",
+                [Some(Unauthenticated), None, None, None, None, None],
+            ),
+            (
+                "/sitesync.v1.UpdateServer/GetChanges",
+                [
+                    Some(Unauthenticated),
+                    Some(Denied),
+                    Some(Denied),
+                    None,
+                    None,
+                    Some(Denied),
+                ],
+            ),
+            (
+                "/sitesync.v1.SiteReplication/Replicate",
+                [
+                    Some(Unauthenticated),
+                    Some(Denied),
+                    Some(Denied),
+                    None,
+                    Some(Denied),
+                    Some(Denied),
+                ],
+            ),
+            (
+                "/sitesync.v1.Hierarchy/RequestSync",
+                [
+                    Some(Unauthenticated),
+                    Some(Denied),
+                    None,
+                    Some(Denied),
+                    Some(Denied),
+                    Some(Denied),
+                ],
+            ),
+            (
+                "/sitesync.v1.Hierarchy/RegisterChild",
+                [Some(Unauthenticated), Some(Denied), None, None, None, None],
+            ),
+            (
+                "/sitesync.v1.ClientPolicy/GetMachinePolicy",
+                [None, None, None, None, None, None],
+            ),
+            ("/sitesync.v1.Admin/Unknown", [Some(Unimplemented); 6]),
+        ];
+        for (path, expected) in cases {
+            let callers = [
+                ("no certificate", None),
+                ("operator", Some(&operator)),
+                ("parent", Some(&parent)),
+                ("child site", Some(&child)),
+                ("internet node", Some(&internet)),
+                ("stranger site", Some(&stranger)),
+            ];
+            for ((who, caller), expected) in callers.into_iter().zip(expected) {
+                assert_eq!(code(&open, path, caller), expected, "{path} by {who}");
+            }
+        }
+        // A site asking for the client policy needs a certificate only when so configured.
+        let closed = access(true);
+        let path = "/sitesync.v1.ClientPolicy/GetMachinePolicy";
+        assert_eq!(code(&closed, path, None), Some(Unauthenticated));
+        assert_eq!(code(&closed, path, Some(&stranger)), None);
+        // The caller is handed to the handler.
+        assert_eq!(
+            open.check(
+                "/sitesync.v1.Admin/GetSiteStatus",
+                Some(std::slice::from_ref(&child))
+            )
+            .unwrap(),
+            Caller(Some(Identity::site("PR1").unwrap()))
+        );
+        assert_eq!(open.check(path, None).unwrap(), Caller(None));
     }
 }

@@ -149,9 +149,15 @@ fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<ServerConfig, TlsError> {
+    // A certificate, when presented, must be one of the hierarchy's CA and not revoked; a
+    // client may present none, because some methods are open to anyone (machines reading
+    // the client policy, health probes). Which calls need which identity is decided per
+    // call by the node's access rules, which refuse a call without a certificate
+    // (UNAUTHENTICATED) unless its method is open.
     let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
         .with_crls(crls.iter().cloned())
         .only_check_end_entity_revocation()
+        .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::Config(format!("client certificate verifier: {e}")))?;
     let mut config = ServerConfig::builder_with_provider(provider.clone())

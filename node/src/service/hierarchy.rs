@@ -168,6 +168,11 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
         &self,
         request: Request<v1::SyncRequest>,
     ) -> Result<Response<v1::SyncRequestReceipt>, Status> {
+        Caller::must_be_site(
+            &request,
+            &request.get_ref().parent_site_code,
+            "ask for a sync",
+        )?;
         let request = request.into_inner();
         if !self.hierarchy.has_parent() {
             return Err(Status::failed_precondition(

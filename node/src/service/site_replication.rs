@@ -12,8 +12,8 @@
 //!
 //! An internet-facing node has no site database (S11): it refuses both calls.
 //!
-//! Which child may call is decided by issue 5 (the peer certificate); this adapter trusts
-//! the `site_code` it is given and only logs it.
+//! Which child may call is decided by the access layer from the peer certificate
+//! ([`crate::access`]); the `site_code` of a `Subscribe` must be the caller's own.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::store_info;
 use super::update_server::{BatchProducer, ChangesStart};
+use crate::access::Caller;
 use crate::config::Role;
 use crate::node::NodeState;
 
@@ -78,6 +79,7 @@ impl v1::site_replication_server::SiteReplication for SiteReplicationService {
         request: Request<Streaming<v1::ReplicationRequest>>,
     ) -> Result<Response<Self::ReplicateStream>, Status> {
         self.has_site_database()?;
+        let caller = request.extensions().get::<Caller>().cloned();
         let mut inbound = request.into_inner();
         let subscribe = match inbound.message().await? {
             Some(v1::ReplicationRequest {
@@ -94,6 +96,9 @@ impl v1::site_replication_server::SiteReplication for SiteReplicationService {
                 ));
             }
         };
+        if let Some(caller) = &caller {
+            caller.acts_for(&subscribe.site_code, "replicate the site database")?;
+        }
         let subscription = Subscription::of(subscribe, &self.node)?;
         tracing::info!(
             child = %subscription.site_code,
