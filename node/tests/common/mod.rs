@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use sitesync_metadata::Timestamp;
 use sitesync_node::clock::ManualClock;
-use sitesync_node::config::{NodeConfig, Overrides};
+use sitesync_node::config::{NodeConfig, Overrides, SecurityConfig};
 use sitesync_node::startup::{Started, start};
 use sitesync_node::sync::manager::{SyncPhase, SyncRun};
 use sitesync_proto::v1;
 use sitesync_proto::v1::admin_client::AdminClient;
 use sitesync_proto::v1::hierarchy_client::HierarchyClient;
-use sitesync_security::Identity;
+use sitesync_security::{Identity, Transport};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -98,7 +98,10 @@ impl TestNode {
         self.started.node.config.listen.to_string()
     }
 
-    async fn start_with(overrides: Overrides, config_toml: &str) -> Self {
+    /// A node configured by `overrides` and `config_toml` (on a free port, with a data
+    /// directory of its own and, unless the test configures security itself, a
+    /// certificate from the tests' CA).
+    pub async fn start_with(overrides: Overrides, config_toml: &str) -> Self {
         Self::start_on(overrides, config_toml, None).await
     }
 
@@ -145,7 +148,13 @@ impl TestNode {
                 let _ = stopped.await;
             },
         ));
-        let channel = operator_channel(&address.to_string());
+        // An operator's channel, or a plaintext one to a node told to run without TLS.
+        let channel = match started.node.config.security {
+            SecurityConfig::Insecure => Transport::Plaintext
+                .channel(&address.to_string(), |e| e.timeout(Duration::from_secs(60)))
+                .unwrap(),
+            _ => operator_channel(&address.to_string()),
+        };
         Self {
             _data: data,
             clock,

@@ -67,3 +67,28 @@ pub fn site(code: &str) -> (tempfile::TempDir, Transport) {
     let files = issue_into(dir.path(), &Identity::site(code).unwrap());
     (dir, Transport::Tls(TlsContext::load(files).unwrap()))
 }
+
+/// Issues a new certificate and key for `identity` in place of `files` (a rotation), from
+/// the tests' CA.
+pub fn reissue(files: &TlsFiles, identity: &Identity) {
+    authority()
+        .authority
+        .lock()
+        .unwrap()
+        .issue_to(
+            identity,
+            &[],
+            DEFAULT_VALIDITY,
+            &files.certificate,
+            &files.key,
+        )
+        .unwrap();
+}
+
+/// Revokes the certificate in `certificate` at the tests' CA; returns the CA's revocation
+/// list, now naming it, for a test to hand to the nodes that should know.
+pub fn revoke(certificate: &Path) -> PathBuf {
+    let authority = authority().authority.lock().unwrap();
+    authority.revoke(certificate).unwrap();
+    authority.crl_path()
+}
