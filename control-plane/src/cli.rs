@@ -87,6 +87,74 @@ pub enum Command {
     /// site a generated catalog, follow its scheduled sync and the cascade down the tree
     /// until every site holds the top site's catalog, print the tree, and stop the nodes.
     Demo(DemoArgs),
+
+    /// The hierarchy's certificate authority on local files: create it, issue site and
+    /// operator certificates, revoke them.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+}
+
+/// Where a PKI directory is, for every `pki` command.
+pub const DEFAULT_PKI_DIR: &str = "./sitesync-pki";
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Create a new certificate authority (ca.pem, ca.key with mode 0600, an empty crl.pem).
+    Init(PkiInitArgs),
+    /// Issue a certificate and key for a site or an operator (replacing an earlier one:
+    /// rotation).
+    Issue(PkiIssueArgs),
+    /// Revoke a certificate: it is added to crl.pem, which nodes reload.
+    Revoke(PkiRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PkiInitArgs {
+    /// The PKI directory (created if missing).
+    #[arg(long, env = "SITESYNC_PKI_DIR", default_value = DEFAULT_PKI_DIR)]
+    pub dir: PathBuf,
+    /// A name for the hierarchy, in the CA's subject.
+    #[arg(long, default_value = "hierarchy")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PkiIssueArgs {
+    /// The PKI directory holding the CA.
+    #[arg(long, env = "SITESYNC_PKI_DIR", default_value = DEFAULT_PKI_DIR, global = true)]
+    pub dir: PathBuf,
+    /// How many days the certificate is valid.
+    #[arg(long, default_value_t = 365, global = true)]
+    pub days: u32,
+    #[command(subcommand)]
+    pub kind: IssueKind,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IssueKind {
+    /// A site's node: serves and calls other nodes; its code goes in the certificate.
+    Site {
+        /// The site code (three letters or digits).
+        code: String,
+        /// Host names or IP addresses the node is reached at, besides localhost and the
+        /// site code in lower case; repeat for several.
+        #[arg(long)]
+        host: Vec<String>,
+    },
+    /// An operator: calls nodes' Admin service.
+    Operator {
+        /// The operator's name (letters, digits, `.`, `_`, `-`).
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PkiRevokeArgs {
+    /// The PKI directory holding the CA.
+    #[arg(long, env = "SITESYNC_PKI_DIR", default_value = DEFAULT_PKI_DIR)]
+    pub dir: PathBuf,
+    /// The certificate file to revoke (PEM).
+    pub certificate: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,7 @@ use crate::output::OutputFormat;
 pub mod catalog;
 mod demo;
 mod messages;
+mod pki;
 mod policy;
 mod settings;
 mod status;
@@ -39,6 +40,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Tree => on_node(cli, |node| tree::run(node, output)),
         Command::Catalog(command) => catalog::run(command, output),
         Command::Demo(args) => demo::run(args, output),
+        Command::Pki(command) => pki::run(command, output),
         Command::Status => on_node(cli, |node| status::run(node, output)),
         Command::Sync(args) => on_node(cli, |node| sync::run(node, args, output)),
         Command::Messages(args) => on_node(cli, |node| messages::run(node, args, output)),
