@@ -43,6 +43,8 @@ impl RunningNode {
             .arg(upstream)
             .arg("--address-file")
             .arg(&address_file)
+            // sitesyncctl speaks plaintext to nodes until it gains certificates.
+            .arg("--insecure")
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

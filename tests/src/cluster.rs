@@ -228,7 +228,10 @@ impl NodeProcess {
             .arg("--listen")
             .arg(self.address.to_string())
             .arg("--address-file")
-            .arg(address_file);
+            .arg(address_file)
+            // This harness talks plaintext gRPC; mutual TLS between nodes is tested in
+            // `node/tests/security.rs`.
+            .arg("--insecure");
         match &self.upstream {
             Upstream::Directory(dir) => command.arg("--upstream-dir").arg(dir),
             Upstream::Parent(address) => command.arg("--parent").arg(address),

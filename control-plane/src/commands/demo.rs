@@ -463,7 +463,10 @@ impl Nodes {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--address-file")
-            .arg(dir.join("address"));
+            .arg(dir.join("address"))
+            // sitesyncctl does not speak mutual TLS to nodes yet: the demo's nodes run
+            // plaintext on loopback, which each one logs as a warning.
+            .arg("--insecure");
         match parent {
             Some(parent) => command.arg("--parent").arg(parent),
             None => command.arg("--upstream-dir").arg(catalog),
