@@ -33,21 +33,15 @@ pub fn authority_dir() -> PathBuf {
 /// Writes a PKI directory for `identity` at `dir` in the layout `sitesyncctl pki` makes:
 /// `ca.pem`, `crl.pem` and `sites/CODE.pem` + `.key` (or `operators/NAME...`).
 pub fn issue_into(dir: &Path, identity: &Identity) -> TlsFiles {
-    let authority = authority().authority.lock().unwrap();
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::copy(authority.certificate_path(), dir.join("ca.pem")).unwrap();
-    std::fs::copy(authority.crl_path(), dir.join("crl.pem")).unwrap();
+    {
+        let authority = authority().authority.lock().unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::copy(authority.certificate_path(), dir.join("ca.pem")).unwrap();
+        std::fs::copy(authority.crl_path(), dir.join("crl.pem")).unwrap();
+    }
     let files = TlsFiles::in_pki_dir(dir, identity);
-    authority
-        .issue_to(
-            identity,
-            &[],
-            DEFAULT_VALIDITY,
-            &files.certificate,
-            &files.key,
-        )
-        .unwrap();
-    TlsFiles::in_pki_dir(dir, identity)
+    reissue(&files, identity);
+    files
 }
 
 /// The transport of the tests' operator (`operator tester`).
