@@ -19,81 +19,6 @@ mod common;
 
 use common::TestNode;
 
-/// The highest sync id the node has seen so far (queued, running or finished).
-fn last_run_id(node: &TestNode) -> u64 {
-    let view = node.started.sync.watch().borrow().clone();
-    view.recent
-        .iter()
-        .chain(view.queued.iter())
-        .chain(view.current.iter())
-        .map(|r| r.id)
-        .max()
-        .unwrap_or(0)
-}
-
-/// Waits for the first run after `after` that the parent triggered to finish.
-async fn parent_requested_run(node: &TestNode, after: u64) -> SyncRun {
-    let mut watch = node.started.sync.watch();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let found = watch
-                .borrow_and_update()
-                .recent
-                .iter()
-                .find(|r| {
-                    r.id > after
-                        && r.trigger == SyncTrigger::ParentRequest
-                        && r.phase == SyncPhase::Finished
-                })
-                .cloned();
-            if let Some(run) = found {
-                return run;
-            }
-            watch.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("no sync requested by the parent finished within a minute")
-}
-
-/// Waits until a run triggered by the parent leaves `node` with `reference`'s digests.
-async fn converges_by_parent_request(node: &TestNode, reference: &TestNode, mut after: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let run = tokio::time::timeout_at(deadline, parent_requested_run(node, after))
-            .await
-            .expect("the node did not converge by a parent's request in time");
-        assert_eq!(
-            run.result,
-            Some(SyncResult::Succeeded),
-            "{:?}",
-            run.failure_reason
-        );
-        let db = &node.started.node.database;
-        let reference_db = &reference.started.node.database;
-        if db.update_server().digest() == reference_db.update_server().digest()
-            && db.site_database().digest() == reference_db.site_database().digest()
-        {
-            return;
-        }
-        after = run.id;
-    }
-}
-
-async fn wait_registered(parent: &TestNode, child: &str) {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let children = parent.started.hierarchy.children.list().unwrap();
-            if children.iter().any(|c| c.site_code == child) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the child did not register with its parent");
-}
-
 async fn wait_outbox_empty(node: &TestNode) {
     tokio::time::timeout(Duration::from_secs(30), async {
         while !node.started.hierarchy.outbox.list().unwrap().is_empty() {
@@ -118,29 +43,31 @@ async fn a_parents_sync_cascades_to_its_child_and_grandchild() {
     top.finished(1).await;
 
     let child = TestNode::start_child(&top.address(), "PR1").await;
-    wait_registered(&top, "PR1").await;
+    top.wait_registered("PR1").await;
     let record = top.started.hierarchy.children.get("PR1").unwrap().unwrap();
     assert_eq!(record.address, child.address());
     assert_eq!(record.role, "site");
     child.finished(1).await;
 
     let grandchild = TestNode::start_child(&child.address(), "SE1").await;
-    wait_registered(&child, "SE1").await;
+    child.wait_registered("SE1").await;
     grandchild.finished(1).await;
 
     // The top site syncs changes; nobody touches the child or the grandchild.
     CatalogChanges::derive(&spec, 4, 6)
         .apply_to_dir(upstream.path())
         .unwrap();
-    let child_before = last_run_id(&child);
-    let grandchild_before = last_run_id(&grandchild);
+    let child_before = child.last_run_id();
+    let grandchild_before = grandchild.last_run_id();
     let (id, _) = top.run_sync(v1::SyncKind::Full).await;
     let run = top.finished(id).await;
     assert_eq!(run.result, Some(SyncResult::Succeeded));
     assert_eq!(*top.message_ids(id).await.last().unwrap(), 6702);
 
-    converges_by_parent_request(&child, &top, child_before).await;
-    converges_by_parent_request(&grandchild, &top, grandchild_before).await;
+    child.converges_by_parent_request(&top, child_before).await;
+    grandchild
+        .converges_by_parent_request(&top, grandchild_before)
+        .await;
     wait_outbox_empty(&top).await;
     wait_outbox_empty(&child).await;
 
@@ -200,7 +127,7 @@ async fn a_child_that_was_down_gets_its_request_when_it_returns() {
 
     // The child comes back at that address; no operator does anything.
     let child = TestNode::start_child_on(&top.address(), "PR7", into_tokio(reserved)).await;
-    converges_by_parent_request(&child, &top, 0).await;
+    child.converges_by_parent_request(&top, 0).await;
     wait_outbox_empty(&top).await;
 }
 
@@ -213,7 +140,7 @@ async fn a_redelivered_request_is_a_duplicate_and_a_top_site_refuses_requests() 
     // Its first sync is the catch-up the top site queued when it registered.
     assert_eq!(child.finished(1).await.trigger, SyncTrigger::ParentRequest);
     wait_outbox_empty(&top).await;
-    let before = last_run_id(&child);
+    let before = child.last_run_id();
 
     // The test speaks for the child's configured parent, CEN: only it may ask for a sync.
     let (_pki, as_parent) = common::site_channel(&child.address(), "CEN");
@@ -417,7 +344,7 @@ fn a_request_waiting_in_the_outbox_survives_a_restart_of_the_parent() {
         assert_eq!(top.hierarchy.outbox.list().unwrap().len(), 1);
         let child =
             TestNode::start_child_on(&top_address.to_string(), "PR8", into_tokio(reserved)).await;
-        let run = parent_requested_run(&child, 0).await;
+        let run = child.requested_run(0).await;
         assert_eq!(
             run.result,
             Some(SyncResult::Succeeded),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, write_catalog};
 use sitesync_node::config::{Role, UpstreamConfig};
-use sitesync_node::sync::manager::{SyncPhase, SyncResult, SyncRun, SyncTrigger};
+use sitesync_node::sync::manager::{SyncResult, SyncRun, SyncTrigger};
 use sitesync_node::sync::status::StatusMessageId;
 use sitesync_proto::v1;
 use sitesync_proto::v1::hierarchy_client::HierarchyClient;
@@ -17,60 +17,6 @@ use sitesync_proto::v1::site_replication_client::SiteReplicationClient;
 mod common;
 
 use common::TestNode;
-
-/// The highest sync id the node has seen so far (queued, running or finished).
-fn last_run_id(node: &TestNode) -> u64 {
-    let view = node.started.sync.watch().borrow().clone();
-    view.recent
-        .iter()
-        .chain(view.queued.iter())
-        .chain(view.current.iter())
-        .map(|r| r.id)
-        .max()
-        .unwrap_or(0)
-}
-
-/// Waits for the first run after `after` that the node's upstream asked for to finish.
-async fn requested_run(node: &TestNode, after: u64) -> SyncRun {
-    let mut watch = node.started.sync.watch();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let found = watch
-                .borrow_and_update()
-                .recent
-                .iter()
-                .find(|r| {
-                    r.id > after
-                        && r.trigger == SyncTrigger::ParentRequest
-                        && r.phase == SyncPhase::Finished
-                })
-                .cloned();
-            if let Some(run) = found {
-                return run;
-            }
-            watch.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("no sync requested by the upstream finished within a minute")
-}
-
-async fn wait_registered(parent: &TestNode, child: &str) {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while parent
-            .started
-            .hierarchy
-            .children
-            .get(child)
-            .unwrap()
-            .is_none()
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the child did not register");
-}
 
 /// The ids of the status messages one site raised in one of its syncs, oldest first (a
 /// node also holds the messages its children forwarded, whose sync ids may be the same).
@@ -110,7 +56,7 @@ async fn a_sites_internet_facing_node_syncs_from_its_site_after_phase_one() {
     // to catch up at once.
     let mut internet = TestNode::start_internet(&child.address(), "PI1").await;
     assert_eq!(internet.started.node.config.role, Role::Internet);
-    wait_registered(&child, "PI1").await;
+    child.wait_registered("PI1").await;
     let record = child
         .started
         .hierarchy
@@ -129,14 +75,14 @@ async fn a_sites_internet_facing_node_syncs_from_its_site_after_phase_one() {
     CatalogChanges::derive(&spec, 4, 6)
         .apply_to_dir(upstream.path())
         .unwrap();
-    let child_before = last_run_id(&child);
-    let internet_before = last_run_id(&internet);
+    let child_before = child.last_run_id();
+    let internet_before = internet.last_run_id();
     let (id, _) = top.run_sync(v1::SyncKind::Full).await;
     succeeded(&top.finished(id).await);
 
-    let child_run = requested_run(&child, child_before).await;
+    let child_run = child.requested_run(child_before).await;
     succeeded(&child_run);
-    let internet_run = requested_run(&internet, internet_before).await;
+    let internet_run = internet.requested_run(internet_before).await;
     succeeded(&internet_run);
 
     // The internet-facing node holds its site's update server, which is the top site's.

@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, write_catalog};
-use sitesync_node::sync::manager::{SyncPhase, SyncResult, SyncRun, SyncTrigger};
+use sitesync_node::sync::manager::SyncResult;
 use sitesync_proto::v1;
 use sitesync_proto::v1::hierarchy_client::HierarchyClient;
 
@@ -54,75 +54,6 @@ fn digest(store: &Option<v1::StoreInfo>) -> Vec<u8> {
         .and_then(|s| s.digest.as_ref())
         .map(|d| d.value.clone())
         .unwrap_or_default()
-}
-
-async fn wait_registered(parent: &TestNode, child: &str) {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while !parent
-            .started
-            .hierarchy
-            .children
-            .list()
-            .unwrap()
-            .iter()
-            .any(|c| c.site_code == child)
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the child did not register with its parent");
-}
-
-/// The highest sync id the node has seen so far.
-fn last_run_id(node: &TestNode) -> u64 {
-    let view = node.started.sync.watch().borrow().clone();
-    view.recent
-        .iter()
-        .chain(view.queued.iter())
-        .chain(view.current.iter())
-        .map(|r| r.id)
-        .max()
-        .unwrap_or(0)
-}
-
-/// Waits until a run the parent triggered after `after` finishes with `reference`'s digests.
-async fn converges_by_parent_request(node: &TestNode, reference: &TestNode, mut after: u64) {
-    let mut watch = node.started.sync.watch();
-    tokio::time::timeout(Duration::from_secs(90), async {
-        loop {
-            let run: Option<SyncRun> = watch
-                .borrow_and_update()
-                .recent
-                .iter()
-                .find(|r| {
-                    r.id > after
-                        && r.trigger == SyncTrigger::ParentRequest
-                        && r.phase == SyncPhase::Finished
-                })
-                .cloned();
-            if let Some(run) = run {
-                assert_eq!(
-                    run.result,
-                    Some(SyncResult::Succeeded),
-                    "{:?}",
-                    run.failure_reason
-                );
-                let db = &node.started.node.database;
-                let reference = &reference.started.node.database;
-                if db.update_server().digest() == reference.update_server().digest()
-                    && db.site_database().digest() == reference.site_database().digest()
-                {
-                    return;
-                }
-                after = run.id;
-                continue;
-            }
-            watch.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("the node did not converge by a parent's request in time");
 }
 
 /// A node on its own runtime and thread: stopping it ends every task it runs (its server,
@@ -197,19 +128,19 @@ async fn the_top_site_sees_its_grandchild_in_step_and_then_unreachable() {
     let mut top = TestNode::start(upstream.path(), "").await;
     top.finished(1).await;
     let child = TestNode::start_child(&top.address(), "PR1").await;
-    wait_registered(&top, "PR1").await;
+    top.wait_registered("PR1").await;
     child.finished(1).await;
     let grandchild = DetachedNode::start_child(child.address(), "SE1").await;
-    wait_registered(&child, "SE1").await;
+    child.wait_registered("SE1").await;
 
     // A cascade from the top.
     CatalogChanges::derive(&spec, 3, 5)
         .apply_to_dir(upstream.path())
         .unwrap();
-    let child_before = last_run_id(&child);
+    let child_before = child.last_run_id();
     let (id, _) = top.run_sync(v1::SyncKind::Full).await;
     assert_eq!(top.finished(id).await.result, Some(SyncResult::Succeeded));
-    converges_by_parent_request(&child, &top, child_before).await;
+    child.converges_by_parent_request(&top, child_before).await;
 
     let top_db = &top.started.node.database;
     let update_server = top_db.update_server().digest().0.to_vec();

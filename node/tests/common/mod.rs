@@ -12,7 +12,7 @@ use sitesync_metadata::Timestamp;
 use sitesync_node::clock::ManualClock;
 use sitesync_node::config::{NodeConfig, Overrides, SecurityConfig};
 use sitesync_node::startup::{Started, start};
-use sitesync_node::sync::manager::{SyncPhase, SyncRun};
+use sitesync_node::sync::manager::{SyncPhase, SyncResult, SyncRun, SyncTrigger};
 use sitesync_proto::v1;
 use sitesync_proto::v1::admin_client::AdminClient;
 use sitesync_proto::v1::hierarchy_client::HierarchyClient;
@@ -163,6 +163,87 @@ impl TestNode {
             started,
             stop: Some(stop),
         }
+    }
+
+    /// The highest sync id the node has seen so far (queued, running or finished).
+    pub fn last_run_id(&self) -> u64 {
+        let view = self.started.sync.watch().borrow().clone();
+        view.recent
+            .iter()
+            .chain(view.queued.iter())
+            .chain(view.current.iter())
+            .map(|r| r.id)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Waits for the first run after `after` that the node's parent (or, at an
+    /// internet-facing node, its site) asked for to finish, and returns it.
+    pub async fn requested_run(&self, after: u64) -> SyncRun {
+        let mut watch = self.started.sync.watch();
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let found = watch
+                    .borrow_and_update()
+                    .recent
+                    .iter()
+                    .find(|r| {
+                        r.id > after
+                            && r.trigger == SyncTrigger::ParentRequest
+                            && r.phase == SyncPhase::Finished
+                    })
+                    .cloned();
+                if let Some(run) = found {
+                    return run;
+                }
+                watch.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("no sync requested by the parent finished within a minute")
+    }
+
+    /// Waits until runs its parent asked for after `after` leave this node with both of
+    /// `reference`'s digests; each such run must succeed.
+    pub async fn converges_by_parent_request(&self, reference: &TestNode, mut after: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let run = tokio::time::timeout_at(deadline, self.requested_run(after))
+                .await
+                .expect("the node did not converge by its parent's requests in time");
+            assert_eq!(
+                run.result,
+                Some(SyncResult::Succeeded),
+                "{:?}",
+                run.failure_reason
+            );
+            let db = &self.started.node.database;
+            let reference = &reference.started.node.database;
+            if db.update_server().digest() == reference.update_server().digest()
+                && db.site_database().digest() == reference.site_database().digest()
+            {
+                return;
+            }
+            after = run.id;
+        }
+    }
+
+    /// Waits until `child` is registered with this node.
+    pub async fn wait_registered(&self, child: &str) {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while self
+                .started
+                .hierarchy
+                .children
+                .get(child)
+                .unwrap()
+                .is_none()
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the child did not register with this node");
     }
 
     /// Waits until sync `id` has finished and returns its result.
