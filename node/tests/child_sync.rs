@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, write_catalog};
 use sitesync_node::config::{NodeConfig, Overrides};
-use sitesync_node::sync::manager::{SyncPhase, SyncResult, SyncTrigger};
+use sitesync_node::sync::manager::{SyncResult, SyncTrigger};
 use sitesync_proto::v1;
 use sitesync_proto::v1::hierarchy_client::HierarchyClient;
 
@@ -87,27 +87,7 @@ async fn a_child_site_syncs_its_update_server_from_its_parent() {
     let (id, _) = parent.run_sync(v1::SyncKind::Full).await;
     parent.finished(id).await;
     // The parent's 6702 sends the child a sync request (S10): the child syncs by itself.
-    let mut watch = child.started.sync.watch();
-    let second = tokio::time::timeout(std::time::Duration::from_secs(60), async {
-        loop {
-            let found = watch
-                .borrow_and_update()
-                .recent
-                .iter()
-                .find(|r| {
-                    r.id > first.id
-                        && r.trigger == SyncTrigger::ParentRequest
-                        && r.phase == SyncPhase::Finished
-                })
-                .cloned();
-            if let Some(run) = found {
-                return run;
-            }
-            watch.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("the parent's sync request did not start a sync at the child");
+    let second = child.requested_run(first.id).await;
     assert_eq!(
         second.result,
         Some(SyncResult::Succeeded),

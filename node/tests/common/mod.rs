@@ -180,6 +180,14 @@ impl TestNode {
     /// Waits for the first run after `after` that the node's parent (or, at an
     /// internet-facing node, its site) asked for to finish, and returns it.
     pub async fn requested_run(&self, after: u64) -> SyncRun {
+        self.finished_run("no sync requested by the parent finished", |r| {
+            r.id > after && r.trigger == SyncTrigger::ParentRequest
+        })
+        .await
+    }
+
+    /// Waits (up to a minute) for a finished run that `matches`; panics with `missing`.
+    async fn finished_run(&self, missing: &str, matches: impl Fn(&SyncRun) -> bool) -> SyncRun {
         let mut watch = self.started.sync.watch();
         tokio::time::timeout(Duration::from_secs(60), async {
             loop {
@@ -187,11 +195,7 @@ impl TestNode {
                     .borrow_and_update()
                     .recent
                     .iter()
-                    .find(|r| {
-                        r.id > after
-                            && r.trigger == SyncTrigger::ParentRequest
-                            && r.phase == SyncPhase::Finished
-                    })
+                    .find(|r| r.phase == SyncPhase::Finished && matches(r))
                     .cloned();
                 if let Some(run) = found {
                     return run;
@@ -200,7 +204,7 @@ impl TestNode {
             }
         })
         .await
-        .expect("no sync requested by the parent finished within a minute")
+        .unwrap_or_else(|_| panic!("{missing} within a minute"))
     }
 
     /// Waits until runs its parent asked for after `after` leave this node with both of
@@ -248,23 +252,8 @@ impl TestNode {
 
     /// Waits until sync `id` has finished and returns its result.
     pub async fn finished(&self, id: u64) -> SyncRun {
-        let mut watch = self.started.sync.watch();
-        tokio::time::timeout(Duration::from_secs(60), async {
-            loop {
-                let found = watch
-                    .borrow_and_update()
-                    .recent
-                    .iter()
-                    .find(|r| r.id == id && r.phase == SyncPhase::Finished)
-                    .cloned();
-                if let Some(run) = found {
-                    return run;
-                }
-                watch.changed().await.unwrap();
-            }
-        })
-        .await
-        .expect("the sync did not finish within a minute")
+        self.finished_run("the sync did not finish", |r| r.id == id)
+            .await
     }
 
     pub async fn run_sync(&mut self, kind: v1::SyncKind) -> (u64, v1::RunSyncDisposition) {
