@@ -36,6 +36,7 @@ use serde::Serialize;
 use sitesync_metadata::generate::{CatalogSpec, write_catalog};
 use sitesync_proto::v1;
 
+use super::sync::bar_style;
 use super::tree;
 use crate::cli::{DemoArgs, NodeArgs};
 use crate::client::{self, Node, printable, unary};
@@ -671,7 +672,7 @@ struct Progress {
 impl Progress {
     fn new(prefix: &str) -> Self {
         let bar = ProgressBar::hidden()
-            .with_style(style(false))
+            .with_style(bar_style(false))
             .with_prefix(prefix.to_owned());
         bar.set_draw_target(ProgressDrawTarget::stderr());
         bar.enable_steady_tick(Duration::from_millis(120));
@@ -695,17 +696,6 @@ impl Drop for Progress {
     fn drop(&mut self) {
         self.bar.finish_and_clear();
     }
-}
-
-fn style(bounded: bool) -> ProgressStyle {
-    let template = if bounded {
-        "{spinner} {prefix} [{bar:30}] {pos}/{len} ({percent}%) · {msg}"
-    } else {
-        "{spinner} {prefix} · {msg}"
-    };
-    ProgressStyle::with_template(template)
-        .unwrap_or_else(|_| ProgressStyle::default_spinner())
-        .progress_chars("=> ")
 }
 
 /// Follows the top site's first scheduled sync (it starts by itself when the node starts)
@@ -759,7 +749,7 @@ async fn follow_top_sync(
             phase_printed = Some(run.phase);
         }
         if bounded != Some(total > 0) {
-            progress.bar.set_style(style(total > 0));
+            progress.bar.set_style(bar_style(total > 0));
             bounded = Some(total > 0);
         }
         if total > 0 {

@@ -264,7 +264,8 @@ impl ProgressDisplay {
     }
 }
 
-fn bar_style(bounded: bool) -> ProgressStyle {
+/// The progress bar of a sync (bounded when its total is known), shared with `demo`.
+pub(crate) fn bar_style(bounded: bool) -> ProgressStyle {
     let template = if bounded {
         "{spinner} {prefix} [{bar:30}] {pos}/{len} ({percent}%) · {msg}"
     } else {
