@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 mod support;
-use support::node_binary::node_binary;
+use sitesync_tests::cluster::node_binary;
 
 /// Runs `sitesyncctl --output json demo ARGS`, with no `SITESYNC_*` setting of the test's
 /// environment reaching it.

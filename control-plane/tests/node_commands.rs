@@ -1,8 +1,8 @@
 //! The node commands end to end: the built `sitesyncctl` against a real `sitesync-node`
 //! process on loopback, syncing a generated catalog.
 //!
-//! The node binary comes from `support::node_binary` (built once per test run, or
-//! `SITESYNC_NODE_BIN`). The node is started on port 0 with `--address-file`, and killed
+//! The node binary comes from `sitesync_tests::cluster::node_binary` (built once per test
+//! run, or `SITESYNC_NODE_BIN`). The node is started on port 0 with `--address-file`, and killed
 //! when the test ends (a drop guard), also when the test fails.
 
 use std::io::{BufRead as _, BufReader};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod support;
-use support::node_binary::node_binary;
+use sitesync_tests::cluster::node_binary;
 use support::sitesyncctl;
 
 /// How long a node may take to start listening (a cold debug build opening its database).

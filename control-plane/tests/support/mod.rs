@@ -1,9 +1,8 @@
-//! What the integration tests that talk to a node share: running `sitesyncctl`, and
-//! ([`node_binary`]) the `sitesync-node` binary for tests that start real nodes.
+//! What the integration tests that talk to a node share: running `sitesyncctl`. Tests that
+//! start real nodes take the `sitesync-node` binary from
+//! `sitesync_tests::cluster::node_binary`, built once per test process.
 // Each test crate uses a part of it.
 #![allow(dead_code)]
-
-pub mod node_binary;
 
 use std::process::{Command, Output};
 
