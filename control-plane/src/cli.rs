@@ -35,8 +35,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// How to reach a node. Kept together so that the connection (and later its certificates,
-/// issue 5) is set up in one place.
+/// How to reach a node: its address and the operator's certificate, set up in one place.
 #[derive(Debug, Clone, Args)]
 pub struct NodeArgs {
     /// The node to talk to: `host:port` or `http://host:port`.
@@ -48,7 +47,48 @@ pub struct NodeArgs {
         default_value = DEFAULT_NODE
     )]
     pub address: String,
+
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
+
+/// The operator's certificate: sitesyncctl speaks mutual TLS to nodes unless told
+/// `--insecure`. Without any of these flags it uses `./sitesync-data/pki`, where a top site
+/// started on its defaults in this directory made its CA and the operator `admin`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClientTlsArgs {
+    /// A PKI directory made by `sitesyncctl pki` (or a top site's `<data dir>/pki`): its
+    /// `ca.pem`, `crl.pem` and the operator's `operators/NAME.pem` and `.key`.
+    #[arg(long, global = true, env = "SITESYNC_PKI_DIR", value_name = "DIR")]
+    pub pki_dir: Option<PathBuf>,
+    /// The operator whose certificate the PKI directory holds.
+    #[arg(
+        long,
+        global = true,
+        env = "SITESYNC_OPERATOR",
+        value_name = "NAME",
+        default_value = DEFAULT_OPERATOR
+    )]
+    pub operator: String,
+    /// The CA certificate (PEM), instead of a PKI directory; with --certificate and --key.
+    #[arg(long, global = true, env = "SITESYNC_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// The operator's certificate (PEM), instead of a PKI directory.
+    #[arg(long, global = true, env = "SITESYNC_CERTIFICATE", value_name = "FILE")]
+    pub certificate: Option<PathBuf>,
+    /// The operator's private key (PEM), instead of a PKI directory.
+    #[arg(long, global = true, env = "SITESYNC_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Plaintext, for a node started with --insecure.
+    #[arg(long, global = true, env = "SITESYNC_INSECURE")]
+    pub insecure: bool,
+}
+
+/// The operator `sitesyncctl pki init` issues and a self-provisioned top site makes.
+pub const DEFAULT_OPERATOR: &str = "admin";
+
+/// Where a top site started on its defaults keeps its self-made PKI (`<data dir>/pki`).
+pub const DEFAULT_NODE_PKI_DIR: &str = "./sitesync-data/pki";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -116,6 +156,10 @@ pub struct PkiInitArgs {
     /// A name for the hierarchy, in the CA's subject.
     #[arg(long, default_value = "hierarchy")]
     pub name: String,
+    /// Keep a CA the directory already holds and succeed, instead of refusing: for start-up
+    /// steps that run on every start.
+    #[arg(long)]
+    pub if_missing: bool,
 }
 
 #[derive(Debug, Args)]

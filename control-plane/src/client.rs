@@ -15,10 +15,15 @@ use anyhow::bail;
 use sitesync_proto::MAX_MESSAGE_BYTES;
 use sitesync_proto::v1::admin_client::AdminClient;
 use sitesync_proto::v1::client_policy_client::ClientPolicyClient;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, Uri};
 use tonic::{Code, Request, Status};
 
-use crate::cli::NodeArgs;
+use std::path::Path;
+
+use sitesync_security::transport::ConnectError;
+use sitesync_security::{Identity, TlsContext, TlsFiles, Transport};
+
+use crate::cli::{ClientTlsArgs, DEFAULT_NODE_PKI_DIR, NodeArgs};
 
 /// The port of a node address given without one: the update server's HTTP port, as WSUS 3.0
 /// uses it and as the node listens by default.
@@ -74,9 +79,7 @@ pub fn node_uri(address: &str) -> anyhow::Result<Uri> {
     }
     let with_scheme = match address.split_once("://") {
         Some(("http", _)) => address.to_owned(),
-        Some(("https", _)) => bail!(
-            "`{address}`: this sitesyncctl does not speak TLS to nodes yet (issue 5); use http://"
-        ),
+        Some(("https", rest)) => format!("http://{rest}"),
         Some((scheme, _)) => {
             bail!("`{address}`: unknown scheme `{scheme}`; give host:port or http://host:port")
         }
@@ -101,24 +104,128 @@ pub fn node_uri(address: &str) -> anyhow::Result<Uri> {
         .map_err(|e| anyhow::anyhow!("`{address}` is not a node address ({e})"))
 }
 
-/// Connects to the node `--node` names. The one place a channel is set up: message size
-/// limits, timeouts and keep-alive here, certificates later.
-pub async fn connect(node: &NodeArgs) -> anyhow::Result<Channel> {
+/// How sitesyncctl reaches nodes, from its TLS flags: mutual TLS with the operator's
+/// certificate, or plaintext with `--insecure`.
+pub fn transport(tls: &ClientTlsArgs) -> anyhow::Result<Transport> {
+    let explicit = [&tls.ca, &tls.certificate, &tls.key];
+    let any_file = explicit.iter().any(|file| file.is_some());
+    if tls.insecure {
+        if tls.pki_dir.is_some() || any_file {
+            bail!(
+                "--insecure asks for plaintext, and certificates are given too: drop --insecure \
+                 to use them (or unset SITESYNC_PKI_DIR / SITESYNC_CA)"
+            );
+        }
+        return Ok(Transport::Plaintext);
+    }
+    let files = match (&tls.pki_dir, &tls.ca, &tls.certificate, &tls.key) {
+        (Some(_), _, _, _) if any_file => {
+            bail!("give either --pki-dir or --ca, --certificate and --key, not both")
+        }
+        (Some(dir), ..) => operator_files(dir, &tls.operator)?,
+        (None, Some(ca), Some(certificate), Some(key)) => TlsFiles {
+            ca: ca.clone(),
+            certificate: certificate.clone(),
+            key: key.clone(),
+            crl: None,
+        },
+        (None, ..) if any_file => bail!("give all three of --ca, --certificate and --key"),
+        (None, ..) => {
+            let dir = Path::new(DEFAULT_NODE_PKI_DIR);
+            if !dir.join("ca.pem").exists() {
+                bail!(
+                    "sitesyncctl speaks mutual TLS to nodes and has no certificate: give \
+                     --pki-dir DIR (made by `sitesyncctl pki`, or a top site's <data dir>/pki) \
+                     or --ca, --certificate and --key; --insecure for a node started with \
+                     --insecure"
+                );
+            }
+            operator_files(dir, &tls.operator)?
+        }
+    };
+    let context = TlsContext::load(files)
+        .map_err(|e| anyhow::anyhow!("cannot load the operator's certificate: {e}"))?;
+    Ok(Transport::Tls(context))
+}
+
+/// The files of operator `name` in the PKI directory `dir`, which must exist.
+fn operator_files(dir: &Path, name: &str) -> anyhow::Result<TlsFiles> {
+    let identity = Identity::operator(name)?;
+    let files = TlsFiles::in_pki_dir(dir, &identity);
+    for (what, path) in [
+        ("CA certificate", &files.ca),
+        ("certificate", &files.certificate),
+        ("key", &files.key),
+    ] {
+        if !path.exists() {
+            bail!(
+                "{} has no {what} for {identity} ({}): issue one with `sitesyncctl pki issue \
+                 operator {name} --dir {}`, or pick another with --operator",
+                dir.display(),
+                path.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(files)
+}
+
+/// Connects to the node `--node` names, with the operator's certificate unless
+/// `--insecure`. The one place a channel is set up: certificates, timeouts and keep-alive.
+pub async fn connect(node: &NodeArgs) -> anyhow::Result<(Channel, String, Transport)> {
+    let transport = transport(&node.tls)?;
     let uri = node_uri(&node.address)?;
-    let address = uri.to_string();
-    let endpoint = Endpoint::from(uri)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-        .keep_alive_while_idle(true);
-    endpoint.connect().await.map_err(|error| {
+    let scheme = if transport.is_tls() { "https" } else { "http" };
+    let address = format!(
+        "{scheme}://{}",
+        uri.authority().map(|a| a.as_str()).unwrap_or_default()
+    );
+    let channel = transport
+        .connect(&uri.to_string(), |endpoint| {
+            endpoint
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+                .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+                .keep_alive_while_idle(true)
+        })
+        .await
+        .map_err(|error| connect_failed(&address, &error))?;
+    Ok((channel, address, transport))
+}
+
+/// The innermost cause of `error` when it is a failed TLS exchange (rustls reports those
+/// as invalid data): a certificate refused on either side.
+fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if current
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::InvalidData)
+        {
+            return Some(innermost_cause(current));
+        }
+        cause = current.source();
+    }
+    None
+}
+
+/// A failed connection: unreachable (exit status 2), unless the TLS handshake failed, which
+/// is the node or its certificate saying no.
+fn connect_failed(address: &str, error: &ConnectError) -> anyhow::Error {
+    let reason = innermost_cause(error);
+    if tls_failure(error).is_some() {
+        anyhow::anyhow!(
+            "the TLS handshake with the node at {address} failed: {reason}; are the node and \
+             this certificate from the same CA, and is the certificate valid and not revoked?"
+        )
+    } else {
         NodeUnreachable {
-            address: address.trim_end_matches('/').to_owned(),
-            reason: innermost_cause(&error),
+            address: address.to_owned(),
+            reason,
         }
         .into()
-    })
+    }
 }
 
 /// A connected node: the clients of the services operators use, over one channel.
@@ -130,17 +237,16 @@ pub struct Node {
     pub admin: AdminClient<Channel>,
     /// `sitesync.v1.ClientPolicy`, what clients read (`policy --as-client`).
     pub client_policy: ClientPolicyClient<Channel>,
+    /// The CA material the operator trusts, to check signed catalog versions with; `None`
+    /// over plaintext.
+    pub trust: Option<std::sync::Arc<TlsContext>>,
 }
 
 impl Node {
     /// Connects and prepares the clients, with [`MAX_MESSAGE_BYTES`] as the limit both ways:
     /// an update with a maximal document must fit in one `GetUpdate` response.
     pub async fn connect(args: &NodeArgs) -> anyhow::Result<Self> {
-        let channel = connect(args).await?;
-        let address = node_uri(&args.address)?
-            .to_string()
-            .trim_end_matches('/')
-            .to_owned();
+        let (channel, address, transport) = connect(args).await?;
         Ok(Self {
             address,
             admin: AdminClient::new(channel.clone())
@@ -149,6 +255,10 @@ impl Node {
             client_policy: ClientPolicyClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            trust: match transport {
+                Transport::Tls(context) => Some(context),
+                Transport::Plaintext => None,
+            },
         })
     }
 
@@ -172,6 +282,16 @@ pub fn unary<T>(message: T) -> Request<T> {
 /// site"; PERMISSION_DENIED and UNAUTHENTICATED: the rule that refused us) print that reason,
 /// since the node wrote it for the operator.
 pub fn call_failed(address: &str, rpc: &str, status: Status) -> anyhow::Error {
+    // With TLS 1.3 the node checks the operator's certificate after the client finished
+    // its side of the handshake, so a refusal arrives as the first call's failure.
+    if let Some(source) = status.source()
+        && let Some(reason) = tls_failure(source)
+    {
+        return anyhow::anyhow!(
+            "the node at {address} refused the TLS connection ({reason}): is this certificate \
+             from the node's CA, valid and not revoked?"
+        );
+    }
     let message = printable(status.message());
     let message = if message.is_empty() {
         "(the node gave no reason)".to_owned()
@@ -251,18 +371,11 @@ mod tests {
         assert_eq!(uri(" cen.example ").unwrap(), "http://cen.example:8530/");
         assert_eq!(uri("[::1]:8530").unwrap(), "http://[::1]:8530/");
         assert_eq!(uri("http://[::1]").unwrap(), "http://[::1]:8530/");
-        for bad in [
-            "",
-            "https://a:1",
-            "ftp://a:1",
-            "a:1/path",
-            "http://",
-            "a b:1",
-        ] {
+        for bad in ["", "ftp://a:1", "a:1/path", "http://", "a b:1"] {
             assert!(node_uri(bad).is_err(), "{bad:?} accepted");
         }
-        let tls = node_uri("https://a:1").unwrap_err().to_string();
-        assert!(tls.contains("TLS"), "{tls}");
+        // TLS is chosen by the flags; an https:// address says the same.
+        assert_eq!(uri("https://a:1").unwrap(), "http://a:1/");
     }
 
     #[test]

@@ -9,6 +9,9 @@
 
 use serde::Serialize;
 use sitesync_proto::v1;
+use sitesync_security::signing;
+use sitesync_security::{Identity, TlsContext};
+use std::time::SystemTime;
 
 use crate::client::printable;
 use crate::output::hex;
@@ -194,8 +197,7 @@ impl StatusMessageView {
     }
 }
 
-/// The signed catalog version, decoded for display. sitesyncctl does not verify the
-/// signature; nodes and clients do.
+/// The signed catalog version, decoded for display; `policy` also checks its signature.
 #[derive(Debug, Clone, Serialize)]
 pub struct CatalogVersionView {
     pub version: u64,
@@ -206,6 +208,8 @@ pub struct CatalogVersionView {
     pub issued_at: Option<String>,
     pub expires_at: Option<String>,
     pub signature_algorithm: &'static str,
+    /// `valid`, or why not, when checked against the operator's CA; null when not checked.
+    pub signature: Option<String>,
 }
 
 impl CatalogVersionView {
@@ -226,7 +230,48 @@ impl CatalogVersionView {
                 v1::SignatureAlgorithm::Ed25519 => "ed25519",
                 v1::SignatureAlgorithm::Unspecified => "unspecified",
             },
+            signature: None,
         })
+    }
+
+    /// Checks the signature as a client would: it chains to the hierarchy CA the operator
+    /// trusts, is not revoked, is the named top site's, and has not expired.
+    pub fn check(&mut self, signed: &v1::SignedCatalogVersion, trust: &TlsContext) {
+        let material = trust.current();
+        let verified = match signed.algorithm() {
+            v1::SignatureAlgorithm::EcdsaP256Sha256 => signing::verify(
+                &material.ca,
+                |der| material.is_revoked(der),
+                &signed.signed_bytes(),
+                signing::Algorithm::EcdsaP256Sha256,
+                &signed.signature,
+                &signed.signer_certificate,
+                SystemTime::now(),
+            )
+            .map_err(|e| e.to_string()),
+            other => Err(format!(
+                "{} signatures are not checked here",
+                other.as_str_name()
+            )),
+        };
+        let expired = signed
+            .decode_catalog_version()
+            .ok()
+            .and_then(|v| v.expires_at)
+            .is_some_and(|at| {
+                SystemTime::UNIX_EPOCH
+                    + std::time::Duration::from_secs(u64::try_from(at.seconds).unwrap_or(0))
+                    <= SystemTime::now()
+            });
+        self.signature = Some(match verified {
+            Ok(Identity::Site(code)) if code == self.top_site_code && !expired => "valid".into(),
+            Ok(_) if expired => "expired".into(),
+            Ok(signer) => format!(
+                "signed by {signer}, not by the top site {}",
+                self.top_site_code
+            ),
+            Err(reason) => reason,
+        });
     }
 }
 

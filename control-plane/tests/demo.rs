@@ -15,11 +15,7 @@ use sitesync_tests::cluster::node_binary;
 fn demo(args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sitesyncctl"));
     command.args(["--output", "json", "demo"]).args(args);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("SITESYNC_") {
-            command.env_remove(name);
-        }
-    }
+    sitesync_tests::cluster::clear_sitesync_environment(&mut command);
     command.output().expect("sitesyncctl runs")
 }
 

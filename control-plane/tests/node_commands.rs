@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod support;
-use sitesync_tests::cluster::node_binary;
-use support::sitesyncctl;
+use sitesync_tests::cluster::{clear_sitesync_environment, node_binary};
+use support::sitesyncctl_tls;
 
 /// How long a node may take to start listening (a cold debug build opening its database).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -43,24 +43,12 @@ impl RunningNode {
             .arg(upstream)
             .arg("--address-file")
             .arg(&address_file)
-            // sitesyncctl speaks plaintext to nodes until it gains certificates.
-            .arg("--insecure")
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        for variable in [
-            "SITESYNC_CONFIG",
-            "SITESYNC_SITE_CODE",
-            "SITESYNC_ROLE",
-            "SITESYNC_DATA_DIR",
-            "SITESYNC_LISTEN",
-            "SITESYNC_UPSTREAM_DIR",
-            "SITESYNC_CACHE_MIB",
-        ] {
-            command.env_remove(variable);
-        }
+        clear_sitesync_environment(&mut command);
         let mut child = command.spawn().expect("sitesync-node starts");
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();
@@ -97,12 +85,18 @@ impl RunningNode {
         }
     }
 
+    /// Where the node made its own CA and the operator `admin` on first start: a top site
+    /// with no certificates provisions itself.
+    fn pki_dir(&self) -> std::path::PathBuf {
+        self._data.path().join("node").join("pki")
+    }
+
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
-        sitesyncctl(&self.address, args)
+        sitesyncctl_tls(&self.address, &self.pki_dir(), args)
     }
 
     /// Runs a command that must succeed with JSON on stdout.
@@ -242,6 +236,25 @@ fn operator_commands_against_a_real_node() {
     let policy = node.json(&["policy"]);
     assert!(policy["version"].as_u64().unwrap() >= 1, "{policy}");
     assert_eq!(policy["catalog_digest"], status["update_server"]["digest"]);
+    // As a client reads it, with the top site's signed catalog version, which checks out
+    // against the CA and states the digests the node holds.
+    let as_client = node.json(&["policy", "--as-client"]);
+    let version = &as_client["catalog_version"];
+    assert_eq!(version["signature"], "valid", "{as_client}");
+    let tree = node.json(&["tree"]);
+    assert_eq!(
+        tree["sites"][0]["catalog_version"], version["version"],
+        "the tree shows the version each site holds: {tree}"
+    );
+    assert_eq!(version["top_site_code"], "CEN");
+    assert_eq!(
+        version["update_server_digest"],
+        status["update_server"]["digest"]
+    );
+    assert_eq!(
+        version["site_database_digest"],
+        status["site_database"]["digest"]
+    );
 
     // A manual sync at the top site is accepted.
     let manual = node.json(&["sync", "--manual"]);
@@ -255,5 +268,80 @@ fn operator_commands_against_a_real_node() {
     assert!(
         stderr.starts_with("error: cannot reach the node at"),
         "{stderr}"
+    );
+}
+
+/// sitesyncctl speaks mutual TLS: without a certificate it says how to get one, a
+/// certificate of another CA fails the handshake, plaintext is refused by a TLS node, and
+/// only operators may change anything.
+#[test]
+fn the_operator_needs_a_certificate_of_the_nodes_ca() {
+    let catalog = tempfile::tempdir().unwrap();
+    generate_catalog(catalog.path(), 5);
+    let node = RunningNode::start(catalog.path());
+    let stderr = |output: &Output| String::from_utf8_lossy(&output.stderr).into_owned();
+
+    // The node's own CA and operator: accepted.
+    let ok = node.ctl(&["status"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+
+    // No certificate: a local error before any connection, with the way out.
+    let empty = tempfile::tempdir().unwrap();
+    let mut bare = Command::new(env!("CARGO_BIN_EXE_sitesyncctl"));
+    bare.args(["--node", &node.address, "status"])
+        .current_dir(empty.path());
+    clear_sitesync_environment(&mut bare);
+    let refused = bare.output().unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("--pki-dir"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // A certificate from another CA: the handshake fails, and says so (not "unreachable").
+    let other = tempfile::tempdir().unwrap();
+    let other_pki = other.path().join("pki");
+    let authority = sitesync_security::pki::Authority::init(&other_pki, "other").unwrap();
+    let admin = sitesync_security::Identity::operator("admin").unwrap();
+    authority
+        .issue(&admin, &[], sitesync_security::pki::DEFAULT_VALIDITY)
+        .unwrap();
+    let foreign = support::sitesyncctl_tls(&node.address, &other_pki, &["status"]);
+    assert_eq!(foreign.status.code(), Some(1), "{}", stderr(&foreign));
+    assert!(
+        stderr(&foreign).contains("TLS handshake"),
+        "{}",
+        stderr(&foreign)
+    );
+
+    // Plaintext against a TLS node fails.
+    let plaintext = support::sitesyncctl(&node.address, &["status"]);
+    assert!(!plaintext.status.success());
+
+    // A site's certificate of the node's own CA may read but not change anything.
+    let own = sitesync_security::pki::Authority::open(&node.pki_dir()).unwrap();
+    let site = sitesync_security::Identity::site("PR9").unwrap();
+    let issued = own
+        .issue(&site, &[], sitesync_security::pki::DEFAULT_VALIDITY)
+        .unwrap();
+    let as_site = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sitesyncctl"));
+        command
+            .args(["--node", &node.address, "--ca"])
+            .arg(node.pki_dir().join("ca.pem"))
+            .arg("--certificate")
+            .arg(&issued.certificate)
+            .arg("--key")
+            .arg(&issued.key)
+            .args(args);
+        command.output().unwrap()
+    };
+    let denied = as_site(&["sync"]);
+    assert_eq!(denied.status.code(), Some(1), "{}", stderr(&denied));
+    assert!(
+        stderr(&denied).contains("permission denied") && stderr(&denied).contains("PR9"),
+        "{}",
+        stderr(&denied)
     );
 }

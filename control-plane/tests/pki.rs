@@ -102,6 +102,14 @@ fn bad_requests_are_refused_and_change_nothing() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds"));
     assert_eq!(std::fs::read(dir.join("ca.pem")).unwrap(), ca);
+    // A start-up step that runs every time keeps the CA and succeeds.
+    let kept = sitesyncctl(&["pki", "init", "--if-missing", "--dir", dir_arg]);
+    assert!(
+        kept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kept.stderr)
+    );
+    assert_eq!(std::fs::read(dir.join("ca.pem")).unwrap(), ca);
 
     for bad in [["site", "TOOLONG"], ["operator", "a b"]] {
         let out = sitesyncctl(&["pki", "issue", "--dir", dir_arg, bad[0], bad[1]]);

@@ -97,6 +97,13 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The address the gRPC server binds; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Where other nodes reach this one (`host:port`), when that is not `listen`: a node
+    /// listening on every interface in a container or behind a load balancer. A child
+    /// registers it with its parent, which calls it there.
+    pub advertise: Option<String>,
+    /// The site codes allowed to register as children (sites and internet-facing nodes);
+    /// `None` lets any site holding a certificate of the hierarchy's CA register.
+    pub children: Option<Vec<SiteCode>>,
     pub upstream: UpstreamConfig,
     /// The storage engine's page cache.
     pub cache_bytes: u64,
@@ -118,7 +125,7 @@ pub enum SecurityConfig {
     },
     /// Mutual TLS with a CA the node creates for itself under `<data_dir>/pki` on first
     /// start: what a top site started with no certificates uses, so that even a node on
-    /// its defaults is secure. Operators then use `sitesyncctl --pki <data_dir>/pki`.
+    /// its defaults is secure. Operators then use `sitesyncctl --pki-dir <data_dir>/pki`.
     SelfProvisioned {
         client_policy_needs_certificate: bool,
     },
@@ -204,6 +211,8 @@ struct FileConfig {
     role: Option<String>,
     data_dir: Option<PathBuf>,
     listen: Option<String>,
+    advertise: Option<String>,
+    children: Option<Vec<String>>,
     cache_mib: Option<u64>,
     upstream: Option<FileUpstream>,
     sync: Option<SyncSection>,
@@ -283,6 +292,10 @@ pub struct Overrides {
     pub role: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
+    /// Where other nodes reach this one, when not at `listen`.
+    pub advertise: Option<String>,
+    /// The site codes that may register as children.
+    pub children: Option<Vec<String>>,
     pub upstream_dir: Option<PathBuf>,
     /// The parent site's node (`host:port`): makes this node a child site.
     pub parent: Option<String>,
@@ -347,6 +360,42 @@ impl NodeConfig {
             origin: source,
             reason: format!("`{listen}` is not an address: use host:port, such as 127.0.0.1:8530 or 0.0.0.0:8530"),
         })?;
+
+        let children = match (overrides.children.clone(), parsed.children) {
+            (Some(v), _) => Some((v, Source::Overrides)),
+            (None, Some(v)) => Some((v, file_source.clone())),
+            (None, None) => None,
+        };
+        let children = children
+            .map(|(codes, origin)| {
+                codes
+                    .iter()
+                    .map(|code| code.trim().parse::<SiteCode>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|reason| ConfigError::Invalid {
+                        key: "children",
+                        origin,
+                        reason,
+                    })
+            })
+            .transpose()?;
+
+        let advertise = match (overrides.advertise.clone(), parsed.advertise) {
+            (Some(v), _) => Some((v, Source::Overrides)),
+            (None, Some(v)) => Some((v, file_source.clone())),
+            (None, None) => None,
+        };
+        let advertise = advertise
+            .map(|(address, origin)| {
+                crate::hierarchy::validate_address(&address).map_err(|reason| {
+                    ConfigError::Invalid {
+                        key: "advertise",
+                        origin,
+                        reason,
+                    }
+                })
+            })
+            .transpose()?;
 
         let data_dir = overrides
             .data_dir
@@ -422,6 +471,8 @@ impl NodeConfig {
             role,
             data_dir,
             listen,
+            advertise,
+            children,
             upstream,
             cache_bytes: cache_mib << 20,
             sync,
@@ -523,6 +574,15 @@ fn security(
             file_source.clone(),
             "give all three of `ca`, `certificate` and `key` (or `pki_dir`)".into(),
         )),
+    }
+}
+
+impl NodeConfig {
+    /// The address this node gives others to reach it: `advertise`, else `listen`.
+    pub fn advertised_address(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
     }
 }
 
@@ -642,6 +702,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.starts_with("upstream.path"), "{error}");
+    }
+
+    #[test]
+    fn the_advertised_address_is_where_others_reach_the_node() {
+        let config = NodeConfig::load(None, &Overrides::default()).unwrap();
+        assert_eq!(config.advertised_address(), DEFAULT_LISTEN);
+
+        let (_dir, path) = write("listen = \"0.0.0.0:8530\"\nadvertise = \"pr1.example:8530\"\n");
+        let config = NodeConfig::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(config.advertised_address(), "pr1.example:8530");
+        let overrides = Overrides {
+            advertise: Some("https://pr1:9000".into()),
+            ..Overrides::default()
+        };
+        let config = NodeConfig::load(Some(&path), &overrides).unwrap();
+        assert_eq!(config.advertised_address(), "pr1:9000");
+
+        // An address no other node can connect to is refused at load.
+        for address in ["0.0.0.0:8530", "pr1"] {
+            let overrides = Overrides {
+                advertise: Some(address.into()),
+                ..Overrides::default()
+            };
+            let error = NodeConfig::load(None, &overrides).unwrap_err().to_string();
+            assert!(error.starts_with("advertise (from "), "{error}");
+        }
     }
 
     #[test]

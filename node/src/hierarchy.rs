@@ -798,7 +798,7 @@ impl Hierarchy {
         let request = v1::RegisterChildRequest {
             site_code: config.site_code.to_string(),
             role: self.node.wire_role() as i32,
-            address: config.listen.to_string(),
+            address: config.advertised_address(),
             node_version: env!("CARGO_PKG_VERSION").to_owned(),
             state: None,
         };
@@ -927,7 +927,7 @@ impl Hierarchy {
                 &self.node.database.update_server().state(),
             )),
             site_database,
-            catalog_version: None,
+            catalog_version: self.node.held_catalog_version(),
             origin_sync_id: entry.sync_id.to_string(),
         };
         let receipt = client
@@ -980,11 +980,14 @@ mod tests {
         let config =
             crate::config::NodeConfig::load(None, &crate::config::Overrides::default()).unwrap();
         let space = || -> Box<dyn Backend> { Box::new(crate::store::MemoryBackend::new()) };
-        let node = Arc::new(NodeState::new(
-            config,
-            crate::store::NodeDatabase::in_memory().unwrap(),
-            sitesync_security::Transport::Plaintext,
-        ));
+        let node = Arc::new(
+            NodeState::new(
+                config,
+                crate::store::NodeDatabase::in_memory().unwrap(),
+                sitesync_security::Transport::Plaintext,
+            )
+            .unwrap(),
+        );
         Hierarchy::new(
             node,
             Arc::new(crate::clock::ManualClock::new(Timestamp(0))),

@@ -27,6 +27,7 @@
 
 pub mod access;
 pub mod allocator;
+pub mod catalog_version;
 pub mod clock;
 pub mod config;
 pub mod hierarchy;

@@ -37,6 +37,15 @@ struct Args {
     /// The gRPC listen address (default 127.0.0.1:8530; port 0 picks a free port).
     #[arg(long, env = "SITESYNC_LISTEN")]
     listen: Option<String>,
+    /// Where other nodes reach this one (host:port), when not at the listen address: a
+    /// node listening on 0.0.0.0 in a container gives its service name here.
+    #[arg(long, env = "SITESYNC_ADVERTISE")]
+    advertise: Option<String>,
+    /// The only site codes that may register as this site's children (child sites and its
+    /// internet-facing node), comma-separated; by default any site with a certificate of
+    /// the hierarchy's CA may.
+    #[arg(long, env = "SITESYNC_CHILDREN", value_delimiter = ',')]
+    children: Option<Vec<String>>,
     /// Sync from this directory of update XML documents instead of the sample catalog.
     #[arg(long, env = "SITESYNC_UPSTREAM_DIR")]
     upstream_dir: Option<PathBuf>,
@@ -54,6 +63,10 @@ struct Args {
     /// Plaintext gRPC instead of mutual TLS: for a lab on one machine only.
     #[arg(long, env = "SITESYNC_INSECURE")]
     insecure: bool,
+    /// Also serve gRPC health alone (`grpc.health.v1`) in plaintext on this address, for
+    /// probes that cannot present a certificate, such as Kubernetes' gRPC probes.
+    #[arg(long, env = "SITESYNC_HEALTH_LISTEN", value_name = "ADDR")]
+    health_listen: Option<std::net::SocketAddr>,
     /// Once listening, write the bound address (host:port) to this file: how scripts and
     /// tests find a node started on port 0.
     #[arg(long)]
@@ -76,6 +89,9 @@ async fn run() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a terminal: logs collected by a container engine or a journal
+        // stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let args = Args::parse();
@@ -84,6 +100,8 @@ async fn run() -> anyhow::Result<()> {
         role: args.role,
         data_dir: args.data_dir,
         listen: args.listen,
+        advertise: args.advertise,
+        children: args.children,
         upstream_dir: args.upstream_dir,
         parent: args.parent,
         cache_mib: args.cache_mib,
@@ -97,6 +115,14 @@ async fn run() -> anyhow::Result<()> {
     // What the node reports (status, the client policy) is where it really listens.
     let address = listener.local_addr()?;
     config.listen = address;
+    let health_listener = match args.health_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for health probes on {address}"))?,
+        ),
+        None => None,
+    };
     let started = sitesync_node::startup::start(config, Arc::new(SystemClock))?;
     if let Some(path) = &args.address_file {
         // Written whole, then renamed, so a reader never sees half an address.
@@ -113,7 +139,16 @@ async fn run() -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         "node serving"
     );
-    sitesync_node::server::serve(started, listener, shutdown_signal()).await?;
+    if let Some(health) = &health_listener {
+        info!(address = %health.local_addr()?, "health probes (plaintext, grpc.health.v1 only)");
+    }
+    sitesync_node::server::serve_with_health_listener(
+        started,
+        listener,
+        health_listener,
+        shutdown_signal(),
+    )
+    .await?;
     info!("node stopped");
     Ok(())
 }

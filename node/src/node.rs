@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use sitesync_proto::v1;
 
-use crate::config::{NodeConfig, Role};
+use crate::catalog_version::{self, CatalogVersions};
+use crate::config::{NodeConfig, Role, UpstreamConfig};
 use crate::service::store_info;
-use crate::store::{NodeDatabase, StoreState};
+use crate::store::{NodeDatabase, StoreError, StoreState};
 use sitesync_security::Transport;
 use sitesync_security::transport::TransportError;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +21,9 @@ pub struct NodeState {
     pub database: NodeDatabase,
     /// Mutual TLS (or, only when asked for, plaintext) for every connection it makes.
     pub transport: Transport,
+    /// The signed catalog version this node holds (signs, at the top site); `None` with
+    /// plaintext, which has no keys.
+    pub catalog_versions: Option<CatalogVersions>,
     /// Cancelled when the node stops: every background task ends with it.
     stopping: CancellationToken,
 }
@@ -28,13 +32,37 @@ pub struct NodeState {
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl NodeState {
-    pub fn new(config: NodeConfig, database: NodeDatabase, transport: Transport) -> Self {
-        Self {
+    pub fn new(
+        config: NodeConfig,
+        database: NodeDatabase,
+        transport: Transport,
+    ) -> Result<Self, StoreError> {
+        let catalog_versions = match &transport {
+            Transport::Tls(tls) => {
+                let top_site = config.role == Role::Site
+                    && !matches!(config.upstream, UpstreamConfig::Parent(_));
+                Some(CatalogVersions::open(
+                    database.space("catalog-version")?,
+                    tls.clone(),
+                    top_site,
+                    None,
+                    catalog_version::DEFAULT_VALIDITY,
+                )?)
+            }
+            Transport::Plaintext => None,
+        };
+        Ok(Self {
             config,
             database,
             transport,
+            catalog_versions,
             stopping: CancellationToken::new(),
-        }
+        })
+    }
+
+    /// The signed catalog version this node holds, as carried on the wire.
+    pub fn held_catalog_version(&self) -> Option<v1::SignedCatalogVersion> {
+        self.catalog_versions.as_ref().and_then(|c| c.held_wire())
     }
 
     /// A channel to the node at `address` (`host:port`) over this node's transport, with
@@ -98,7 +126,7 @@ impl NodeState {
             site_code: self.config.site_code.to_string(),
             role: self.wire_role() as i32,
             store: Some(store_info(state)),
-            catalog_version: None,
+            catalog_version: self.held_catalog_version(),
         }
     }
 }

@@ -33,8 +33,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::store::{CatalogStore, StoreError};
+use crate::upstream::journal::Journal;
 use crate::upstream::parent::{
-    ParentAnchor, PullError, PullOutcome, apply_batch, stored_anchor_at,
+    IncomingBatch, ParentAnchor, PullError, PullOutcome, apply_batch, stored_anchor_at,
 };
 
 /// The site-database metadata key holding the child's position in the parent's
@@ -54,6 +55,9 @@ pub struct ReplicationLimits {
     pub max_batch_bytes: u32,
     /// Limits for parsing the documents the parent sends.
     pub parse: ParseLimits,
+    /// Keep an undo journal of what is applied ([`crate::upstream::journal`]), so that a
+    /// catalog that turns out not to be the signed one can be taken back.
+    pub journal: bool,
 }
 
 /// How far a [`replicate_until`] call goes.
@@ -116,8 +120,49 @@ pub async fn replicate_until(
     site_code: &str,
     target: ReplicationTarget,
     limits: &ReplicationLimits,
+    progress: impl FnMut(&ReplicationOutcome) -> ControlFlow<()>,
+) -> Result<ReplicationOutcome, ReplicationError> {
+    let stores = Stores {
+        site_database,
+        parsed_in: None,
+    };
+    replicate(client, stores, site_code, target, limits, progress).await
+}
+
+/// [`replicate_until`] at a site whose update-server store has just synced from the same
+/// parent (phase 1 of its sync): a document `update_server` holds with the same bytes, as
+/// its update's latest revision, takes its summary from there instead of a second parse.
+pub async fn replicate_after_update_server(
+    client: &mut SiteReplicationClient<Channel>,
+    site_database: &CatalogStore,
+    update_server: &CatalogStore,
+    site_code: &str,
+    target: ReplicationTarget,
+    limits: &ReplicationLimits,
+    progress: impl FnMut(&ReplicationOutcome) -> ControlFlow<()>,
+) -> Result<ReplicationOutcome, ReplicationError> {
+    let stores = Stores {
+        site_database,
+        parsed_in: Some(update_server),
+    };
+    replicate(client, stores, site_code, target, limits, progress).await
+}
+
+/// The store a replication writes, and where it may find documents already parsed.
+struct Stores<'a> {
+    site_database: &'a CatalogStore,
+    parsed_in: Option<&'a CatalogStore>,
+}
+
+async fn replicate(
+    client: &mut SiteReplicationClient<Channel>,
+    stores: Stores<'_>,
+    site_code: &str,
+    target: ReplicationTarget,
+    limits: &ReplicationLimits,
     mut progress: impl FnMut(&ReplicationOutcome) -> ControlFlow<()>,
 ) -> Result<ReplicationOutcome, ReplicationError> {
+    let site_database = stores.site_database;
     let mut outcome = ReplicationOutcome {
         position: stored_anchor(site_database)?,
         ..ReplicationOutcome::default()
@@ -180,12 +225,19 @@ pub async fn replicate_until(
                 }
             }
             Some(replication_message::Kind::Batch(batch)) if heard => {
+                let journal = limits
+                    .journal
+                    .then(|| Journal::new(site_database, ANCHOR_KEY));
+                let batch = IncomingBatch {
+                    batch,
+                    limits: &limits.parse,
+                    parsed_in: stores.parsed_in,
+                };
                 let resume = apply_batch(
                     site_database,
-                    ANCHOR_KEY,
+                    (ANCHOR_KEY, journal.as_ref()),
                     outcome.position,
                     batch,
-                    &limits.parse,
                     &mut outcome.changes,
                 )?;
                 outcome.position = Some(resume);

@@ -48,7 +48,26 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_with_health_listener(started, listener, None, shutdown).await
+}
+
+/// [`serve`], plus, on `health_listener` when given, `grpc.health.v1` alone in plaintext:
+/// for probes that cannot present a certificate (Kubernetes' gRPC probes). It answers only
+/// whether the node serves, and stops when the main server does.
+pub async fn serve_with_health_listener(
+    started: Started,
+    listener: TcpListener,
+    health_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
+    let health_only = health_listener.map(|listener| {
+        let router = tonic::transport::Server::builder()
+            .timeout(CALL_TIMEOUT)
+            .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
+            .add_service(health.clone());
+        tokio::spawn(router.serve_with_incoming(TcpListenerStream::new(listener)))
+    });
     let Started {
         node,
         sync,
@@ -144,6 +163,9 @@ pub async fn serve(
         }
     };
     node.stop();
+    if let Some(task) = health_only {
+        task.abort();
+    }
     served?;
     Ok(())
 }

@@ -255,6 +255,9 @@ pub struct ReportedState {
     pub next_sync_at: Option<Timestamp>,
     pub observed_at: Timestamp,
     pub node_version: String,
+    /// The signed catalog version the site holds, as it reported it (encoded, relayed as
+    /// it came; nodes verify versions where they apply them, not here).
+    pub catalog_version: Option<Vec<u8>>,
 }
 
 impl ReportedState {
@@ -336,6 +339,10 @@ impl ReportedState {
             next_sync_at: optional_time(wire.next_sync_at, &format!("{field}: next_sync_at"))?,
             observed_at,
             node_version: wire.node_version.clone(),
+            catalog_version: wire
+                .catalog_version
+                .as_ref()
+                .map(prost::Message::encode_to_vec),
         })
     }
 
@@ -362,7 +369,10 @@ impl ReportedState {
             last_sync: self.last_sync.as_ref().map(ReportedRun::to_wire),
             current_sync: self.current_sync.as_ref().map(ReportedRun::to_wire),
             next_sync_at: self.next_sync_at.map(timestamp_to_wire),
-            catalog_version: None,
+            catalog_version: self
+                .catalog_version
+                .as_deref()
+                .and_then(|bytes| prost::Message::decode(bytes).ok()),
             observed_at: Some(timestamp_to_wire(self.observed_at)),
             node_version: self.node_version.clone(),
         }

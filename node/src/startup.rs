@@ -130,7 +130,7 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         .map_err(|(key, reason)| StartError::Settings { key, reason })?;
     let transport = secure(&config)?;
     let database = NodeDatabase::open(&config.data_dir.join("db"), config.cache_bytes)?;
-    let node = Arc::new(NodeState::new(config, database, transport));
+    let node = Arc::new(NodeState::new(config, database, transport)?);
     let (config, database) = (&node.config, &node.database);
     let open_directory = |dir: PathBuf| -> Result<UpstreamSource, StartError> {
         Ok(UpstreamSource::Directory(DirectoryUpstream::open(

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sitesync_node::clock::Clock as _;
+
 use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, write_catalog};
 use sitesync_node::config::{NodeConfig, Overrides};
 use sitesync_node::sync::manager::{SyncResult, SyncTrigger};
@@ -213,9 +215,11 @@ async fn a_child_runs_no_scheduled_sync_but_catches_up_when_it_registers() {
     )
     .unwrap();
     config.listen = parent_address;
+    // The parent's clock agrees with the child's, which moved on 16 days: a signed
+    // catalog version is valid for 14.
     let parent = sitesync_node::startup::start(
         config,
-        Arc::new(sitesync_node::clock::ManualClock::new(common::T0)),
+        Arc::new(sitesync_node::clock::ManualClock::new(child.clock.now())),
     )
     .unwrap();
     let mut watch = parent.sync.watch();

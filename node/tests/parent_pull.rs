@@ -36,7 +36,7 @@ async fn a_child_pulls_a_snapshot_then_the_tail_and_matches_its_parent() {
     let child = NodeDatabase::in_memory().unwrap();
     let limits = ParseLimits::default();
 
-    let first = pull(&mut client, child.update_server(), &limits, |_| {})
+    let first = pull(&mut client, child.update_server(), &limits, false, |_| {})
         .await
         .unwrap();
     assert!(first.snapshot);
@@ -59,7 +59,7 @@ async fn a_child_pulls_a_snapshot_then_the_tail_and_matches_its_parent() {
         .unwrap();
     let (id, _) = parent.run_sync(v1::SyncKind::Full).await;
     parent.finished(id).await;
-    let tail = pull(&mut client, child.update_server(), &limits, |_| {})
+    let tail = pull(&mut client, child.update_server(), &limits, false, |_| {})
         .await
         .unwrap();
     assert!(!tail.snapshot);
@@ -74,7 +74,7 @@ async fn a_child_pulls_a_snapshot_then_the_tail_and_matches_its_parent() {
     assert!(child.update_server().verify().unwrap().is_consistent());
 
     // Nothing new: no batch at all.
-    let idle = pull(&mut client, child.update_server(), &limits, |_| {})
+    let idle = pull(&mut client, child.update_server(), &limits, false, |_| {})
         .await
         .unwrap();
     assert_eq!((idle.batches, idle.new), (0, 0));
@@ -112,6 +112,7 @@ async fn a_child_on_another_log_gets_a_snapshot_that_removes_what_it_should_not_
         &mut client,
         child.update_server(),
         &ParseLimits::default(),
+        false,
         |_| {},
     )
     .await
@@ -138,6 +139,7 @@ async fn a_child_anchored_ahead_of_its_parent_is_refused_and_keeps_its_store() {
         &mut client,
         child.update_server(),
         &ParseLimits::default(),
+        false,
         |_| {},
     )
     .await
@@ -158,6 +160,7 @@ async fn a_child_anchored_ahead_of_its_parent_is_refused_and_keeps_its_store() {
         &mut client,
         child.update_server(),
         &ParseLimits::default(),
+        false,
         |_| {},
     )
     .await
@@ -177,5 +180,66 @@ async fn a_child_anchored_ahead_of_its_parent_is_refused_and_keeps_its_store() {
         child.update_server().state(),
         before,
         "a refused pull changes nothing"
+    );
+}
+
+/// The undo journal: a pull's changes (new, changed, expired, deleted) taken back return
+/// the store to its previous digest and anchor with sequence numbers still rising, and the
+/// next pull brings the same changes again.
+#[tokio::test]
+async fn a_journalled_pull_is_taken_back_exactly_and_pulled_again() {
+    use sitesync_node::upstream::journal::Journal;
+    let upstream = tempfile::tempdir().unwrap();
+    let spec = CatalogSpec::new(300, 57);
+    write_catalog(upstream.path(), &spec, |_| {}).unwrap();
+    let mut parent = TestNode::start(upstream.path(), "").await;
+    parent.finished(1).await;
+    let parent_store = parent.started.node.clone();
+    let (_pki, mut client) = client(&parent).await;
+    let child = NodeDatabase::in_memory().unwrap();
+    let limits = ParseLimits::default();
+    pull(&mut client, child.update_server(), &limits, true, |_| {})
+        .await
+        .unwrap();
+    let journal = Journal::new(child.update_server(), ANCHOR_KEY);
+    journal.close().unwrap();
+    let before = child.update_server().state();
+    let anchor_before = stored_anchor(child.update_server()).unwrap();
+
+    CatalogChanges::derive(&spec, 7, 3)
+        .apply_to_dir(upstream.path())
+        .unwrap();
+    let (id, _) = parent.run_sync(v1::SyncKind::Full).await;
+    parent.finished(id).await;
+    let tail = pull(&mut client, child.update_server(), &limits, true, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (tail.new, tail.changed, tail.expired, tail.deleted),
+        (7, 7, 7, 7)
+    );
+    assert_ne!(child.update_server().digest(), before.digest);
+    assert!(journal.batches().unwrap() > 0);
+
+    let restored = journal.undo(&limits).unwrap();
+    assert_eq!(restored, 28, "every touched update is put back");
+    let after = child.update_server().state();
+    assert_eq!(after.digest, before.digest);
+    assert_eq!(after.revisions, before.revisions);
+    assert!(
+        after.last_sequence > before.last_sequence,
+        "the log only grows"
+    );
+    assert_eq!(stored_anchor(child.update_server()).unwrap(), anchor_before);
+    assert_eq!(journal.batches().unwrap(), 0);
+    assert!(child.update_server().verify().unwrap().is_consistent());
+
+    // The same changes come again.
+    pull(&mut client, child.update_server(), &limits, true, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        child.update_server().digest(),
+        parent_store.database.update_server().digest()
     );
 }

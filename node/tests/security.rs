@@ -576,3 +576,33 @@ fn wait_with_deadline(mut child: std::process::Child, deadline: Duration) -> std
     }
     child.wait_with_output().unwrap()
 }
+
+/// A site that declares its children (`children`) refuses any other site of the CA that
+/// tries to register, and so to pull from it; a declared one registers.
+#[tokio::test]
+async fn only_declared_children_may_register_when_children_are_declared() {
+    let upstream = tempfile::tempdir().unwrap();
+    write_catalog(upstream.path(), &CatalogSpec::new(10, 92), |_| {}).unwrap();
+    let top = TestNode::start(upstream.path(), "children = [\"PR1\", \"in1\"]\n").await;
+    let register = |code: &'static str| {
+        let address = top.address();
+        async move {
+            let (_dir, channel) = common::site_channel(&address, code);
+            HierarchyClient::new(channel)
+                .register_child(v1::RegisterChildRequest {
+                    site_code: code.to_owned(),
+                    role: v1::SiteRole::Site as i32,
+                    address: "127.0.0.1:9".to_owned(),
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    let refused = register("PR2").await.unwrap_err();
+    assert_refused(
+        &refused,
+        tonic::Code::PermissionDenied,
+        &["PR2", "not a declared child", "children"],
+    );
+    register("PR1").await.unwrap();
+}

@@ -400,6 +400,7 @@ proptest! {
             for change in &changes {
                 match change {
                     CatalogChange::Put(r) => { model.insert(r.id, r.clone()); }
+                    CatalogChange::PutSummarized(_) => unreachable!("the model puts parsed revisions"),
                     CatalogChange::Delete(u) => model.retain(|id, _| id.update_id != *u),
                 }
             }

@@ -80,6 +80,8 @@ pub struct TlsMaterial {
     pub identity: Identity,
     pub server: Arc<ServerConfig>,
     pub client: Arc<ClientConfig>,
+    /// The hierarchy CA's certificates (DER): what signatures are checked against.
+    pub ca: Vec<CertificateDer<'static>>,
     /// Serial numbers (DER bytes) the revocation list names.
     revoked: HashSet<Vec<u8>>,
 }
@@ -127,6 +129,7 @@ impl TlsMaterial {
             identity,
             server: Arc::new(server),
             client: Arc::new(client),
+            ca,
             revoked,
         })
     }

@@ -46,38 +46,78 @@ impl Transport {
         matches!(self, Self::Tls(_))
     }
 
-    /// An endpoint for `address` (`host:port`, an `http://` or `https://` prefix is
-    /// dropped); `configure` sets time limits and the like. Connects on first use.
+    /// A channel to `address` (`host:port`, an `http://` or `https://` prefix is dropped)
+    /// that connects on first use; `configure` sets time limits and the like.
     pub fn channel(
         &self,
         address: &str,
         configure: impl FnOnce(Endpoint) -> Endpoint,
     ) -> Result<Channel, TransportError> {
-        let bare = address
-            .strip_prefix("https://")
-            .or_else(|| address.strip_prefix("http://"))
-            .unwrap_or(address)
-            .trim_end_matches('/');
-        let address_error = |reason: String| TransportError::Address {
-            address: address.to_owned(),
-            reason,
-        };
-        // The scheme is only a label here: TLS, when on, is done by the connector below.
-        let endpoint = Endpoint::from_shared(format!("http://{bare}"))
-            .map_err(|e| address_error(e.to_string()))?;
-        let endpoint = configure(endpoint);
-        match self {
-            Self::Plaintext => Ok(endpoint.connect_lazy()),
-            Self::Tls(context) => {
-                let context = context.clone();
-                let connector = tower::service_fn(move |uri: Uri| {
-                    let context = context.clone();
-                    async move { connect_tls(&context, &uri).await }
-                });
-                Ok(endpoint.connect_with_connector_lazy(connector))
-            }
-        }
+        let endpoint = configure(endpoint(address)?);
+        Ok(match self {
+            Self::Plaintext => endpoint.connect_lazy(),
+            Self::Tls(context) => endpoint.connect_with_connector_lazy(tls_connector(context)),
+        })
     }
+
+    /// [`Transport::channel`], connected now: a peer that cannot be reached, or that
+    /// refuses the handshake, is an error here rather than on the first call.
+    pub async fn connect(
+        &self,
+        address: &str,
+        configure: impl FnOnce(Endpoint) -> Endpoint,
+    ) -> Result<Channel, ConnectError> {
+        let endpoint = configure(endpoint(address)?);
+        Ok(match self {
+            Self::Plaintext => endpoint.connect().await?,
+            Self::Tls(context) => {
+                endpoint
+                    .connect_with_connector(tls_connector(context))
+                    .await?
+            }
+        })
+    }
+}
+
+/// Why [`Transport::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Address(#[from] TransportError),
+    #[error(transparent)]
+    Connect(#[from] tonic::transport::Error),
+}
+
+/// The endpoint of `address`. The scheme is only a label: TLS, when on, is done by the
+/// connector.
+fn endpoint(address: &str) -> Result<Endpoint, TransportError> {
+    let bare = address
+        .strip_prefix("https://")
+        .or_else(|| address.strip_prefix("http://"))
+        .unwrap_or(address)
+        .trim_end_matches('/');
+    Endpoint::from_shared(format!("http://{bare}")).map_err(|e| TransportError::Address {
+        address: address.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Dials TCP and completes a TLS handshake with the newest material of `context`.
+fn tls_connector(
+    context: &Arc<TlsContext>,
+) -> impl tower::Service<
+    Uri,
+    Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Future + Send,
+> + Clone
++ Send
++ 'static {
+    let context = context.clone();
+    tower::service_fn(move |uri: Uri| {
+        let context = context.clone();
+        async move { connect_tls(&context, &uri).await }
+    })
 }
 
 async fn connect_tls(

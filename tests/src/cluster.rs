@@ -10,6 +10,8 @@
 //!   generated Admin client.
 //! - [`Hierarchy`] owns the nodes of one test by site code. Dropping it kills every process,
 //!   also when the test panics, and then prints each node's log so a failure explains itself.
+//!   It makes its own certificate authority: the nodes speak mutual TLS, as they do by
+//!   default, each with its site's certificate, and the harness calls them as an operator.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -22,8 +24,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use sitesync_proto::v1;
 use sitesync_proto::v1::admin_client::AdminClient;
+use sitesync_security::pki::{Authority, DEFAULT_VALIDITY};
+use sitesync_security::{Identity, TlsContext, TlsFiles, Transport};
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// How long a node may take to start listening (a cold debug build opening its database on
 /// a loaded machine).
@@ -73,6 +77,16 @@ pub fn node_binary() -> &'static Path {
     })
 }
 
+/// Removes every `SITESYNC_*` variable of this process's environment from `command`, so
+/// that a node (or `sitesyncctl`) started by a test is configured by its arguments alone.
+pub fn clear_sitesync_environment(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SITESYNC_") {
+            command.env_remove(name);
+        }
+    }
+}
+
 /// What a node is, as its flags say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -110,6 +124,10 @@ pub struct NodeProcess {
     pub log_path: PathBuf,
     /// A config file (`--config`), for settings that have no flag (`[sync] retry`).
     config_path: Option<PathBuf>,
+    /// The hierarchy's PKI directory (`--pki-dir`): the CA and this site's certificate.
+    pki_dir: PathBuf,
+    /// How the harness reaches nodes: mutual TLS as the hierarchy's operator.
+    transport: Transport,
     /// Fixed at the first start; restarts listen on it again.
     address: SocketAddr,
     /// `None` while the node is down.
@@ -120,13 +138,15 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     /// Starts a node on `127.0.0.1:0` under `dir` (created), and waits until it listens.
-    /// `config_toml`, when not empty, is written to a config file the node reads.
+    /// `config_toml`, when not empty, is written to a config file the node reads. `pki_dir`
+    /// holds the CA and the site's certificate; `transport` is how the harness calls it.
     pub async fn start(
         dir: &Path,
         site_code: &str,
         role: Role,
         upstream: Upstream,
         config_toml: &str,
+        (pki_dir, transport): (&Path, &Transport),
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let config_path = if config_toml.is_empty() {
@@ -143,9 +163,11 @@ impl NodeProcess {
             data_dir: dir.join("data"),
             log_path: dir.join("node.log"),
             config_path,
+            pki_dir: pki_dir.to_owned(),
+            transport: transport.clone(),
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
             child: None,
-            channel: Endpoint::from_static("http://127.0.0.1:1").connect_lazy(),
+            channel: transport.channel("127.0.0.1:1", |e| e)?,
         };
         node.spawn_and_wait().await?;
         Ok(node)
@@ -229,9 +251,8 @@ impl NodeProcess {
             .arg(self.address.to_string())
             .arg("--address-file")
             .arg(address_file)
-            // This harness talks plaintext gRPC; mutual TLS between nodes is tested in
-            // `node/tests/security.rs`.
-            .arg("--insecure");
+            .arg("--pki-dir")
+            .arg(&self.pki_dir);
         match &self.upstream {
             Upstream::Directory(dir) => command.arg("--upstream-dir").arg(dir),
             Upstream::Parent(address) => command.arg("--parent").arg(address),
@@ -239,18 +260,7 @@ impl NodeProcess {
         if let Some(config) = &self.config_path {
             command.arg("--config").arg(config);
         }
-        for variable in [
-            "SITESYNC_CONFIG",
-            "SITESYNC_SITE_CODE",
-            "SITESYNC_ROLE",
-            "SITESYNC_DATA_DIR",
-            "SITESYNC_LISTEN",
-            "SITESYNC_UPSTREAM_DIR",
-            "SITESYNC_PARENT",
-            "SITESYNC_CACHE_MIB",
-        ] {
-            command.env_remove(variable);
-        }
+        clear_sitesync_environment(&mut command);
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -299,10 +309,11 @@ impl NodeProcess {
         self.child = Some(child);
         if self.address.port() == 0 {
             self.address = address;
-            self.channel = Endpoint::from_shared(format!("http://{address}"))?
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(30))
-                .connect_lazy();
+            self.channel = self.transport.channel(&address.to_string(), |endpoint| {
+                endpoint
+                    .connect_timeout(Duration::from_secs(5))
+                    .timeout(Duration::from_secs(30))
+            })?;
         } else {
             anyhow::ensure!(
                 address == self.address,
@@ -449,7 +460,14 @@ pub struct Hierarchy {
     config_toml: String,
     /// Log lines printed per node when the test fails.
     log_lines_on_failure: usize,
+    /// The hierarchy's CA, in `<dir>/pki`: it issues each site's certificate as it starts.
+    authority: Authority,
+    /// Mutual TLS as the operator [`HARNESS_OPERATOR`].
+    transport: Transport,
 }
+
+/// The operator the harness calls nodes as.
+pub const HARNESS_OPERATOR: &str = "harness";
 
 impl Hierarchy {
     /// An empty hierarchy whose top site will sync from a catalog directory it creates.
@@ -462,12 +480,19 @@ impl Hierarchy {
         }
         let catalog = dir.path().join("catalog");
         std::fs::create_dir_all(&catalog)?;
+        let authority = Authority::init(&dir.path().join("pki"), "test hierarchy")?;
+        let operator = Identity::operator(HARNESS_OPERATOR)?;
+        authority.issue(&operator, &[], DEFAULT_VALIDITY)?;
+        let files = TlsFiles::in_pki_dir(authority.dir(), &operator);
+        let transport = Transport::Tls(TlsContext::load(files)?);
         Ok(Self {
             dir,
             nodes: BTreeMap::new(),
             catalog,
             config_toml: String::new(),
             log_lines_on_failure: 60,
+            authority,
+            transport,
         })
     }
 
@@ -483,6 +508,12 @@ impl Hierarchy {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The hierarchy's PKI directory: its CA, every site's certificate, and the operator
+    /// [`HARNESS_OPERATOR`]'s.
+    pub fn pki_dir(&self) -> &Path {
+        self.authority.dir()
     }
 
     /// Starts the top site, syncing from [`Self::catalog`].
@@ -522,7 +553,11 @@ impl Hierarchy {
             "{site_code} already exists"
         );
         let dir = self.dir.path().join(site_code);
-        let node = NodeProcess::start(&dir, site_code, role, upstream, &self.config_toml).await?;
+        self.authority
+            .issue(&Identity::site(site_code)?, &[], DEFAULT_VALIDITY)?;
+        let tls = (self.authority.dir(), &self.transport);
+        let node =
+            NodeProcess::start(&dir, site_code, role, upstream, &self.config_toml, tls).await?;
         Ok(self.nodes.entry(site_code.to_owned()).or_insert(node))
     }
 

@@ -321,6 +321,32 @@ async fn the_cascade_reaches_every_leaf_with_the_top_sites_digests() {
         let node = hierarchy.node(site);
         let status = wait_converged(node, &after).await;
         assert_parent_requested(node, &status).await;
+        assert_eq!(held_version(&status), held_version(&after), "{site}");
+    }
+    // The top site sees every site holding its signed version, passed down unchanged.
+    let signed = after.site.as_ref().unwrap().catalog_version.clone();
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    loop {
+        let tree = top
+            .admin()
+            .get_hierarchy(v1::GetHierarchyRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let versions: Vec<_> = tree
+            .sites
+            .iter()
+            .filter_map(|n| n.state.as_ref())
+            .map(|s| (s.site_code.clone(), s.catalog_version == signed))
+            .collect();
+        if versions.len() == 4 && versions.iter().all(|(_, same)| *same) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every site reports the top site's signed version: {versions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -586,4 +612,182 @@ async fn a_manual_sync_at_a_child_is_refused() {
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::FailedPrecondition, "{error:?}");
     assert!(error.message().contains("full sync"), "{}", error.message());
+}
+
+/// The catalog version a node holds, by number.
+fn held_version(status: &v1::SiteStatus) -> u64 {
+    use prost::Message as _;
+    let signed = status
+        .site
+        .as_ref()
+        .and_then(|s| s.catalog_version.as_ref())
+        .expect("the node holds a signed catalog version");
+    v1::CatalogVersion::decode(signed.catalog_version.as_slice())
+        .unwrap()
+        .version
+}
+
+/// Copies a directory tree (a stopped node's data).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Replaces the stored bytes of revision `id` (stored by the put logged at `stored`) in a
+/// stopped node's update-server store, underneath the store: its digest and change log
+/// still describe the original, as they would at a middle site whose disk an attacker
+/// edited. Returns the original bytes.
+fn replace_document(
+    node: &NodeProcess,
+    (stored, id): (u64, RevisionId),
+    bytes: Option<Vec<u8>>,
+) -> Vec<u8> {
+    let db = sled::open(node.data_dir.join("db")).unwrap();
+    let documents = db.open_tree("update_server.documents").unwrap();
+    let key = sitesync_node::store::keys::document(stored, id);
+    let original = documents
+        .get(&key)
+        .unwrap()
+        .expect("the document is stored");
+    let altered = bytes.unwrap_or_else(|| {
+        // Still a valid document of the same revision, with one more byte.
+        let mut altered = original.to_vec();
+        altered.push(b'\n');
+        altered
+    });
+    documents.insert(key, altered).unwrap();
+    db.flush().unwrap();
+    original.to_vec()
+}
+
+/// The reason of the last sync at `node`, once it failed.
+async fn wait_failed(node: &NodeProcess, after_run: &str) -> String {
+    let status = node
+        .wait_status("a failed sync", CONVERGE, |status| {
+            current_sync(status).is_none()
+                && last_sync(status)
+                    .is_some_and(|r| r.sync_id != after_run && r.result() == v1::SyncResult::Failed)
+        })
+        .await
+        .unwrap();
+    last_sync(&status).unwrap().failure_reason.clone()
+}
+
+/// A middle site that serves altered documents, or an older catalog, is caught by its
+/// child (issue 5): what it offers is not the top site's signed catalog version, so the
+/// child reports 6703 with the reason and keeps the catalog it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_middle_site_that_alters_a_revision_or_replays_an_older_catalog_is_caught() {
+    let mut hierarchy = Hierarchy::new().unwrap();
+    let spec = write_generated(&hierarchy, 200, 19);
+    let initial = start_top(&mut hierarchy).await;
+    hierarchy.start_child("PR1", "CEN").await.unwrap();
+    wait_converged(hierarchy.node("PR1"), &initial).await;
+    hierarchy.start_child("SE1", "PR1").await.unwrap();
+    let first = wait_converged(hierarchy.node("SE1"), &initial).await;
+    let first_version = held_version(&first);
+    assert_eq!(first_version, held_version(&initial));
+
+    // PR1 as it is now, to be replayed later.
+    let old_pr1 = hierarchy.dir().join("PR1-old-data");
+    hierarchy.node_mut("PR1").stop().await;
+    copy_dir(&hierarchy.node("PR1").data_dir, &old_pr1);
+    hierarchy.node_mut("PR1").restart().await.unwrap();
+
+    // A second catalog reaches PR1 while SE1 is down.
+    hierarchy.node_mut("SE1").stop().await;
+    CatalogChanges::derive(&spec, 5, 4)
+        .apply_to_dir(hierarchy.catalog())
+        .unwrap();
+    let second = sync_top(hierarchy.node("CEN")).await;
+    let second_version = held_version(&second);
+    assert!(second_version > first_version);
+    wait_converged(hierarchy.node("PR1"), &second).await;
+
+    // PR1's disk is edited: a revision of the new catalog gets other bytes, while its
+    // store still states the signed digest.
+    hierarchy.node_mut("PR1").stop().await;
+    let newest = {
+        let db = open_database(hierarchy.node("PR1"));
+        let store = db.update_server();
+        let changes = store.changes_since(0, usize::MAX).unwrap();
+        changes
+            .iter()
+            .rev()
+            .find(|c| c.kind == ChangeKind::New)
+            .map(|c| (c.sequence, c.revision))
+            .unwrap()
+    };
+    let original = replace_document(hierarchy.node("PR1"), newest, None);
+    hierarchy.node_mut("PR1").restart().await.unwrap();
+
+    // SE1 returns and is asked to catch up: it pulls the altered revision, finds its store
+    // off the signed digest, takes the pull back and reports why.
+    let last_good = last_sync(&first).unwrap().sync_id.clone();
+    hierarchy.node_mut("SE1").restart().await.unwrap();
+    let reason = wait_failed(hierarchy.node("SE1"), &last_good).await;
+    assert!(
+        reason.contains(&format!(
+            "does not hold the top site's signed catalog version {second_version}"
+        )) && reason.contains("keeps the catalog it had"),
+        "{reason}"
+    );
+    let kept = hierarchy.node("SE1").status().await.unwrap();
+    assert_eq!(digests(&kept), digests(&first), "SE1 kept its catalog");
+    assert_eq!(held_version(&kept), first_version);
+    let failures = hierarchy
+        .node("SE1")
+        .messages(&[v1::StatusMessageId::SyncFailed], "")
+        .await
+        .unwrap();
+    assert!(
+        failures
+            .iter()
+            .any(|m| m.text.contains("signed catalog version")),
+        "6703 names the signed version: {failures:#?}"
+    );
+
+    // PR1's disk is repaired; SE1 restarted redoes its failed sync and converges.
+    hierarchy.node_mut("PR1").stop().await;
+    replace_document(hierarchy.node("PR1"), newest, Some(original));
+    hierarchy.node_mut("PR1").restart().await.unwrap();
+    hierarchy.node_mut("SE1").stop().await;
+    hierarchy.node_mut("SE1").restart().await.unwrap();
+    let repaired = wait_converged(hierarchy.node("SE1"), &second).await;
+    assert_eq!(held_version(&repaired), second_version);
+
+    // PR1 is put back to its data from before the second catalog (and kept from catching
+    // up, as a compromised site would be): it offers the older signed version, which SE1
+    // refuses as a rollback, keeping the newer catalog.
+    hierarchy.node_mut("CEN").stop().await;
+    hierarchy.node_mut("PR1").stop().await;
+    let pr1_data = hierarchy.node("PR1").data_dir.clone();
+    std::fs::remove_dir_all(&pr1_data).unwrap();
+    copy_dir(&old_pr1, &pr1_data);
+    hierarchy.node_mut("PR1").restart().await.unwrap();
+    let last_good = last_sync(&repaired).unwrap().sync_id.clone();
+    hierarchy.node_mut("SE1").stop().await;
+    hierarchy.node_mut("SE1").restart().await.unwrap();
+    let reason = wait_failed(hierarchy.node("SE1"), &last_good).await;
+    assert!(
+        reason.contains(&format!(
+            "catalog version {first_version} is older than version {second_version}"
+        )) && reason.contains("rollback"),
+        "{reason}"
+    );
+    let kept = hierarchy.node("SE1").status().await.unwrap();
+    assert_eq!(
+        digests(&kept),
+        digests(&second),
+        "SE1 kept the newer catalog"
+    );
+    assert_eq!(held_version(&kept), second_version);
 }

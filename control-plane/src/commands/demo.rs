@@ -35,10 +35,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use sitesync_metadata::generate::{CatalogSpec, write_catalog};
 use sitesync_proto::v1;
+use sitesync_security::Identity;
+use sitesync_security::pki::Authority;
 
-use super::sync::bar_style;
+use super::sync::{bar_style, message_text};
 use super::tree;
-use crate::cli::{DemoArgs, NodeArgs};
+use crate::cli::{ClientTlsArgs, DemoArgs, NodeArgs};
 use crate::client::{self, Node, printable, unary};
 use crate::output::{self, OutputFormat};
 use crate::units::{self, human_duration};
@@ -65,19 +67,6 @@ const TREE_SETTLE: Duration = Duration::from_secs(10);
 
 /// How many lines of a node's log an error quotes.
 const LOG_TAIL_LINES: usize = 15;
-
-/// Settings the demo's nodes must not inherit from the operator's environment: each node
-/// is configured by its flags alone.
-const NODE_ENVIRONMENT: [&str; 8] = [
-    "SITESYNC_CONFIG",
-    "SITESYNC_SITE_CODE",
-    "SITESYNC_ROLE",
-    "SITESYNC_DATA_DIR",
-    "SITESYNC_LISTEN",
-    "SITESYNC_UPSTREAM_DIR",
-    "SITESYNC_PARENT",
-    "SITESYNC_CACHE_MIB",
-];
 
 /// A node's role, as `--role` takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,13 +212,14 @@ async fn demo(
         binary.display(),
         work.path.display()
     );
+    let pki = make_pki(&work.path)?;
     // Top down, each generation as soon as its parents listen, so most children are
     // registered when their parent's sync cascades.
     for generation in [&SITES[..1], &SITES[1..3], &SITES[3..]] {
         let first = nodes.sites.len();
         for spec in generation {
             let parent = spec.parent.map(|code| nodes.address_of(code)).transpose()?;
-            nodes.start(binary, spec, &work.path, parent.as_deref(), catalog)?;
+            nodes.start(binary, spec, &work.path, parent.as_deref(), catalog, &pki)?;
         }
         for index in first..nodes.sites.len() {
             nodes.wait_listening(index).await?;
@@ -249,6 +239,11 @@ async fn demo(
     for site in &nodes.sites {
         let node = Node::connect(&NodeArgs {
             address: site.address.clone(),
+            tls: ClientTlsArgs {
+                pki_dir: Some(pki.clone()),
+                operator: DEMO_OPERATOR.to_owned(),
+                ..ClientTlsArgs::default()
+            },
         })
         .await
         .with_context(|| format!("cannot connect to {}", site.spec.code))?;
@@ -385,6 +380,29 @@ impl WorkDir {
     }
 }
 
+/// The operator the demo acts as.
+const DEMO_OPERATOR: &str = "admin";
+
+/// The demo hierarchy's own CA in `<work>/pki`, with a certificate for each site and for
+/// the operator: the nodes speak mutual TLS, as they do by default.
+fn make_pki(work: &Path) -> anyhow::Result<PathBuf> {
+    let dir = work.join("pki");
+    let authority =
+        Authority::init(&dir, "sitesync demo").context("cannot create the demo's CA")?;
+    let operator = Identity::operator(DEMO_OPERATOR)?;
+    let sites = SITES.iter().map(|spec| Identity::site(spec.code));
+    for identity in sites.chain([Ok(operator)]) {
+        let identity = identity?;
+        authority
+            .issue(&identity, &[], DEMO_CERTIFICATE_VALIDITY)
+            .with_context(|| format!("cannot issue the demo's certificate for {identity}"))?;
+    }
+    Ok(dir)
+}
+
+/// The demo's certificates outlive any demo run, even one kept running with `--keep`.
+const DEMO_CERTIFICATE_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
+
 fn generate_catalog(dir: &Path, updates: usize, seed: u64) -> anyhow::Result<()> {
     eprintln!(
         "generating a catalog of {updates} update documents in {}",
@@ -444,6 +462,7 @@ impl Nodes {
         work: &Path,
         parent: Option<&str>,
         catalog: &Path,
+        pki: &Path,
     ) -> anyhow::Result<()> {
         let dir = work.join(spec.code);
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -465,15 +484,18 @@ impl Nodes {
             .arg("127.0.0.1:0")
             .arg("--address-file")
             .arg(dir.join("address"))
-            // sitesyncctl does not speak mutual TLS to nodes yet: the demo's nodes run
-            // plaintext on loopback, which each one logs as a warning.
-            .arg("--insecure");
+            .arg("--pki-dir")
+            .arg(pki);
         match parent {
             Some(parent) => command.arg("--parent").arg(parent),
             None => command.arg("--upstream-dir").arg(catalog),
         };
-        for variable in NODE_ENVIRONMENT {
-            command.env_remove(variable);
+        // Each node is configured by its flags alone: no setting of the operator's
+        // environment (SITESYNC_*) reaches it.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("SITESYNC_") {
+                command.env_remove(name);
+            }
         }
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
@@ -731,7 +753,7 @@ async fn follow_top_sync(
             bail!("{code} ended the watch of sync {sync_id} before it finished; its log: {log}");
         };
         for message in &update.messages {
-            progress.line(&message_line(message));
+            progress.line(&message_text(message));
         }
         let Some(run) = update.run else { continue };
         let view = SyncRunView::new(&run);
@@ -813,21 +835,6 @@ async fn site_status(node: &mut Node) -> anyhow::Result<v1::SiteStatus> {
         .await
         .map_err(|status| node.failed("Admin.GetSiteStatus", status))?
         .into_inner())
-}
-
-/// `CEN 6702 Synchronization done (full): …`, as `sync --wait` shows status messages.
-fn message_line(message: &v1::StatusMessage) -> String {
-    let severity = match message.severity() {
-        v1::Severity::Warning => "warning: ",
-        v1::Severity::Error => "error: ",
-        _ => "",
-    };
-    format!(
-        "{} {} {severity}{}",
-        printable(&message.site_code),
-        message.message_id,
-        printable(&message.text)
-    )
 }
 
 /// A site that reached the top site's catalog.
@@ -1326,8 +1333,9 @@ fn print_kept(report: &DemoReport) -> io::Result<()> {
     let top = report.sites.first().map_or("", |s| s.address.as_str());
     println!(
         "The nodes keep running; their data and logs are in {}.\n\
-         Look at them:  sitesyncctl --node {top} tree\n\
+         Look at them:  sitesyncctl --node {top} --pki-dir {}/pki tree\n\
          Stop them:     kill {}",
+        report.work_dir,
         report.work_dir,
         pids.join(" ")
     );

@@ -28,10 +28,13 @@ struct PkiView {
 
 pub fn run(command: &PkiCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
     let view = match command {
-        PkiCommand::Init(args) => {
-            let authority = Authority::init(&args.dir, &args.name)?;
-            view("init", &authority, None)
-        }
+        PkiCommand::Init(args) => match Authority::open(&args.dir) {
+            Ok(authority) if args.if_missing => view("kept", &authority, None),
+            _ => {
+                let authority = Authority::init(&args.dir, &args.name)?;
+                view("init", &authority, None)
+            }
+        },
         PkiCommand::Issue(args) => {
             let authority = Authority::open(&args.dir)?;
             let identity = match &args.kind {

@@ -31,7 +31,14 @@ pub async fn run(
             .map_err(|status| node.failed("Admin.GetClientPolicy", status))?
     }
     .into_inner();
-    let view = PolicyView::new(&policy);
+    let mut view = PolicyView::new(&policy);
+    if let (Some(version), Some(signed), Some(trust)) = (
+        view.catalog_version.as_mut(),
+        policy.catalog_version.as_ref(),
+        node.trust.as_ref(),
+    ) {
+        version.check(signed, trust);
+    }
     match output {
         OutputFormat::Json => output::print_json(&view)?,
         OutputFormat::Table | OutputFormat::Dot => output::print_table(&view.table())?,
@@ -131,10 +138,11 @@ impl PolicyView {
             rows.push((
                 "catalog version",
                 format!(
-                    "{} (signed by {}, expires {})",
+                    "{} (signed by {}, expires {}; signature {})",
                     version.version,
                     version.top_site_code,
-                    version.expires_at.as_deref().unwrap_or("-")
+                    version.expires_at.as_deref().unwrap_or("-"),
+                    version.signature.as_deref().unwrap_or("not checked")
                 ),
             ));
         }

@@ -279,15 +279,24 @@ pub(crate) fn bar_style(bounded: bool) -> ProgressStyle {
 /// `2025-01-31T08:00:00Z CEN 6704 WSUS synchronization in progress…`; warnings and errors
 /// say so.
 fn message_line(message: &v1::StatusMessage) -> String {
+    format!(
+        "{} {}",
+        short_time(message.time.as_ref()),
+        message_text(message)
+    )
+}
+
+/// `CEN 6702 Synchronization done (full): …`: a status message without its time, with
+/// `warning: ` or `error: ` before the text of one that is not informational.
+pub(crate) fn message_text(message: &v1::StatusMessage) -> String {
     let severity = match message.severity() {
         v1::Severity::Warning => "warning: ",
         v1::Severity::Error => "error: ",
         _ => "",
     };
     format!(
-        "{} {} {} {severity}{}",
-        short_time(message.time.as_ref()),
-        message.site_code,
+        "{} {} {severity}{}",
+        printable(&message.site_code),
         message.message_id,
         printable(&message.text)
     )

@@ -19,7 +19,7 @@ use sitesync_proto::v1;
 use crate::client::{Node, printable, unary};
 use crate::output::{self, OutputFormat};
 use crate::units::{self, human_duration, rfc3339_opt};
-use crate::views::{StoreView, SyncRunView, non_empty, role_name};
+use crate::views::{CatalogVersionView, StoreView, SyncRunView, non_empty, role_name};
 
 pub async fn run(mut node: Node, output: OutputFormat) -> anyhow::Result<ExitCode> {
     let hierarchy = node
@@ -63,6 +63,8 @@ pub struct SiteView {
     pub reported: bool,
     pub update_server: Option<StoreView>,
     pub site_database: Option<StoreView>,
+    /// The top site's signed catalog version the site holds (null without TLS).
+    pub catalog_version: Option<u64>,
     pub last_sync: Option<SyncRunView>,
     /// The sync in progress or queued, if any.
     pub current_sync: Option<SyncRunView>,
@@ -149,6 +151,7 @@ impl TreeView {
             "address",
             "update server",
             "site database",
+            "version",
             "last sync",
             "lag",
             "last report",
@@ -202,6 +205,8 @@ impl TreeView {
                 site.address.clone().unwrap_or_else(|| "-".to_owned()),
                 store(&site.update_server),
                 store(&site.site_database),
+                site.catalog_version
+                    .map_or_else(|| "-".to_owned(), |v| v.to_string()),
                 last_sync,
                 lag,
                 last_report,
@@ -299,6 +304,11 @@ fn walk(
         reported: depth == 0 || node.last_report_at.is_some(),
         update_server: state.update_server.as_ref().map(StoreView::new),
         site_database: state.site_database.as_ref().map(StoreView::new),
+        catalog_version: state
+            .catalog_version
+            .as_ref()
+            .and_then(CatalogVersionView::new)
+            .map(|v| v.version),
         last_sync: state.last_sync.as_ref().map(SyncRunView::new),
         current_sync: state.current_sync.as_ref().map(SyncRunView::new),
         replication_applied_sequence: state

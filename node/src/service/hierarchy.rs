@@ -112,6 +112,18 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
                 self.hierarchy.node.config.site_code
             )));
         }
+        if let Some(children) = &self.hierarchy.node.config.children
+            && !children
+                .iter()
+                .any(|code| code.as_str().eq_ignore_ascii_case(&request.site_code))
+        {
+            let declared: Vec<&str> = children.iter().map(|c| c.as_str()).collect();
+            tracing::warn!(site = %request.site_code, "a site that is not a declared child tried to register");
+            return Err(Status::permission_denied(format!(
+                "site {} is not a declared child of {} (children = {declared:?}): add it to `children` in the node's config or to --children",
+                request.site_code, self.hierarchy.node.config.site_code
+            )));
+        }
         let own = self.hierarchy.node.config.site_code.to_string();
         if request.site_code.eq_ignore_ascii_case(&own) {
             return Err(Status::invalid_argument(format!(

@@ -18,7 +18,65 @@ pub struct BackendError(String);
 
 impl From<sled::Error> for BackendError {
     fn from(e: sled::Error) -> Self {
-        Self(e.to_string())
+        match &e {
+            // sled refuses every operation after a failed write until the database is
+            // opened again, so say what to do.
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => Self(format!(
+                "the data volume is full ({io}); free space on it and restart the node"
+            )),
+            _ => Self(e.to_string()),
+        }
+    }
+}
+
+/// Free space kept on the database's volume: a write that would leave less is refused
+/// with an error naming the volume, instead of being attempted. sled cannot recover from
+/// a full disk in place (after one failed write every later operation fails until the
+/// database is opened again), so the store must not let it get there; a refused write
+/// changes nothing, and the next one succeeds once space is freed.
+pub const KEEP_FREE_BYTES: u64 = 64 << 20;
+/// Writes up to this size (status messages, a sync's record) may use all but
+/// [`SMALL_WRITE_KEEP_FREE_BYTES`] of the reserve, so that a sync refused for space is
+/// still recorded and reported (6703).
+const SMALL_WRITE_BYTES: u64 = 256 << 10;
+const SMALL_WRITE_KEEP_FREE_BYTES: u64 = 16 << 20;
+/// sled writes a batch more than once (its log, then the pages it rewrites), so a batch
+/// needs several times its size.
+const WRITE_AMPLIFICATION: u64 = 4;
+
+/// The free-space check before each write to a database on disk.
+#[derive(Debug, Clone)]
+struct SpaceCheck {
+    /// The database directory: its file system is the one checked.
+    dir: std::path::PathBuf,
+    keep_free: u64,
+}
+
+impl SpaceCheck {
+    fn check(&self, batch_bytes: u64) -> Result<(), BackendError> {
+        // When the file system cannot say, the engine is left to try.
+        let Ok(stats) = rustix::fs::statvfs(&self.dir) else {
+            return Ok(());
+        };
+        let available = stats.f_bavail.saturating_mul(stats.f_frsize);
+        let keep = if batch_bytes <= SMALL_WRITE_BYTES {
+            self.keep_free.min(SMALL_WRITE_KEEP_FREE_BYTES)
+        } else {
+            self.keep_free
+        };
+        let needed = keep.saturating_add(batch_bytes.saturating_mul(WRITE_AMPLIFICATION));
+        if available >= needed {
+            return Ok(());
+        }
+        const MIB: f64 = (1 << 20) as f64;
+        Err(BackendError(format!(
+            "the data volume is full: {:.1} MiB free on the file system of {}, and a write of {:.1} MiB needs {:.1} MiB ({:.0} MiB are kept free so the database stays usable); nothing was written: free space on that volume",
+            available as f64 / MIB,
+            self.dir.display(),
+            batch_bytes as f64 / MIB,
+            needed as f64 / MIB,
+            keep as f64 / MIB,
+        )))
     }
 }
 
@@ -154,11 +212,26 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
 #[derive(Debug, Clone)]
 pub struct SledBackend {
     tree: sled::Tree,
+    /// Refuses writes that would fill the database's volume; `None` writes unchecked.
+    space: Option<SpaceCheck>,
 }
 
 impl SledBackend {
     pub fn new(tree: sled::Tree) -> Self {
-        Self { tree }
+        Self { tree, space: None }
+    }
+
+    /// A tree whose writes are refused, with a clear error, when they would leave less
+    /// than `keep_free` bytes free on the file system of `dir` (the database directory);
+    /// see [`KEEP_FREE_BYTES`].
+    pub fn with_space_check(tree: sled::Tree, dir: &Path, keep_free: u64) -> Self {
+        Self {
+            tree,
+            space: Some(SpaceCheck {
+                dir: dir.to_owned(),
+                keep_free,
+            }),
+        }
     }
 }
 
@@ -222,6 +295,9 @@ impl Backend for SledBackend {
     }
 
     fn apply(&self, batch: WriteBatch) -> Result<(), BackendError> {
+        if let Some(space) = &self.space {
+            space.check(batch.bytes() as u64)?;
+        }
         let mut sled_batch = sled::Batch::default();
         for (key, value) in batch.ops {
             match value {
@@ -293,5 +369,62 @@ impl Backend for MemoryBackend {
 
     fn flush(&self) -> Result<(), BackendError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(bytes: usize) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        batch.put(b"key".to_vec(), vec![7; bytes]);
+        batch
+    }
+
+    #[test]
+    fn a_write_that_would_fill_the_volume_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_sled(dir.path(), 8 << 20).unwrap();
+        // More free space kept than any test machine has: every large write is refused.
+        let full =
+            SledBackend::with_space_check(db.open_tree("t").unwrap(), dir.path(), u64::MAX / 8);
+        let error = full.apply(batch(1 << 20)).unwrap_err().to_string();
+        assert!(
+            error.starts_with("storage engine: the data volume is full: "),
+            "{error}"
+        );
+        assert!(error.contains(&dir.path().display().to_string()), "{error}");
+        assert!(error.contains("nothing was written"), "{error}");
+        assert_eq!(full.get(b"key").unwrap(), None);
+
+        // The database is not harmed: once space is there, the same write succeeds.
+        let roomy = SledBackend::with_space_check(db.open_tree("t").unwrap(), dir.path(), 0);
+        roomy.apply(batch(1 << 20)).unwrap();
+        roomy.flush().unwrap();
+        assert_eq!(full.get(b"key").unwrap().map(|v| v.len()), Some(1 << 20));
+    }
+
+    #[test]
+    fn small_writes_may_use_most_of_the_reserve() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_sled(dir.path(), 8 << 20).unwrap();
+        let available = {
+            let stats = rustix::fs::statvfs(dir.path()).unwrap();
+            stats.f_bavail * stats.f_frsize
+        };
+        // A reserve just above what is free: large writes are refused, a small one (a
+        // status message reporting that) still goes through while 16 MiB remain.
+        assert!(
+            available > SMALL_WRITE_KEEP_FREE_BYTES + (1 << 20),
+            "the test needs more than 17 MiB free in the temporary directory"
+        );
+        let backend = SledBackend::with_space_check(
+            db.open_tree("t").unwrap(),
+            dir.path(),
+            available + (1 << 30),
+        );
+        assert!(backend.apply(batch(1 << 20)).is_err());
+        backend.apply(batch(1 << 10)).unwrap();
     }
 }

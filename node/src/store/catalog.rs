@@ -20,7 +20,7 @@ use super::keys;
 
 /// The version of the on-disk layout. A store written by another layout is refused at open
 /// instead of being misread.
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 
 /// Rows fetched per backend call when a read walks a range.
 const SCAN_PAGE: usize = 1024;
@@ -98,8 +98,31 @@ pub enum CatalogChange {
     /// Hold this revision. Putting a revision the store already holds with the same bytes
     /// changes nothing, which makes re-applying a batch after a crash harmless.
     Put(UpdateRevision),
+    /// The same as `Put`, for a revision whose document was parsed before: its summary and
+    /// content hash come with it instead of from parsing the document again.
+    PutSummarized(SummarizedRevision),
     /// Remove the update and all its revisions.
     Delete(UpdateId),
+}
+
+/// What a put needs of a parsed revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummarizedRevision {
+    /// The revision's own summary (its `id` is the revision's).
+    pub summary: UpdateSummary,
+    pub content: ContentHash,
+    /// The original document, byte for byte.
+    pub document: Vec<u8>,
+}
+
+impl From<UpdateRevision> for SummarizedRevision {
+    fn from(revision: UpdateRevision) -> Self {
+        Self {
+            summary: UpdateSummary::of(&revision),
+            content: revision.content_hash(),
+            document: revision.document,
+        }
+    }
 }
 
 /// The store's counters, persisted with every batch that changes them.
@@ -219,29 +242,58 @@ impl VerifyReport {
 }
 
 /// What the store keeps per update, next to its revisions: the latest revision's summary,
-/// every revision held with its content hash (so a put needs one read, and a delete none
-/// of the documents), and where the update sits in the category index.
+/// every revision held with its content hash and document key (so a put needs one read,
+/// and a delete none of the documents), and where the update sits in the category index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct UpdateRecord {
     summary: UpdateSummary,
     /// Every revision held, ascending by revision number.
-    revisions: Vec<(u32, ContentHash)>,
+    revisions: Vec<HeldRevision>,
     /// The category-index position of this update's entries (see [`keys`]).
     category_position: u64,
 }
 
+/// One revision an update record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct HeldRevision {
+    revision: u32,
+    content: ContentHash,
+    /// The change-log sequence number of the put that stored the document: with the
+    /// revision id, the document's key (see [`keys::document`]).
+    stored: u64,
+}
+
+impl HeldRevision {
+    fn document_key(&self, update: UpdateId) -> Vec<u8> {
+        keys::document(
+            self.stored,
+            RevisionId {
+                update_id: update,
+                revision: self.revision,
+            },
+        )
+    }
+}
+
 impl UpdateRecord {
-    fn held(&self, revision: u32) -> Option<ContentHash> {
+    fn held(&self, revision: u32) -> Option<HeldRevision> {
         self.revisions
-            .binary_search_by_key(&revision, |(r, _)| *r)
+            .binary_search_by_key(&revision, |r| r.revision)
             .ok()
-            .map(|i| self.revisions[i].1)
+            .map(|i| self.revisions[i])
     }
 
-    fn hold(&mut self, revision: u32, content: ContentHash) {
-        match self.revisions.binary_search_by_key(&revision, |(r, _)| *r) {
-            Ok(i) => self.revisions[i].1 = content,
-            Err(i) => self.revisions.insert(i, (revision, content)),
+    /// Holds `held`, returning the entry it replaces (same revision number), if any.
+    fn hold(&mut self, held: HeldRevision) -> Option<HeldRevision> {
+        match self
+            .revisions
+            .binary_search_by_key(&held.revision, |r| r.revision)
+        {
+            Ok(i) => Some(std::mem::replace(&mut self.revisions[i], held)),
+            Err(i) => {
+                self.revisions.insert(i, held);
+                None
+            }
         }
     }
 }
@@ -358,6 +410,10 @@ impl CatalogStore {
         for change in changes {
             let logged = match change {
                 CatalogChange::Put(revision) => {
+                    let revision = SummarizedRevision::from(revision);
+                    self.put(revision, &writer, &mut state, &mut pending, &mut batch)?
+                }
+                CatalogChange::PutSummarized(revision) => {
                     self.put(revision, &writer, &mut state, &mut pending, &mut batch)?
                 }
                 CatalogChange::Delete(update) => {
@@ -420,8 +476,8 @@ impl CatalogStore {
         if !batch.removed_documents.is_empty() {
             // Durable with the next flush; until then a crash only leaves them unreferenced.
             let mut removals = WriteBatch::default();
-            for id in batch.removed_documents {
-                removals.delete(keys::document(id));
+            for key in batch.removed_documents {
+                removals.delete(key);
             }
             self.documents.apply(removals)?;
         }
@@ -434,30 +490,32 @@ impl CatalogStore {
     /// `state.last_sequence + 1`.
     fn put(
         &self,
-        revision: UpdateRevision,
+        revision: SummarizedRevision,
         writer: &WriterState,
         state: &mut StoreState,
         pending: &mut Pending,
         batch: &mut StagedWrites,
     ) -> Result<Option<(ChangeKind, RevisionId)>, StoreError> {
-        let id = revision.id;
-        let content = revision.content_hash();
+        let SummarizedRevision {
+            summary,
+            content,
+            document,
+        } = revision;
+        let id = summary.id;
         let current = self.pending_record(id.update_id, writer, pending)?;
         let held = current.as_ref().and_then(|r| r.held(id.revision));
         match held {
-            Some(held) if held == content => return Ok(None),
-            Some(held) => state.digest.remove(id, held),
+            Some(held) if held.content == content => return Ok(None),
+            Some(held) => state.digest.remove(id, held.content),
             None => state.revisions += 1,
         }
         state.digest.add(id, content);
-        let summary = UpdateSummary::of(&revision);
-        batch.removed_documents.remove(&id);
+        let position = state.last_sequence + 1;
         // Moved, not copied: documents are most of the bytes a sync handles.
         batch
             .new_documents
-            .put(keys::document(id), revision.document);
+            .put(keys::document(position, id), document);
 
-        let position = state.last_sequence + 1;
         let expired = summary.publication_state == PublicationState::Expired;
         let (kind, mut record) = match current {
             None => {
@@ -502,7 +560,16 @@ impl CatalogStore {
                 (kind, record)
             }
         };
-        record.hold(id.revision, content);
+        let replaced = record.hold(HeldRevision {
+            revision: id.revision,
+            content,
+            stored: position,
+        });
+        if let Some(replaced) = replaced {
+            batch
+                .removed_documents
+                .insert(replaced.document_key(id.update_id));
+        }
         pending.insert(id.update_id, Some(record));
         Ok(Some((kind, id)))
     }
@@ -518,14 +585,14 @@ impl CatalogStore {
         let Some(record) = self.pending_record(update, writer, pending)? else {
             return Ok(None);
         };
-        for (revision, content) in &record.revisions {
+        for held in &record.revisions {
             let id = RevisionId {
                 update_id: update,
-                revision: *revision,
+                revision: held.revision,
             };
-            state.digest.remove(id, *content);
+            state.digest.remove(id, held.content);
             state.revisions -= 1;
-            batch.removed_documents.insert(id);
+            batch.removed_documents.insert(held.document_key(update));
         }
         for category in &record.summary.categories {
             batch
@@ -558,6 +625,20 @@ impl CatalogStore {
             .transpose()
     }
 
+    /// The summary of revision `id` if the store holds it, with exactly the bytes whose hash
+    /// is `content`, as its update's latest revision: what parsing those bytes again would
+    /// give. Lets a second store take a revision without a second parse.
+    pub fn summary_of_held(
+        &self,
+        id: RevisionId,
+        content: ContentHash,
+    ) -> Result<Option<UpdateSummary>, StoreError> {
+        Ok(self.record(id.update_id)?.and_then(|record| {
+            let held = record.held(id.revision)?;
+            (record.summary.id == id && held.content == content).then_some(record.summary)
+        }))
+    }
+
     /// The summary of an update's latest revision.
     pub fn latest(&self, update: UpdateId) -> Result<Option<UpdateSummary>, StoreError> {
         Ok(self.record(update)?.map(|r| r.summary))
@@ -570,10 +651,23 @@ impl CatalogStore {
             .map(|r| {
                 r.revisions
                     .iter()
-                    .map(|(revision, _)| RevisionId {
+                    .map(|held| RevisionId {
                         update_id: update,
-                        revision: *revision,
+                        revision: held.revision,
                     })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Every revision held of an update with its content hash, oldest first.
+    pub fn revision_hashes(&self, update: UpdateId) -> Result<Vec<(u32, ContentHash)>, StoreError> {
+        Ok(self
+            .record(update)?
+            .map(|r| {
+                r.revisions
+                    .iter()
+                    .map(|held| (held.revision, held.content))
                     .collect()
             })
             .unwrap_or_default())
@@ -581,11 +675,10 @@ impl CatalogStore {
 
     /// The original document of a revision, byte for byte.
     pub fn document(&self, id: RevisionId) -> Result<Option<Vec<u8>>, StoreError> {
-        let held = self.record(id.update_id)?.and_then(|r| r.held(id.revision));
-        if held.is_none() {
+        let Some(held) = self.record(id.update_id)?.and_then(|r| r.held(id.revision)) else {
             return Ok(None);
-        }
-        match self.documents.get(&keys::document(id))? {
+        };
+        match self.documents.get(&held.document_key(id.update_id))? {
             Some(document) => Ok(Some(document)),
             None => Err(corrupt(format!(
                 "revision {id} is indexed but its document is missing"
@@ -676,7 +769,11 @@ impl CatalogStore {
                 let record: UpdateRecord = decode(&value, "update record")?;
                 Ok(HeldUpdate {
                     update_id,
-                    revisions: record.revisions,
+                    revisions: record
+                        .revisions
+                        .iter()
+                        .map(|held| (held.revision, held.content))
+                        .collect(),
                 })
             })
             .collect()
@@ -702,10 +799,10 @@ impl CatalogStore {
                 let update = keys::update_id_at(&key, 1)
                     .ok_or_else(|| corrupt("an update record key is too short"))?;
                 let record: UpdateRecord = decode(&value, "update record")?;
-                for (revision, _) in record.revisions {
+                for held in record.revisions {
                     let id = RevisionId {
                         update_id: update,
-                        revision,
+                        revision: held.revision,
                     };
                     if after.is_some_and(|after| id <= after) {
                         continue;
@@ -770,7 +867,8 @@ impl CatalogStore {
             };
             match postcard::from_bytes::<UpdateRecord>(value) {
                 Ok(record) => {
-                    if record.revisions.last().map(|(r, _)| *r) != Some(record.summary.id.revision)
+                    if record.revisions.last().map(|r| r.revision)
+                        != Some(record.summary.id.revision)
                     {
                         problems.push(format!(
                             "update {update}: the latest summary is not the newest revision"
@@ -786,16 +884,20 @@ impl CatalogStore {
         let mut revisions = 0u64;
         let mut unreferenced_documents = 0u64;
         walk(&*self.documents, &[], |key, document| {
-            let Some(id) = keys::parse_document_key(key) else {
+            let Some((stored, id)) = keys::parse_document_key(key) else {
                 problems.push("a document key has an unknown shape".to_owned());
                 return;
             };
-            let Some(held) = records.get(&id.update_id).and_then(|r| r.held(id.revision)) else {
+            let Some(held) = records
+                .get(&id.update_id)
+                .and_then(|r| r.held(id.revision))
+                .filter(|held| held.stored == stored)
+            else {
                 unreferenced_documents += 1;
                 return;
             };
             let content = ContentHash::of(document);
-            if content != held {
+            if content != held.content {
                 problems.push(format!(
                     "revision {id}: document does not match its recorded hash"
                 ));
@@ -905,11 +1007,16 @@ impl CatalogStore {
         let mut unreferenced = Vec::new();
         let mut failure = None;
         walk(&*self.documents, &[], |key, _| {
-            let Some(id) = keys::parse_document_key(key) else {
+            let Some((stored, id)) = keys::parse_document_key(key) else {
                 return;
             };
             match self.record(id.update_id) {
-                Ok(record) if record.as_ref().and_then(|r| r.held(id.revision)).is_none() => {
+                Ok(record)
+                    if record
+                        .as_ref()
+                        .and_then(|r| r.held(id.revision))
+                        .is_none_or(|held| held.stored != stored) =>
+                {
                     unreferenced.push(key.to_vec());
                 }
                 Ok(_) => {}
@@ -963,9 +1070,10 @@ fn held_updates(index: &dyn Backend) -> Result<HashSet<UpdateId>, StoreError> {
 struct StagedWrites {
     new_documents: WriteBatch,
     index: WriteBatch,
-    /// Documents to remove once the index no longer references them. A set, because a
-    /// later put in the same batch takes a removal back.
-    removed_documents: BTreeSet<RevisionId>,
+    /// The keys of documents to remove once the index no longer references them. A put
+    /// stores its document under a key of its own, so no later put in the batch needs one
+    /// of them back.
+    removed_documents: BTreeSet<Vec<u8>>,
 }
 
 /// Calls `visit` for every entry under `prefix`, a page at a time.

@@ -9,7 +9,9 @@
 //! | `G`    | last sequence of the chunk (8) | a chunk of change-log records: one per applied batch |
 //! | `M`    | a name                         | store state and callers' own metadata         |
 //!
-//! The **documents** space holds the original documents under update id (16) + revision (4).
+//! The **documents** space holds the original documents under the change-log sequence number
+//! of the put that stored them (8) + update id (16) + revision (4); an update's record names
+//! that sequence number for each revision it holds.
 //!
 //! Numbers are big endian, so byte order equals numeric order and scans come out sorted.
 //!
@@ -18,7 +20,10 @@
 //! document pages. The category index is ordered by the change-log position at which an
 //! update entered the category, so a batch's entries are contiguous rather than scattered,
 //! and the change log is one chunk per applied batch rather than one key per change — the
-//! storage engine charges per key and per page touched. Keying a chunk by its *last*
+//! storage engine charges per key and per page touched. Documents are keyed by when they
+//! arrived for the same reason: a sync's new documents append to the end of the documents
+//! space instead of landing on pages all over it, each of which the engine would read back
+//! (evicted pages come from disk), rewrite and split. Keying a chunk by its *last*
 //! sequence number lets a forward scan from `after + 1` land on the chunk holding the
 //! record after `after`.
 
@@ -39,22 +44,28 @@ pub fn record(update: UpdateId) -> Vec<u8> {
     key
 }
 
-/// A document's key in the documents space.
-pub fn document(id: RevisionId) -> Vec<u8> {
-    let mut key = Vec::with_capacity(20);
+/// A document's key in the documents space: `stored` is the change-log sequence number of
+/// the put that stored it.
+pub fn document(stored: u64, id: RevisionId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(28);
+    key.extend_from_slice(&stored.to_be_bytes());
     key.extend_from_slice(id.update_id.as_bytes());
     key.extend_from_slice(&id.revision.to_be_bytes());
     key
 }
 
-pub fn parse_document_key(key: &[u8]) -> Option<RevisionId> {
-    if key.len() != 20 {
+/// The parts of a document key: the sequence number it was stored at and the revision.
+pub fn parse_document_key(key: &[u8]) -> Option<(u64, RevisionId)> {
+    if key.len() != 28 {
         return None;
     }
-    Some(RevisionId {
-        update_id: update_id_at(key, 0)?,
-        revision: u32_at(key, 16)?,
-    })
+    Some((
+        u64_at(key, 0)?,
+        RevisionId {
+            update_id: update_id_at(key, 8)?,
+            revision: u32_at(key, 24)?,
+        },
+    ))
 }
 
 pub fn category_members(category: UpdateId) -> Vec<u8> {

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 pub use backend::{Backend, BackendError, MemoryBackend, Page, SledBackend, WriteBatch};
 pub use catalog::{
     ApplyOutcome, CatalogChange, CatalogStore, ChangeKind, HeldUpdate, LoggedChange, StoreError,
-    StoreState, UpdateSummary, VerifyReport,
+    StoreState, SummarizedRevision, UpdateSummary, VerifyReport,
 };
 
 /// The default sled page-cache size for a node: enough for the indexes and the recent
@@ -55,6 +55,8 @@ pub struct NodeDatabase {
     /// Kept so other parts of the node open their own key spaces (see [`Self::space`]) in
     /// the same database, and so the database lives as long as its stores.
     db: Option<sled::Db>,
+    /// The database directory, whose volume's free space every write checks.
+    path: std::path::PathBuf,
     /// The named spaces of an in-memory database, so opening a name twice gives the same
     /// data, as a sled tree does.
     memory_spaces: Mutex<HashMap<String, Arc<MemoryBackend>>>,
@@ -69,7 +71,11 @@ impl NodeDatabase {
         let store = |name: &str| -> Result<CatalogStore, StoreError> {
             let tree = |name: String| -> Result<Box<dyn Backend>, StoreError> {
                 let tree = db.open_tree(name).map_err(BackendError::from)?;
-                Ok(Box::new(SledBackend::new(tree)))
+                Ok(Box::new(SledBackend::with_space_check(
+                    tree,
+                    path,
+                    backend::KEEP_FREE_BYTES,
+                )))
             };
             CatalogStore::open(
                 tree(format!("{name}.index"))?,
@@ -80,6 +86,7 @@ impl NodeDatabase {
             update_server: UpdateServerStore(store("update_server")?),
             site_database: SiteDatabase(store("site_database")?),
             db: Some(db),
+            path: path.to_owned(),
             memory_spaces: Mutex::default(),
         })
     }
@@ -96,6 +103,7 @@ impl NodeDatabase {
             update_server: UpdateServerStore(store()?),
             site_database: SiteDatabase(store()?),
             db: None,
+            path: std::path::PathBuf::new(),
             memory_spaces: Mutex::default(),
         })
     }
@@ -116,7 +124,11 @@ impl NodeDatabase {
                 let tree = db
                     .open_tree(format!("space.{name}"))
                     .map_err(BackendError::from)?;
-                Ok(Box::new(SledBackend::new(tree)))
+                Ok(Box::new(SledBackend::with_space_check(
+                    tree,
+                    &self.path,
+                    backend::KEEP_FREE_BYTES,
+                )))
             }
             None => {
                 let mut spaces = self.memory_spaces.lock().unwrap_or_else(|p| p.into_inner());

@@ -37,12 +37,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use sitesync_metadata::{Timestamp, UpdateId, UpdateType};
+use sitesync_metadata::{CatalogDigest, Timestamp, UpdateId, UpdateType};
+use sitesync_proto::v1;
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use super::settings::{Candidate, CatalogFilter, SyncSettings, included_updates};
 use super::status::{StatusLog, StatusMessageId};
+use crate::catalog_version::{Held, VersionError, check_digest};
 use crate::clock::Clock;
 use crate::config::Role;
 use crate::node::NodeState;
@@ -50,6 +52,8 @@ use crate::policy::PolicyStore;
 use crate::store::{
     ApplyOutcome, Backend, CatalogChange, ChangeKind, HeldUpdate, StoreError, WriteBatch,
 };
+use crate::upstream::journal::Journal;
+use crate::upstream::parent::PullError;
 use crate::upstream::{DirectoryUpstream, ScanProgress, UpstreamError};
 
 /// Changes applied per store batch, and the bytes of documents after which a batch is cut.
@@ -246,6 +250,15 @@ pub enum SyncError {
         parent: String,
         source: crate::replication::ReplicationError,
     },
+    #[error(
+        "the catalog of the parent site {parent} is refused: {source}; this node keeps the catalog it had"
+    )]
+    CatalogVersion {
+        parent: String,
+        source: crate::catalog_version::VersionError,
+    },
+    #[error("the top site cannot sign the catalog version: {0}")]
+    Signing(crate::catalog_version::VersionError),
     #[error("cannot queue the sync requests for the child sites: {0}")]
     Cascade(String),
     #[error("cannot queue the sync requests for the internet-facing update servers: {0}")]
@@ -751,6 +764,8 @@ impl SyncManager {
             BTreeMap::new(),
         );
         let settings = self.settings()?;
+        // The top site's signed version the parent offers, verified (none without TLS).
+        let mut offered = None;
 
         run.phase = SyncPhase::UpdateServer;
         self.publish(run);
@@ -775,9 +790,13 @@ impl SyncManager {
             UpstreamSource::Directory(directory) => {
                 self.sync_update_server(run, directory, &settings)?
             }
-            UpstreamSource::Parent(parent) => self.pull_from_parent(run, parent)?,
+            UpstreamSource::Parent(parent) => {
+                offered = self.pull_from_parent(run, parent)?;
+            }
         }
         put(&*inner.space, KEY_SYNCED_SELECTION, &settings.revision)?;
+        // The top site's internet-facing node, asked next, checks against this version.
+        self.sign(false)?;
 
         if let Some(hook) = &inner.hooks.after_update_server {
             for internet in hook(run).map_err(SyncError::InternetUpdateServers)? {
@@ -821,10 +840,12 @@ impl SyncManager {
                         ),
                         BTreeMap::new(),
                     );
-                    self.replicate_from_parent(run, parent)?;
+                    self.replicate_from_parent(run, parent, offered.as_ref())?;
                 }
             }
         }
+        // The version the cascade carries: both stores.
+        self.sign(true)?;
 
         let update_server = inner.node.database.update_server().state();
         inner.policy.publish(
@@ -839,32 +860,166 @@ impl SyncManager {
     }
 
     /// Phase 1 (see the module documentation).
-    /// Phase 1 at a child site: the parent's update server, pulled until the digests match.
-    fn pull_from_parent(&self, run: &mut SyncRun, parent: &ParentLink) -> Result<(), SyncError> {
+    /// At the top site, with TLS: signs the catalog version of the stores as they are now;
+    /// `complete` once both phases are done.
+    fn sign(&self, complete: bool) -> Result<(), SyncError> {
+        let node = &self.inner.node;
+        let Some(versions) = node.catalog_versions.as_ref().filter(|v| v.signs()) else {
+            return Ok(());
+        };
+        let update_server = node.database.update_server().state();
+        let site_database = complete.then(|| node.database.site_database().state());
+        let held = versions
+            .sign(
+                node.config.site_code.as_str(),
+                &update_server,
+                site_database.as_ref(),
+                self.inner.clock.now(),
+            )
+            .map_err(SyncError::Signing)?;
+        info!(version = held.number(), complete, "catalog version signed");
+        Ok(())
+    }
+
+    /// Before phase 1 at a child, with TLS: the top site's signed version the parent
+    /// offers, verified, and the parent's update server checked against it, all before
+    /// anything changes here.
+    fn verify_offered(
+        &self,
+        client: &mut sitesync_proto::v1::update_server_client::UpdateServerClient<
+            tonic::transport::Channel,
+        >,
+        parent: &ParentLink,
+    ) -> Result<Option<Held>, SyncError> {
+        let Some(versions) = self.inner.node.catalog_versions.as_ref() else {
+            return Ok(None);
+        };
+        let refused = |source| SyncError::CatalogVersion {
+            parent: parent.address.clone(),
+            source,
+        };
+        let info = tokio::runtime::Handle::current()
+            .block_on(client.get_catalog_info(v1::GetCatalogInfoRequest {}))
+            .map_err(|status| SyncError::Parent {
+                parent: parent.address.clone(),
+                source: status.into(),
+            })?
+            .into_inner();
+        let offered = versions
+            .verify(info.catalog_version.as_ref(), self.inner.clock.now())
+            .map_err(refused)?;
+        if !self.is_internet_node() && offered.site_database_digest().is_none() {
+            return Err(refused(VersionError::Incomplete {
+                version: offered.number(),
+            }));
+        }
+        let parent_digest = info
+            .store
+            .and_then(|s| s.digest)
+            .and_then(|d| CatalogDigest::try_from(d).ok())
+            .unwrap_or(CatalogDigest::EMPTY);
+        check_digest(
+            "parent's update server",
+            offered.number(),
+            parent_digest,
+            offered.update_server_digest(),
+        )
+        .map_err(refused)?;
+        Ok(Some(offered))
+    }
+
+    /// After a phase at a child, with TLS: `store` must hold the signed version. If it
+    /// does not, what the pull applied is taken back (the node keeps its previous catalog);
+    /// if it does, the pull's journal is forgotten.
+    fn check_signed(
+        &self,
+        parent: &ParentLink,
+        (store, anchor_key, name): (&crate::store::CatalogStore, &str, &'static str),
+        offered: &Held,
+        signed: Option<CatalogDigest>,
+    ) -> Result<(), SyncError> {
+        let journal = Journal::new(store, anchor_key);
+        match check_digest(name, offered.number(), store.digest(), signed) {
+            Ok(()) => Ok(journal.close()?),
+            Err(refusal) => {
+                let restored = journal.undo(&sitesync_metadata::ParseLimits::default())?;
+                warn!(
+                    store = name,
+                    restored,
+                    digest = %store.digest(),
+                    "the pulled catalog is not the signed one; the previous catalog is restored"
+                );
+                Err(SyncError::CatalogVersion {
+                    parent: parent.address.clone(),
+                    source: refusal,
+                })
+            }
+        }
+    }
+
+    /// Phase 1 at a child site: the parent's update server, pulled until the digests match,
+    /// then checked against the top site's signed version (returned, when there is one).
+    fn pull_from_parent(
+        &self,
+        run: &mut SyncRun,
+        parent: &ParentLink,
+    ) -> Result<Option<Held>, SyncError> {
         use sitesync_proto::v1::update_server_client::UpdateServerClient;
         let store = self.inner.node.database.update_server();
         let mut client = UpdateServerClient::new(parent.channel.clone())
             .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
         let limits = sitesync_metadata::ParseLimits::default();
+        let offered = self.verify_offered(&mut client, parent)?;
         // The sync runs on the blocking pool; the pull is asynchronous network work.
-        let outcome = tokio::runtime::Handle::current()
-            .block_on(crate::upstream::parent::pull(
-                &mut client,
-                store,
-                &limits,
-                |o| {
-                    run.progress = (o.batches, 0);
-                    self.publish(run);
-                },
-            ))
-            .map_err(|source| SyncError::Parent {
-                parent: parent.address.clone(),
-                source,
-            })?;
+        let outcome = tokio::runtime::Handle::current().block_on(crate::upstream::parent::pull(
+            &mut client,
+            store,
+            &limits,
+            offered.is_some(),
+            |o: &crate::upstream::parent::PullOutcome| {
+                run.progress = (o.batches, 0);
+                self.publish(run);
+            },
+        ));
+        let outcome = match (outcome, &offered) {
+            (Ok(outcome), _) => outcome,
+            // What the parent served is not what it states: with a signed version, the
+            // check below names the version and takes the pull back.
+            (Err(PullError::Mismatch { .. } | PullError::Unsettled), Some(offered)) => {
+                let target = (
+                    &**store,
+                    crate::upstream::parent::ANCHOR_KEY,
+                    "update server",
+                );
+                self.check_signed(parent, target, offered, offered.update_server_digest())?;
+                return Err(SyncError::CatalogVersion {
+                    parent: parent.address.clone(),
+                    source: VersionError::Unsettled,
+                });
+            }
+            (Err(source), _) => {
+                return Err(SyncError::Parent {
+                    parent: parent.address.clone(),
+                    source,
+                });
+            }
+        };
         run.counts.update_server.add_pulled(&outcome);
         run.counts.bytes_received += outcome.bytes_received;
+        if let Some(offered) = &offered {
+            let signed = offered.update_server_digest();
+            let target = (
+                &**store,
+                crate::upstream::parent::ANCHOR_KEY,
+                "update server",
+            );
+            self.check_signed(parent, target, offered, signed)?;
+            if let Some(versions) = &self.inner.node.catalog_versions {
+                versions.hold(offered)?;
+            }
+        }
         info!(sync_id = run.id, parent = %parent.address, batches = outcome.batches, digest = %outcome.digest, "update server synced from the parent");
-        Ok(())
+        Ok(offered)
     }
 
     /// Phase 2 at a child site: the parent's site database, replicated up to the parent's
@@ -873,8 +1028,11 @@ impl SyncManager {
         &self,
         run: &mut SyncRun,
         parent: &ParentLink,
+        offered: Option<&Held>,
     ) -> Result<(), SyncError> {
-        use crate::replication::{ReplicationLimits, ReplicationTarget, replicate_until};
+        use crate::replication::{
+            ReplicationLimits, ReplicationTarget, replicate_after_update_server,
+        };
         use sitesync_proto::v1::site_replication_client::SiteReplicationClient;
         let site = self.inner.node.database.site_database();
         let mut client = SiteReplicationClient::new(parent.channel.clone())
@@ -882,12 +1040,16 @@ impl SyncManager {
             .max_encoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
         let site_code = self.inner.node.config.site_code.to_string();
         let outcome = tokio::runtime::Handle::current()
-            .block_on(replicate_until(
+            .block_on(replicate_after_update_server(
                 &mut client,
                 site,
+                self.inner.node.database.update_server(),
                 &site_code,
                 ReplicationTarget::ParentPosition,
-                &ReplicationLimits::default(),
+                &ReplicationLimits {
+                    journal: offered.is_some(),
+                    ..ReplicationLimits::default()
+                },
                 |o| {
                     run.progress = (o.changes.batches, 0);
                     self.publish(run);
@@ -899,6 +1061,11 @@ impl SyncManager {
                 source,
             })?;
         run.counts.site_database.add_pulled(&outcome.changes);
+        if let Some(offered) = offered {
+            let signed = offered.site_database_digest();
+            let target = (&**site, crate::replication::ANCHOR_KEY, "site database");
+            self.check_signed(parent, target, offered, signed)?;
+        }
         info!(
             sync_id = run.id,
             parent = %parent.address,

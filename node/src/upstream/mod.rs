@@ -21,6 +21,7 @@
 //! The Microsoft server-to-server protocol will be another upstream.
 
 pub mod directory;
+pub mod journal;
 pub mod parent;
 
 use std::io;

@@ -7,7 +7,8 @@
 //! *together with the new anchor*, and flushed. A crash at any point therefore resumes at a
 //! batch boundary, and a batch is never applied twice. The same checks and the same atomic
 //! apply (`apply_batch`) serve site-database replication ([`crate::replication`]), under
-//! its own anchor key.
+//! its own anchor key; there a document the node's update-server store already holds, with
+//! the same bytes, is not parsed a second time.
 //!
 //! A child whose anchor is on another log (the parent's store was recreated), or further
 //! behind than the parent retains, receives a snapshot: the catalog in (update id,
@@ -21,13 +22,16 @@
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-use sitesync_metadata::{CatalogDigest, ParseLimits, RevisionId, UpdateId, parse_update};
+use sitesync_metadata::{
+    CatalogDigest, ContentHash, ParseLimits, RevisionId, UpdateId, parse_update,
+};
 use sitesync_proto::v1::update_server_client::UpdateServerClient;
 use sitesync_proto::v1::{self, get_changes_response};
 use sitesync_proto::{ConversionError, RevisionDocument};
 use tonic::transport::Channel;
 
-use crate::store::{ApplyOutcome, CatalogChange, CatalogStore, StoreError};
+use crate::store::{ApplyOutcome, CatalogChange, CatalogStore, StoreError, SummarizedRevision};
+use crate::upstream::journal::Journal;
 
 /// The store metadata key holding the anchor in the parent's log.
 pub const ANCHOR_KEY: &str = "upstream.parent-anchor";
@@ -89,6 +93,13 @@ pub enum PullError {
         "the catalog kept changing at the parent while it was pulled ({MAX_ROUNDS} rounds); the next sync will try again"
     )]
     Unsettled,
+    #[error(
+        "the parent states digest {stated} for its catalog, but what it served adds up to {pulled}: its store and its documents disagree"
+    )]
+    Mismatch {
+        stated: CatalogDigest,
+        pulled: CatalogDigest,
+    },
 }
 
 /// What one pull did.
@@ -127,6 +138,8 @@ pub(crate) fn stored_anchor_at(
 ) -> Result<Option<ParentAnchor>, StoreError> {
     store
         .metadata(key)?
+        // An undo that returned the store to before its first pull leaves the key empty.
+        .filter(|bytes| !bytes.is_empty())
         .map(|bytes| {
             postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
                 what: format!("the parent anchor does not decode: {e}"),
@@ -135,19 +148,38 @@ pub(crate) fn stored_anchor_at(
         .transpose()
 }
 
-/// Brings `store` up to the parent's update-server store, until both digests match.
+/// Brings `store` up to the parent's update-server store, until both digests match. With
+/// `journal`, what is applied can be taken back ([`crate::upstream::journal`]).
 pub async fn pull(
     client: &mut UpdateServerClient<Channel>,
     store: &CatalogStore,
     limits: &ParseLimits,
+    journal: bool,
     mut progress: impl FnMut(&PullOutcome),
 ) -> Result<PullOutcome, PullError> {
     let mut outcome = PullOutcome::default();
+    let journal = journal.then(|| Journal::new(store, ANCHOR_KEY));
     for _ in 0..MAX_ROUNDS {
-        let target_digest = pull_once(client, store, limits, &mut outcome, &mut progress).await?;
+        let batches_before = outcome.batches;
+        let target_digest = pull_once(
+            client,
+            (store, journal.as_ref()),
+            limits,
+            &mut outcome,
+            &mut progress,
+        )
+        .await?;
         if store.digest() == target_digest {
             outcome.digest = target_digest;
             return Ok(outcome);
+        }
+        if outcome.batches == batches_before {
+            // Nothing came, yet the digests differ: what the parent serves is not what it
+            // states it holds.
+            return Err(PullError::Mismatch {
+                stated: target_digest,
+                pulled: store.digest(),
+            });
         }
     }
     Err(PullError::Unsettled)
@@ -156,7 +188,7 @@ pub async fn pull(
 /// One `GetChanges` stream; returns the parent's digest at the stream's target.
 async fn pull_once(
     client: &mut UpdateServerClient<Channel>,
-    store: &CatalogStore,
+    (store, journal): (&CatalogStore, Option<&Journal<'_>>),
     limits: &ParseLimits,
     outcome: &mut PullOutcome,
     progress: &mut impl FnMut(&PullOutcome),
@@ -177,7 +209,12 @@ async fn pull_once(
                 outcome.snapshot |= plan.snapshot;
             }
             Some(get_changes_response::Kind::Batch(batch)) if planned => {
-                let resume = apply_batch(store, ANCHOR_KEY, position, batch, limits, outcome)?;
+                let batch = IncomingBatch {
+                    batch,
+                    limits,
+                    parsed_in: None,
+                };
+                let resume = apply_batch(store, (ANCHOR_KEY, journal), position, batch, outcome)?;
                 position = Some(resume);
                 progress(outcome);
             }
@@ -206,17 +243,32 @@ async fn pull_once(
     ))
 }
 
+/// One batch of a change stream, and how to read its documents.
+pub(crate) struct IncomingBatch<'a> {
+    pub batch: v1::ChangeBatch,
+    pub limits: &'a ParseLimits,
+    /// A store whose documents were parsed when they entered it: a document it holds with
+    /// the same bytes, as its update's latest revision, takes its summary from there.
+    pub parsed_in: Option<&'a CatalogStore>,
+}
+
 /// Applies one batch of a change stream to `store`, atomically with its resume anchor
-/// under metadata key `anchor_key`, after checking that it starts exactly at `position`
-/// (the gap-and-duplicate check). Returns the new position.
+/// under metadata key `anchor_key` (and the journal's record of it, if any), after checking
+/// that it starts exactly at `position` (the gap-and-duplicate check). Returns the new
+/// position.
 pub(crate) fn apply_batch(
     store: &CatalogStore,
-    anchor_key: &str,
+    (anchor_key, journal): (&str, Option<&Journal<'_>>),
     position: Option<ParentAnchor>,
-    batch: v1::ChangeBatch,
-    limits: &ParseLimits,
+    incoming: IncomingBatch<'_>,
     outcome: &mut PullOutcome,
 ) -> Result<ParentAnchor, PullError> {
+    let IncomingBatch {
+        batch,
+        limits,
+        parsed_in,
+    } = incoming;
+    let reader = DocumentReader { limits, parsed_in };
     let from = batch.from.map(ParentAnchor::from_wire).transpose()?;
     if from != position {
         return Err(PullError::Protocol(format!(
@@ -229,47 +281,74 @@ pub(crate) fn apply_batch(
             .ok_or_else(|| PullError::Invalid(ConversionError::missing("batch.resume_anchor")))?,
     )?;
     let changes = match batch.body {
-        Some(v1::change_batch::Body::Log(log)) => log_changes(log, limits, outcome)?,
+        Some(v1::change_batch::Body::Log(log)) => log_changes(log, &reader, outcome)?,
         Some(v1::change_batch::Body::Snapshot(part)) => {
             outcome.snapshot = true;
-            snapshot_changes(store, part, limits, outcome)?
+            snapshot_changes(store, part, &reader, outcome)?
         }
         None => return Err(PullError::Invalid(ConversionError::missing("batch.body"))),
     };
     let anchor =
         postcard::to_allocvec(&resume).expect("postcard serializes plain structs into a Vec");
-    let applied = store.apply(changes, &[(anchor_key, anchor)])?;
+    let mut recorded = match journal {
+        Some(journal) => journal.record(&changes, position)?,
+        None => Vec::new(),
+    };
+    let mut metadata: Vec<(&str, Vec<u8>)> = recorded
+        .iter_mut()
+        .map(|(key, value)| (key.as_str(), std::mem::take(value)))
+        .collect();
+    metadata.push((anchor_key, anchor));
+    let applied = store.apply(changes, &metadata)?;
     outcome.add(&applied);
     outcome.batches += 1;
     Ok(resume)
 }
 
-fn parsed(
-    document: v1::UpdateDocument,
-    limits: &ParseLimits,
-    outcome: &mut PullOutcome,
-) -> Result<CatalogChange, PullError> {
-    let document = RevisionDocument::try_from(document)?;
-    outcome.bytes_received += document.document.len() as u64;
-    let revision = parse_update(&document.document, limits).map_err(|e| PullError::Document {
-        id: document.id,
-        reason: e.to_string(),
-    })?;
-    document.check_identity(revision.id)?;
-    Ok(CatalogChange::Put(revision))
+/// Turns received documents into puts (see [`IncomingBatch`]).
+struct DocumentReader<'a> {
+    limits: &'a ParseLimits,
+    parsed_in: Option<&'a CatalogStore>,
+}
+
+impl DocumentReader<'_> {
+    fn put(
+        &self,
+        document: v1::UpdateDocument,
+        outcome: &mut PullOutcome,
+    ) -> Result<CatalogChange, PullError> {
+        let document = RevisionDocument::try_from(document)?;
+        outcome.bytes_received += document.document.len() as u64;
+        if let Some(parsed_in) = self.parsed_in {
+            // The same bytes parse to the same revision, so its identity was checked too.
+            let content = ContentHash::of(&document.document);
+            if let Some(summary) = parsed_in.summary_of_held(document.id, content)? {
+                return Ok(CatalogChange::PutSummarized(SummarizedRevision {
+                    summary,
+                    content,
+                    document: document.document,
+                }));
+            }
+        }
+        let revision =
+            parse_update(&document.document, self.limits).map_err(|e| PullError::Document {
+                id: document.id,
+                reason: e.to_string(),
+            })?;
+        document.check_identity(revision.id)?;
+        Ok(CatalogChange::Put(revision))
+    }
 }
 
 fn log_changes(
     log: v1::ChangeLogPart,
-    limits: &ParseLimits,
+    reader: &DocumentReader<'_>,
     outcome: &mut PullOutcome,
 ) -> Result<Vec<CatalogChange>, PullError> {
     log.changes
         .into_iter()
         .map(|change| match change.payload {
-            Some(v1::catalog_change::Payload::Revision(document)) => {
-                parsed(document, limits, outcome)
-            }
+            Some(v1::catalog_change::Payload::Revision(document)) => reader.put(document, outcome),
             Some(v1::catalog_change::Payload::Deleted(id)) => {
                 Ok(CatalogChange::Delete(RevisionId::try_from(id)?.update_id))
             }
@@ -285,7 +364,7 @@ fn log_changes(
 fn snapshot_changes(
     store: &CatalogStore,
     part: v1::SnapshotPart,
-    limits: &ParseLimits,
+    reader: &DocumentReader<'_>,
     outcome: &mut PullOutcome,
 ) -> Result<Vec<CatalogChange>, PullError> {
     let after = part.after.map(RevisionId::try_from).transpose()?;
@@ -293,17 +372,20 @@ fn snapshot_changes(
     let mut changes = Vec::with_capacity(part.revisions.len());
     let mut offered: BTreeSet<UpdateId> = BTreeSet::new();
     for document in part.revisions {
-        let change = parsed(document, limits, outcome)?;
-        if let CatalogChange::Put(revision) = &change {
-            let inside =
-                after.is_none_or(|a| revision.id > a) && through.is_none_or(|t| revision.id <= t);
+        let change = reader.put(document, outcome)?;
+        let id = match &change {
+            CatalogChange::Put(revision) => Some(revision.id),
+            CatalogChange::PutSummarized(revision) => Some(revision.summary.id),
+            CatalogChange::Delete(_) => None,
+        };
+        if let Some(id) = id {
+            let inside = after.is_none_or(|a| id > a) && through.is_none_or(|t| id <= t);
             if !inside {
                 return Err(PullError::Protocol(format!(
-                    "snapshot part carries {} outside its range",
-                    revision.id
+                    "snapshot part carries {id} outside its range"
                 )));
             }
-            offered.insert(revision.id.update_id);
+            offered.insert(id.update_id);
         }
         changes.push(change);
     }
