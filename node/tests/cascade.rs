@@ -126,7 +126,7 @@ async fn a_child_that_was_down_gets_its_request_when_it_returns() {
     assert!(waiting.iter().any(|e| e.sync_id == id), "{waiting:?}");
 
     // The child comes back at that address; no operator does anything.
-    let child = TestNode::start_child_on(&top.address(), "PR7", into_tokio(reserved)).await;
+    let child = TestNode::start_child_on(&top.address(), "PR7", reserved).await;
     child.converges_by_parent_request(&top, 0).await;
     wait_outbox_empty(&top).await;
 }
@@ -240,19 +240,14 @@ async fn a_redelivered_request_is_a_duplicate_and_a_top_site_refuses_requests() 
     assert!(bad.message().contains("host:port"), "{}", bad.message());
 }
 
-fn into_tokio(listener: std::net::TcpListener) -> tokio::net::TcpListener {
-    listener.set_nonblocking(true).unwrap();
-    tokio::net::TcpListener::from_std(listener).unwrap()
-}
-
-/// Starts a top site on `data` with the certificates in `pki`, serving on `listener`, in
-/// the current runtime.
+/// Starts a top site on `data` with the certificates in `pki`, serving on `listener`, on a
+/// thread of its own. Drop both before `data`.
 async fn start_top(
     data: &std::path::Path,
     pki: &std::path::Path,
     catalog: &std::path::Path,
-    listener: tokio::net::TcpListener,
-) -> sitesync_node::startup::Started {
+    listener: std::net::TcpListener,
+) -> (sitesync_node::startup::Started, common::NodeThread) {
     use sitesync_node::config::{NodeConfig, Overrides};
     let mut config = NodeConfig::load(
         None,
@@ -267,13 +262,7 @@ async fn start_top(
     .unwrap();
     config.listen = listener.local_addr().unwrap();
     let clock = sitesync_node::clock::ManualClock::new(common::T0);
-    let started = sitesync_node::startup::start(config, std::sync::Arc::new(clock)).unwrap();
-    tokio::spawn(sitesync_node::server::serve(
-        started.clone(),
-        listener,
-        std::future::pending(),
-    ));
-    started
+    common::NodeThread::start(config, clock, async { Some(listener) }).await
 }
 
 async fn wait_finished(started: &sitesync_node::startup::Started, id: u64) -> SyncRun {
@@ -313,8 +302,8 @@ fn a_request_waiting_in_the_outbox_survives_a_restart_of_the_parent() {
     // First life: the top site syncs with a registered child that is down.
     let first = tokio::runtime::Runtime::new().unwrap();
     first.block_on(async {
-        let listener = into_tokio(top_socket.try_clone().unwrap());
-        let top = start_top(data.path(), &pki, upstream.path(), listener).await;
+        let listener = top_socket.try_clone().unwrap();
+        let (top, _thread) = start_top(data.path(), &pki, upstream.path(), listener).await;
         wait_finished(&top, 1).await;
         top.hierarchy
             .children
@@ -340,10 +329,9 @@ fn a_request_waiting_in_the_outbox_survives_a_restart_of_the_parent() {
     // Second life on the same data; the child returns. Nobody re-sends anything.
     let second = tokio::runtime::Runtime::new().unwrap();
     second.block_on(async {
-        let top = start_top(data.path(), &pki, upstream.path(), into_tokio(top_socket)).await;
+        let (top, _thread) = start_top(data.path(), &pki, upstream.path(), top_socket).await;
         assert_eq!(top.hierarchy.outbox.list().unwrap().len(), 1);
-        let child =
-            TestNode::start_child_on(&top_address.to_string(), "PR8", into_tokio(reserved)).await;
+        let child = TestNode::start_child_on(&top_address.to_string(), "PR8", reserved).await;
         let run = child.requested_run(0).await;
         assert_eq!(
             run.result,

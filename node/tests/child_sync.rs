@@ -3,7 +3,6 @@
 //! manual syncs are refused at a child. A child starts a sync only when its parent asks
 //! (S2): it runs no schedule, and a parent that has synced asks a child that registers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sitesync_node::clock::Clock as _;
@@ -217,11 +216,13 @@ async fn a_child_runs_no_scheduled_sync_but_catches_up_when_it_registers() {
     config.listen = parent_address;
     // The parent's clock agrees with the child's, which moved on 16 days: a signed
     // catalog version is valid for 14.
-    let parent = sitesync_node::startup::start(
+    let (serve, listen) = tokio::sync::oneshot::channel();
+    let (parent, _parent_thread) = common::NodeThread::start(
         config,
-        Arc::new(sitesync_node::clock::ManualClock::new(child.clock.now())),
+        sitesync_node::clock::ManualClock::new(child.clock.now()),
+        async { listen.await.ok() },
     )
-    .unwrap();
+    .await;
     let mut watch = parent.sync.watch();
     tokio::time::timeout(Duration::from_secs(60), async {
         while watch.borrow_and_update().last_succeeded.is_none() {
@@ -230,12 +231,7 @@ async fn a_child_runs_no_scheduled_sync_but_catches_up_when_it_registers() {
     })
     .await
     .expect("the parent did not sync");
-    parent_socket.set_nonblocking(true).unwrap();
-    tokio::spawn(sitesync_node::server::serve(
-        parent.clone(),
-        tokio::net::TcpListener::from_std(parent_socket).unwrap(),
-        std::future::pending(),
-    ));
+    serve.send(parent_socket).unwrap();
 
     let run = child.finished(1).await;
     assert_eq!(

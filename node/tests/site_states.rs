@@ -56,50 +56,6 @@ fn digest(store: &Option<v1::StoreInfo>) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// A node on its own runtime and thread: stopping it ends every task it runs (its server,
-/// its sync manager, its reporting), as stopping its process would.
-struct DetachedNode {
-    address: String,
-    stop: std::sync::mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl DetachedNode {
-    /// A child of the node at `parent`, once its first sync has finished.
-    async fn start_child(parent: String, site_code: &'static str) -> Self {
-        let (started, address) = tokio::sync::oneshot::channel();
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            let node = runtime.block_on(async {
-                let node = TestNode::start_child(&parent, site_code).await;
-                node.finished(1).await;
-                node
-            });
-            started.send(node.address()).unwrap();
-            let _ = stopped.recv();
-            drop(node);
-            runtime.shutdown_timeout(Duration::from_secs(5));
-        });
-        Self {
-            address: address.await.expect("the detached node did not start"),
-            stop,
-            thread,
-        }
-    }
-
-    async fn stop(self) {
-        self.stop.send(()).unwrap();
-        tokio::task::spawn_blocking(move || self.thread.join().unwrap())
-            .await
-            .unwrap();
-    }
-}
-
 /// Asks the top site until `check` accepts its hierarchy.
 async fn until(
     top: &mut TestNode,
@@ -130,7 +86,8 @@ async fn the_top_site_sees_its_grandchild_in_step_and_then_unreachable() {
     let child = TestNode::start_child(&top.address(), "PR1").await;
     top.wait_registered("PR1").await;
     child.finished(1).await;
-    let grandchild = DetachedNode::start_child(child.address(), "SE1").await;
+    let grandchild = TestNode::start_child(&child.address(), "SE1").await;
+    grandchild.finished(1).await;
     child.wait_registered("SE1").await;
 
     // A cascade from the top.
@@ -182,7 +139,7 @@ async fn the_top_site_sees_its_grandchild_in_step_and_then_unreachable() {
     assert!(pr1.last_report_at.is_some());
     assert!(tree.sites[0].lag.is_none(), "the root has no parent to lag");
     let se1 = site(&tree, "SE1").unwrap().state.as_ref().unwrap();
-    assert_eq!(se1.address, grandchild.address);
+    assert_eq!(se1.address, grandchild.address());
     assert_eq!(
         se1.last_sync.as_ref().map(|r| r.result()),
         Some(v1::SyncResult::Succeeded)
@@ -205,7 +162,9 @@ async fn the_top_site_sees_its_grandchild_in_step_and_then_unreachable() {
     );
 
     // The grandchild goes away; its parent keeps relaying its last state, which goes stale.
-    grandchild.stop().await;
+    // Stopping it ends every task it runs (its server, sync manager and reporting), as
+    // stopping its process would.
+    drop(grandchild);
     let tree = until(
         &mut top,
         None,

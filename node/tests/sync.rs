@@ -504,8 +504,6 @@ async fn the_product_local_publisher_syncs_locally_published_updates_only() {
 /// sync is run again, which is always safe.
 #[tokio::test]
 async fn unreadable_sync_records_are_forgotten_and_a_full_sync_runs() {
-    use std::sync::Arc;
-
     use sitesync_node::clock::ManualClock;
     use sitesync_node::config::{NodeConfig, Overrides};
     use sitesync_node::store::{NodeDatabase, WriteBatch};
@@ -532,7 +530,9 @@ async fn unreadable_sync_records_are_forgotten_and_a_full_sync_runs() {
         },
     )
     .unwrap();
-    let started = sitesync_node::startup::start(config, Arc::new(ManualClock::new(T0))).unwrap();
+    // Not serving: the test reads the node's own state.
+    let (started, _thread) =
+        common::NodeThread::start(config, ManualClock::new(T0), std::future::ready(None)).await;
     let mut watch = started.sync.watch();
     let run = tokio::time::timeout(Duration::from_secs(30), async {
         loop {

@@ -4,6 +4,7 @@
 
 pub mod pki;
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,12 +25,93 @@ pub const T0: Timestamp = Timestamp(1_767_225_600_000); // 2026-01-01T00:00:00Z
 
 /// A node on a catalog directory, serving on a free port, with a manual clock.
 pub struct TestNode {
-    _data: tempfile::TempDir,
     pub clock: ManualClock,
     pub started: Started,
     pub admin: AdminClient<Channel>,
     pub channel: Channel,
+    _thread: NodeThread,
+    // Last: removed only once the node has stopped and let go of its stores.
+    _data: tempfile::TempDir,
+}
+
+/// A node on a runtime and thread of its own, as its process would be. Dropping it stops
+/// the node and waits until every one of its tasks has ended, so that whoever holds the
+/// last [`Started`] closes the stores before their directory is removed: sled flushes when
+/// its last handle goes, and a flush into a removed directory never returns.
+pub struct NodeThread {
     stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NodeThread {
+    /// Starts the node `config` describes with `clock`; it serves on the listener `listen`
+    /// gives, once it gives one. Drop the returned [`Started`] and the thread before the
+    /// node's data directory.
+    pub async fn start(
+        config: NodeConfig,
+        clock: ManualClock,
+        listen: impl Future<Output = Option<std::net::TcpListener>> + Send + 'static,
+    ) -> (Started, Self) {
+        let (ready, started) = oneshot::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("node {}", config.site_code))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let started = match start(config, Arc::new(clock)) {
+                        Ok(started) => started,
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok(started.clone()));
+                    let serve = async move {
+                        let Some(listener) = listen.await else {
+                            return std::future::pending().await;
+                        };
+                        listener.set_nonblocking(true).unwrap();
+                        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                        let _ =
+                            sitesync_node::server::serve(started, listener, std::future::pending())
+                                .await;
+                    };
+                    tokio::select! {
+                        _ = serve => {}
+                        _ = stopped => {}
+                    }
+                });
+                // Ends every task the node still runs; the last one to hold its stores
+                // closes them.
+                drop(runtime);
+            })
+            .unwrap();
+        let node = Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        };
+        let started = started
+            .await
+            .expect("the node's thread ended before it started")
+            .expect("the node did not start");
+        (started, node)
+    }
+}
+
+impl Drop for NodeThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl TestNode {
@@ -79,7 +161,7 @@ impl TestNode {
     pub async fn start_child_on(
         parent: &str,
         site_code: &str,
-        listener: tokio::net::TcpListener,
+        listener: std::net::TcpListener,
     ) -> Self {
         Self::start_on(
             Overrides {
@@ -108,7 +190,7 @@ impl TestNode {
     async fn start_on(
         overrides: Overrides,
         config_toml: &str,
-        listener: Option<tokio::net::TcpListener>,
+        listener: Option<std::net::TcpListener>,
     ) -> Self {
         let data = tempfile::tempdir().unwrap();
         let config_path = data.path().join("node.toml");
@@ -133,21 +215,14 @@ impl TestNode {
         .unwrap();
         let listener = match listener {
             Some(listener) => listener,
-            None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            None => std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
         };
         let address = listener.local_addr().unwrap();
         let mut config = config;
         config.listen = address;
         let clock = ManualClock::new(T0);
-        let started = start(config, Arc::new(clock.clone())).unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(sitesync_node::server::serve(
-            started.clone(),
-            listener,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let (started, thread) =
+            NodeThread::start(config, clock.clone(), async { Some(listener) }).await;
         // An operator's channel, or a plaintext one to a node told to run without TLS.
         let channel = match started.node.config.security {
             SecurityConfig::Insecure => Transport::Plaintext
@@ -156,12 +231,12 @@ impl TestNode {
             _ => operator_channel(&address.to_string()),
         };
         Self {
-            _data: data,
             clock,
             admin: AdminClient::new(channel.clone()),
             channel,
             started,
-            stop: Some(stop),
+            _thread: thread,
+            _data: data,
         }
     }
 
@@ -288,14 +363,6 @@ impl TestNode {
             .await
             .unwrap()
             .into_inner()
-    }
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 
