@@ -202,6 +202,9 @@ async fn pull_once(
         .await?
         .into_inner();
     let mut planned = false;
+    // The batch being read on the blocking pool while the one before it is applied here:
+    // parsing and writing overlap, and batches are still applied one at a time, in order.
+    let mut reading: Option<tokio::task::JoinHandle<Result<ReadBatch, PullError>>> = None;
     while let Some(message) = stream.message().await? {
         match message.kind {
             Some(get_changes_response::Kind::Plan(plan)) if !planned => {
@@ -209,16 +212,32 @@ async fn pull_once(
                 outcome.snapshot |= plan.snapshot;
             }
             Some(get_changes_response::Kind::Batch(batch)) if planned => {
-                let batch = IncomingBatch {
-                    batch,
-                    limits,
-                    parsed_in: None,
-                };
-                let resume = apply_batch(store, (ANCHOR_KEY, journal), position, batch, outcome)?;
-                position = Some(resume);
-                progress(outcome);
+                let limits = *limits;
+                let next = tokio::task::spawn_blocking(move || {
+                    let reader = DocumentReader {
+                        limits: &limits,
+                        parsed_in: None,
+                    };
+                    read_batch(batch, &reader)
+                });
+                if let Some(previous) = reading.replace(next) {
+                    let read = joined(previous).await?;
+                    position = Some(commit_batch(
+                        store,
+                        (ANCHOR_KEY, journal),
+                        position,
+                        read,
+                        outcome,
+                    )?);
+                    progress(outcome);
+                }
             }
             Some(get_changes_response::Kind::Complete(complete)) if planned => {
+                if let Some(previous) = reading.take() {
+                    let read = joined(previous).await?;
+                    commit_batch(store, (ANCHOR_KEY, journal), position, read, outcome)?;
+                    progress(outcome);
+                }
                 let digest = complete
                     .at_target
                     .and_then(|info| info.store)
@@ -243,6 +262,19 @@ async fn pull_once(
     ))
 }
 
+/// The batch a reading task produced. A panic while reading is a bug and goes on as one.
+async fn joined(
+    task: tokio::task::JoinHandle<Result<ReadBatch, PullError>>,
+) -> Result<ReadBatch, PullError> {
+    match task.await {
+        Ok(read) => read,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(PullError::Transport(tonic::Status::cancelled(
+            "the node is shutting down",
+        ))),
+    }
+}
+
 /// One batch of a change stream, and how to read its documents.
 pub(crate) struct IncomingBatch<'a> {
     pub batch: v1::ChangeBatch,
@@ -258,7 +290,7 @@ pub(crate) struct IncomingBatch<'a> {
 /// position.
 pub(crate) fn apply_batch(
     store: &CatalogStore,
-    (anchor_key, journal): (&str, Option<&Journal<'_>>),
+    anchor: (&str, Option<&Journal<'_>>),
     position: Option<ParentAnchor>,
     incoming: IncomingBatch<'_>,
     outcome: &mut PullOutcome,
@@ -268,28 +300,85 @@ pub(crate) fn apply_batch(
         limits,
         parsed_in,
     } = incoming;
-    let reader = DocumentReader { limits, parsed_in };
+    let read = read_batch(batch, &DocumentReader { limits, parsed_in })?;
+    commit_batch(store, anchor, position, read, outcome)
+}
+
+/// A batch whose documents are read and checked, ready to apply; reading needs nothing
+/// of the store it goes to, so it can run ahead of the batch before it being applied.
+struct ReadBatch {
+    from: Option<ParentAnchor>,
+    resume: ParentAnchor,
+    body: ReadBody,
+    bytes_received: u64,
+}
+
+enum ReadBody {
+    Log(Vec<CatalogChange>),
+    /// A snapshot part's revisions; which held updates it deletes is decided when it is
+    /// applied, against the store as it is then.
+    Snapshot {
+        after: Option<RevisionId>,
+        through: Option<RevisionId>,
+        puts: Vec<CatalogChange>,
+        offered: BTreeSet<UpdateId>,
+    },
+}
+
+fn read_batch(batch: v1::ChangeBatch, reader: &DocumentReader<'_>) -> Result<ReadBatch, PullError> {
     let from = batch.from.map(ParentAnchor::from_wire).transpose()?;
-    if from != position {
-        return Err(PullError::Protocol(format!(
-            "a batch starts at {from:?} but this store stands at {position:?}: a gap or a repeat"
-        )));
-    }
     let resume = ParentAnchor::from_wire(
         batch
             .resume_anchor
             .ok_or_else(|| PullError::Invalid(ConversionError::missing("batch.resume_anchor")))?,
     )?;
-    let changes = match batch.body {
-        Some(v1::change_batch::Body::Log(log)) => log_changes(log, &reader, outcome)?,
+    let mut bytes_received = 0;
+    let body = match batch.body {
+        Some(v1::change_batch::Body::Log(log)) => {
+            ReadBody::Log(log_changes(log, reader, &mut bytes_received)?)
+        }
         Some(v1::change_batch::Body::Snapshot(part)) => {
-            outcome.snapshot = true;
-            snapshot_changes(store, part, &reader, outcome)?
+            snapshot_puts(part, reader, &mut bytes_received)?
         }
         None => return Err(PullError::Invalid(ConversionError::missing("batch.body"))),
     };
+    Ok(ReadBatch {
+        from,
+        resume,
+        body,
+        bytes_received,
+    })
+}
+
+/// The apply half of [`apply_batch`].
+fn commit_batch(
+    store: &CatalogStore,
+    (anchor_key, journal): (&str, Option<&Journal<'_>>),
+    position: Option<ParentAnchor>,
+    read: ReadBatch,
+    outcome: &mut PullOutcome,
+) -> Result<ParentAnchor, PullError> {
+    if read.from != position {
+        return Err(PullError::Protocol(format!(
+            "a batch starts at {:?} but this store stands at {position:?}: a gap or a repeat",
+            read.from
+        )));
+    }
+    outcome.bytes_received += read.bytes_received;
+    let changes = match read.body {
+        ReadBody::Log(changes) => changes,
+        ReadBody::Snapshot {
+            after,
+            through,
+            puts,
+            offered,
+        } => {
+            outcome.snapshot = true;
+            with_snapshot_deletions(store, (after, through), puts, &offered)?
+        }
+    };
     let anchor =
-        postcard::to_allocvec(&resume).expect("postcard serializes plain structs into a Vec");
+        postcard::to_allocvec(&read.resume).expect("postcard serializes plain structs into a Vec");
     let mut recorded = match journal {
         Some(journal) => journal.record(&changes, position)?,
         None => Vec::new(),
@@ -302,7 +391,7 @@ pub(crate) fn apply_batch(
     let applied = store.apply(changes, &metadata)?;
     outcome.add(&applied);
     outcome.batches += 1;
-    Ok(resume)
+    Ok(read.resume)
 }
 
 /// Turns received documents into puts (see [`IncomingBatch`]).
@@ -315,10 +404,10 @@ impl DocumentReader<'_> {
     fn put(
         &self,
         document: v1::UpdateDocument,
-        outcome: &mut PullOutcome,
+        bytes_received: &mut u64,
     ) -> Result<CatalogChange, PullError> {
         let document = RevisionDocument::try_from(document)?;
-        outcome.bytes_received += document.document.len() as u64;
+        *bytes_received += document.document.len() as u64;
         if let Some(parsed_in) = self.parsed_in {
             // The same bytes parse to the same revision, so its identity was checked too.
             let content = ContentHash::of(&document.document);
@@ -343,12 +432,14 @@ impl DocumentReader<'_> {
 fn log_changes(
     log: v1::ChangeLogPart,
     reader: &DocumentReader<'_>,
-    outcome: &mut PullOutcome,
+    bytes_received: &mut u64,
 ) -> Result<Vec<CatalogChange>, PullError> {
     log.changes
         .into_iter()
         .map(|change| match change.payload {
-            Some(v1::catalog_change::Payload::Revision(document)) => reader.put(document, outcome),
+            Some(v1::catalog_change::Payload::Revision(document)) => {
+                reader.put(document, bytes_received)
+            }
             Some(v1::catalog_change::Payload::Deleted(id)) => {
                 Ok(CatalogChange::Delete(RevisionId::try_from(id)?.update_id))
             }
@@ -359,20 +450,18 @@ fn log_changes(
         .collect()
 }
 
-/// The changes a snapshot part calls for: its revisions, and the deletion of every update
-/// the store holds wholly inside the part's range that the part does not contain.
-fn snapshot_changes(
-    store: &CatalogStore,
+/// A snapshot part's revisions, read and checked to lie inside the part's range.
+fn snapshot_puts(
     part: v1::SnapshotPart,
     reader: &DocumentReader<'_>,
-    outcome: &mut PullOutcome,
-) -> Result<Vec<CatalogChange>, PullError> {
+    bytes_received: &mut u64,
+) -> Result<ReadBody, PullError> {
     let after = part.after.map(RevisionId::try_from).transpose()?;
     let through = part.through.map(RevisionId::try_from).transpose()?;
-    let mut changes = Vec::with_capacity(part.revisions.len());
+    let mut puts = Vec::with_capacity(part.revisions.len());
     let mut offered: BTreeSet<UpdateId> = BTreeSet::new();
     for document in part.revisions {
-        let change = reader.put(document, outcome)?;
+        let change = reader.put(document, bytes_received)?;
         let id = match &change {
             CatalogChange::Put(revision) => Some(revision.id),
             CatalogChange::PutSummarized(revision) => Some(revision.summary.id),
@@ -387,8 +476,24 @@ fn snapshot_changes(
             }
             offered.insert(id.update_id);
         }
-        changes.push(change);
+        puts.push(change);
     }
+    Ok(ReadBody::Snapshot {
+        after,
+        through,
+        puts,
+        offered,
+    })
+}
+
+/// The changes a snapshot part calls for: its revisions, and the deletion of every update
+/// the store holds wholly inside the part's range that the part does not contain.
+fn with_snapshot_deletions(
+    store: &CatalogStore,
+    (after, through): (Option<RevisionId>, Option<RevisionId>),
+    mut changes: Vec<CatalogChange>,
+    offered: &BTreeSet<UpdateId>,
+) -> Result<Vec<CatalogChange>, PullError> {
     // Updates the store holds inside the range, whole: not offered any more.
     let mut cursor = after.map(|a| a.update_id);
     loop {
