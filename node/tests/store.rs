@@ -262,6 +262,56 @@ fn delete_then_put_of_the_same_revision_in_one_batch_keeps_the_document() {
     }
 }
 
+/// The site database takes what the update-server store holds with the same bytes without
+/// a second copy; each store keeps reading what it holds when the other moves on, and a
+/// document goes once neither references it.
+#[test]
+fn the_stores_share_documents_and_each_keeps_what_it_references() {
+    for (_dir, db) in databases() {
+        let stores: [&CatalogStore; 2] = [db.update_server(), db.site_database()];
+        let [update_server, site] = stores;
+        let revisions = [published(1, 100), published(2, 100), published(3, 100)];
+        update_server.apply(put(revisions.clone()), &[]).unwrap();
+        site.apply(put(revisions.clone()), &[]).unwrap();
+        assert_eq!(db.documents().count().unwrap(), 3, "one copy of each");
+
+        // The update server moves on: update 1 goes and update 2 gets other bytes.
+        let rewritten = revision(2, 100, PublicationState::Published, &[900], 1);
+        let changes = vec![
+            CatalogChange::Delete(update_id(1)),
+            CatalogChange::Put(rewritten.clone()),
+        ];
+        update_server.apply(changes, &[]).unwrap();
+        for held in &revisions {
+            assert_eq!(site.document(held.id).unwrap().unwrap(), held.document);
+        }
+        assert_eq!(
+            update_server.document(rewritten.id).unwrap().unwrap(),
+            rewritten.document
+        );
+        assert_eq!(db.documents().count().unwrap(), 4);
+        for store in stores {
+            let report = store.verify().unwrap();
+            assert!(report.is_consistent(), "{:?}", report.problems);
+            assert_eq!(report.unreferenced_documents, 0);
+        }
+
+        // The site database lets go of everything: the update server's two stay.
+        let deletions = (1..=3).map(|u| CatalogChange::Delete(update_id(u)));
+        site.apply(deletions, &[]).unwrap();
+        assert_eq!(db.documents().count().unwrap(), 2);
+        assert_eq!(
+            update_server
+                .document(published(3, 100).id)
+                .unwrap()
+                .unwrap(),
+            published(3, 100).document
+        );
+        assert_eq!(db.documents().remove_unreferenced().unwrap(), 0);
+        assert!(update_server.verify().unwrap().is_consistent());
+    }
+}
+
 #[test]
 fn metadata_moves_with_the_data_and_the_state_key_is_reserved() {
     for (_dir, db) in databases() {
@@ -378,8 +428,73 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The changes `ops` make, with what they do to a plain model of the catalog.
+fn changes_of(ops: &[Op], model: &mut BTreeMap<RevisionId, UpdateRevision>) -> Vec<CatalogChange> {
+    let changes: Vec<CatalogChange> = ops
+        .iter()
+        .map(|op| match op {
+            Op::Put {
+                update,
+                revision: rev,
+                expired,
+                category,
+                salt,
+            } => {
+                let state = if *expired {
+                    PublicationState::Expired
+                } else {
+                    PublicationState::Published
+                };
+                CatalogChange::Put(revision(*update, *rev, state, &[900 + category], *salt))
+            }
+            Op::Delete { update } => CatalogChange::Delete(update_id(*update)),
+        })
+        .collect();
+    for change in &changes {
+        match change {
+            CatalogChange::Put(r) => {
+                model.insert(r.id, r.clone());
+            }
+            CatalogChange::PutSummarized(_) => unreachable!("the model puts parsed revisions"),
+            CatalogChange::Delete(u) => model.retain(|id, _| id.update_id != *u),
+        }
+    }
+    changes
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Two stores on one documents space, each changed on its own, each read back exactly
+    /// its own catalog, and the space holds one document per distinct revision content.
+    #[test]
+    fn two_stores_sharing_documents_each_match_their_model(
+        batches in prop::collection::vec((any::<bool>(), prop::collection::vec(op(), 1..12)), 1..12)
+    ) {
+        let db = NodeDatabase::in_memory().unwrap();
+        let stores: [&CatalogStore; 2] = [db.update_server(), db.site_database()];
+        let mut models: [BTreeMap<RevisionId, UpdateRevision>; 2] = Default::default();
+        for (second, ops) in &batches {
+            let which = usize::from(*second);
+            let changes = changes_of(ops, &mut models[which]);
+            stores[which].apply(changes, &[]).unwrap();
+        }
+        for (store, model) in stores.iter().zip(&models) {
+            let expected = CatalogDigest::of(model.values().map(|r| (r.id, r.content_hash())));
+            prop_assert_eq!(store.digest(), expected);
+            for (id, held) in model {
+                prop_assert_eq!(store.document(*id).unwrap(), Some(held.document.clone()));
+            }
+            let report = store.verify().unwrap();
+            prop_assert!(report.is_consistent(), "{:?}", report.problems);
+            prop_assert_eq!(report.unreferenced_documents, 0);
+        }
+        let distinct: BTreeSet<(RevisionId, &[u8])> = models
+            .iter()
+            .flat_map(|model| model.iter().map(|(id, r)| (*id, &r.document[..])))
+            .collect();
+        prop_assert_eq!(db.documents().count().unwrap(), distinct.len() as u64);
+    }
 
     /// Any sequence of batches leaves the store equal to a plain model of the catalog, with
     /// a consistent digest, indexes and log.
@@ -390,20 +505,7 @@ proptest! {
         let mut model: BTreeMap<RevisionId, UpdateRevision> = BTreeMap::new();
         let mut logged = 0u64;
         for ops in &batches {
-            let changes: Vec<CatalogChange> = ops.iter().map(|op| match op {
-                Op::Put { update, revision: rev, expired, category, salt } => {
-                    let state = if *expired { PublicationState::Expired } else { PublicationState::Published };
-                    CatalogChange::Put(revision(*update, *rev, state, &[900 + category], *salt))
-                }
-                Op::Delete { update } => CatalogChange::Delete(update_id(*update)),
-            }).collect();
-            for change in &changes {
-                match change {
-                    CatalogChange::Put(r) => { model.insert(r.id, r.clone()); }
-                    CatalogChange::PutSummarized(_) => unreachable!("the model puts parsed revisions"),
-                    CatalogChange::Delete(u) => model.retain(|id, _| id.update_id != *u),
-                }
-            }
+            let changes = changes_of(ops, &mut model);
             logged += store.apply(changes, &[]).unwrap().logged();
         }
         let expected = CatalogDigest::of(model.values().map(|r| (r.id, r.content_hash())));

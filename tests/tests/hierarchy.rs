@@ -641,21 +641,18 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-/// Replaces the stored bytes of revision `id` (stored by the put logged at `stored`) in a
-/// stopped node's update-server store, underneath the store: its digest and change log
-/// still describe the original, as they would at a middle site whose disk an attacker
-/// edited. Returns the original bytes.
-fn replace_document(
-    node: &NodeProcess,
-    (stored, id): (u64, RevisionId),
-    bytes: Option<Vec<u8>>,
-) -> Vec<u8> {
+/// Replaces the stored bytes of revision `id` in a stopped node's documents space (which
+/// both its stores read), underneath the stores: their digests and change logs still
+/// describe the original, as they would at a middle site whose disk an attacker edited.
+/// Returns the original bytes.
+fn replace_document(node: &NodeProcess, id: RevisionId, bytes: Option<Vec<u8>>) -> Vec<u8> {
+    use sitesync_node::store::{DOCUMENTS_TREE, keys};
     let db = sled::open(node.data_dir.join("db")).unwrap();
-    let documents = db.open_tree("update_server.documents").unwrap();
-    let key = sitesync_node::store::keys::document(stored, id);
-    let original = documents
-        .get(&key)
-        .unwrap()
+    let documents = db.open_tree(DOCUMENTS_TREE).unwrap();
+    let (key, original) = documents
+        .iter()
+        .map(Result::unwrap)
+        .find(|(key, _)| keys::parse_document_key(key).is_some_and(|(_, held)| held == id))
         .expect("the document is stored");
     let altered = bytes.unwrap_or_else(|| {
         // Still a valid document of the same revision, with one more byte.
@@ -723,7 +720,7 @@ async fn a_middle_site_that_alters_a_revision_or_replays_an_older_catalog_is_cau
             .iter()
             .rev()
             .find(|c| c.kind == ChangeKind::New)
-            .map(|c| (c.sequence, c.revision))
+            .map(|c| c.revision)
             .unwrap()
     };
     let original = replace_document(hierarchy.node("PR1"), newest, None);

@@ -7,7 +7,7 @@
 
 use super::keys::successor;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use sitesync_metadata::{
@@ -16,11 +16,11 @@ use sitesync_metadata::{
 };
 
 use super::backend::{Backend, BackendError, WriteBatch};
-use super::keys;
+use super::keys::{self, DocumentLocation};
 
 /// The version of the on-disk layout. A store written by another layout is refused at open
 /// instead of being misread.
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
 
 /// Rows fetched per backend call when a read walks a range.
 const SCAN_PAGE: usize = 1024;
@@ -258,20 +258,148 @@ struct UpdateRecord {
 struct HeldRevision {
     revision: u32,
     content: ContentHash,
-    /// The change-log sequence number of the put that stored the document: with the
-    /// revision id, the document's key (see [`keys::document`]).
-    stored: u64,
+    /// Where the document is: with the revision id, its key (see [`keys::document`]). It
+    /// may be the other store's copy.
+    document: DocumentLocation,
 }
 
 impl HeldRevision {
     fn document_key(&self, update: UpdateId) -> Vec<u8> {
         keys::document(
-            self.stored,
+            self.document,
             RevisionId {
                 update_id: update,
                 revision: self.revision,
             },
         )
+    }
+}
+
+/// Whether the update record in `index` holds revision `id` with its document at `location`.
+fn references(
+    index: &dyn Backend,
+    location: DocumentLocation,
+    id: RevisionId,
+) -> Result<bool, StoreError> {
+    Ok(record_in(index, id.update_id)?
+        .and_then(|record| record.held(id.revision))
+        .is_some_and(|held| held.document == location))
+}
+
+fn record_in(index: &dyn Backend, update: UpdateId) -> Result<Option<UpdateRecord>, StoreError> {
+    index
+        .get(&keys::record(update))?
+        .map(|bytes| decode(&bytes, "update record"))
+        .transpose()
+}
+
+/// The documents space a node's stores share, so that a revision both hold with the same
+/// bytes is stored once: the site database takes what the update-server store synced
+/// (phase 2 of a sync, and a child's replication after its update server pulled) without
+/// writing hundreds of megabytes a second time.
+///
+/// A store that puts a revision another store holds with the same content hash records the
+/// other store's document location instead of writing its own copy. A document is removed
+/// only once no store's index references it. Every apply holds [`Self::writers`] from its
+/// first read to its last write, so a store taking another's copy and a store removing
+/// that copy never interleave; readers take no lock.
+#[derive(Debug)]
+pub struct DocumentSpace {
+    documents: Box<dyn Backend>,
+    writers: Mutex<()>,
+    /// Every store on the space: its tag and its index.
+    stores: RwLock<Vec<(u8, Arc<dyn Backend>)>>,
+}
+
+impl DocumentSpace {
+    pub fn new(documents: Box<dyn Backend>) -> Arc<Self> {
+        Arc::new(Self {
+            documents,
+            writers: Mutex::new(()),
+            stores: RwLock::new(Vec::new()),
+        })
+    }
+
+    fn stores(&self) -> Vec<(u8, Arc<dyn Backend>)> {
+        self.stores
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn lock_writers(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether any store's index references the document at `location` for `id`.
+    fn referenced(&self, location: DocumentLocation, id: RevisionId) -> Result<bool, StoreError> {
+        for (_, index) in self.stores() {
+            if references(&*index, location, id)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Where another store than `tag` keeps the document of `id` whose hash is `content`.
+    fn copy_elsewhere(
+        &self,
+        tag: u8,
+        id: RevisionId,
+        content: ContentHash,
+    ) -> Result<Option<DocumentLocation>, StoreError> {
+        for (other, index) in self.stores() {
+            if other == tag {
+                continue;
+            }
+            let held = record_in(&*index, id.update_id)?.and_then(|r| r.held(id.revision));
+            if let Some(held) = held.filter(|held| held.content == content) {
+                return Ok(Some(held.document));
+            }
+        }
+        Ok(None)
+    }
+
+    /// How many documents the space holds, for every store on it together.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        let seen = std::cell::Cell::new(0u64);
+        let mut from = Vec::new();
+        loop {
+            // Keys only: each is looked at once and no document is copied out.
+            let count_key = |_: &[u8]| {
+                seen.set(seen.get() + 1);
+                false
+            };
+            let page = self.documents.scan(&[], &from, SCAN_PAGE, &count_key)?;
+            match page.resume_after {
+                Some(last) => from = successor(last),
+                None => return Ok(seen.get()),
+            }
+        }
+    }
+
+    /// Removes documents no store references: leftovers of an apply a crash cut short.
+    /// Returns how many it removed.
+    pub fn remove_unreferenced(&self) -> Result<u64, StoreError> {
+        // No apply may index a document between the check and the removal.
+        let _writers = self.lock_writers();
+        let mut keys = Vec::new();
+        walk(&*self.documents, &[], |key, _| keys.push(key.to_vec()))?;
+        let mut batch = WriteBatch::default();
+        for key in keys {
+            let Some((location, id)) = keys::parse_document_key(&key) else {
+                continue;
+            };
+            if !self.referenced(location, id)? {
+                batch.delete(key);
+            }
+        }
+        let removed = batch.len() as u64;
+        if !batch.is_empty() {
+            self.documents.apply(batch)?;
+            self.documents.flush()?;
+        }
+        Ok(removed)
     }
 }
 
@@ -298,19 +426,22 @@ impl UpdateRecord {
     }
 }
 
-/// A catalog store over any [`Backend`]: an index space and a documents space (see
-/// [`keys`] for why they are apart).
+/// A catalog store over any [`Backend`]: an index space of its own and a documents space it
+/// may share with the node's other store (see [`keys`] for why they are apart, and
+/// [`DocumentSpace`] for the sharing).
 ///
 /// An apply writes new documents first and flushes, then the index batch (which is what
-/// makes the change visible) and flushes again, then removes documents the index no longer
-/// references. A crash at any point therefore leaves the index consistent; the worst it
+/// makes the change visible) and flushes again, then removes documents no index references
+/// any more. A crash at any point therefore leaves the index consistent; the worst it
 /// leaves behind is documents nothing references, which reads never see and which
 /// [`CatalogStore::verify`] counts and [`CatalogStore::remove_unreferenced_documents`]
 /// removes.
 #[derive(Debug)]
 pub struct CatalogStore {
-    index: Box<dyn Backend>,
-    documents: Box<dyn Backend>,
+    index: Arc<dyn Backend>,
+    space: Arc<DocumentSpace>,
+    /// This store's tag in the documents space (see [`keys::document`]).
+    tag: u8,
     /// Serializes writers (each apply reads the counters, then writes them back) and holds
     /// what only writers need.
     writer: Mutex<WriterState>,
@@ -329,8 +460,23 @@ pub struct CatalogStore {
 type Pending = HashMap<UpdateId, Option<UpdateRecord>>;
 
 impl CatalogStore {
-    /// Opens the store, creating its state record if the index is empty.
+    /// Opens a store with a documents space of its own.
     pub fn open(index: Box<dyn Backend>, documents: Box<dyn Backend>) -> Result<Self, StoreError> {
+        Self::open_in(
+            index,
+            &DocumentSpace::new(documents),
+            keys::UPDATE_SERVER_DOCUMENTS,
+        )
+    }
+
+    /// Opens the store on a shared documents space under `tag`, creating its state record
+    /// if the index is empty. Each store on one space needs a tag of its own.
+    pub fn open_in(
+        index: Box<dyn Backend>,
+        space: &Arc<DocumentSpace>,
+        tag: u8,
+    ) -> Result<Self, StoreError> {
+        let index: Arc<dyn Backend> = Arc::from(index);
         let state = match index.get(&keys::meta(keys::STATE))? {
             Some(bytes) => {
                 let state: StoreState = decode(&bytes, "state record")?;
@@ -353,10 +499,20 @@ impl CatalogStore {
         let writer = WriterState {
             held_updates: held_updates(&*index)?,
         };
+        {
+            let mut stores = space.stores.write().unwrap_or_else(|p| p.into_inner());
+            if stores.iter().any(|(other, _)| *other == tag) {
+                return Err(corrupt(format!(
+                    "two stores share the documents tag {tag} in one documents space"
+                )));
+            }
+            stores.push((tag, index.clone()));
+        }
         Ok(Self {
             sequence: tokio::sync::watch::Sender::new(state.last_sequence),
             index,
-            documents,
+            space: space.clone(),
+            tag,
             writer: Mutex::new(writer),
             state: RwLock::new(state),
             parse_limits: ParseLimits {
@@ -398,6 +554,7 @@ impl CatalogStore {
             }
         }
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _space = self.space.lock_writers();
         let mut state = self.state();
         let mut outcome = ApplyOutcome::default();
         let mut pending = Pending::new();
@@ -452,9 +609,10 @@ impl CatalogStore {
             batch.index.put(keys::meta(keys::STATE), encode(&state));
         }
         // The order is the crash-safety argument in the type's documentation.
+        let documents = &self.space.documents;
         if !batch.new_documents.is_empty() {
-            self.documents.apply(batch.new_documents)?;
-            self.documents.flush()?;
+            documents.apply(batch.new_documents)?;
+            documents.flush()?;
         }
         if !batch.index.is_empty() {
             self.index.apply(batch.index)?;
@@ -476,10 +634,14 @@ impl CatalogStore {
         if !batch.removed_documents.is_empty() {
             // Durable with the next flush; until then a crash only leaves them unreferenced.
             let mut removals = WriteBatch::default();
-            for key in batch.removed_documents {
-                removals.delete(key);
+            for (location, id) in batch.removed_documents {
+                if !self.space.referenced(location, id)? {
+                    removals.delete(keys::document(location, id));
+                }
             }
-            self.documents.apply(removals)?;
+            if !removals.is_empty() {
+                documents.apply(removals)?;
+            }
         }
         outcome.last_sequence = state.last_sequence;
         outcome.digest = state.digest;
@@ -511,10 +673,20 @@ impl CatalogStore {
         }
         state.digest.add(id, content);
         let position = state.last_sequence + 1;
-        // Moved, not copied: documents are most of the bytes a sync handles.
-        batch
-            .new_documents
-            .put(keys::document(position, id), document);
+        let location = match self.space.copy_elsewhere(self.tag, id, content)? {
+            Some(location) => location,
+            None => {
+                let location = DocumentLocation {
+                    owner: self.tag,
+                    stored: position,
+                };
+                // Moved, not copied: documents are most of the bytes a sync handles.
+                batch
+                    .new_documents
+                    .put(keys::document(location, id), document);
+                location
+            }
+        };
 
         let expired = summary.publication_state == PublicationState::Expired;
         let (kind, mut record) = match current {
@@ -563,12 +735,10 @@ impl CatalogStore {
         let replaced = record.hold(HeldRevision {
             revision: id.revision,
             content,
-            stored: position,
+            document: location,
         });
         if let Some(replaced) = replaced {
-            batch
-                .removed_documents
-                .insert(replaced.document_key(id.update_id));
+            batch.removed_documents.insert((replaced.document, id));
         }
         pending.insert(id.update_id, Some(record));
         Ok(Some((kind, id)))
@@ -592,7 +762,7 @@ impl CatalogStore {
             };
             state.digest.remove(id, held.content);
             state.revisions -= 1;
-            batch.removed_documents.insert(held.document_key(update));
+            batch.removed_documents.insert((held.document, id));
         }
         for category in &record.summary.categories {
             batch
@@ -619,10 +789,7 @@ impl CatalogStore {
     }
 
     fn record(&self, update: UpdateId) -> Result<Option<UpdateRecord>, StoreError> {
-        self.index
-            .get(&keys::record(update))?
-            .map(|bytes| decode(&bytes, "update record"))
-            .transpose()
+        record_in(&*self.index, update)
     }
 
     /// The summary of revision `id` if the store holds it, with exactly the bytes whose hash
@@ -678,7 +845,7 @@ impl CatalogStore {
         let Some(held) = self.record(id.update_id)?.and_then(|r| r.held(id.revision)) else {
             return Ok(None);
         };
-        match self.documents.get(&held.document_key(id.update_id))? {
+        match self.space.documents.get(&held.document_key(id.update_id))? {
             Some(document) => Ok(Some(document)),
             None => Err(corrupt(format!(
                 "revision {id} is indexed but its document is missing"
@@ -883,17 +1050,23 @@ impl CatalogStore {
         let mut recomputed = CatalogDigest::EMPTY;
         let mut revisions = 0u64;
         let mut unreferenced_documents = 0u64;
-        walk(&*self.documents, &[], |key, document| {
-            let Some((stored, id)) = keys::parse_document_key(key) else {
+        let mut lookup_failure = None;
+        walk(&*self.space.documents, &[], |key, document| {
+            let Some((location, id)) = keys::parse_document_key(key) else {
                 problems.push("a document key has an unknown shape".to_owned());
                 return;
             };
             let Some(held) = records
                 .get(&id.update_id)
                 .and_then(|r| r.held(id.revision))
-                .filter(|held| held.stored == stored)
+                .filter(|held| held.document == location)
             else {
-                unreferenced_documents += 1;
+                // Another store's document, or a leftover nothing references.
+                match self.space.referenced(location, id) {
+                    Ok(true) => {}
+                    Ok(false) => unreferenced_documents += 1,
+                    Err(e) => lookup_failure = Some(e),
+                }
                 return;
             };
             let content = ContentHash::of(document);
@@ -905,6 +1078,9 @@ impl CatalogStore {
             recomputed.add(id, content);
             revisions += 1;
         })?;
+        if let Some(e) = lookup_failure {
+            return Err(e);
+        }
         let indexed: u64 = records.values().map(|r| r.revisions.len() as u64).sum();
         if indexed != revisions {
             problems.push(format!(
@@ -998,44 +1174,10 @@ impl CatalogStore {
         })
     }
 
-    /// Removes documents no update record references (see the type's documentation).
-    /// Returns how many it removed.
+    /// Removes documents no store on this store's documents space references (see the
+    /// type's documentation). Returns how many it removed.
     pub fn remove_unreferenced_documents(&self) -> Result<u64, StoreError> {
-        // Holding the writer lock keeps an apply from indexing a document between the
-        // check and the removal.
-        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut unreferenced = Vec::new();
-        let mut failure = None;
-        walk(&*self.documents, &[], |key, _| {
-            let Some((stored, id)) = keys::parse_document_key(key) else {
-                return;
-            };
-            match self.record(id.update_id) {
-                Ok(record)
-                    if record
-                        .as_ref()
-                        .and_then(|r| r.held(id.revision))
-                        .is_none_or(|held| held.stored != stored) =>
-                {
-                    unreferenced.push(key.to_vec());
-                }
-                Ok(_) => {}
-                Err(e) => failure = Some(e),
-            }
-        })?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        let removed = unreferenced.len() as u64;
-        let mut batch = WriteBatch::default();
-        for key in unreferenced {
-            batch.delete(key);
-        }
-        if !batch.is_empty() {
-            self.documents.apply(batch)?;
-            self.documents.flush()?;
-        }
-        Ok(removed)
+        self.space.remove_unreferenced()
     }
 }
 
@@ -1070,10 +1212,10 @@ fn held_updates(index: &dyn Backend) -> Result<HashSet<UpdateId>, StoreError> {
 struct StagedWrites {
     new_documents: WriteBatch,
     index: WriteBatch,
-    /// The keys of documents to remove once the index no longer references them. A put
-    /// stores its document under a key of its own, so no later put in the batch needs one
-    /// of them back.
-    removed_documents: BTreeSet<Vec<u8>>,
+    /// Documents to remove once the index no longer references them, unless another store
+    /// references them. A put stores its document under a key of its own or takes another
+    /// store's, so no later put in the batch needs one of them back.
+    removed_documents: BTreeSet<(DocumentLocation, RevisionId)>,
 }
 
 /// Calls `visit` for every entry under `prefix`, a page at a time.

@@ -9,9 +9,12 @@
 //! | `G`    | last sequence of the chunk (8) | a chunk of change-log records: one per applied batch |
 //! | `M`    | a name                         | store state and callers' own metadata         |
 //!
-//! The **documents** space holds the original documents under the change-log sequence number
-//! of the put that stored them (8) + update id (16) + revision (4); an update's record names
-//! that sequence number for each revision it holds.
+//! The **documents** space, which both of a node's stores share, holds the original
+//! documents under the tag of the store that wrote them (1) + the change-log sequence number
+//! of the put that stored them in that store (8) + update id (16) + revision (4); an
+//! update's record names the tag and sequence number for each revision it holds. A store
+//! that takes a revision the other store already holds with the same bytes names the other
+//! store's copy instead of writing its own (see [`super::catalog::DocumentSpace`]).
 //!
 //! Numbers are big endian, so byte order equals numeric order and scans come out sorted.
 //!
@@ -44,26 +47,44 @@ pub fn record(update: UpdateId) -> Vec<u8> {
     key
 }
 
-/// A document's key in the documents space: `stored` is the change-log sequence number of
-/// the put that stored it.
-pub fn document(stored: u64, id: RevisionId) -> Vec<u8> {
-    let mut key = Vec::with_capacity(28);
-    key.extend_from_slice(&stored.to_be_bytes());
+/// The tag of the update-server store's documents in the shared documents space.
+pub const UPDATE_SERVER_DOCUMENTS: u8 = b'u';
+/// The tag of the site database's documents in the shared documents space.
+pub const SITE_DATABASE_DOCUMENTS: u8 = b's';
+
+/// Where a document sits in the documents space: the store that wrote it (its tag) and the
+/// change-log sequence number of the put that stored it there.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct DocumentLocation {
+    pub owner: u8,
+    pub stored: u64,
+}
+
+/// A document's key in the documents space.
+pub fn document(location: DocumentLocation, id: RevisionId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(29);
+    key.push(location.owner);
+    key.extend_from_slice(&location.stored.to_be_bytes());
     key.extend_from_slice(id.update_id.as_bytes());
     key.extend_from_slice(&id.revision.to_be_bytes());
     key
 }
 
-/// The parts of a document key: the sequence number it was stored at and the revision.
-pub fn parse_document_key(key: &[u8]) -> Option<(u64, RevisionId)> {
-    if key.len() != 28 {
+/// The parts of a document key.
+pub fn parse_document_key(key: &[u8]) -> Option<(DocumentLocation, RevisionId)> {
+    if key.len() != 29 {
         return None;
     }
     Some((
-        u64_at(key, 0)?,
+        DocumentLocation {
+            owner: key[0],
+            stored: u64_at(key, 1)?,
+        },
         RevisionId {
-            update_id: update_id_at(key, 8)?,
-            revision: u32_at(key, 24)?,
+            update_id: update_id_at(key, 9)?,
+            revision: u32_at(key, 25)?,
         },
     ))
 }

@@ -5,6 +5,9 @@
 //! - [`SiteDatabase`]: the site's view (the ConfigMgr site database). Phase 2 of a sync
 //!   copies into it; child sites replicate from it.
 //!
+//! Each store has an index of its own; their documents share one space, so a revision both
+//! hold is stored once ([`DocumentSpace`]).
+//!
 //! Both are [`CatalogStore`]s (see [`catalog`]) over the small [`Backend`] interface (see
 //! [`backend`]): sled on disk in production, memory in fast tests. [`keys`] is the layout.
 
@@ -19,9 +22,12 @@ use std::sync::{Arc, Mutex};
 
 pub use backend::{Backend, BackendError, MemoryBackend, Page, SledBackend, WriteBatch};
 pub use catalog::{
-    ApplyOutcome, CatalogChange, CatalogStore, ChangeKind, HeldUpdate, LoggedChange, StoreError,
-    StoreState, SummarizedRevision, UpdateSummary, VerifyReport,
+    ApplyOutcome, CatalogChange, CatalogStore, ChangeKind, DocumentSpace, HeldUpdate, LoggedChange,
+    StoreError, StoreState, SummarizedRevision, UpdateSummary, VerifyReport,
 };
+
+/// The sled tree holding both stores' documents (see [`DocumentSpace`]).
+pub const DOCUMENTS_TREE: &str = "documents";
 
 /// The default sled page-cache size for a node: enough for the indexes and the recent
 /// documents, far below sled's own 1 GiB default.
@@ -49,7 +55,8 @@ impl Deref for SiteDatabase {
     }
 }
 
-/// Everything a node keeps on disk: one sled database holding one tree per store.
+/// Everything a node keeps on disk: one sled database holding an index tree per store and
+/// their shared documents tree.
 #[derive(Debug)]
 pub struct NodeDatabase {
     /// Kept so other parts of the node open their own key spaces (see [`Self::space`]) in
@@ -62,29 +69,34 @@ pub struct NodeDatabase {
     memory_spaces: Mutex<HashMap<String, Arc<MemoryBackend>>>,
     update_server: UpdateServerStore,
     site_database: SiteDatabase,
+    documents: Arc<DocumentSpace>,
 }
 
 impl NodeDatabase {
     /// Opens (or creates) the database in `path`.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let db = backend::open_sled(path, cache_bytes)?;
-        let store = |name: &str| -> Result<CatalogStore, StoreError> {
-            let tree = |name: String| -> Result<Box<dyn Backend>, StoreError> {
-                let tree = db.open_tree(name).map_err(BackendError::from)?;
-                Ok(Box::new(SledBackend::with_space_check(
-                    tree,
-                    path,
-                    backend::KEEP_FREE_BYTES,
-                )))
-            };
-            CatalogStore::open(
-                tree(format!("{name}.index"))?,
-                tree(format!("{name}.documents"))?,
-            )
+        let tree = |name: &str| -> Result<Box<dyn Backend>, StoreError> {
+            let tree = db.open_tree(name).map_err(BackendError::from)?;
+            Ok(Box::new(SledBackend::with_space_check(
+                tree,
+                path,
+                backend::KEEP_FREE_BYTES,
+            )))
         };
+        let documents = DocumentSpace::new(tree(DOCUMENTS_TREE)?);
         Ok(Self {
-            update_server: UpdateServerStore(store("update_server")?),
-            site_database: SiteDatabase(store("site_database")?),
+            update_server: UpdateServerStore(CatalogStore::open_in(
+                tree("update_server.index")?,
+                &documents,
+                keys::UPDATE_SERVER_DOCUMENTS,
+            )?),
+            site_database: SiteDatabase(CatalogStore::open_in(
+                tree("site_database.index")?,
+                &documents,
+                keys::SITE_DATABASE_DOCUMENTS,
+            )?),
+            documents,
             db: Some(db),
             path: path.to_owned(),
             memory_spaces: Mutex::default(),
@@ -93,15 +105,12 @@ impl NodeDatabase {
 
     /// A database that lives in memory only, for tests.
     pub fn in_memory() -> Result<Self, StoreError> {
-        let store = || {
-            CatalogStore::open(
-                Box::new(MemoryBackend::new()),
-                Box::new(MemoryBackend::new()),
-            )
-        };
+        let documents = DocumentSpace::new(Box::new(MemoryBackend::new()));
+        let store = |tag| CatalogStore::open_in(Box::new(MemoryBackend::new()), &documents, tag);
         Ok(Self {
-            update_server: UpdateServerStore(store()?),
-            site_database: SiteDatabase(store()?),
+            update_server: UpdateServerStore(store(keys::UPDATE_SERVER_DOCUMENTS)?),
+            site_database: SiteDatabase(store(keys::SITE_DATABASE_DOCUMENTS)?),
+            documents,
             db: None,
             path: std::path::PathBuf::new(),
             memory_spaces: Mutex::default(),
@@ -114,6 +123,11 @@ impl NodeDatabase {
 
     pub fn site_database(&self) -> &SiteDatabase {
         &self.site_database
+    }
+
+    /// The documents both stores keep.
+    pub fn documents(&self) -> &DocumentSpace {
+        &self.documents
     }
 
     /// Another key space of the node's database, by name: the sync manager's state, the
