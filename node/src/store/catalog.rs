@@ -300,9 +300,9 @@ fn record_in(index: &dyn Backend, update: UpdateId) -> Result<Option<UpdateRecor
 ///
 /// A store that puts a revision another store holds with the same content hash records the
 /// other store's document location instead of writing its own copy. A document is removed
-/// only once no store's index references it. Every apply holds [`Self::writers`] from its
-/// first read to its last write, so a store taking another's copy and a store removing
-/// that copy never interleave; readers take no lock.
+/// only once no store's index references it. Every apply holds the space's writer lock
+/// from its first read to its last write, so a store taking another's copy and a store
+/// removing that copy never interleave; readers take no lock.
 #[derive(Debug)]
 pub struct DocumentSpace {
     documents: Box<dyn Backend>,
