@@ -320,11 +320,9 @@ impl DocumentSpace {
         })
     }
 
-    fn stores(&self) -> Vec<(u8, Arc<dyn Backend>)> {
-        self.stores
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// The stores on the space; written only when a store opens, so reads never wait.
+    fn stores(&self) -> std::sync::RwLockReadGuard<'_, Vec<(u8, Arc<dyn Backend>)>> {
+        self.stores.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_writers(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -333,8 +331,8 @@ impl DocumentSpace {
 
     /// Whether any store's index references the document at `location` for `id`.
     fn referenced(&self, location: DocumentLocation, id: RevisionId) -> Result<bool, StoreError> {
-        for (_, index) in self.stores() {
-            if references(&*index, location, id)? {
+        for (_, index) in self.stores().iter() {
+            if references(&**index, location, id)? {
                 return Ok(true);
             }
         }
@@ -348,11 +346,11 @@ impl DocumentSpace {
         id: RevisionId,
         content: ContentHash,
     ) -> Result<Option<DocumentLocation>, StoreError> {
-        for (other, index) in self.stores() {
-            if other == tag {
+        for (other, index) in self.stores().iter() {
+            if *other == tag {
                 continue;
             }
-            let held = record_in(&*index, id.update_id)?.and_then(|r| r.held(id.revision));
+            let held = record_in(&**index, id.update_id)?.and_then(|r| r.held(id.revision));
             if let Some(held) = held.filter(|held| held.content == content) {
                 return Ok(Some(held.document));
             }
@@ -362,20 +360,9 @@ impl DocumentSpace {
 
     /// How many documents the space holds, for every store on it together.
     pub fn count(&self) -> Result<u64, StoreError> {
-        let seen = std::cell::Cell::new(0u64);
-        let mut from = Vec::new();
-        loop {
-            // Keys only: each is looked at once and no document is copied out.
-            let count_key = |_: &[u8]| {
-                seen.set(seen.get() + 1);
-                false
-            };
-            let page = self.documents.scan(&[], &from, SCAN_PAGE, &count_key)?;
-            match page.resume_after {
-                Some(last) => from = successor(last),
-                None => return Ok(seen.get()),
-            }
-        }
+        let mut count = 0;
+        walk_keys(&*self.documents, |_| count += 1)?;
+        Ok(count)
     }
 
     /// Removes documents no store references: leftovers of an apply a crash cut short.
@@ -384,7 +371,7 @@ impl DocumentSpace {
         // No apply may index a document between the check and the removal.
         let _writers = self.lock_writers();
         let mut keys = Vec::new();
-        walk(&*self.documents, &[], |key, _| keys.push(key.to_vec()))?;
+        walk_keys(&*self.documents, |key| keys.push(key.to_vec()))?;
         let mut batch = WriteBatch::default();
         for key in keys {
             let Some((location, id)) = keys::parse_document_key(&key) else {
@@ -460,18 +447,9 @@ pub struct CatalogStore {
 type Pending = HashMap<UpdateId, Option<UpdateRecord>>;
 
 impl CatalogStore {
-    /// Opens a store with a documents space of its own.
-    pub fn open(index: Box<dyn Backend>, documents: Box<dyn Backend>) -> Result<Self, StoreError> {
-        Self::open_in(
-            index,
-            &DocumentSpace::new(documents),
-            keys::UPDATE_SERVER_DOCUMENTS,
-        )
-    }
-
     /// Opens the store on a shared documents space under `tag`, creating its state record
     /// if the index is empty. Each store on one space needs a tag of its own.
-    pub fn open_in(
+    pub fn open(
         index: Box<dyn Backend>,
         space: &Arc<DocumentSpace>,
         tag: u8,
@@ -501,11 +479,10 @@ impl CatalogStore {
         };
         {
             let mut stores = space.stores.write().unwrap_or_else(|p| p.into_inner());
-            if stores.iter().any(|(other, _)| *other == tag) {
-                return Err(corrupt(format!(
-                    "two stores share the documents tag {tag} in one documents space"
-                )));
-            }
+            assert!(
+                stores.iter().all(|(other, _)| *other != tag),
+                "two stores opened with the documents tag {tag} on one documents space"
+            );
             stores.push((tag, index.clone()));
         }
         Ok(Self {
@@ -1230,6 +1207,24 @@ fn walk(
         for (key, value) in &page.entries {
             visit(key, value);
         }
+        match page.resume_after {
+            Some(last) => from = successor(last),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Calls `visit` for every key of `backend`, a page at a time, copying no value out.
+fn walk_keys(backend: &dyn Backend, visit: impl FnMut(&[u8])) -> Result<(), StoreError> {
+    // A scan's filter is `Fn`; the visitor runs inside it and keeps nothing in the page.
+    let visit = std::cell::RefCell::new(visit);
+    let keep = |key: &[u8]| {
+        (visit.borrow_mut())(key);
+        false
+    };
+    let mut from = Vec::new();
+    loop {
+        let page = backend.scan(&[], &from, SCAN_PAGE, &keep)?;
         match page.resume_after {
             Some(last) => from = successor(last),
             None => return Ok(()),

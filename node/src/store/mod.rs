@@ -86,12 +86,12 @@ impl NodeDatabase {
         };
         let documents = DocumentSpace::new(tree(DOCUMENTS_TREE)?);
         Ok(Self {
-            update_server: UpdateServerStore(CatalogStore::open_in(
+            update_server: UpdateServerStore(CatalogStore::open(
                 tree("update_server.index")?,
                 &documents,
                 keys::UPDATE_SERVER_DOCUMENTS,
             )?),
-            site_database: SiteDatabase(CatalogStore::open_in(
+            site_database: SiteDatabase(CatalogStore::open(
                 tree("site_database.index")?,
                 &documents,
                 keys::SITE_DATABASE_DOCUMENTS,
@@ -106,7 +106,7 @@ impl NodeDatabase {
     /// A database that lives in memory only, for tests.
     pub fn in_memory() -> Result<Self, StoreError> {
         let documents = DocumentSpace::new(Box::new(MemoryBackend::new()));
-        let store = |tag| CatalogStore::open_in(Box::new(MemoryBackend::new()), &documents, tag);
+        let store = |tag| CatalogStore::open(Box::new(MemoryBackend::new()), &documents, tag);
         Ok(Self {
             update_server: UpdateServerStore(store(keys::UPDATE_SERVER_DOCUMENTS)?),
             site_database: SiteDatabase(store(keys::SITE_DATABASE_DOCUMENTS)?),
