@@ -24,4 +24,4 @@ pub mod xml;
 
 pub use digest::{CatalogDigest, ContentHash};
 pub use model::*;
-pub use xml::{ParseError, ParseLimits, parse_update};
+pub use xml::{ParseError, ParseLimits, parse_update, parse_update_owned};

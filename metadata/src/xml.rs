@@ -25,13 +25,13 @@
 //! attributes are accepted so that newer upstream documents still parse.
 
 use std::borrow::Cow;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::str::FromStr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use quick_xml::NsReader;
-use quick_xml::escape::{EscapeError, resolve_predefined_entity};
+use quick_xml::escape::{EscapeError, resolve_predefined_entity, unescape};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{Namespace, QName, ResolveResult};
 
@@ -223,6 +223,28 @@ pub enum ParseError {
 ///
 /// Never panics, whatever the input; refuses it with a [`ParseError`] instead.
 pub fn parse_update(document: &[u8], limits: &ParseLimits) -> Result<UpdateRevision, ParseError> {
+    let mut revision = parse_without_document(document, limits)?;
+    revision.document = document.to_vec();
+    Ok(revision)
+}
+
+/// Like [`parse_update`], for a caller that owns the document: the bytes are moved into the
+/// result instead of being copied. Results and errors are exactly those of [`parse_update`].
+pub fn parse_update_owned(
+    document: Vec<u8>,
+    limits: &ParseLimits,
+) -> Result<UpdateRevision, ParseError> {
+    let mut revision = parse_without_document(&document, limits)?;
+    revision.document = document;
+    Ok(revision)
+}
+
+/// Everything [`parse_update`] does but keeping the document: the result's `document` is
+/// left empty for the caller to fill.
+fn parse_without_document(
+    document: &[u8],
+    limits: &ParseLimits,
+) -> Result<UpdateRevision, ParseError> {
     if document.is_empty() {
         return Err(ParseError::Empty);
     }
@@ -253,7 +275,7 @@ pub fn parse_update(document: &[u8], limits: &ParseLimits) -> Result<UpdateRevis
     let mut draft = Draft::default();
     cursor.children(|cursor, child| draft.root_child(cursor, child))?;
     cursor.finish()?;
-    draft.finish(cursor.locate(&root), document)
+    draft.finish(&|| cursor.locate(&root))
 }
 
 /// The namespace of an element, reduced to what the parser distinguishes.
@@ -265,32 +287,34 @@ enum Ns {
     None,
 }
 
-/// An element whose start tag has just been read.
+/// An element whose start tag has just been read. Names and attributes borrow the document
+/// wherever they can, so reading an element allocates at most its attribute list.
 #[derive(Debug)]
-struct Element {
+struct Element<'i> {
     ns: Ns,
     /// The local name, for matching and for error paths.
-    local: String,
+    local: &'i str,
     /// The qualified name as written, to resolve the namespace again for error messages.
-    qname: String,
+    qname: &'i str,
     /// Attributes as written (qualified name, unescaped value), already checked for
-    /// well-formedness and limits.
-    attributes: Vec<(String, String)>,
+    /// well-formedness and limits. A value borrows the document unless it had references
+    /// to resolve.
+    attributes: Vec<(&'i str, Cow<'i, str>)>,
     /// Nesting depth, the root being 1: with the cursor's stack of open elements it gives
     /// the element's path for error messages without building a path per element.
     depth: usize,
     byte: u64,
 }
 
-impl Element {
+impl Element<'_> {
     /// The value of an unprefixed attribute. Update documents put every attribute this parser
     /// reads in no namespace, so a prefixed attribute of the same local name is someone
     /// else's.
     fn attr(&self, name: &str) -> Option<&str> {
         self.attributes
             .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.as_ref())
     }
 
     fn is(&self, ns: Ns, local: &str) -> bool {
@@ -301,7 +325,7 @@ impl Element {
 /// One step through the document.
 enum Node<'i> {
     /// A start tag; an empty-element tag is an `Open` followed by a `Close`.
-    Open(Element),
+    Open(Element<'i>),
     /// Character data, CDATA or a resolved reference, inside the root element.
     Text(Cow<'i, str>),
     /// The end tag of the innermost open element.
@@ -317,7 +341,7 @@ struct Cursor<'i, 'l> {
     text: &'i str,
     limits: &'l ParseLimits,
     /// Local names of the open elements, root first.
-    open: Vec<String>,
+    open: Vec<&'i str>,
     elements: usize,
     seen_root: bool,
     root_closed: bool,
@@ -463,7 +487,7 @@ impl<'i, 'l> Cursor<'i, 'l> {
         ns: Result<Ns, String>,
         start: &BytesStart<'_>,
         byte: u64,
-    ) -> Result<Element, ParseError> {
+    ) -> Result<Element<'i>, ParseError> {
         if self.root_closed {
             return Err(malformed(byte, "a second root element after `Update`"));
         }
@@ -475,11 +499,11 @@ impl<'i, 'l> Cursor<'i, 'l> {
                 byte,
             });
         }
-        let local = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
-        let qname = String::from_utf8_lossy(start.name().as_ref()).into_owned();
+        let local = self.in_document(start.local_name().into_inner(), byte)?;
+        let qname = self.in_document(start.name().into_inner(), byte)?;
         let depth = self.open.len() + 1;
         let here = || Location {
-            path: join_path(&self.open, &local),
+            path: join_path(&self.open, local),
             byte,
         };
         if depth > self.limits.max_depth {
@@ -521,20 +545,20 @@ impl<'i, 'l> Cursor<'i, 'l> {
                     ),
                 ));
             }
-            let value = attribute
-                .decode_and_unescape_value(self.reader.decoder())
-                .map_err(|e| value_error(e, byte))?;
+            // The same as `decode_and_unescape_value`, without decoding text that is already
+            // known to be UTF-8.
+            let raw = self.in_document(&attribute.value, byte)?;
+            let value = unescape(raw).map_err(|e| value_error(e.into(), byte))?;
             if value.len() > self.limits.max_text_bytes {
                 return Err(ParseError::ValueTooLong {
                     limit: self.limits.max_text_bytes,
                     at: here(),
                 });
             }
-            let key = String::from_utf8_lossy(key.as_ref()).into_owned();
-            attributes.push((key, value.into_owned()));
+            attributes.push((self.in_document(key.into_inner(), byte)?, value));
         }
 
-        self.open.push(local.clone());
+        self.open.push(local);
         Ok(Element {
             ns,
             local,
@@ -543,6 +567,23 @@ impl<'i, 'l> Cursor<'i, 'l> {
             depth,
             byte,
         })
+    }
+
+    /// `part` of an event as the slice of the document it is. The reader borrows every event
+    /// from the document, so this always succeeds; it saves copying names and values and
+    /// checking their UTF-8 again. Should the reader ever hand out a copy, the document is
+    /// refused rather than the parser panicking.
+    fn in_document(&self, part: &[u8], byte: u64) -> Result<&'i str, ParseError> {
+        let text = self.text;
+        (part.as_ptr() as usize)
+            .checked_sub(text.as_ptr() as usize)
+            .and_then(|start| text.get(start..start.checked_add(part.len())?))
+            .ok_or_else(|| {
+                malformed(
+                    byte,
+                    "the XML reader returned text that is not in the document",
+                )
+            })
     }
 
     fn reader_error(&self, error: quick_xml::Error) -> ParseError {
@@ -582,7 +623,7 @@ impl<'i, 'l> Cursor<'i, 'l> {
     }
 
     /// Reads up to the first element: the root.
-    fn root(&mut self) -> Result<Element, ParseError> {
+    fn root(&mut self) -> Result<Element<'i>, ParseError> {
         loop {
             match self.next()? {
                 Node::Open(root) => return Ok(root),
@@ -613,7 +654,7 @@ impl<'i, 'l> Cursor<'i, 'l> {
     /// with [`Cursor::skip`]). Text between children is formatting and ignored.
     fn children(
         &mut self,
-        mut each: impl FnMut(&mut Self, Element) -> Result<(), ParseError>,
+        mut each: impl FnMut(&mut Self, Element<'i>) -> Result<(), ParseError>,
     ) -> Result<(), ParseError> {
         loop {
             match self.next()? {
@@ -644,8 +685,9 @@ impl<'i, 'l> Cursor<'i, 'l> {
     }
 
     /// The text content of the element just opened, up to its end tag.
-    fn text(&mut self, element: &Element) -> Result<String, ParseError> {
-        let mut text = String::new();
+    /// Borrows the document when the text is in one piece, as it usually is.
+    fn text(&mut self, element: &Element<'_>) -> Result<Cow<'i, str>, ParseError> {
+        let mut text = Cow::Borrowed("");
         loop {
             match self.next()? {
                 Node::Text(part) => {
@@ -655,7 +697,11 @@ impl<'i, 'l> Cursor<'i, 'l> {
                             at: self.locate(element),
                         });
                     }
-                    text.push_str(&part);
+                    if text.is_empty() {
+                        text = part;
+                    } else {
+                        text.to_mut().push_str(&part);
+                    }
                 }
                 Node::Open(_) => {
                     return Err(ParseError::MixedContent {
@@ -670,16 +716,16 @@ impl<'i, 'l> Cursor<'i, 'l> {
 
     /// The location of `element`, which must be open or a child of an open element (the
     /// parser only ever asks while inside the element's parent).
-    fn locate(&self, element: &Element) -> Location {
+    fn locate(&self, element: &Element<'_>) -> Location {
         let parents = element.depth.saturating_sub(1).min(self.open.len());
         Location {
-            path: join_path(&self.open[..parents], &element.local),
+            path: join_path(&self.open[..parents], element.local),
             byte: element.byte,
         }
     }
 
     /// A human-readable name and namespace of `element`, for a wrong root element.
-    fn describe(&self, element: &Element) -> String {
+    fn describe(&self, element: &Element<'_>) -> String {
         let (resolved, _) = self.reader.resolve_element(QName(element.qname.as_bytes()));
         let namespace = match resolved {
             ResolveResult::Bound(Namespace(uri)) => {
@@ -687,7 +733,7 @@ impl<'i, 'l> Cursor<'i, 'l> {
             }
             _ => "in no namespace".to_owned(),
         };
-        format!("`{}` {namespace}", excerpt(&element.qname))
+        format!("`{}` {namespace}", excerpt(element.qname))
     }
 
     /// `next` reports end of input inside an element as truncation, so this is only reached
@@ -734,7 +780,7 @@ fn malformed(byte: u64, detail: impl fmt::Display) -> ParseError {
     }
 }
 
-fn join_path(parents: &[String], last: &str) -> String {
+fn join_path(parents: &[&str], last: &str) -> String {
     let mut path = String::new();
     for parent in parents {
         path.push_str(parent);
@@ -798,16 +844,16 @@ impl Draft {
     fn root_child(
         &mut self,
         cursor: &mut Cursor<'_, '_>,
-        child: Element,
+        child: Element<'_>,
     ) -> Result<(), ParseError> {
-        match (&child.ns, child.local.as_str()) {
+        match (&child.ns, child.local) {
             (Ns::Update, "UpdateIdentity") => {
                 if self.identity.is_some() {
                     return Err(ParseError::DuplicateElement {
                         at: cursor.locate(&child),
                     });
                 }
-                let at = cursor.locate(&child);
+                let at = || cursor.locate(&child);
                 let update_id = guid_attr(&child, "UpdateID", &at)?;
                 let revision = required(&child, "RevisionNumber", &at)
                     .and_then(|value| number(value, "RevisionNumber", &at))?;
@@ -835,7 +881,7 @@ impl Draft {
                 }
             }),
             (Ns::Update, "Relationships") => {
-                cursor.children(|cursor, list| match (&list.ns, list.local.as_str()) {
+                cursor.children(|cursor, list| match (&list.ns, list.local) {
                     (Ns::Update, "Prerequisites") => {
                         self.prerequisites.extend(relationships(cursor)?);
                         Ok(())
@@ -871,21 +917,22 @@ impl Draft {
         }
     }
 
-    fn finish(self, root: Location, document: &[u8]) -> Result<UpdateRevision, ParseError> {
+    /// The checked revision, with an empty `document` for [`parse_update`] to fill.
+    fn finish(self, root: &dyn Fn() -> Location) -> Result<UpdateRevision, ParseError> {
         let id = self.identity.ok_or_else(|| ParseError::MissingElement {
             element: "UpdateIdentity",
-            at: root.clone(),
+            at: root(),
         })?;
         let properties = self.properties.ok_or_else(|| ParseError::MissingElement {
             element: "Properties",
-            at: root.clone(),
+            at: root(),
         })?;
         if self.localized.is_empty() {
             return Err(ParseError::NoLocalizedTitle);
         }
         let category_type = match (properties.update_type, self.category_type) {
             (UpdateType::Category, None) => {
-                return Err(ParseError::MissingCategoryType { at: root });
+                return Err(ParseError::MissingCategoryType { at: root() });
             }
             (UpdateType::Category, Some((value, at))) => Some(category_type(&value, at)?),
             _ => None,
@@ -905,13 +952,16 @@ impl Draft {
             bundled: self.bundled,
             superseded: self.superseded,
             files: self.files,
-            document: document.to_vec(),
+            document: Vec::new(),
         })
     }
 }
 
-fn properties(cursor: &mut Cursor<'_, '_>, element: &Element) -> Result<Properties, ParseError> {
-    let at = cursor.locate(element);
+fn properties(
+    cursor: &mut Cursor<'_, '_>,
+    element: &Element<'_>,
+) -> Result<Properties, ParseError> {
+    let at = || cursor.locate(element);
     let update_type = match required(element, "UpdateType", &at)? {
         "Software" => UpdateType::Software,
         "Driver" => UpdateType::Driver,
@@ -995,7 +1045,7 @@ fn properties(cursor: &mut Cursor<'_, '_>, element: &Element) -> Result<Properti
 
 fn localized(
     cursor: &mut Cursor<'_, '_>,
-    element: &Element,
+    element: &Element<'_>,
 ) -> Result<LocalizedProperties, ParseError> {
     let mut language = None;
     let mut title = None;
@@ -1039,7 +1089,7 @@ fn relationships(cursor: &mut Cursor<'_, '_>) -> Result<Vec<Relationship>, Parse
             entries.push(Relationship::One(update_ref(cursor, &child)?));
             cursor.skip()
         } else if child.is(Ns::Update, "AtLeastOne") {
-            let at = cursor.locate(&child);
+            let at = || cursor.locate(&child);
             let is_category = match child.attr("IsCategory") {
                 None | Some("false" | "0") => false,
                 Some("true" | "1") => true,
@@ -1050,7 +1100,7 @@ fn relationships(cursor: &mut Cursor<'_, '_>) -> Result<Vec<Relationship>, Parse
                 // "At least one of none" can never be met; it is a broken document.
                 return Err(ParseError::MissingElement {
                     element: "UpdateIdentity",
-                    at,
+                    at: cursor.locate(&child),
                 });
             }
             entries.push(Relationship::AtLeastOne {
@@ -1078,8 +1128,8 @@ fn identities(cursor: &mut Cursor<'_, '_>) -> Result<Vec<UpdateRef>, ParseError>
 }
 
 /// A reference to another update; only reads attributes, the caller consumes the element.
-fn update_ref(cursor: &Cursor<'_, '_>, element: &Element) -> Result<UpdateRef, ParseError> {
-    let at = cursor.locate(element);
+fn update_ref(cursor: &Cursor<'_, '_>, element: &Element<'_>) -> Result<UpdateRef, ParseError> {
+    let at = || cursor.locate(element);
     let update_id = guid_attr(element, "UpdateID", &at)?;
     let revision = element
         .attr("RevisionNumber")
@@ -1091,8 +1141,8 @@ fn update_ref(cursor: &Cursor<'_, '_>, element: &Element) -> Result<UpdateRef, P
     })
 }
 
-fn file(cursor: &mut Cursor<'_, '_>, element: &Element) -> Result<UpdateFile, ParseError> {
-    let at = cursor.locate(element);
+fn file(cursor: &mut Cursor<'_, '_>, element: &Element<'_>) -> Result<UpdateFile, ParseError> {
+    let at = || cursor.locate(element);
     let name = required(element, "FileName", &at)?;
     // The name becomes a file name on disk downstream: no paths, no control characters.
     if name.is_empty()
@@ -1123,16 +1173,15 @@ fn file(cursor: &mut Cursor<'_, '_>, element: &Element) -> Result<UpdateFile, Pa
         if !child.is(Ns::Update, "AdditionalDigest") {
             return cursor.skip();
         }
-        let child_at = cursor.locate(&child);
-        let algorithm_name = required(&child, "Algorithm", &child_at)?.to_owned();
+        let algorithm_name = required(&child, "Algorithm", &|| cursor.locate(&child))?;
         let value = cursor.text(&child)?;
         // An algorithm we do not know is a newer upstream's addition, not an error; the
         // primary digest still identifies the content.
-        if let Some(algorithm) = digest_algorithm(&algorithm_name) {
+        if let Some(algorithm) = digest_algorithm(algorithm_name) {
             digests.push(digest(
                 algorithm,
                 value.trim_matches(is_xml_space),
-                &child_at,
+                &|| cursor.locate(&child),
             )?);
         }
         Ok(())
@@ -1155,7 +1204,11 @@ fn download_url(name: &str, digests: &[FileDigest]) -> String {
     let Some(chosen) = by(DigestAlgorithm::Sha1).or_else(|| by(DigestAlgorithm::Sha256)) else {
         return String::new();
     };
-    let hex: String = chosen.value.iter().map(|b| format!("{b:02X}")).collect();
+    let mut hex = String::with_capacity(2 * chosen.value.len());
+    for byte in &chosen.value {
+        // Writing to a `String` cannot fail.
+        let _ = write!(hex, "{byte:02X}");
+    }
     let directory = hex.get(hex.len().saturating_sub(2)..).unwrap_or_default();
     format!("Content/{directory}/{hex}{}", extension(name))
 }
@@ -1185,7 +1238,11 @@ fn digest_algorithm(name: &str) -> Option<DigestAlgorithm> {
     }
 }
 
-fn digest(algorithm: DigestAlgorithm, text: &str, at: &Location) -> Result<FileDigest, ParseError> {
+fn digest(
+    algorithm: DigestAlgorithm,
+    text: &str,
+    at: &dyn Fn() -> Location,
+) -> Result<FileDigest, ParseError> {
     let (label, expected_len) = match algorithm {
         DigestAlgorithm::Sha1 => ("SHA1", 20),
         DigestAlgorithm::Sha256 => ("SHA256", 32),
@@ -1194,7 +1251,7 @@ fn digest(algorithm: DigestAlgorithm, text: &str, at: &Location) -> Result<FileD
         algorithm: label,
         value: excerpt(text),
         detail,
-        at: at.clone(),
+        at: at(),
     };
     let value = BASE64
         .decode(text)
@@ -1218,34 +1275,36 @@ fn category_type(value: &str, at: Location) -> Result<CategoryType, ParseError> 
             "CategoryType",
             other,
             "one of Company, ProductFamily, Product, UpdateClassification",
-            &at,
+            &|| at.clone(),
         )),
     }
 }
 
+/// The value of a required attribute. Like the other checks below, it takes the element's
+/// location as a function called only for an error: valid documents never build the path.
 fn required<'e>(
-    element: &'e Element,
+    element: &'e Element<'_>,
     attribute: &'static str,
-    at: &Location,
+    at: &dyn Fn() -> Location,
 ) -> Result<&'e str, ParseError> {
     element
         .attr(attribute)
         .ok_or_else(|| ParseError::MissingAttribute {
             attribute,
-            at: at.clone(),
+            at: at(),
         })
 }
 
 fn guid_attr(
-    element: &Element,
+    element: &Element<'_>,
     attribute: &'static str,
-    at: &Location,
+    at: &dyn Fn() -> Location,
 ) -> Result<UpdateId, ParseError> {
     let value = required(element, attribute, at)?;
     UpdateId::from_str(value).map_err(|_| ParseError::InvalidGuid {
         attribute,
         value: excerpt(value),
-        at: at.clone(),
+        at: at(),
     })
 }
 
@@ -1254,7 +1313,7 @@ fn guid_attr(
 fn number<T: FromStr>(
     value: &str,
     attribute: &'static str,
-    at: &Location,
+    at: &dyn Fn() -> Location,
 ) -> Result<T, ParseError> {
     let parsed = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         value.parse().ok()
@@ -1264,15 +1323,19 @@ fn number<T: FromStr>(
     parsed.ok_or_else(|| ParseError::InvalidNumber {
         attribute,
         value: excerpt(value),
-        at: at.clone(),
+        at: at(),
     })
 }
 
-fn date(value: &str, attribute: &'static str, at: &Location) -> Result<Timestamp, ParseError> {
+fn date(
+    value: &str,
+    attribute: &'static str,
+    at: &dyn Fn() -> Location,
+) -> Result<Timestamp, ParseError> {
     Timestamp::parse_iso8601(value).ok_or_else(|| ParseError::InvalidDate {
         attribute,
         value: excerpt(value),
-        at: at.clone(),
+        at: at(),
     })
 }
 
@@ -1280,12 +1343,12 @@ fn invalid(
     attribute: &'static str,
     value: &str,
     expected: &'static str,
-    at: &Location,
+    at: &dyn Fn() -> Location,
 ) -> ParseError {
     ParseError::InvalidValue {
         attribute,
         value: excerpt(value),
         expected,
-        at: at.clone(),
+        at: at(),
     }
 }

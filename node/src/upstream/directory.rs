@@ -53,7 +53,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sitesync_metadata::{
-    ContentHash, ParseError, ParseLimits, RevisionId, UpdateId, UpdateRevision, parse_update,
+    ContentHash, ParseError, ParseLimits, RevisionId, UpdateId, UpdateRevision, parse_update_owned,
 };
 
 use super::{ScanProgress, ScanReport, SkippedDocument, TrackedRevision, UpstreamError};
@@ -316,7 +316,7 @@ impl DirectoryUpstream {
     /// under this upstream's limits, ready for the update-server store.
     pub fn update_revision(&self, id: RevisionId) -> Result<UpdateRevision, UpstreamError> {
         let document = self.document(id)?;
-        parse_update(&document, &self.limits).map_err(|e| UpstreamError::DocumentInvalid {
+        parse_update_owned(document, &self.limits).map_err(|e| UpstreamError::DocumentInvalid {
             file: self.dir.join(self.file_name(id)),
             id,
             reason: e.to_string(),
@@ -567,7 +567,7 @@ impl DirectoryUpstream {
         {
             return Examined::Same(state);
         }
-        let revision = match parse_update(&document, &self.limits) {
+        let revision = match parse_update_owned(document, &self.limits) {
             Ok(revision) => revision,
             Err(e) => return Examined::Skipped(format!("not a valid update document: {e}")),
         };

@@ -15,7 +15,7 @@
 
 use std::collections::HashSet;
 
-use sitesync_metadata::{ContentHash, ParseLimits, RevisionId, UpdateId, parse_update};
+use sitesync_metadata::{ContentHash, ParseLimits, RevisionId, UpdateId, parse_update_owned};
 
 use crate::store::{CatalogChange, CatalogStore, StoreError};
 use crate::upstream::parent::ParentAnchor;
@@ -177,7 +177,7 @@ impl<'a> Journal<'a> {
         let mut puts = Vec::new();
         for (update, documents) in restore {
             for document in documents {
-                let revision = parse_update(&document, limits).map_err(|e| {
+                let revision = parse_update_owned(document, limits).map_err(|e| {
                     corrupt(format!(
                         "a journalled document of {update} no longer parses: {e}"
                     ))

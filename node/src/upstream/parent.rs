@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use sitesync_metadata::{
-    CatalogDigest, ContentHash, ParseLimits, RevisionId, UpdateId, parse_update,
+    CatalogDigest, ContentHash, ParseLimits, RevisionId, UpdateId, parse_update_owned,
 };
 use sitesync_proto::v1::update_server_client::UpdateServerClient;
 use sitesync_proto::v1::{self, get_changes_response};
@@ -406,7 +406,7 @@ impl DocumentReader<'_> {
         document: v1::UpdateDocument,
         bytes_received: &mut u64,
     ) -> Result<CatalogChange, PullError> {
-        let document = RevisionDocument::try_from(document)?;
+        let mut document = RevisionDocument::try_from(document)?;
         *bytes_received += document.document.len() as u64;
         if let Some(parsed_in) = self.parsed_in {
             // The same bytes parse to the same revision, so its identity was checked too.
@@ -419,11 +419,12 @@ impl DocumentReader<'_> {
                 }));
             }
         }
-        let revision =
-            parse_update(&document.document, self.limits).map_err(|e| PullError::Document {
-                id: document.id,
-                reason: e.to_string(),
-            })?;
+        // The bytes move into the revision; `document` keeps the declared identity to check.
+        let bytes = std::mem::take(&mut document.document);
+        let revision = parse_update_owned(bytes, self.limits).map_err(|e| PullError::Document {
+            id: document.id,
+            reason: e.to_string(),
+        })?;
         document.check_identity(revision.id)?;
         Ok(CatalogChange::Put(revision))
     }
