@@ -244,6 +244,16 @@ fn inbound_seeds() -> Vec<(String, Vec<u8>)> {
                     kind: v1::ChangeKind::Deleted as i32,
                     payload: Some(v1::catalog_change::Payload::Deleted(id.into())),
                 },
+                v1::CatalogChange {
+                    sequence: 43,
+                    kind: v1::ChangeKind::New as i32,
+                    payload: Some(v1::catalog_change::Payload::Reference(
+                        v1::RevisionReference {
+                            id: Some(id.into()),
+                            content_sha256: vec![0xa5; 32],
+                        },
+                    )),
+                },
             ],
         })),
     };
@@ -254,6 +264,10 @@ fn inbound_seeds() -> Vec<(String, Vec<u8>)> {
             after: None,
             through: Some(id.into()),
             revisions: vec![document(category), document(software)],
+            references: vec![v1::RevisionReference {
+                id: Some(id.into()),
+                content_sha256: vec![0x5a; 32],
+            }],
         })),
         ..Default::default()
     };
@@ -352,6 +366,7 @@ fn inbound_seeds() -> Vec<(String, Vec<u8>)> {
                 from: Some(anchor.clone()),
                 max_batch_bytes: 1 << 20,
                 window: 4,
+                by_reference: true,
             })),
         }
     );

@@ -22,7 +22,7 @@ use sitesync_metadata::{
     parse_update,
 };
 use sitesync_proto::convert::{WireEnum, optional_enum, timestamp_from_wire, timestamp_to_wire};
-use sitesync_proto::{ConversionError, RevisionDocument, v1};
+use sitesync_proto::{ConversionError, HeldReference, RevisionDocument, v1};
 
 /// One message type a node, a child or the control plane decodes from a peer.
 #[derive(Debug)]
@@ -347,6 +347,9 @@ fn change_batch(wire: v1::ChangeBatch) {
                     Some(v1::catalog_change::Payload::Deleted(id)) => {
                         convert::<RevisionId, _>(id);
                     }
+                    Some(v1::catalog_change::Payload::Reference(reference)) => {
+                        convert::<HeldReference, _>(reference);
+                    }
                     None => {}
                 }
             }
@@ -355,6 +358,9 @@ fn change_batch(wire: v1::ChangeBatch) {
             optional(snapshot.after, convert::<RevisionId, _>);
             optional(snapshot.through, convert::<RevisionId, _>);
             snapshot.revisions.into_iter().for_each(update_document);
+            for reference in snapshot.references {
+                convert::<HeldReference, _>(reference);
+            }
         }
         None => {}
     }

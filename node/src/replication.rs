@@ -130,8 +130,12 @@ pub async fn replicate_until(
 }
 
 /// [`replicate_until`] at a site whose update-server store has just synced from the same
-/// parent (phase 1 of its sync): a document `update_server` holds with the same bytes, as
-/// its update's latest revision, takes its summary from there instead of a second parse.
+/// parent (phase 1 of its sync). The parent names the revisions its own update-server store
+/// holds instead of sending them, and the site database takes their documents and summaries
+/// from `update_server`; a document sent all the same that `update_server` holds with the
+/// same bytes, as its update's latest revision, takes its summary from there instead of a
+/// second parse. Should `update_server` lack a named revision (it changed since it synced),
+/// the call subscribes again for documents from the last batch applied.
 pub async fn replicate_after_update_server(
     client: &mut SiteReplicationClient<Channel>,
     site_database: &CatalogStore,
@@ -162,114 +166,166 @@ async fn replicate(
     limits: &ReplicationLimits,
     mut progress: impl FnMut(&ReplicationOutcome) -> ControlFlow<()>,
 ) -> Result<ReplicationOutcome, ReplicationError> {
-    let site_database = stores.site_database;
     let mut outcome = ReplicationOutcome {
-        position: stored_anchor(site_database)?,
+        position: stored_anchor(stores.site_database)?,
         ..ReplicationOutcome::default()
     };
-    // One Ack per batch in flight, at most the window, plus the Subscribe.
-    let window = match limits.window {
-        0 => sitesync_proto::DEFAULT_REPLICATION_WINDOW,
-        n => n.min(sitesync_proto::MAX_REPLICATION_WINDOW),
-    } as usize;
-    let (requests, outbound) = mpsc::channel(window + 1);
-    request(
-        &requests,
-        replication_request::Kind::Subscribe(v1::Subscribe {
-            site_code: site_code.to_owned(),
-            from: outcome.position.map(ParentAnchor::to_wire),
-            max_batch_bytes: limits.max_batch_bytes,
-            window: limits.window,
-        }),
-    )
-    .await;
-    let mut stream = client
-        .replicate(ReceiverStream::new(outbound))
-        .await?
-        .into_inner();
     let mut target = match target {
         ReplicationTarget::ParentPosition => None,
         ReplicationTarget::Sequence(sequence) => Some(sequence),
     };
-    let mut silence = FIRST_HEARTBEAT_WAIT;
-    let mut heard = false;
+    let mut by_reference = stores.parsed_in.is_some();
     loop {
-        let message = tokio::time::timeout(silence, stream.message())
+        let stream = Stream {
+            stores: &stores,
+            site_code,
+            limits,
+            by_reference,
+        };
+        match stream
+            .run(client, &mut target, &mut outcome, &mut progress)
             .await
-            .map_err(|_| ReplicationError::Silent(silence))??
-            .ok_or_else(|| {
-                ReplicationError::Protocol(
-                    "the parent ended the stream; the next call resumes from the last batch applied"
-                        .into(),
-                )
-            })?;
-        match message.kind {
-            Some(replication_message::Kind::Heartbeat(heartbeat)) => {
-                heard = true;
-                if let Some(interval) = heartbeat.interval {
-                    let interval = Duration::try_from(interval).map_err(|_| {
-                        ReplicationError::Protocol("a negative heartbeat interval".into())
-                    })?;
-                    silence = (interval * 3).max(Duration::from_millis(100));
-                }
-                let parent = heartbeat
-                    .site_database
-                    .ok_or_else(|| ConversionError::missing("heartbeat.site_database"))?;
-                let latest = latest_of(&parent)?;
-                let wanted = *target.get_or_insert(latest.sequence);
-                if reached(outcome.position, latest, wanted) {
-                    check_digest(site_database, &parent, latest)?;
-                    outcome.changes.digest = site_database.digest();
-                    outcome.reached = true;
-                    return Ok(outcome);
-                }
+        {
+            Err(ReplicationError::Batch(e)) if by_reference && e.is_unresolved_reference() => {
+                tracing::warn!(
+                    error = %e,
+                    "a revision the parent named is not in the update-server store; asking for documents instead"
+                );
+                by_reference = false;
             }
-            Some(replication_message::Kind::Batch(batch)) if heard => {
-                let journal = limits
-                    .journal
-                    .then(|| Journal::new(site_database, ANCHOR_KEY));
-                let batch = IncomingBatch {
-                    batch,
-                    limits: &limits.parse,
-                    parsed_in: stores.parsed_in,
-                };
-                let resume = apply_batch(
-                    site_database,
-                    (ANCHOR_KEY, journal.as_ref()),
-                    outcome.position,
-                    batch,
-                    &mut outcome.changes,
-                )?;
-                outcome.position = Some(resume);
-                outcome.changes.digest = site_database.digest();
-                request(
-                    &requests,
-                    replication_request::Kind::Ack(v1::Ack {
-                        applied: Some(resume.to_wire()),
-                    }),
-                )
-                .await;
-                if progress(&outcome).is_break() {
-                    return Ok(outcome);
-                }
-                let wanted = target.expect("the first heartbeat sets the target");
-                if resume.snapshot_through.is_none() && resume.sequence >= wanted {
-                    let parent = client
-                        .get_site_database_info(v1::GetSiteDatabaseInfoRequest {})
-                        .await?
-                        .into_inner();
+            Err(e) => return Err(e),
+            Ok(()) => return Ok(outcome),
+        }
+    }
+}
+
+/// One `Replicate` call of a [`replicate`].
+struct Stream<'a> {
+    stores: &'a Stores<'a>,
+    site_code: &'a str,
+    limits: &'a ReplicationLimits,
+    by_reference: bool,
+}
+
+impl Stream<'_> {
+    /// Streams until the target is reached, `progress` breaks, or an error; `outcome` says
+    /// what was applied, also when it fails.
+    async fn run(
+        self,
+        client: &mut SiteReplicationClient<Channel>,
+        target: &mut Option<u64>,
+        outcome: &mut ReplicationOutcome,
+        progress: &mut impl FnMut(&ReplicationOutcome) -> ControlFlow<()>,
+    ) -> Result<(), ReplicationError> {
+        let Self {
+            stores,
+            site_code,
+            limits,
+            by_reference,
+        } = self;
+        let site_database = stores.site_database;
+        // One Ack per batch in flight, at most the window, plus the Subscribe.
+        let window = match limits.window {
+            0 => sitesync_proto::DEFAULT_REPLICATION_WINDOW,
+            n => n.min(sitesync_proto::MAX_REPLICATION_WINDOW),
+        } as usize;
+        let (requests, outbound) = mpsc::channel(window + 1);
+        request(
+            &requests,
+            replication_request::Kind::Subscribe(v1::Subscribe {
+                site_code: site_code.to_owned(),
+                from: outcome.position.map(ParentAnchor::to_wire),
+                max_batch_bytes: limits.max_batch_bytes,
+                window: limits.window,
+                by_reference,
+            }),
+        )
+        .await;
+        let mut stream = client
+            .replicate(ReceiverStream::new(outbound))
+            .await?
+            .into_inner();
+        let mut silence = FIRST_HEARTBEAT_WAIT;
+        let mut heard = false;
+        loop {
+            let message = tokio::time::timeout(silence, stream.message())
+                .await
+                .map_err(|_| ReplicationError::Silent(silence))??
+                .ok_or_else(|| {
+                    ReplicationError::Protocol(
+                        "the parent ended the stream; the next call resumes from the last batch applied"
+                            .into(),
+                    )
+                })?;
+            match message.kind {
+                Some(replication_message::Kind::Heartbeat(heartbeat)) => {
+                    heard = true;
+                    if let Some(interval) = heartbeat.interval {
+                        let interval = Duration::try_from(interval).map_err(|_| {
+                            ReplicationError::Protocol("a negative heartbeat interval".into())
+                        })?;
+                        silence = (interval * 3).max(Duration::from_millis(100));
+                    }
+                    let parent = heartbeat
+                        .site_database
+                        .ok_or_else(|| ConversionError::missing("heartbeat.site_database"))?;
                     let latest = latest_of(&parent)?;
+                    let wanted = *target.get_or_insert(latest.sequence);
                     if reached(outcome.position, latest, wanted) {
                         check_digest(site_database, &parent, latest)?;
+                        outcome.changes.digest = site_database.digest();
                         outcome.reached = true;
-                        return Ok(outcome);
+                        return Ok(());
                     }
                 }
-            }
-            _ => {
-                return Err(ReplicationError::Protocol(
-                    "messages out of order: a heartbeat first, then batches and heartbeats".into(),
-                ));
+                Some(replication_message::Kind::Batch(batch)) if heard => {
+                    let journal = limits
+                        .journal
+                        .then(|| Journal::new(site_database, ANCHOR_KEY));
+                    let batch = IncomingBatch {
+                        batch,
+                        limits: &limits.parse,
+                        parsed_in: stores.parsed_in,
+                    };
+                    let resume = apply_batch(
+                        site_database,
+                        (ANCHOR_KEY, journal.as_ref()),
+                        outcome.position,
+                        batch,
+                        &mut outcome.changes,
+                    )?;
+                    outcome.position = Some(resume);
+                    outcome.changes.digest = site_database.digest();
+                    request(
+                        &requests,
+                        replication_request::Kind::Ack(v1::Ack {
+                            applied: Some(resume.to_wire()),
+                        }),
+                    )
+                    .await;
+                    if progress(outcome).is_break() {
+                        return Ok(());
+                    }
+                    let wanted = (*target).expect("the first heartbeat sets the target");
+                    if resume.snapshot_through.is_none() && resume.sequence >= wanted {
+                        let parent = client
+                            .get_site_database_info(v1::GetSiteDatabaseInfoRequest {})
+                            .await?
+                            .into_inner();
+                        let latest = latest_of(&parent)?;
+                        if reached(outcome.position, latest, wanted) {
+                            check_digest(site_database, &parent, latest)?;
+                            outcome.reached = true;
+                            return Ok(());
+                        }
+                    }
+                }
+                _ => {
+                    return Err(ReplicationError::Protocol(
+                        "messages out of order: a heartbeat first, then batches and heartbeats"
+                            .into(),
+                    ));
+                }
             }
         }
     }

@@ -3,17 +3,21 @@
 //! the child's own log gets exactly the parent's changes, once each, in order, also across a
 //! dropped stream; a window of one keeps one batch in flight; a bad Ack is refused; a
 //! caught-up child hears heartbeats and then the parent's next changes as they are logged.
+//! After its update-server store has synced from the parent, a child receives revisions by
+//! reference instead of documents, and falls back to documents when it lacks one.
 
 use std::ops::ControlFlow;
 use std::time::Duration;
 
 use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, write_catalog};
 use sitesync_node::replication::{
-    ReplicationLimits, ReplicationOutcome, ReplicationTarget, replicate_until, stored_anchor,
+    ReplicationLimits, ReplicationOutcome, ReplicationTarget, replicate_after_update_server,
+    replicate_until, stored_anchor,
 };
 use sitesync_node::service::site_replication::SiteReplicationService;
 use sitesync_node::store::{CatalogStore, ChangeKind, NodeDatabase};
 use sitesync_proto::v1::site_replication_client::SiteReplicationClient;
+use sitesync_proto::v1::update_server_client::UpdateServerClient;
 use sitesync_proto::v1::{self, replication_message, replication_request};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -107,6 +111,121 @@ async fn replicate(
     )
     .await
     .unwrap()
+}
+
+/// Phase 1 of a child's sync: its update-server store pulls the parent's.
+async fn pull_update_server(parent: &TestNode, child: &NodeDatabase) {
+    let (_pki, channel) = common::registered_child(parent, "CHD", v1::SiteRole::Site).await;
+    let mut client = UpdateServerClient::new(channel)
+        .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
+    let store: &CatalogStore = child.update_server();
+    sitesync_node::upstream::parent::pull(
+        &mut client,
+        store,
+        &sitesync_metadata::ParseLimits::default(),
+        false,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let parents: &CatalogStore = parent.started.node.database.update_server();
+    assert_eq!(store.digest(), parents.digest());
+}
+
+/// Phase 2 of a child's sync: its site database replicates after its update server.
+async fn replicate_after(
+    client: &mut SiteReplicationClient<Channel>,
+    child: &NodeDatabase,
+) -> ReplicationOutcome {
+    replicate_after_update_server(
+        client,
+        child.site_database(),
+        child.update_server(),
+        "CHD",
+        ReplicationTarget::ParentPosition,
+        &ReplicationLimits::default(),
+        |_| ControlFlow::Continue(()),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn after_its_update_server_a_child_gets_the_site_database_by_reference() {
+    let (upstream, spec, mut parent) = parent_with(200).await;
+    let (_pki, mut client) = client(&parent).await;
+    let child_database = NodeDatabase::in_memory().unwrap();
+    let child = child_database.site_database();
+    pull_update_server(&parent, &child_database).await;
+    let documents = child_database.documents().count().unwrap();
+
+    let first = replicate_after(&mut client, &child_database).await;
+    assert!(first.reached);
+    assert!(first.changes.snapshot);
+    let parent_store = parent_site_database(&parent);
+    assert_eq!(child.digest(), parent_store.digest());
+    assert_eq!(child.state().revisions, parent_store.state().revisions);
+    assert_eq!(
+        first.changes.bytes_received, 0,
+        "every revision came by reference, no document"
+    );
+    assert_eq!(
+        child_database.documents().count().unwrap(),
+        documents,
+        "the site database holds the update server's documents, not copies"
+    );
+    assert!(child.verify().unwrap().is_consistent());
+
+    // The parent syncs again; the child's sync brings the tail the same way.
+    let (child_from, parent_from) = (child.last_sequence(), parent_store.last_sequence());
+    parent_changes(&mut parent, &upstream, &spec).await;
+    pull_update_server(&parent, &child_database).await;
+    let tail = replicate_after(&mut client, &child_database).await;
+    let parent_store = parent_site_database(&parent);
+    assert!(tail.reached);
+    assert!(!tail.changes.snapshot);
+    assert!(tail.changes.new + tail.changes.changed > 0);
+    assert_eq!(tail.changes.bytes_received, 0);
+    assert_eq!(child.digest(), parent_store.digest());
+    assert_same_tail(child, child_from, parent_store, parent_from);
+    assert!(child.verify().unwrap().is_consistent());
+}
+
+#[tokio::test]
+async fn a_child_lacking_a_named_revision_gets_the_documents_instead() {
+    let (upstream, spec, mut parent) = parent_with(120).await;
+    let (_pki, mut client) = client(&parent).await;
+    let child_database = NodeDatabase::in_memory().unwrap();
+    let child = child_database.site_database();
+    // The update server synced, then the parent moved on: the tail names revisions the
+    // child's update server does not hold.
+    pull_update_server(&parent, &child_database).await;
+    let first = replicate_after(&mut client, &child_database).await;
+    assert_eq!(first.changes.bytes_received, 0);
+    let (child_from, parent_from) = (
+        child.last_sequence(),
+        parent_site_database(&parent).last_sequence(),
+    );
+    parent_changes(&mut parent, &upstream, &spec).await;
+
+    let tail = replicate_after(&mut client, &child_database).await;
+    let parent_store = parent_site_database(&parent);
+    assert!(tail.reached);
+    assert!(
+        tail.changes.bytes_received > 0,
+        "the revisions the update server lacks came as documents"
+    );
+    assert_eq!(child.digest(), parent_store.digest());
+    assert_same_tail(child, child_from, parent_store, parent_from);
+    assert!(child.verify().unwrap().is_consistent());
+
+    // With no update server at all, a whole snapshot falls back the same way.
+    let empty = NodeDatabase::in_memory().unwrap();
+    let snapshot = replicate_after(&mut client, &empty).await;
+    assert!(snapshot.reached && snapshot.changes.snapshot);
+    assert!(snapshot.changes.bytes_received > 0);
+    assert_eq!(empty.site_database().digest(), parent_store.digest());
+    assert!(empty.site_database().verify().unwrap().is_consistent());
 }
 
 #[tokio::test]
@@ -230,6 +349,7 @@ async fn with_window_one_the_parent_waits_for_each_ack() {
             from: None,
             max_batch_bytes: 8 << 10,
             window: 1,
+            by_reference: false,
         },
     )
     .await;
@@ -353,6 +473,7 @@ async fn an_ack_for_a_position_never_sent_is_refused() {
             from: None,
             max_batch_bytes: 0,
             window: 1,
+            by_reference: false,
         },
     )
     .await;
@@ -450,6 +571,7 @@ async fn a_caught_up_child_gets_heartbeats_then_new_changes_as_the_parent_syncs(
             from: Some(position.to_wire()),
             max_batch_bytes: 0,
             window: 0,
+            by_reference: false,
         },
     )
     .await;

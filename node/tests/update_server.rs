@@ -113,6 +113,9 @@ async fn pull_some(
                         for change in log.changes {
                             match change.payload.unwrap() {
                                 v1::catalog_change::Payload::Revision(d) => documents.push(d),
+                                v1::catalog_change::Payload::Reference(_) => {
+                                    panic!("GetChanges never sends references")
+                                }
                                 v1::catalog_change::Payload::Deleted(id) => {
                                     let id = sitesync_metadata::RevisionId::try_from(id).unwrap();
                                     store

@@ -23,7 +23,7 @@
 
 pub mod convert;
 
-pub use convert::{ConversionError, RevisionDocument};
+pub use convert::{ConversionError, HeldReference, RevisionDocument};
 
 /// The generated messages, clients and servers of package `sitesync.v1`.
 pub mod v1 {

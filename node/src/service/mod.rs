@@ -25,6 +25,7 @@ impl From<StoreError> for Status {
     fn from(error: StoreError) -> Self {
         match &error {
             StoreError::ReservedMeta(_) => Status::invalid_argument(error.to_string()),
+            StoreError::DocumentNotShared { .. } => Status::failed_precondition(error.to_string()),
             StoreError::Backend(_) | StoreError::Corrupt { .. } | StoreError::Format { .. } => {
                 tracing::error!(%error, "store failure while serving a request");
                 Status::internal(format!("the node's store failed: {error}"))

@@ -31,6 +31,7 @@ use super::update_server::{BatchProducer, ChangesStart};
 use crate::access::Caller;
 use crate::config::Role;
 use crate::node::NodeState;
+use crate::store::CatalogStore;
 
 /// How long a `Replicate` stream may stay silent before the parent sends a heartbeat.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
@@ -137,6 +138,9 @@ struct Subscription {
     site_code: String,
     window: usize,
     producer: BatchProducer,
+    /// Revisions this node's update-server store holds with the same bytes go as
+    /// references: the child's update-server store synced from it just before.
+    by_reference: bool,
 }
 
 impl Subscription {
@@ -155,6 +159,7 @@ impl Subscription {
             site_code: subscribe.site_code,
             window,
             producer: BatchProducer::new(&start, max_batch),
+            by_reference: subscribe.by_reference,
         })
     }
 }
@@ -173,6 +178,7 @@ async fn serve(
     let Subscription {
         window,
         mut producer,
+        by_reference,
         ..
     } = subscription;
     let mut sequence = node.database.site_database().watch_sequence();
@@ -191,7 +197,11 @@ async fn serve(
             let (returned, batch) = {
                 let node = node.clone();
                 tokio::task::spawn_blocking(move || {
-                    let batch = producer.next_batch(node.database.site_database(), target);
+                    let database = &node.database;
+                    let update_server: &CatalogStore = database.update_server();
+                    let held_by_reader = by_reference.then_some(update_server);
+                    let batch =
+                        producer.next_batch(database.site_database(), held_by_reader, target);
                     (producer, batch)
                 })
                 .await

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use sitesync_metadata::RevisionId;
 use sitesync_proto::v1::{self, get_changes_response};
-use sitesync_proto::{MAX_IDS_PER_REQUEST, TARGET_BATCH_BYTES};
+use sitesync_proto::{HeldReference, MAX_IDS_PER_REQUEST, TARGET_BATCH_BYTES};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -257,7 +257,7 @@ fn stream_changes(
             estimated_changes: estimated,
         }),
     )?;
-    while let Some(batch) = producer.next_batch(store, target)? {
+    while let Some(batch) = producer.next_batch(store, None, target)? {
         send(sender, get_changes_response::Kind::Batch(batch))?;
     }
     Ok(())
@@ -310,16 +310,22 @@ impl BatchProducer {
     }
 
     /// The next batch, or `None` once the reader has reached `target` (a log position) and
-    /// the snapshot, if any, is complete.
+    /// the snapshot, if any, is complete. With `held_by_reader`, a revision that store holds
+    /// with the same bytes goes as a reference: the reader holds a copy of that store.
     pub(crate) fn next_batch(
         &mut self,
         store: &CatalogStore,
+        held_by_reader: Option<&CatalogStore>,
         target: u64,
     ) -> Result<Option<v1::ChangeBatch>, StoreError> {
+        let source = Source {
+            store,
+            held_by_reader,
+        };
         match self.phase {
-            Phase::Snapshot { as_of, after } => self.snapshot_part(store, as_of, after).map(Some),
+            Phase::Snapshot { as_of, after } => self.snapshot_part(source, as_of, after).map(Some),
             Phase::Tail { position } if position < target => {
-                self.log_part(store, position, target).map(Some)
+                self.log_part(source, position, target).map(Some)
             }
             Phase::Tail { .. } => Ok(None),
         }
@@ -328,10 +334,11 @@ impl BatchProducer {
     /// The records after `position` up to `target`, as many as fit in a batch.
     fn log_part(
         &mut self,
-        store: &CatalogStore,
+        source: Source<'_>,
         position: u64,
         target: u64,
     ) -> Result<v1::ChangeBatch, StoreError> {
+        let store = source.store;
         let mut changes = Vec::new();
         let mut bytes = 0;
         let mut last = position;
@@ -344,7 +351,7 @@ impl BatchProducer {
                 if record.sequence > target {
                     break 'fill;
                 }
-                if let Some(change) = wire_change(store, record)? {
+                if let Some(change) = wire_change(source, record)? {
                     let size = change_size(&change);
                     if bytes + size > self.max_batch && !changes.is_empty() {
                         break 'fill;
@@ -368,27 +375,30 @@ impl BatchProducer {
     /// the log tail after `as_of`.
     fn snapshot_part(
         &mut self,
-        store: &CatalogStore,
+        source: Source<'_>,
         as_of: u64,
         after: Option<RevisionId>,
     ) -> Result<v1::ChangeBatch, StoreError> {
+        let store = source.store;
         let ids = store.revisions_after(after, LOG_PAGE)?;
         let mut revisions = Vec::new();
+        let mut references = Vec::new();
         let mut bytes = 0;
         let mut through = after;
         for id in ids {
-            let Some(document) = store.document(id)? else {
+            let Some(revision) = source.revision(id)? else {
                 // Deleted since the page was read; the tail's deletion covers it.
                 continue;
             };
-            if bytes + document.len() > self.max_batch && !revisions.is_empty() {
+            let size = revision.size();
+            if bytes + size > self.max_batch && bytes > 0 {
                 break;
             }
-            bytes += document.len();
-            revisions.push(v1::UpdateDocument {
-                id: Some(id.into()),
-                document,
-            });
+            bytes += size;
+            match revision {
+                Outgoing::Document(document) => revisions.push(document),
+                Outgoing::Reference(reference) => references.push(reference),
+            }
             through = Some(id);
         }
         // The last part names no `through`: it completes the snapshot.
@@ -410,26 +420,78 @@ impl BatchProducer {
                 after: after.map(Into::into),
                 through: if done { None } else { through.map(Into::into) },
                 revisions,
+                references,
             })),
             resume_anchor: Some(resume),
         })
     }
 }
 
+/// The store a stream serves, and the store whose copy its reader holds, if any.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    store: &'a CatalogStore,
+    held_by_reader: Option<&'a CatalogStore>,
+}
+
+/// A revision as it goes on the wire.
+enum Outgoing {
+    Document(v1::UpdateDocument),
+    Reference(v1::RevisionReference),
+}
+
+/// What a reference counts for against a batch's size: the reader still applies the
+/// revision, so a batch of references is about as much work as a batch of documents.
+const REFERENCE_WEIGHT: usize = 4 << 10;
+
+impl Outgoing {
+    fn size(&self) -> usize {
+        match self {
+            Self::Document(document) => document.document.len(),
+            Self::Reference(_) => REFERENCE_WEIGHT,
+        }
+    }
+}
+
+impl Source<'_> {
+    /// Revision `id` for the wire, or `None` when the store no longer holds it: a reference
+    /// when the reader's copy holds the same bytes, else the document.
+    fn revision(&self, id: RevisionId) -> Result<Option<Outgoing>, StoreError> {
+        if let Some(held_by_reader) = self.held_by_reader {
+            let Some(content) = self.store.content_of(id)? else {
+                return Ok(None);
+            };
+            if held_by_reader.content_of(id)? == Some(content) {
+                return Ok(Some(Outgoing::Reference(
+                    HeldReference { id, content }.into(),
+                )));
+            }
+        }
+        Ok(self.store.document(id)?.map(|document| {
+            Outgoing::Document(v1::UpdateDocument {
+                id: Some(id.into()),
+                document,
+            })
+        }))
+    }
+}
+
 /// The wire form of one log record, or `None` when a later record supersedes it (its
 /// revision is no longer held).
 fn wire_change(
-    store: &CatalogStore,
+    source: Source<'_>,
     record: LoggedChange,
 ) -> Result<Option<v1::CatalogChange>, StoreError> {
     let payload = match record.kind {
         ChangeKind::Deleted => v1::catalog_change::Payload::Deleted(record.revision.into()),
         ChangeKind::New | ChangeKind::Changed | ChangeKind::Expired => {
-            match store.document(record.revision)? {
-                Some(document) => v1::catalog_change::Payload::Revision(v1::UpdateDocument {
-                    id: Some(record.revision.into()),
-                    document,
-                }),
+            match source.revision(record.revision)? {
+                Some(Outgoing::Document(document)) => {
+                    v1::catalog_change::Payload::Revision(document)
+                }
+                Some(Outgoing::Reference(reference)) => {
+                    v1::catalog_change::Payload::Reference(reference)
+                }
                 None => return Ok(None),
             }
         }
@@ -450,6 +512,7 @@ fn wire_change(
 fn change_size(change: &v1::CatalogChange) -> usize {
     match &change.payload {
         Some(v1::catalog_change::Payload::Revision(document)) => document.document.len() + 64,
+        Some(v1::catalog_change::Payload::Reference(_)) => REFERENCE_WEIGHT,
         _ => 64,
     }
 }

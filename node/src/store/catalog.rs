@@ -39,6 +39,10 @@ pub enum StoreError {
     Format { found: u32 },
     #[error("metadata key `{0}` is reserved for the store itself")]
     ReservedMeta(String),
+    #[error(
+        "revision {id} came without its document and no other store of this node holds it with the same bytes"
+    )]
+    DocumentNotShared { id: RevisionId },
 }
 
 fn corrupt(what: impl Into<String>) -> StoreError {
@@ -111,8 +115,11 @@ pub struct SummarizedRevision {
     /// The revision's own summary (its `id` is the revision's).
     pub summary: UpdateSummary,
     pub content: ContentHash,
-    /// The original document, byte for byte.
-    pub document: Vec<u8>,
+    /// The original document, byte for byte; `None` when another store on the same
+    /// documents space holds it with the same hash (a revision replicated by reference).
+    /// Such a put fails with [`StoreError::DocumentNotShared`] if none does, and the whole
+    /// apply with it.
+    pub document: Option<Vec<u8>>,
 }
 
 impl From<UpdateRevision> for SummarizedRevision {
@@ -120,7 +127,7 @@ impl From<UpdateRevision> for SummarizedRevision {
         Self {
             summary: UpdateSummary::of(&revision),
             content: revision.content_hash(),
-            document: revision.document,
+            document: Some(revision.document),
         }
     }
 }
@@ -653,6 +660,7 @@ impl CatalogStore {
         let location = match self.space.copy_elsewhere(self.tag, id, content)? {
             Some(location) => location,
             None => {
+                let document = document.ok_or(StoreError::DocumentNotShared { id })?;
                 let location = DocumentLocation {
                     owner: self.tag,
                     stored: position,
@@ -817,13 +825,42 @@ impl CatalogStore {
             .unwrap_or_default())
     }
 
+    /// The content hash of revision `id`, if the store holds it.
+    pub fn content_of(&self, id: RevisionId) -> Result<Option<ContentHash>, StoreError> {
+        Ok(self
+            .record(id.update_id)?
+            .and_then(|r| r.held(id.revision))
+            .map(|held| held.content))
+    }
+
     /// The original document of a revision, byte for byte.
     pub fn document(&self, id: RevisionId) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(held) = self.record(id.update_id)?.and_then(|r| r.held(id.revision)) else {
             return Ok(None);
         };
+        self.stored_document(id, held).map(Some)
+    }
+
+    /// The document of revision `id` if the store holds it with exactly the bytes whose
+    /// hash is `content`.
+    pub fn document_with(
+        &self,
+        id: RevisionId,
+        content: ContentHash,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let held = self
+            .record(id.update_id)?
+            .and_then(|r| r.held(id.revision))
+            .filter(|held| held.content == content);
+        match held {
+            Some(held) => self.stored_document(id, held).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn stored_document(&self, id: RevisionId, held: HeldRevision) -> Result<Vec<u8>, StoreError> {
         match self.space.documents.get(&held.document_key(id.update_id))? {
-            Some(document) => Ok(Some(document)),
+            Some(document) => Ok(document),
             None => Err(corrupt(format!(
                 "revision {id} is indexed but its document is missing"
             ))),

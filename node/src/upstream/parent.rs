@@ -27,7 +27,7 @@ use sitesync_metadata::{
 };
 use sitesync_proto::v1::update_server_client::UpdateServerClient;
 use sitesync_proto::v1::{self, get_changes_response};
-use sitesync_proto::{ConversionError, RevisionDocument};
+use sitesync_proto::{ConversionError, HeldReference, RevisionDocument};
 use tonic::transport::Channel;
 
 use crate::store::{ApplyOutcome, CatalogChange, CatalogStore, StoreError, SummarizedRevision};
@@ -87,6 +87,10 @@ pub enum PullError {
     Protocol(String),
     #[error("the parent sent a document that does not parse ({id}): {reason}")]
     Document { id: RevisionId, reason: String },
+    #[error(
+        "the parent sent {id} by reference, but this node's update-server store does not hold it as that update's latest revision with the same bytes"
+    )]
+    Unresolved { id: RevisionId },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(
@@ -100,6 +104,17 @@ pub enum PullError {
         stated: CatalogDigest,
         pulled: CatalogDigest,
     },
+}
+
+impl PullError {
+    /// Whether a revision sent by reference could not be taken from the node's own
+    /// update-server store: asking again for documents resolves it.
+    pub fn is_unresolved_reference(&self) -> bool {
+        matches!(
+            self,
+            Self::Unresolved { .. } | Self::Store(StoreError::DocumentNotShared { .. })
+        )
+    }
 }
 
 /// What one pull did.
@@ -415,7 +430,7 @@ impl DocumentReader<'_> {
                 return Ok(CatalogChange::PutSummarized(SummarizedRevision {
                     summary,
                     content,
-                    document: document.document,
+                    document: Some(document.document),
                 }));
             }
         }
@@ -426,6 +441,44 @@ impl DocumentReader<'_> {
             reason: e.to_string(),
         })?;
         document.check_identity(revision.id)?;
+        Ok(CatalogChange::Put(revision))
+    }
+
+    /// A revision the parent named instead of sending (site-database replication after the
+    /// update-server phase): the put takes the document from the update-server store, which
+    /// must hold exactly those bytes, and the summary from there too when it is the update's
+    /// latest revision (an older one is parsed from the stored bytes). A revision the
+    /// update-server store does not hold so is [`PullError::Unresolved`].
+    fn reference(&self, reference: v1::RevisionReference) -> Result<CatalogChange, PullError> {
+        let HeldReference { id, content } = HeldReference::try_from(reference)?;
+        let Some(held_in) = self.parsed_in else {
+            return Err(PullError::Protocol(format!(
+                "the parent sent {id} by reference, which this stream did not ask for"
+            )));
+        };
+        if let Some(summary) = held_in.summary_of_held(id, content)? {
+            return Ok(CatalogChange::PutSummarized(SummarizedRevision {
+                summary,
+                content,
+                document: None,
+            }));
+        }
+        let Some(document) = held_in.document_with(id, content)? else {
+            return Err(PullError::Unresolved { id });
+        };
+        let revision = parse_update_owned(document, self.limits).map_err(|e| {
+            PullError::Store(StoreError::Corrupt {
+                what: format!("the stored document of {id} no longer parses: {e}"),
+            })
+        })?;
+        if revision.id != id {
+            return Err(PullError::Store(StoreError::Corrupt {
+                what: format!(
+                    "the document stored for {id} is filed under {}",
+                    revision.id
+                ),
+            }));
+        }
         Ok(CatalogChange::Put(revision))
     }
 }
@@ -441,6 +494,7 @@ fn log_changes(
             Some(v1::catalog_change::Payload::Revision(document)) => {
                 reader.put(document, bytes_received)
             }
+            Some(v1::catalog_change::Payload::Reference(reference)) => reader.reference(reference),
             Some(v1::catalog_change::Payload::Deleted(id)) => {
                 Ok(CatalogChange::Delete(RevisionId::try_from(id)?.update_id))
             }
@@ -459,10 +513,15 @@ fn snapshot_puts(
 ) -> Result<ReadBody, PullError> {
     let after = part.after.map(RevisionId::try_from).transpose()?;
     let through = part.through.map(RevisionId::try_from).transpose()?;
-    let mut puts = Vec::with_capacity(part.revisions.len());
+    let mut puts = Vec::with_capacity(part.revisions.len() + part.references.len());
     let mut offered: BTreeSet<UpdateId> = BTreeSet::new();
-    for document in part.revisions {
-        let change = reader.put(document, bytes_received)?;
+    let carried = part.revisions.into_iter().map(Incoming::Document);
+    let named = part.references.into_iter().map(Incoming::Reference);
+    for incoming in carried.chain(named) {
+        let change = match incoming {
+            Incoming::Document(document) => reader.put(document, bytes_received)?,
+            Incoming::Reference(reference) => reader.reference(reference)?,
+        };
         let id = match &change {
             CatalogChange::Put(revision) => Some(revision.id),
             CatalogChange::PutSummarized(revision) => Some(revision.summary.id),
@@ -485,6 +544,12 @@ fn snapshot_puts(
         puts,
         offered,
     })
+}
+
+/// A revision of a snapshot part, carried or named.
+enum Incoming {
+    Document(v1::UpdateDocument),
+    Reference(v1::RevisionReference),
 }
 
 /// The changes a snapshot part calls for: its revisions, and the deletion of every update

@@ -243,6 +243,34 @@ impl From<RevisionDocument> for v1::UpdateDocument {
     }
 }
 
+/// A revision named instead of carried (`RevisionReference` on the wire): its identity and
+/// the SHA-256 of its document, which the receiver must already hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldReference {
+    pub id: RevisionId,
+    pub content: ContentHash,
+}
+
+impl TryFrom<v1::RevisionReference> for HeldReference {
+    type Error = ConversionError;
+
+    fn try_from(wire: v1::RevisionReference) -> Result<Self, Self::Error> {
+        Ok(Self {
+            id: required(wire.id, "id")?,
+            content: ContentHash(fixed_bytes(&wire.content_sha256, "content_sha256")?),
+        })
+    }
+}
+
+impl From<HeldReference> for v1::RevisionReference {
+    fn from(reference: HeldReference) -> Self {
+        Self {
+            id: Some(reference.id.into()),
+            content_sha256: reference.content.0.to_vec(),
+        }
+    }
+}
+
 /// Sending a held revision: its identity and its original bytes (moved, not copied).
 impl From<UpdateRevision> for v1::UpdateDocument {
     fn from(revision: UpdateRevision) -> Self {

@@ -24,7 +24,7 @@ use std::fmt;
 
 use sitesync_metadata::Timestamp;
 
-pub use metadata::RevisionDocument;
+pub use metadata::{HeldReference, RevisionDocument};
 
 /// Text from a peer that is quoted in an error is cut to this many characters, so a hostile
 /// peer cannot make our errors and logs as large as its messages.
