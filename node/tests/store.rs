@@ -11,6 +11,7 @@ use sitesync_metadata::{
 };
 use sitesync_node::store::{
     CatalogChange, CatalogStore, ChangeKind, DEFAULT_CACHE_BYTES, NodeDatabase, StoreError,
+    StoreState,
 };
 
 fn update_id(n: u32) -> UpdateId {
@@ -340,6 +341,75 @@ fn the_two_stores_of_a_node_are_independent() {
     assert_eq!(db.update_server().state().revisions, 1);
     assert_eq!(db.site_database().state().revisions, 0);
     assert_eq!(db.site_database().digest(), CatalogDigest::EMPTY);
+}
+
+/// A store of the layout before documents were compressed opens, is marked with the new
+/// layout, and reads its documents as they were kept; what it writes from then on is kept
+/// compressed, and a document damaged in store is reported, not served.
+#[test]
+fn a_store_with_uncompressed_documents_is_taken_over() {
+    use sitesync_node::store::{DOCUMENTS_TREE, document_from_stored, keys};
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = published(1, 100);
+    {
+        let db = NodeDatabase::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        db.update_server().apply(put([old.clone()]), &[]).unwrap();
+    }
+    // Rewrite it as the earlier layout left it: the document as it is, layout 3.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let documents = db.open_tree(DOCUMENTS_TREE).unwrap();
+        let (key, stored) = documents.iter().next().unwrap().unwrap();
+        assert_eq!(stored.first(), Some(&0), "documents are kept compressed");
+        assert!(stored.len() < old.document.len());
+        documents.insert(key, old.document.clone()).unwrap();
+        let index = db.open_tree("update_server.index").unwrap();
+        let state_key = keys::meta(keys::STATE);
+        let mut state: StoreState =
+            postcard::from_bytes(&index.get(&state_key).unwrap().unwrap()).unwrap();
+        state.format = 3;
+        index
+            .insert(state_key, postcard::to_allocvec(&state).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    let new = published(2, 100);
+    {
+        let db = NodeDatabase::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let store = db.update_server();
+        assert_eq!(store.state().format, 4);
+        assert_eq!(store.document(old.id).unwrap(), Some(old.document.clone()));
+        store.apply(put([new.clone()]), &[]).unwrap();
+        assert_eq!(store.document(new.id).unwrap(), Some(new.document.clone()));
+        let report = store.verify().unwrap();
+        assert!(report.is_consistent(), "{:?}", report.problems);
+        assert_eq!(report.revisions, 2);
+    }
+
+    // A compressed document that no longer decompresses is corruption, named as such.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let documents = db.open_tree(DOCUMENTS_TREE).unwrap();
+        let (key, mut stored) = documents
+            .iter()
+            .map(Result::unwrap)
+            .map(|(key, value)| (key, value.to_vec()))
+            .find(|(_, value)| value.first() == Some(&0))
+            .unwrap();
+        assert_eq!(document_from_stored(stored.clone()).unwrap(), new.document);
+        stored.truncate(stored.len() / 2);
+        documents.insert(key, stored).unwrap();
+        db.flush().unwrap();
+    }
+    let db = NodeDatabase::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+    let store = db.update_server();
+    let error = store.document(new.id).unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+    assert!(error.to_string().contains("does not decompress"), "{error}");
+    assert!(!store.verify().unwrap().is_consistent());
+    assert_eq!(store.document(old.id).unwrap(), Some(old.document));
 }
 
 /// The acceptance check: 10,000 revisions written, the database reopened, the digest equal

@@ -646,7 +646,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// describe the original, as they would at a middle site whose disk an attacker edited.
 /// Returns the original bytes.
 fn replace_document(node: &NodeProcess, id: RevisionId, bytes: Option<Vec<u8>>) -> Vec<u8> {
-    use sitesync_node::store::{DOCUMENTS_TREE, keys};
+    use sitesync_node::store::{DOCUMENTS_TREE, document_from_stored, keys, stored_document_form};
     let db = sled::open(node.data_dir.join("db")).unwrap();
     let documents = db.open_tree(DOCUMENTS_TREE).unwrap();
     let (key, original) = documents
@@ -654,15 +654,18 @@ fn replace_document(node: &NodeProcess, id: RevisionId, bytes: Option<Vec<u8>>) 
         .map(Result::unwrap)
         .find(|(key, _)| keys::parse_document_key(key).is_some_and(|(_, held)| held == id))
         .expect("the document is stored");
+    let original = document_from_stored(original.to_vec()).unwrap();
     let altered = bytes.unwrap_or_else(|| {
         // Still a valid document of the same revision, with one more byte.
-        let mut altered = original.to_vec();
+        let mut altered = original.clone();
         altered.push(b'\n');
         altered
     });
-    documents.insert(key, altered).unwrap();
+    documents
+        .insert(key, stored_document_form(&altered))
+        .unwrap();
     db.flush().unwrap();
-    original.to_vec()
+    original
 }
 
 /// The reason of the last sync at `node`, once it failed.

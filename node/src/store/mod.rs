@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex};
 pub use backend::{Backend, BackendError, MemoryBackend, Page, SledBackend, WriteBatch};
 pub use catalog::{
     ApplyOutcome, CatalogChange, CatalogStore, ChangeKind, DocumentSpace, HeldUpdate, LoggedChange,
-    StoreError, StoreState, SummarizedRevision, UpdateSummary, VerifyReport,
+    StoreError, StoreState, SummarizedRevision, UpdateSummary, VerifyReport, document_from_stored,
+    stored_document_form,
 };
 
 /// The sled tree holding both stores' documents (see [`DocumentSpace`]).
