@@ -21,9 +21,10 @@ use super::keys::{self, DocumentLocation};
 /// The version of the on-disk layout. A store written by another layout is refused at open
 /// instead of being misread, except [`UPGRADABLE_FORMAT`].
 const FORMAT_VERSION: u32 = 4;
-/// The layout before documents were kept compressed ([`stored_document_form`]): its documents still
-/// read back, so such a store is taken over and marked with [`FORMAT_VERSION`], after which
-/// a release that cannot read compressed documents refuses it.
+/// The layout before documents were kept compressed ([`stored_document_form`]): its
+/// documents still read back, so such a store is taken over and marked with
+/// [`FORMAT_VERSION`], after which a release that cannot read compressed documents refuses
+/// it.
 const UPGRADABLE_FORMAT: u32 = 3;
 
 /// Rows fetched per backend call when a read walks a range.
@@ -831,20 +832,22 @@ impl CatalogStore {
             .unwrap_or_default())
     }
 
+    /// What the store holds of revision `id`, if it holds it.
+    fn held(&self, id: RevisionId) -> Result<Option<HeldRevision>, StoreError> {
+        Ok(self.record(id.update_id)?.and_then(|r| r.held(id.revision)))
+    }
+
     /// The content hash of revision `id`, if the store holds it.
     pub fn content_of(&self, id: RevisionId) -> Result<Option<ContentHash>, StoreError> {
-        Ok(self
-            .record(id.update_id)?
-            .and_then(|r| r.held(id.revision))
-            .map(|held| held.content))
+        Ok(self.held(id)?.map(|held| held.content))
     }
 
     /// The original document of a revision, byte for byte.
     pub fn document(&self, id: RevisionId) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(held) = self.record(id.update_id)?.and_then(|r| r.held(id.revision)) else {
-            return Ok(None);
-        };
-        self.stored_document(id, held).map(Some)
+        match self.held(id)? {
+            Some(held) => self.stored_document(id, held).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The document of revision `id` if the store holds it with exactly the bytes whose
@@ -854,11 +857,7 @@ impl CatalogStore {
         id: RevisionId,
         content: ContentHash,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let held = self
-            .record(id.update_id)?
-            .and_then(|r| r.held(id.revision))
-            .filter(|held| held.content == content);
-        match held {
+        match self.held(id)?.filter(|held| held.content == content) {
             Some(held) => self.stored_document(id, held).map(Some),
             None => Ok(None),
         }

@@ -88,7 +88,7 @@ pub enum PullError {
     #[error("the parent sent a document that does not parse ({id}): {reason}")]
     Document { id: RevisionId, reason: String },
     #[error(
-        "the parent sent {id} by reference, but this node's update-server store does not hold it as that update's latest revision with the same bytes"
+        "the parent sent {id} by reference, but this node's update-server store does not hold it with the same bytes"
     )]
     Unresolved { id: RevisionId },
     #[error(transparent)]
