@@ -379,7 +379,7 @@ fn a_store_with_uncompressed_documents_is_taken_over() {
     {
         let db = NodeDatabase::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
         let store = db.update_server();
-        assert_eq!(store.state().format, 4);
+        assert_eq!(store.state().format, 5);
         assert_eq!(store.document(old.id).unwrap(), Some(old.document.clone()));
         store.apply(put([new.clone()]), &[]).unwrap();
         assert_eq!(store.document(new.id).unwrap(), Some(new.document.clone()));
@@ -410,6 +410,76 @@ fn a_store_with_uncompressed_documents_is_taken_over() {
     assert!(error.to_string().contains("does not decompress"), "{error}");
     assert!(!store.verify().unwrap().is_consistent());
     assert_eq!(store.document(old.id).unwrap(), Some(old.document));
+}
+
+/// A store of the layout that kept the category index one entry per key opens, is marked
+/// with the new layout, and answers, moves and removes those entries as its own.
+#[test]
+fn a_store_with_one_category_entry_per_key_is_taken_over() {
+    use sitesync_node::store::keys;
+
+    let dir = tempfile::tempdir().unwrap();
+    let in_both = |update| revision(update, 100, PublicationState::Published, &[900, 901], 0);
+    {
+        let db = NodeDatabase::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let store = db.update_server();
+        store.apply(put([in_both(1), in_both(2)]), &[]).unwrap();
+        store.apply(put([in_both(3)]), &[]).unwrap();
+    }
+    // Rewrite the index as layout 4 left it: the update id under (category, position).
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let index = db.open_tree("update_server.index").unwrap();
+        let chunks: Vec<_> = index
+            .scan_prefix([keys::CATEGORY])
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(chunks.len(), 4, "a chunk per category per batch");
+        for (key, value) in chunks {
+            index.remove(&key).unwrap();
+            for entry in value.chunks_exact(24) {
+                let category = keys::update_id_at(&key, 1).unwrap();
+                let position = keys::u64_at(entry, 0).unwrap();
+                index
+                    .insert(keys::category(category, position), &entry[8..])
+                    .unwrap();
+            }
+        }
+        assert_eq!(index.scan_prefix([keys::CATEGORY]).count(), 6);
+        let state_key = keys::meta(keys::STATE);
+        let mut state: StoreState =
+            postcard::from_bytes(&index.get(&state_key).unwrap().unwrap()).unwrap();
+        state.format = 4;
+        index
+            .insert(state_key, postcard::to_allocvec(&state).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    let db = NodeDatabase::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+    let store = db.update_server();
+    assert_eq!(store.state().format, 5);
+    let all = vec![update_id(1), update_id(2), update_id(3)];
+    assert_eq!(in_category(store, 900), all);
+    assert_eq!(in_category(store, 901), all);
+    assert!(store.verify().unwrap().is_consistent());
+
+    // Update 2 moves to another category, update 3 goes: both remove one-entry keys.
+    let moved = revision(2, 101, PublicationState::Published, &[902], 0);
+    store
+        .apply(
+            vec![
+                CatalogChange::Put(moved),
+                CatalogChange::Delete(update_id(3)),
+            ],
+            &[],
+        )
+        .unwrap();
+    assert_eq!(in_category(store, 900), vec![update_id(1)]);
+    assert_eq!(in_category(store, 901), vec![update_id(1)]);
+    assert_eq!(in_category(store, 902), vec![update_id(2)]);
+    let report = store.verify().unwrap();
+    assert!(report.is_consistent(), "{:?}", report.problems);
 }
 
 /// The acceptance check: 10,000 revisions written, the database reopened, the digest equal

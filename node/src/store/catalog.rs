@@ -16,16 +16,18 @@ use sitesync_metadata::{
 };
 
 use super::backend::{Backend, BackendError, WriteBatch};
+use super::category_index::{self, CategoryChanges};
 use super::keys::{self, DocumentLocation};
 
 /// The version of the on-disk layout. A store written by another layout is refused at open
-/// instead of being misread, except [`UPGRADABLE_FORMAT`].
-const FORMAT_VERSION: u32 = 4;
-/// The layout before documents were kept compressed ([`stored_document_form`]): its
-/// documents still read back, so such a store is taken over and marked with
-/// [`FORMAT_VERSION`], after which a release that cannot read compressed documents refuses
-/// it.
-const UPGRADABLE_FORMAT: u32 = 3;
+/// instead of being misread, except [`UPGRADABLE_FORMATS`].
+const FORMAT_VERSION: u32 = 5;
+/// Earlier layouts whose data this layout still reads as it is, so such a store is taken
+/// over and marked with [`FORMAT_VERSION`], after which an older release refuses it rather
+/// than misreading what this one writes:
+/// - 3 kept documents uncompressed (see [`stored_document_form`]);
+/// - 4 kept the category index one entry per key (see [`category_index`]).
+const UPGRADABLE_FORMATS: [u32; 2] = [3, 4];
 
 /// Rows fetched per backend call when a read walks a range.
 const SCAN_PAGE: usize = 1024;
@@ -50,7 +52,7 @@ pub enum StoreError {
     DocumentNotShared { id: RevisionId },
 }
 
-fn corrupt(what: impl Into<String>) -> StoreError {
+pub(super) fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt { what: what.into() }
 }
 
@@ -472,7 +474,7 @@ impl CatalogStore {
                 let mut state: StoreState = decode(&bytes, "state record")?;
                 match state.format {
                     FORMAT_VERSION => (state, false),
-                    UPGRADABLE_FORMAT => {
+                    found if UPGRADABLE_FORMATS.contains(&found) => {
                         state.format = FORMAT_VERSION;
                         (state, true)
                     }
@@ -589,6 +591,7 @@ impl CatalogStore {
                 None => batch.index.delete(keys::record(update)),
             }
         }
+        std::mem::take(&mut batch.categories).stage(&*self.index, &mut batch.index)?;
         for (name, value) in metadata {
             batch.index.put(keys::meta(name), value.clone());
         }
@@ -685,10 +688,7 @@ impl CatalogStore {
             None => {
                 state.updates += 1;
                 for category in &summary.categories {
-                    batch.index.put(
-                        keys::category(*category, position),
-                        id.update_id.as_bytes().to_vec(),
-                    );
+                    batch.categories.add(*category, position, id.update_id);
                 }
                 let record = UpdateRecord {
                     summary,
@@ -702,15 +702,10 @@ impl CatalogStore {
                 if id.revision >= record.summary.id.revision {
                     if summary.categories != record.summary.categories {
                         for category in &record.summary.categories {
-                            batch
-                                .index
-                                .delete(keys::category(*category, record.category_position));
+                            batch.categories.remove(*category, record.category_position);
                         }
                         for category in &summary.categories {
-                            batch.index.put(
-                                keys::category(*category, position),
-                                id.update_id.as_bytes().to_vec(),
-                            );
+                            batch.categories.add(*category, position, id.update_id);
                         }
                         record.category_position = position;
                     }
@@ -757,9 +752,7 @@ impl CatalogStore {
             batch.removed_documents.insert((held.document, id));
         }
         for category in &record.summary.categories {
-            batch
-                .index
-                .delete(keys::category(*category, record.category_position));
+            batch.categories.remove(*category, record.category_position);
         }
         pending.insert(update, None);
         state.updates -= 1;
@@ -1017,20 +1010,7 @@ impl CatalogStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, UpdateId)>, StoreError> {
-        let prefix = keys::category_members(category);
-        let from = keys::category(category, after.saturating_add(1));
-        self.index
-            .scan(&prefix, &from, limit, &|_| true)?
-            .entries
-            .into_iter()
-            .map(|(key, value)| {
-                let position = keys::u64_at(&key, 17);
-                let update = keys::update_id_at(&value, 0);
-                position
-                    .zip(update)
-                    .ok_or_else(|| corrupt("category index entry too short"))
-            })
-            .collect()
+        category_index::entries_after(&*self.index, category, after, limit)
     }
 
     /// The caller's own metadata stored with [`CatalogStore::apply`].
@@ -1126,15 +1106,17 @@ impl CatalogStore {
             .collect();
         let mut index = BTreeSet::new();
         walk(&*self.index, &[keys::CATEGORY], |key, value| {
-            match (
-                keys::update_id_at(key, 1),
-                keys::u64_at(key, 17),
-                keys::update_id_at(value, 0),
-            ) {
-                (Some(category), Some(position), Some(update)) => {
-                    index.insert((category, position, update));
-                }
-                _ => problems.push("a category index entry is too short".to_owned()),
+            let Some(category) = keys::update_id_at(key, 1) else {
+                problems.push("a category index key is too short".to_owned());
+                return;
+            };
+            match category_index::decode(key, value) {
+                Ok(entries) => index.extend(
+                    entries
+                        .into_iter()
+                        .map(|(position, update)| (category, position, update)),
+                ),
+                Err(e) => problems.push(e),
             }
         })?;
         if index != expected_index {
@@ -1238,6 +1220,8 @@ fn held_updates(index: &dyn Backend) -> Result<HashSet<UpdateId>, StoreError> {
 struct StagedWrites {
     new_documents: WriteBatch,
     index: WriteBatch,
+    /// Staged apart from `index`: removing an entry rewrites its chunk, read at the end.
+    categories: CategoryChanges,
     /// Documents to remove once the index no longer references them, unless another store
     /// references them. A put stores its document under a key of its own or takes another
     /// store's, so no later put in the batch needs one of them back.
@@ -1293,7 +1277,7 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, S
 /// about a quarter, and sled rewrites a page of documents each time it splits or
 /// consolidates it, so this cuts the bytes a sync writes and copies by as much. A document
 /// itself never starts with a zero byte (XML has no NUL character), so a document kept as
-/// it is, as layout [`UPGRADABLE_FORMAT`] did, still reads back.
+/// it is, as layout 3 did, still reads back.
 pub fn stored_document_form(document: &[u8]) -> Vec<u8> {
     let mut stored = Vec::with_capacity(1 + 4 + document.len() / 2);
     stored.push(0);

@@ -5,7 +5,7 @@
 //! | prefix | key                            | value                                         |
 //! |--------|--------------------------------|-----------------------------------------------|
 //! | `U`    | update id (16)                 | the update's record: latest summary, held revisions with their content hashes |
-//! | `C`    | category id (16) + position (8)| update id (16): updates by category           |
+//! | `C`    | category id (16) + position (8)| a chunk of updates by category: one per category per applied batch |
 //! | `G`    | last sequence of the chunk (8) | a chunk of change-log records: one per applied batch |
 //! | `M`    | a name                         | store state and callers' own metadata         |
 //!
@@ -20,10 +20,9 @@
 //!
 //! Why this shape: documents are large and written once; keeping them apart leaves the
 //! index dense enough to stay in cache, so reads for listing and for each put never touch
-//! document pages. The category index is ordered by the change-log position at which an
-//! update entered the category, so a batch's entries are contiguous rather than scattered,
-//! and the change log is one chunk per applied batch rather than one key per change — the
-//! storage engine charges per key and per page touched. Documents are keyed by when they
+//! document pages. The category index (see [`super::category_index`]) and the change log
+//! are one chunk per applied batch (per category for the index) rather than one key per
+//! update or change — the storage engine charges per key and per page touched. Documents are keyed by when they
 //! arrived for the same reason: a sync's new documents append to the end of the documents
 //! space instead of landing on pages all over it, each of which the engine would read back
 //! (evicted pages come from disk), rewrite and split. Keying a chunk by its *last*

@@ -13,6 +13,7 @@
 
 pub mod backend;
 pub mod catalog;
+mod category_index;
 pub mod keys;
 
 use std::collections::HashMap;
