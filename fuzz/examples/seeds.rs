@@ -229,6 +229,12 @@ fn inbound_seeds() -> Vec<(String, Vec<u8>)> {
         properties: [("new".to_owned(), "2".to_owned())].into(),
     };
     let document = |bytes: &[u8]| v1::UpdateDocument::from(parsed(bytes));
+    // As a parent sends it to a reader that accepts compressed documents.
+    let compressed = |bytes: &[u8]| v1::UpdateDocument {
+        id: Some(parsed(bytes).id.into()),
+        document: Vec::new(),
+        lz4_document: sitesync_proto::compress_document(bytes),
+    };
     let batch = v1::ChangeBatch {
         from: Some(anchor.clone()),
         resume_anchor: Some(anchor.clone()),
@@ -263,7 +269,7 @@ fn inbound_seeds() -> Vec<(String, Vec<u8>)> {
             as_of_sequence: 42,
             after: None,
             through: Some(id.into()),
-            revisions: vec![document(category), document(software)],
+            revisions: vec![document(category), compressed(software)],
             references: vec![v1::RevisionReference {
                 id: Some(id.into()),
                 content_sha256: vec![0x5a; 32],
@@ -281,6 +287,7 @@ fn inbound_seeds() -> Vec<(String, Vec<u8>)> {
             .into(),
         ),
         document: category.to_vec(),
+        lz4_document: Vec::new(),
     };
     let selector = |index: usize| v1::CategorySelector {
         by: Some(match index {
@@ -367,6 +374,7 @@ fn inbound_seeds() -> Vec<(String, Vec<u8>)> {
                 max_batch_bytes: 1 << 20,
                 window: 4,
                 by_reference: true,
+                accept_lz4: true,
             })),
         }
     );

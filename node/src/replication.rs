@@ -238,6 +238,7 @@ impl Stream<'_> {
                 max_batch_bytes: limits.max_batch_bytes,
                 window: limits.window,
                 by_reference,
+                accept_lz4: true,
             }),
         )
         .await;

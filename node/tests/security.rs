@@ -284,6 +284,7 @@ async fn only_registered_children_pull_and_only_child_sites_replicate() {
     let changes = v1::GetChangesRequest {
         since: None,
         max_batch_bytes: 0,
+        accept_lz4: true,
     };
 
     // A site of the hierarchy that is not a registered child.

@@ -350,6 +350,7 @@ async fn with_window_one_the_parent_waits_for_each_ack() {
             max_batch_bytes: 8 << 10,
             window: 1,
             by_reference: false,
+            accept_lz4: false,
         },
     )
     .await;
@@ -474,6 +475,7 @@ async fn an_ack_for_a_position_never_sent_is_refused() {
             max_batch_bytes: 0,
             window: 1,
             by_reference: false,
+            accept_lz4: false,
         },
     )
     .await;
@@ -572,6 +574,7 @@ async fn a_caught_up_child_gets_heartbeats_then_new_changes_as_the_parent_syncs(
             max_batch_bytes: 0,
             window: 0,
             by_reference: false,
+            accept_lz4: false,
         },
     )
     .await;

@@ -91,6 +91,7 @@ async fn pull_some(
         .get_changes(v1::GetChangesRequest {
             since: since.clone(),
             max_batch_bytes,
+            accept_lz4: false,
         })
         .await
         .unwrap()
@@ -152,6 +153,65 @@ async fn pull_some(
         }
     }
     (position, plan.unwrap(), None, batches)
+}
+
+/// A reader that accepts compressed documents gets every document in that form only, each
+/// decompressing to the served store's bytes; batches are still sized by the documents' own
+/// lengths, so the reader holds no more per batch than it asked for.
+#[tokio::test]
+async fn documents_go_compressed_to_a_reader_that_asks() {
+    let upstream = tempfile::tempdir().unwrap();
+    let node = synced_node(upstream.path(), 200).await;
+    let served = node.started.node.clone();
+    let (_pki, mut client) = update_server_client(&node).await;
+    let max_batch_bytes = 64 * 1024;
+    let mut stream = client
+        .get_changes(v1::GetChangesRequest {
+            since: None,
+            max_batch_bytes,
+            accept_lz4: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut documents, mut document_bytes, mut sent_bytes) = (0, 0, 0);
+    while let Some(message) = stream.message().await.unwrap() {
+        let Some(get_changes_response::Kind::Batch(batch)) = message.kind else {
+            continue;
+        };
+        let Some(v1::change_batch::Body::Snapshot(part)) = batch.body else {
+            panic!("an empty reader gets a snapshot");
+        };
+        let (mut batch_bytes, in_batch) = (0, part.revisions.len());
+        for sent in part.revisions {
+            assert!(sent.document.is_empty(), "only the compressed form is sent");
+            assert_eq!(sitesync_proto::sent_document_len(&sent), {
+                let length: [u8; 4] = sent.lz4_document[..4].try_into().unwrap();
+                u32::from_le_bytes(length) as usize
+            });
+            sent_bytes += sent.lz4_document.len();
+            let received = sitesync_proto::RevisionDocument::try_from(sent).unwrap();
+            let held = served
+                .database
+                .update_server()
+                .document(received.id)
+                .unwrap();
+            assert_eq!(Some(&received.document), held.as_ref());
+            batch_bytes += received.document.len();
+            document_bytes += received.document.len();
+            documents += 1;
+        }
+        // A document larger than the batch size travels alone.
+        assert!(
+            batch_bytes <= max_batch_bytes as usize || in_batch == 1,
+            "{batch_bytes} bytes in {in_batch} documents"
+        );
+    }
+    assert_eq!(documents, served.database.update_server().state().revisions);
+    assert!(
+        sent_bytes * 2 < document_bytes,
+        "{sent_bytes} bytes sent for {document_bytes} bytes of documents"
+    );
 }
 
 #[tokio::test]
@@ -223,6 +283,7 @@ async fn a_reader_pulls_a_snapshot_then_the_tail_and_matches_the_digest() {
         .get_changes(v1::GetChangesRequest {
             since: Some(future),
             max_batch_bytes: 0,
+            accept_lz4: false,
         })
         .await
         .unwrap_err();

@@ -23,7 +23,9 @@
 
 pub mod convert;
 
-pub use convert::{ConversionError, HeldReference, RevisionDocument};
+pub use convert::{
+    ConversionError, HeldReference, RevisionDocument, compress_document, sent_document_len,
+};
 
 /// The generated messages, clients and servers of package `sitesync.v1`.
 pub mod v1 {
@@ -44,6 +46,7 @@ pub mod v1 {
             f.debug_struct("UpdateDocument")
                 .field("id", &self.id)
                 .field("document_bytes", &self.document.len())
+                .field("lz4_document_bytes", &self.lz4_document.len())
                 .finish()
         }
     }
@@ -196,6 +199,7 @@ mod tests {
                 revision: u32::MAX,
             }),
             document: vec![b'x'; len],
+            lz4_document: Vec::new(),
         };
         let change = |len: usize| v1::CatalogChange {
             sequence: u64::MAX,

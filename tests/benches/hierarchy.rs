@@ -307,6 +307,7 @@ fn baseline_batches(spec: &CatalogSpec) -> (Vec<v1::UpdateDocumentBatch>, usize,
         batch.documents.push(v1::UpdateDocument {
             id: Some(document.id.into()),
             document: document.xml,
+            lz4_document: Vec::new(),
         });
         if batch_bytes >= sitesync_proto::TARGET_BATCH_BYTES {
             batches.push(std::mem::take(&mut batch));

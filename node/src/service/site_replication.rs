@@ -158,7 +158,7 @@ impl Subscription {
         Ok(Self {
             site_code: subscribe.site_code,
             window,
-            producer: BatchProducer::new(&start, max_batch),
+            producer: BatchProducer::new(&start, max_batch, subscribe.accept_lz4),
             by_reference: subscribe.by_reference,
         })
     }

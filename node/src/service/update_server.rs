@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use sitesync_metadata::RevisionId;
 use sitesync_proto::v1::{self, get_changes_response};
-use sitesync_proto::{HeldReference, MAX_IDS_PER_REQUEST, TARGET_BATCH_BYTES};
+use sitesync_proto::{HeldReference, MAX_IDS_PER_REQUEST, TARGET_BATCH_BYTES, sent_document_len};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -64,7 +64,8 @@ impl v1::update_server_server::UpdateServer for UpdateServerService {
         tokio::task::spawn_blocking(move || {
             let store: &CatalogStore = node.database.update_server();
             let target = start.target;
-            let result = stream_changes(store, start, max_batch, &sender).and_then(|()| {
+            let producer = BatchProducer::new(&start, max_batch, request.accept_lz4);
+            let result = stream_changes(store, start, producer, &sender).and_then(|()| {
                 send(
                     &sender,
                     get_changes_response::Kind::Complete(v1::ChangesComplete {
@@ -137,6 +138,7 @@ impl v1::update_server_server::UpdateServer for UpdateServerService {
                         batch.documents.push(v1::UpdateDocument {
                             id: Some(id.into()),
                             document,
+                            lz4_document: Vec::new(),
                         });
                     }
                     Ok(None) => batch.missing_revisions.push(id.into()),
@@ -240,11 +242,10 @@ fn send(sender: &ChangesSender, kind: get_changes_response::Kind) -> Result<(), 
 fn stream_changes(
     store: &CatalogStore,
     start: ChangesStart,
-    max_batch: usize,
+    mut producer: BatchProducer,
     sender: &ChangesSender,
 ) -> Result<(), StreamError> {
     let target = start.target.last_sequence;
-    let mut producer = BatchProducer::new(&start, max_batch);
     let estimated = match start.tail_from {
         Some(from) => target - from,
         None => start.target.revisions,
@@ -271,6 +272,8 @@ fn stream_changes(
 pub(crate) struct BatchProducer {
     log_id: [u8; 16],
     max_batch: usize,
+    /// Documents go compressed (`lz4_document`): the reader asked for them so.
+    lz4: bool,
     /// Where the reader stands once it has applied every batch produced so far.
     reader: Option<v1::Anchor>,
     phase: Phase,
@@ -289,10 +292,13 @@ enum Phase {
 }
 
 impl BatchProducer {
-    pub(crate) fn new(start: &ChangesStart, max_batch: usize) -> Self {
+    /// `max_batch` bytes of documents at most per batch (a single larger document travels
+    /// alone); with `lz4`, documents go in their compressed form.
+    pub(crate) fn new(start: &ChangesStart, max_batch: usize, lz4: bool) -> Self {
         Self {
             log_id: start.log_id,
             max_batch,
+            lz4,
             reader: start.since.clone(),
             phase: match start.tail_from {
                 Some(position) => Phase::Tail { position },
@@ -321,6 +327,7 @@ impl BatchProducer {
         let source = Source {
             store,
             held_by_reader,
+            lz4: self.lz4,
         };
         match self.phase {
             Phase::Snapshot { as_of, after } => self.snapshot_part(source, as_of, after).map(Some),
@@ -432,6 +439,8 @@ impl BatchProducer {
 struct Source<'a> {
     store: &'a CatalogStore,
     held_by_reader: Option<&'a CatalogStore>,
+    /// Documents go compressed.
+    lz4: bool,
 }
 
 /// A revision as it goes on the wire.
@@ -447,7 +456,7 @@ const REFERENCE_WEIGHT: usize = 4 << 10;
 impl Outgoing {
     fn size(&self) -> usize {
         match self {
-            Self::Document(document) => document.document.len(),
+            Self::Document(document) => sent_document_len(document),
             Self::Reference(_) => REFERENCE_WEIGHT,
         }
     }
@@ -467,12 +476,23 @@ impl Source<'_> {
                 )));
             }
         }
-        Ok(self.store.document(id)?.map(|document| {
-            Outgoing::Document(v1::UpdateDocument {
-                id: Some(id.into()),
+        let id_on_wire = Some(id.into());
+        let document = if self.lz4 {
+            self.store
+                .compressed_document(id)?
+                .map(|lz4_document| v1::UpdateDocument {
+                    id: id_on_wire,
+                    document: Vec::new(),
+                    lz4_document,
+                })
+        } else {
+            self.store.document(id)?.map(|document| v1::UpdateDocument {
+                id: id_on_wire,
                 document,
+                lz4_document: Vec::new(),
             })
-        }))
+        };
+        Ok(document.map(Outgoing::Document))
     }
 }
 
@@ -511,7 +531,7 @@ fn wire_change(
 
 fn change_size(change: &v1::CatalogChange) -> usize {
     match &change.payload {
-        Some(v1::catalog_change::Payload::Revision(document)) => document.document.len() + 64,
+        Some(v1::catalog_change::Payload::Revision(document)) => sent_document_len(document) + 64,
         Some(v1::catalog_change::Payload::Reference(_)) => REFERENCE_WEIGHT,
         _ => 64,
     }

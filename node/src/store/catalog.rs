@@ -856,14 +856,33 @@ impl CatalogStore {
         }
     }
 
+    /// The document of revision `id` LZ4-compressed, in LZ4's size-prepended form: as it is
+    /// kept, so passing it on costs no compression. It is checked to decompress first, so a
+    /// damaged copy is reported here as corruption rather than sent.
+    pub fn compressed_document(&self, id: RevisionId) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(held) = self.held(id)? else {
+            return Ok(None);
+        };
+        let stored = self.stored_bytes(id, held)?;
+        compressed_from_stored(stored)
+            .map(Some)
+            .map_err(|e| corrupt(format!("the stored document of {id} {e}")))
+    }
+
     fn stored_document(&self, id: RevisionId, held: HeldRevision) -> Result<Vec<u8>, StoreError> {
-        match self.space.documents.get(&held.document_key(id.update_id))? {
-            Some(stored) => document_from_stored(stored)
-                .map_err(|e| corrupt(format!("the stored document of {id} {e}"))),
-            None => Err(corrupt(format!(
-                "revision {id} is indexed but its document is missing"
-            ))),
-        }
+        document_from_stored(self.stored_bytes(id, held)?)
+            .map_err(|e| corrupt(format!("the stored document of {id} {e}")))
+    }
+
+    fn stored_bytes(&self, id: RevisionId, held: HeldRevision) -> Result<Vec<u8>, StoreError> {
+        self.space
+            .documents
+            .get(&held.document_key(id.update_id))?
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "revision {id} is indexed but its document is missing"
+                ))
+            })
     }
 
     /// A revision, parsed from its stored document.
@@ -1291,5 +1310,19 @@ pub fn document_from_stored(stored: Vec<u8>) -> Result<Vec<u8>, String> {
         Some((0, compressed)) => lz4_flex::decompress_size_prepended(compressed)
             .map_err(|e| format!("does not decompress: {e}")),
         _ => Ok(stored),
+    }
+}
+
+/// The LZ4 size-prepended form of the document [`stored_document_form`] kept, checked to
+/// decompress; a document kept uncompressed is compressed now.
+fn compressed_from_stored(mut stored: Vec<u8>) -> Result<Vec<u8>, String> {
+    match stored.split_first() {
+        Some((0, compressed)) => {
+            lz4_flex::decompress_size_prepended(compressed)
+                .map_err(|e| format!("does not decompress: {e}"))?;
+            stored.remove(0);
+            Ok(stored)
+        }
+        _ => Ok(lz4_flex::compress_prepend_size(&stored)),
     }
 }

@@ -213,6 +213,7 @@ async fn pull_once(
         .get_changes(v1::GetChangesRequest {
             since: position.map(ParentAnchor::to_wire),
             max_batch_bytes: 0,
+            accept_lz4: true,
         })
         .await?
         .into_inner();

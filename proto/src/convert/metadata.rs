@@ -223,13 +223,75 @@ fn document(bytes: Vec<u8>, field: &str) -> Result<Vec<u8>, ConversionError> {
     Ok(bytes)
 }
 
+/// The document of an `UpdateDocument`, from whichever of its two forms is set.
+fn sent_document(document_field: Vec<u8>, lz4: Vec<u8>) -> Result<Vec<u8>, ConversionError> {
+    if lz4.is_empty() {
+        return document(document_field, "document");
+    }
+    if !document_field.is_empty() {
+        return Err(ConversionError::OutOfRange {
+            field: "lz4_document".to_owned(),
+            reason: "set together with `document`; a document travels in one form",
+        });
+    }
+    decompress_document(&lz4)
+}
+
+/// A document from its compressed form (see [`compress_document`]). The declared length is
+/// checked against [`MAX_DOCUMENT_BYTES`] before anything is allocated for it.
+fn decompress_document(lz4: &[u8]) -> Result<Vec<u8>, ConversionError> {
+    const FIELD: &str = "lz4_document";
+    let undecodable = |reason: String| ConversionError::Undecodable {
+        field: FIELD.to_owned(),
+        reason,
+    };
+    let (length, block) = lz4
+        .split_first_chunk::<4>()
+        .ok_or_else(|| undecodable("shorter than its 4-byte length".to_owned()))?;
+    let declared = u32::from_le_bytes(*length) as usize;
+    if declared > MAX_DOCUMENT_BYTES {
+        return Err(ConversionError::TooLarge {
+            field: FIELD.to_owned(),
+            actual: declared,
+            limit: MAX_DOCUMENT_BYTES,
+        });
+    }
+    if declared == 0 {
+        return Err(ConversionError::missing(FIELD));
+    }
+    let document =
+        lz4_flex::block::decompress(block, declared).map_err(|e| undecodable(e.to_string()))?;
+    if document.len() != declared {
+        return Err(undecodable(format!(
+            "declares {declared} bytes but holds {}",
+            document.len()
+        )));
+    }
+    Ok(document)
+}
+
+/// A document's compressed wire form (`UpdateDocument.lz4_document`): its length (4 bytes,
+/// little endian), then its LZ4 block. The same bytes as `lz4_flex`'s size-prepended form.
+pub fn compress_document(document: &[u8]) -> Vec<u8> {
+    lz4_flex::compress_prepend_size(document)
+}
+
+/// The length of the document an `UpdateDocument` carries, compressed or not: what a
+/// sender counts against a batch's size.
+pub fn sent_document_len(wire: &v1::UpdateDocument) -> usize {
+    match wire.lz4_document.first_chunk::<4>() {
+        Some(length) if wire.document.is_empty() => u32::from_le_bytes(*length) as usize,
+        _ => wire.document.len(),
+    }
+}
+
 impl TryFrom<v1::UpdateDocument> for RevisionDocument {
     type Error = ConversionError;
 
     fn try_from(wire: v1::UpdateDocument) -> Result<Self, Self::Error> {
         Ok(Self {
             id: required(wire.id, "id")?,
-            document: document(wire.document, "document")?,
+            document: sent_document(wire.document, wire.lz4_document)?,
         })
     }
 }
@@ -239,6 +301,7 @@ impl From<RevisionDocument> for v1::UpdateDocument {
         Self {
             id: Some(revision.id.into()),
             document: revision.document,
+            lz4_document: Vec::new(),
         }
     }
 }
@@ -277,6 +340,7 @@ impl From<UpdateRevision> for v1::UpdateDocument {
         Self {
             id: Some(revision.id.into()),
             document: revision.document,
+            lz4_document: Vec::new(),
         }
     }
 }
@@ -286,6 +350,7 @@ impl From<&UpdateRevision> for v1::UpdateDocument {
         Self {
             id: Some(revision.id.into()),
             document: revision.document.clone(),
+            lz4_document: Vec::new(),
         }
     }
 }
@@ -819,6 +884,66 @@ mod tests {
             ConversionError::missing("").to_string(),
             "the value is required but missing"
         );
+    }
+
+    /// A compressed document reads back as the bytes it was made from; every malformed form
+    /// is refused naming `lz4_document`, an oversized one before anything is allocated.
+    #[test]
+    fn compressed_documents() {
+        let plain = v1::UpdateDocument::from(&sample_revision());
+        let mut compressed = plain.clone();
+        compressed.lz4_document = compress_document(&plain.document);
+        compressed.document.clear();
+        assert_eq!(sent_document_len(&compressed), plain.document.len());
+        assert_eq!(sent_document_len(&plain), plain.document.len());
+        assert_eq!(
+            RevisionDocument::try_from(compressed.clone()).unwrap(),
+            RevisionDocument::try_from(plain.clone()).unwrap()
+        );
+
+        let mut both = compressed.clone();
+        both.document = plain.document.clone();
+        assert_field(RevisionDocument::try_from(both), "lz4_document");
+
+        let with_block = |declared: u32, block: &[u8]| {
+            let mut wire = compressed.clone();
+            wire.lz4_document = declared.to_le_bytes().to_vec();
+            wire.lz4_document.extend_from_slice(block);
+            RevisionDocument::try_from(wire)
+        };
+        let block = &compressed.lz4_document[4..];
+        let length = plain.document.len() as u32;
+        assert_eq!(
+            with_block(MAX_DOCUMENT_BYTES as u32 + 1, block).unwrap_err(),
+            ConversionError::TooLarge {
+                field: "lz4_document".into(),
+                actual: MAX_DOCUMENT_BYTES + 1,
+                limit: MAX_DOCUMENT_BYTES,
+            }
+        );
+        assert_eq!(
+            with_block(0, &[]).unwrap_err(),
+            ConversionError::missing("lz4_document")
+        );
+        for (declared, block) in [
+            // Claims more than the block holds.
+            (length + 1, block),
+            // Claims less.
+            (length - 1, block),
+            // Cut short.
+            (length, &block[..block.len() / 2]),
+            // Not LZ4 at all.
+            (length, &[0xff; 16][..]),
+        ] {
+            let error = with_block(declared, block).unwrap_err();
+            assert!(
+                matches!(&error, ConversionError::Undecodable { field, .. } if field == "lz4_document"),
+                "{error}"
+            );
+        }
+        let mut short = compressed;
+        short.lz4_document.truncate(3);
+        assert_field(RevisionDocument::try_from(short), "lz4_document");
     }
 
     #[test]

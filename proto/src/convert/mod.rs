@@ -24,7 +24,7 @@ use std::fmt;
 
 use sitesync_metadata::Timestamp;
 
-pub use metadata::{HeldReference, RevisionDocument};
+pub use metadata::{HeldReference, RevisionDocument, compress_document, sent_document_len};
 
 /// Text from a peer that is quoted in an error is cut to this many characters, so a hostile
 /// peer cannot make our errors and logs as large as its messages.
@@ -80,6 +80,9 @@ pub enum ConversionError {
         declared: sitesync_metadata::RevisionId,
         actual: sitesync_metadata::RevisionId,
     },
+    /// Encoded bytes (a compressed document) that do not decode.
+    #[error("{} does not decode: {reason}", Shown(.field))]
+    Undecodable { field: String, reason: String },
 }
 
 impl ConversionError {
@@ -92,7 +95,8 @@ impl ConversionError {
             | Self::TooLarge { field, .. }
             | Self::UnknownEnumValue { field, .. }
             | Self::OutOfRange { field, .. }
-            | Self::IdentityMismatch { field, .. } => field,
+            | Self::IdentityMismatch { field, .. }
+            | Self::Undecodable { field, .. } => field,
         }
     }
 
@@ -107,7 +111,8 @@ impl ConversionError {
             | Self::TooLarge { field, .. }
             | Self::UnknownEnumValue { field, .. }
             | Self::OutOfRange { field, .. }
-            | Self::IdentityMismatch { field, .. } => field,
+            | Self::IdentityMismatch { field, .. }
+            | Self::Undecodable { field, .. } => field,
         };
         *field = if field.is_empty() {
             parent.to_owned()
