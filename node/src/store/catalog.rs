@@ -127,6 +127,10 @@ pub struct SummarizedRevision {
     /// Such a put fails with [`StoreError::DocumentNotShared`] if none does, and the whole
     /// apply with it.
     pub document: Option<Vec<u8>>,
+    /// `document` LZ4-compressed in the size-prepended form, when it arrived so and was
+    /// checked to decompress to exactly `document`: kept as it is instead of compressing
+    /// the document again.
+    pub compressed: Option<Vec<u8>>,
 }
 
 impl From<UpdateRevision> for SummarizedRevision {
@@ -135,6 +139,7 @@ impl From<UpdateRevision> for SummarizedRevision {
             summary: UpdateSummary::of(&revision),
             content: revision.content_hash(),
             document: Some(revision.document),
+            compressed: None,
         }
     }
 }
@@ -655,6 +660,7 @@ impl CatalogStore {
             summary,
             content,
             document,
+            compressed,
         } = revision;
         let id = summary.id;
         let current = self.pending_record(id.update_id, writer, pending)?;
@@ -674,11 +680,13 @@ impl CatalogStore {
                     owner: self.tag,
                     stored: position,
                 };
-                // Moved, not copied: documents are most of the bytes a sync handles.
-                batch.new_documents.put(
-                    keys::document(location, id),
-                    stored_document_form(&document),
-                );
+                let stored = match compressed {
+                    Some(compressed) => stored_form_of_compressed(&compressed),
+                    None => stored_document_form(&document),
+                };
+                batch
+                    .new_documents
+                    .put(keys::document(location, id), stored);
                 location
             }
         };
@@ -1298,9 +1306,14 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, S
 /// itself never starts with a zero byte (XML has no NUL character), so a document kept as
 /// it is, as layout 3 did, still reads back.
 pub fn stored_document_form(document: &[u8]) -> Vec<u8> {
-    let mut stored = Vec::with_capacity(1 + 4 + document.len() / 2);
+    stored_form_of_compressed(&lz4_flex::compress_prepend_size(document))
+}
+
+/// [`stored_document_form`] of a document given already compressed (LZ4, size prepended).
+fn stored_form_of_compressed(compressed: &[u8]) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(1 + compressed.len());
     stored.push(0);
-    stored.extend_from_slice(&lz4_flex::compress_prepend_size(document));
+    stored.extend_from_slice(compressed);
     stored
 }
 

@@ -422,7 +422,7 @@ impl DocumentReader<'_> {
         document: v1::UpdateDocument,
         bytes_received: &mut u64,
     ) -> Result<CatalogChange, PullError> {
-        let mut document = RevisionDocument::try_from(document)?;
+        let (mut document, compressed) = RevisionDocument::with_compressed(document)?;
         *bytes_received += document.document.len() as u64;
         if let Some(parsed_in) = self.parsed_in {
             // The same bytes parse to the same revision, so its identity was checked too.
@@ -432,6 +432,7 @@ impl DocumentReader<'_> {
                     summary,
                     content,
                     document: Some(document.document),
+                    compressed,
                 }));
             }
         }
@@ -442,7 +443,14 @@ impl DocumentReader<'_> {
             reason: e.to_string(),
         })?;
         document.check_identity(revision.id)?;
-        Ok(CatalogChange::Put(revision))
+        Ok(match compressed {
+            // Kept as it came: the store need not compress the document again.
+            Some(compressed) => CatalogChange::PutSummarized(SummarizedRevision {
+                compressed: Some(compressed),
+                ..SummarizedRevision::from(revision)
+            }),
+            None => CatalogChange::Put(revision),
+        })
     }
 
     /// A revision the parent named instead of sending (site-database replication after the
@@ -462,6 +470,7 @@ impl DocumentReader<'_> {
                 summary,
                 content,
                 document: None,
+                compressed: None,
             }));
         }
         let Some(document) = held_in.document_with(id, content)? else {

@@ -223,10 +223,14 @@ fn document(bytes: Vec<u8>, field: &str) -> Result<Vec<u8>, ConversionError> {
     Ok(bytes)
 }
 
-/// The document of an `UpdateDocument`, from whichever of its two forms is set.
-fn sent_document(document_field: Vec<u8>, lz4: Vec<u8>) -> Result<Vec<u8>, ConversionError> {
+/// The document of an `UpdateDocument`, from whichever of its two forms is set, and the
+/// compressed form when that was it.
+fn sent_document(
+    document_field: Vec<u8>,
+    lz4: Vec<u8>,
+) -> Result<(Vec<u8>, Option<Vec<u8>>), ConversionError> {
     if lz4.is_empty() {
-        return document(document_field, "document");
+        return Ok((document(document_field, "document")?, None));
     }
     if !document_field.is_empty() {
         return Err(ConversionError::OutOfRange {
@@ -234,7 +238,7 @@ fn sent_document(document_field: Vec<u8>, lz4: Vec<u8>) -> Result<Vec<u8>, Conve
             reason: "set together with `document`; a document travels in one form",
         });
     }
-    decompress_document(&lz4)
+    Ok((decompress_document(&lz4)?, Some(lz4)))
 }
 
 /// A document from its compressed form (see [`compress_document`]). The declared length is
@@ -289,10 +293,20 @@ impl TryFrom<v1::UpdateDocument> for RevisionDocument {
     type Error = ConversionError;
 
     fn try_from(wire: v1::UpdateDocument) -> Result<Self, Self::Error> {
-        Ok(Self {
-            id: required(wire.id, "id")?,
-            document: sent_document(wire.document, wire.lz4_document)?,
-        })
+        Self::with_compressed(wire).map(|(document, _)| document)
+    }
+}
+
+impl RevisionDocument {
+    /// As `try_from`, also giving back the compressed form the document came in, if it came
+    /// compressed: it decompressed to exactly `document`, so a receiver that keeps
+    /// documents compressed can keep it as it is.
+    pub fn with_compressed(
+        wire: v1::UpdateDocument,
+    ) -> Result<(Self, Option<Vec<u8>>), ConversionError> {
+        let id = required(wire.id, "id")?;
+        let (document, compressed) = sent_document(wire.document, wire.lz4_document)?;
+        Ok((Self { id, document }, compressed))
     }
 }
 
@@ -900,6 +914,10 @@ mod tests {
             RevisionDocument::try_from(compressed.clone()).unwrap(),
             RevisionDocument::try_from(plain.clone()).unwrap()
         );
+        let (_, kept) = RevisionDocument::with_compressed(compressed.clone()).unwrap();
+        assert_eq!(kept.as_ref(), Some(&compressed.lz4_document));
+        let (_, kept) = RevisionDocument::with_compressed(plain.clone()).unwrap();
+        assert_eq!(kept, None);
 
         let mut both = compressed.clone();
         both.document = plain.document.clone();
