@@ -243,3 +243,126 @@ async fn a_journalled_pull_is_taken_back_exactly_and_pulled_again() {
         parent_store.database.update_server().digest()
     );
 }
+
+/// A parent that answers `GetChanges` with one snapshot part of compressed documents: each
+/// a valid document padded to the largest size, so each one alone is acceptable.
+struct InflatingParent {
+    documents: Vec<v1::UpdateDocument>,
+}
+
+#[tonic::async_trait]
+impl v1::update_server_server::UpdateServer for InflatingParent {
+    async fn get_catalog_info(
+        &self,
+        _: tonic::Request<v1::GetCatalogInfoRequest>,
+    ) -> Result<tonic::Response<v1::CatalogInfo>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+
+    type GetChangesStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<v1::GetChangesResponse, tonic::Status>>>;
+
+    async fn get_changes(
+        &self,
+        _: tonic::Request<v1::GetChangesRequest>,
+    ) -> Result<tonic::Response<Self::GetChangesStream>, tonic::Status> {
+        let anchor = v1::Anchor {
+            log_id: "6f2d0c3e-8a5b-4c1d-9e7f-0a1b2c3d4e5f".to_owned(),
+            sequence: 1,
+            snapshot_through: None,
+        };
+        let message = |kind| Ok(v1::GetChangesResponse { kind: Some(kind) });
+        let messages = vec![
+            message(v1::get_changes_response::Kind::Plan(v1::ChangesPlan {
+                target: Some(anchor.clone()),
+                snapshot: true,
+                estimated_changes: self.documents.len() as u64,
+            })),
+            message(v1::get_changes_response::Kind::Batch(v1::ChangeBatch {
+                from: None,
+                body: Some(v1::change_batch::Body::Snapshot(v1::SnapshotPart {
+                    as_of_sequence: 1,
+                    after: None,
+                    through: None,
+                    revisions: self.documents.clone(),
+                    references: Vec::new(),
+                })),
+                resume_anchor: Some(anchor),
+            })),
+            message(v1::get_changes_response::Kind::Complete(
+                v1::ChangesComplete::default(),
+            )),
+        ];
+        Ok(tonic::Response::new(tokio_stream::iter(messages)))
+    }
+
+    type GetUpdateDocumentsStream =
+        tokio_stream::Empty<Result<v1::UpdateDocumentBatch, tonic::Status>>;
+
+    async fn get_update_documents(
+        &self,
+        _: tonic::Request<v1::GetUpdateDocumentsRequest>,
+    ) -> Result<tonic::Response<Self::GetUpdateDocumentsStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
+}
+
+/// Compressed documents that together decompress to more than any batch may hold (each
+/// alone within the document limit, the whole message a fraction of the message limit)
+/// stop the pull with an error naming the cause, and nothing is applied.
+#[tokio::test]
+async fn compressed_documents_beyond_what_a_batch_may_hold_are_refused() {
+    let documents: Vec<v1::UpdateDocument> = CatalogSpec::new(400, 3)
+        .documents()
+        .skip(300)
+        .take(5)
+        .map(|document| {
+            let mut padded = document.xml;
+            padded.resize(sitesync_proto::MAX_DOCUMENT_BYTES, b' ');
+            v1::UpdateDocument {
+                id: Some(document.id.into()),
+                document: Vec::new(),
+                lz4_document: sitesync_proto::compress_document(&padded),
+            }
+        })
+        .collect();
+    let sent: usize = documents.iter().map(|d| d.lz4_document.len()).sum();
+    assert!(sent < sitesync_proto::MAX_MESSAGE_BYTES / 16, "{sent}");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                v1::update_server_server::UpdateServerServer::new(InflatingParent { documents })
+                    .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = UpdateServerClient::new(channel)
+        .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
+    let child = NodeDatabase::in_memory().unwrap();
+    let error = pull(
+        &mut client,
+        child.update_server(),
+        &ParseLimits::default(),
+        false,
+        |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, PullError::Protocol(_)), "{error}");
+    assert!(
+        error.to_string().contains("more than 16 MiB of documents"),
+        "{error}"
+    );
+    assert_eq!(child.update_server().state().revisions, 0);
+    assert_eq!(stored_anchor(child.update_server()).unwrap(), None);
+    server.abort();
+}

@@ -27,7 +27,7 @@ use sitesync_metadata::{
 };
 use sitesync_proto::v1::update_server_client::UpdateServerClient;
 use sitesync_proto::v1::{self, get_changes_response};
-use sitesync_proto::{ConversionError, HeldReference, RevisionDocument};
+use sitesync_proto::{ConversionError, HeldReference, MAX_MESSAGE_BYTES, RevisionDocument};
 use tonic::transport::Channel;
 
 use crate::store::{ApplyOutcome, CatalogChange, CatalogStore, StoreError, SummarizedRevision};
@@ -424,6 +424,14 @@ impl DocumentReader<'_> {
     ) -> Result<CatalogChange, PullError> {
         let (mut document, compressed) = RevisionDocument::with_compressed(document)?;
         *bytes_received += document.document.len() as u64;
+        // Compressed documents could hold far more than a message: a batch may still hold
+        // only what an uncompressed one could, so a batch in memory stays bounded.
+        if *bytes_received > MAX_MESSAGE_BYTES as u64 {
+            return Err(PullError::Protocol(format!(
+                "a batch carries more than {} MiB of documents (compressed ones counted at their own length)",
+                MAX_MESSAGE_BYTES >> 20
+            )));
+        }
         if let Some(parsed_in) = self.parsed_in {
             // The same bytes parse to the same revision, so its identity was checked too.
             let content = ContentHash::of(&document.document);
