@@ -329,22 +329,14 @@ async fn compressed_documents_beyond_what_a_batch_may_hold_are_refused() {
     let sent: usize = documents.iter().map(|d| d.lz4_document.len()).sum();
     assert!(sent < sitesync_proto::MAX_MESSAGE_BYTES / 16, "{sent}");
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(
-                v1::update_server_server::UpdateServerServer::new(InflatingParent { documents })
-                    .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES),
-            )
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    let channel = Channel::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = common::serve_plaintext(
+        tonic::transport::Server::builder().add_service(
+            v1::update_server_server::UpdateServerServer::new(InflatingParent { documents })
+                .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES),
+        ),
+    )
+    .await;
     let mut client = UpdateServerClient::new(channel)
         .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
     let child = NodeDatabase::in_memory().unwrap();
@@ -364,5 +356,4 @@ async fn compressed_documents_beyond_what_a_batch_may_hold_are_refused() {
     );
     assert_eq!(child.update_server().state().revisions, 0);
     assert_eq!(stored_anchor(child.update_server()).unwrap(), None);
-    server.abort();
 }

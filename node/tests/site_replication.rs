@@ -543,22 +543,12 @@ async fn site_database_info_reports_the_parent_site_database() {
 async fn a_caught_up_child_gets_heartbeats_then_new_changes_as_the_parent_syncs() {
     let (upstream, spec, mut parent) = parent_with(20).await;
     // The parent's site database served with a short heartbeat interval.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
     let service = SiteReplicationService::new(parent.started.node.clone())
         .with_heartbeat_interval(Duration::from_millis(200));
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(v1::site_replication_server::SiteReplicationServer::new(
-                service,
-            ))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    let channel = Channel::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = common::serve_plaintext(tonic::transport::Server::builder().add_service(
+        v1::site_replication_server::SiteReplicationServer::new(service),
+    ))
+    .await;
     let mut client = SiteReplicationClient::new(channel);
     let child_database = NodeDatabase::in_memory().unwrap();
     let child = child_database.site_database();

@@ -343,12 +343,24 @@ fn the_two_stores_of_a_node_are_independent() {
     assert_eq!(db.site_database().digest(), CatalogDigest::EMPTY);
 }
 
+/// Marks the store whose index is `index` as written by layout `format`, as an earlier
+/// release would have left it.
+fn mark_layout(index: &sled::Tree, format: u32) {
+    let state_key = sitesync_node::store::keys::meta(sitesync_node::store::keys::STATE);
+    let mut state: StoreState =
+        postcard::from_bytes(&index.get(&state_key).unwrap().unwrap()).unwrap();
+    state.format = format;
+    index
+        .insert(state_key, postcard::to_allocvec(&state).unwrap())
+        .unwrap();
+}
+
 /// A store of the layout before documents were compressed opens, is marked with the new
 /// layout, and reads its documents as they were kept; what it writes from then on is kept
 /// compressed, and a document damaged in store is reported, not served.
 #[test]
 fn a_store_with_uncompressed_documents_is_taken_over() {
-    use sitesync_node::store::{DOCUMENTS_TREE, document_from_stored, keys};
+    use sitesync_node::store::{DOCUMENTS_TREE, document_from_stored};
 
     let dir = tempfile::tempdir().unwrap();
     let old = published(1, 100);
@@ -365,13 +377,7 @@ fn a_store_with_uncompressed_documents_is_taken_over() {
         assert!(stored.len() < old.document.len());
         documents.insert(key, old.document.clone()).unwrap();
         let index = db.open_tree("update_server.index").unwrap();
-        let state_key = keys::meta(keys::STATE);
-        let mut state: StoreState =
-            postcard::from_bytes(&index.get(&state_key).unwrap().unwrap()).unwrap();
-        state.format = 3;
-        index
-            .insert(state_key, postcard::to_allocvec(&state).unwrap())
-            .unwrap();
+        mark_layout(&index, 3);
         db.flush().unwrap();
     }
 
@@ -446,13 +452,7 @@ fn a_store_with_one_category_entry_per_key_is_taken_over() {
             }
         }
         assert_eq!(index.scan_prefix([keys::CATEGORY]).count(), 6);
-        let state_key = keys::meta(keys::STATE);
-        let mut state: StoreState =
-            postcard::from_bytes(&index.get(&state_key).unwrap().unwrap()).unwrap();
-        state.format = 4;
-        index
-            .insert(state_key, postcard::to_allocvec(&state).unwrap())
-            .unwrap();
+        mark_layout(&index, 4);
         db.flush().unwrap();
     }
 

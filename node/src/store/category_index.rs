@@ -105,11 +105,12 @@ impl CategoryChanges {
     ) -> Result<(), StoreError> {
         let mut rewritten: BTreeMap<Vec<u8>, Vec<Entry>> = BTreeMap::new();
         for (category, position) in self.removed {
-            let chunk_key = chunk_holding(index, category, position)?.ok_or_else(|| {
+            let missing = || {
                 corrupt(format!(
                     "category {category} has no index entry at position {position}"
                 ))
-            })?;
+            };
+            let chunk_key = chunk_holding(index, category, position)?.ok_or_else(missing)?;
             let entries = match rewritten.entry(chunk_key) {
                 std::collections::btree_map::Entry::Occupied(chunk) => chunk.into_mut(),
                 std::collections::btree_map::Entry::Vacant(chunk) => {
@@ -122,11 +123,7 @@ impl CategoryChanges {
             };
             let at = entries
                 .binary_search_by_key(&position, |(p, _)| *p)
-                .map_err(|_| {
-                    corrupt(format!(
-                        "category {category} has no index entry at position {position}"
-                    ))
-                })?;
+                .map_err(|_| missing())?;
             entries.remove(at);
         }
         for (key, entries) in rewritten {

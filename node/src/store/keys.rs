@@ -22,12 +22,12 @@
 //! index dense enough to stay in cache, so reads for listing and for each put never touch
 //! document pages. The category index (see [`super::category_index`]) and the change log
 //! are one chunk per applied batch (per category for the index) rather than one key per
-//! update or change — the storage engine charges per key and per page touched. Documents are keyed by when they
-//! arrived for the same reason: a sync's new documents append to the end of the documents
-//! space instead of landing on pages all over it, each of which the engine would read back
-//! (evicted pages come from disk), rewrite and split. Keying a chunk by its *last*
-//! sequence number lets a forward scan from `after + 1` land on the chunk holding the
-//! record after `after`.
+//! update or change — the storage engine charges per key and per page touched. Documents
+//! are keyed by when they arrived for the same reason: a sync's new documents append to
+//! the end of the documents space instead of landing on pages all over it, each of which
+//! the engine would read back (evicted pages come from disk), rewrite and split. Keying a
+//! chunk by its *last* sequence number lets a forward scan from `after + 1` land on the
+//! chunk holding the record after `after`.
 
 use sitesync_metadata::{RevisionId, UpdateId};
 

@@ -383,6 +383,21 @@ pub fn site_channel(address: &str, code: &str) -> (tempfile::TempDir, Channel) {
     (dir, channel)
 }
 
+/// Serves `router` without TLS on a free loopback port, for the lifetime of the test's
+/// runtime, and returns a channel to it: a stand-in peer built in the test itself.
+pub async fn serve_plaintext(router: tonic::transport::server::Router) -> Channel {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(
+        router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
 /// An address nobody listens on: a registered child that is down.
 pub fn unreachable_address() -> String {
     let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
