@@ -32,6 +32,12 @@ pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(14 * 24 * 3600);
 /// The key of the held version in the node's `catalog-version` space.
 const KEY_HELD: &[u8] = b"held";
 
+/// A signed catalog version as it travels between nodes. The signature covers the
+/// statement's protobuf encoding, so the statement moves as those bytes, unchanged, and
+/// this is the one wire type the domain carries (the layering check names this file as its
+/// deliberate exception).
+pub type SignedVersion = v1::SignedCatalogVersion;
+
 /// A verified (or self-signed) catalog version: the statement as carried and as read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Held {
@@ -259,7 +265,8 @@ impl CatalogVersions {
             algorithm,
             &offered.signature,
             &offered.signer_certificate,
-            SystemTime::now(),
+            // Certificates are judged by the clock seam's time, like the expiry below.
+            SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(now.0).unwrap_or(0)),
         )?;
         let version = offered
             .decode_catalog_version()

@@ -387,12 +387,10 @@ impl NodeConfig {
         };
         let advertise = advertise
             .map(|(address, origin)| {
-                crate::hierarchy::validate_address(&address).map_err(|reason| {
-                    ConfigError::Invalid {
-                        key: "advertise",
-                        origin,
-                        reason,
-                    }
+                validate_address(&address).map_err(|reason| ConfigError::Invalid {
+                    key: "advertise",
+                    origin,
+                    reason,
                 })
             })
             .transpose()?;
@@ -613,6 +611,34 @@ impl SyncSection {
         }
         Ok(settings)
     }
+}
+
+/// Checks a child's address: `host:port`, optionally with an `http://` or `https://`
+/// scheme, which is dropped. Returns `host:port`.
+pub fn validate_address(address: &str) -> Result<String, String> {
+    let bare = address
+        .strip_prefix("http://")
+        .or_else(|| address.strip_prefix("https://"))
+        .unwrap_or(address)
+        .trim_end_matches('/');
+    let help = "give the address the parent can reach the child at, as host:port (for example 10.0.0.5:7443)";
+    if bare.is_empty() {
+        return Err(format!("the child's address is empty: {help}"));
+    }
+    let authority: http::uri::Authority = bare
+        .parse()
+        .map_err(|e| format!("the child's address `{address}` is not valid ({e}): {help}"))?;
+    if authority.as_str() != bare || authority.port_u16().is_none() {
+        return Err(format!(
+            "the child's address `{address}` is not host:port: {help}"
+        ));
+    }
+    if matches!(authority.host(), "0.0.0.0" | "[::]" | "::") {
+        return Err(format!(
+            "the child's address `{address}` is a wildcard the parent cannot connect to: {help}"
+        ));
+    }
+    Ok(bare.to_owned())
 }
 
 #[cfg(test)]

@@ -142,7 +142,7 @@ async fn run() -> anyhow::Result<()> {
     if let Some(health) = &health_listener {
         info!(address = %health.local_addr()?, "health probes (plaintext, grpc.health.v1 only)");
     }
-    sitesync_node::server::serve_with_health_listener(
+    sitesync_node::grpc::server::serve_with_health_listener(
         started,
         listener,
         health_listener,

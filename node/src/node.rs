@@ -1,19 +1,15 @@
-//! A running node's shared state: its configuration, its database, and the signal that it
-//! is stopping. Services and the sync manager hold it behind an `Arc`.
+//! A running node's shared state: its configuration, its database, its clock, and the
+//! signal that it is stopping. Services and the sync manager hold it behind an `Arc`.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
 
-use sitesync_proto::v1;
-
-use crate::catalog_version::{self, CatalogVersions};
+use crate::catalog_version::{self, CatalogVersions, SignedVersion};
+use crate::clock::Clock;
 use crate::config::{NodeConfig, Role, UpstreamConfig};
-use crate::service::store_info;
-use crate::store::{NodeDatabase, StoreError, StoreState};
+use crate::store::{NodeDatabase, StoreError};
 use sitesync_security::Transport;
-use sitesync_security::transport::TransportError;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 #[derive(Debug)]
 pub struct NodeState {
@@ -24,18 +20,18 @@ pub struct NodeState {
     /// The signed catalog version this node holds (signs, at the top site); `None` with
     /// plaintext, which has no keys.
     pub catalog_versions: Option<CatalogVersions>,
+    /// The time seam: everything the node stamps or waits for reads it.
+    pub clock: Arc<dyn Clock>,
     /// Cancelled when the node stops: every background task ends with it.
     stopping: CancellationToken,
 }
-
-/// How long connecting to another node may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl NodeState {
     pub fn new(
         config: NodeConfig,
         database: NodeDatabase,
         transport: Transport,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
         let catalog_versions = match &transport {
             Transport::Tls(tls) => {
@@ -56,34 +52,14 @@ impl NodeState {
             database,
             transport,
             catalog_versions,
+            clock,
             stopping: CancellationToken::new(),
         })
     }
 
-    /// The signed catalog version this node holds, as carried on the wire.
-    pub fn held_catalog_version(&self) -> Option<v1::SignedCatalogVersion> {
+    /// The signed catalog version this node holds, as it travels.
+    pub fn held_catalog_version(&self) -> Option<SignedVersion> {
         self.catalog_versions.as_ref().and_then(|c| c.held_wire())
-    }
-
-    /// A channel to the node at `address` (`host:port`) over this node's transport, with
-    /// a connect timeout and HTTP/2 keep-alive so a peer that vanished is noticed; it
-    /// connects on first use. `call_timeout` bounds each call (streams set none).
-    pub fn channel(
-        &self,
-        address: &str,
-        call_timeout: Option<Duration>,
-    ) -> Result<Channel, TransportError> {
-        self.transport.channel(address, |endpoint| {
-            let endpoint = endpoint
-                .connect_timeout(CONNECT_TIMEOUT)
-                .http2_keep_alive_interval(Duration::from_secs(20))
-                .keep_alive_timeout(Duration::from_secs(20))
-                .keep_alive_while_idle(true);
-            match call_timeout {
-                Some(timeout) => endpoint.timeout(timeout),
-                None => endpoint,
-            }
-        })
     }
 
     /// Runs `task` on the current runtime until it ends or the node stops.
@@ -106,27 +82,5 @@ impl NodeState {
 
     pub fn is_stopping(&self) -> bool {
         self.stopping.is_cancelled()
-    }
-
-    pub fn wire_role(&self) -> v1::SiteRole {
-        match self.config.role {
-            Role::Site => v1::SiteRole::Site,
-            Role::Internet => v1::SiteRole::Internet,
-        }
-    }
-
-    /// The update-server store as downstream nodes see it now.
-    pub fn catalog_info(&self) -> v1::CatalogInfo {
-        self.catalog_info_at(&self.database.update_server().state())
-    }
-
-    /// The update-server store as of a given state.
-    pub fn catalog_info_at(&self, state: &StoreState) -> v1::CatalogInfo {
-        v1::CatalogInfo {
-            site_code: self.config.site_code.to_string(),
-            role: self.wire_role() as i32,
-            store: Some(store_info(state)),
-            catalog_version: self.held_catalog_version(),
-        }
     }
 }

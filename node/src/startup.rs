@@ -8,13 +8,15 @@ use sitesync_metadata::ParseLimits;
 
 use crate::clock::Clock;
 use crate::config::{NodeConfig, SecurityConfig, UpstreamConfig};
+use crate::grpc::client::parent::GrpcParent;
+use crate::grpc::connect;
 use crate::hierarchy::{
     Children, Hierarchy, HierarchyError, Outbox, ReceivedRequests, StatusForwarding,
 };
 use crate::node::NodeState;
 use crate::policy::PolicyStore;
 use crate::store::{NodeDatabase, StoreError};
-use crate::sync::manager::{ParentLink, SyncError, SyncHooks, SyncManager, UpstreamSource};
+use crate::sync::manager::{SyncError, SyncHooks, SyncManager, UpstreamSource};
 use crate::sync::status::{StatusError, StatusLog};
 use crate::upstream::{DirectoryUpstream, UpstreamError};
 use sitesync_security::pki::{Authority, DEFAULT_VALIDITY};
@@ -130,7 +132,7 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         .map_err(|(key, reason)| StartError::Settings { key, reason })?;
     let transport = secure(&config)?;
     let database = NodeDatabase::open(&config.data_dir.join("db"), config.cache_bytes)?;
-    let node = Arc::new(NodeState::new(config, database, transport)?);
+    let node = Arc::new(NodeState::new(config, database, transport, clock.clone())?);
     let (config, database) = (&node.config, &node.database);
     let open_directory = |dir: PathBuf| -> Result<UpstreamSource, StartError> {
         Ok(UpstreamSource::Directory(DirectoryUpstream::open(
@@ -140,7 +142,13 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         )?))
     };
     let upstream = match &config.upstream {
-        UpstreamConfig::Parent(address) => UpstreamSource::Parent(ParentLink::new(address, &node)?),
+        UpstreamConfig::Parent(address) => {
+            // Calls have no overall time limit (a first sync streams for as long as it
+            // takes); keep-alive notices a vanished parent.
+            let channel = connect::channel(&node.transport, address, None)
+                .map_err(|e| SyncError::Settings(e.to_string()))?;
+            UpstreamSource::Parent(Arc::new(GrpcParent::new(address.as_str(), channel)))
+        }
         UpstreamConfig::Directory(dir) => open_directory(dir.clone())?,
         UpstreamConfig::Sample => {
             let dir = config.data_dir.join("sample-catalog");
@@ -197,7 +205,7 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         hooks,
     )?;
     hierarchy.spawn_tasks(sync.clone());
-    crate::site_states::spawn_reporting(node.clone(), sync.clone());
+    crate::hierarchy::site_states::spawn_reporting(node.clone(), sync.clone());
     Ok(Started {
         node,
         sync,

@@ -4,11 +4,13 @@
 
 use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, write_catalog};
 use sitesync_metadata::{ParseLimits, parse_update};
+use sitesync_node::feed::follow::{
+    PULL_ANCHOR_KEY as ANCHOR_KEY, pull, stored_pull_anchor as stored_anchor,
+};
+use sitesync_node::feed::{Anchor as ParentAnchor, FeedError as PullError};
+use sitesync_node::grpc::client::parent::GrpcParent;
 use sitesync_node::store::{CatalogChange, NodeDatabase};
-use sitesync_node::upstream::parent::{ANCHOR_KEY, ParentAnchor, PullError, pull, stored_anchor};
 use sitesync_proto::v1;
-use sitesync_proto::v1::update_server_client::UpdateServerClient;
-use tonic::transport::Channel;
 
 mod common;
 
@@ -17,11 +19,9 @@ use common::TestNode;
 /// A client of the parent's update server as its registered child site `PR1`, the only
 /// kind of caller (with an internet-facing node) that may pull. Keep the directory (the
 /// child's certificate) alive with the client.
-async fn client(node: &TestNode) -> (tempfile::TempDir, UpdateServerClient<Channel>) {
+async fn client(node: &TestNode) -> (tempfile::TempDir, GrpcParent) {
     let (pki, channel) = common::registered_child(node, "PR1", v1::SiteRole::Site).await;
-    let client = UpdateServerClient::new(channel)
-        .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
-    (pki, client)
+    (pki, GrpcParent::new(node.address(), channel))
 }
 
 #[tokio::test]
@@ -32,11 +32,11 @@ async fn a_child_pulls_a_snapshot_then_the_tail_and_matches_its_parent() {
     let mut parent = TestNode::start(upstream.path(), "").await;
     parent.finished(1).await;
     let parent_store = parent.started.node.clone();
-    let (_pki, mut client) = client(&parent).await;
+    let (_pki, client) = client(&parent).await;
     let child = NodeDatabase::in_memory().unwrap();
     let limits = ParseLimits::default();
 
-    let first = pull(&mut client, child.update_server(), &limits, false, |_| {})
+    let first = pull(&client, child.update_server(), &limits, false, |_| {})
         .await
         .unwrap();
     assert!(first.snapshot);
@@ -59,7 +59,7 @@ async fn a_child_pulls_a_snapshot_then_the_tail_and_matches_its_parent() {
         .unwrap();
     let (id, _) = parent.run_sync(v1::SyncKind::Full).await;
     parent.finished(id).await;
-    let tail = pull(&mut client, child.update_server(), &limits, false, |_| {})
+    let tail = pull(&client, child.update_server(), &limits, false, |_| {})
         .await
         .unwrap();
     assert!(!tail.snapshot);
@@ -74,7 +74,7 @@ async fn a_child_pulls_a_snapshot_then_the_tail_and_matches_its_parent() {
     assert!(child.update_server().verify().unwrap().is_consistent());
 
     // Nothing new: no batch at all.
-    let idle = pull(&mut client, child.update_server(), &limits, false, |_| {})
+    let idle = pull(&client, child.update_server(), &limits, false, |_| {})
         .await
         .unwrap();
     assert_eq!((idle.batches, idle.new), (0, 0));
@@ -86,7 +86,7 @@ async fn a_child_on_another_log_gets_a_snapshot_that_removes_what_it_should_not_
     write_catalog(upstream.path(), &CatalogSpec::new(300, 41), |_| {}).unwrap();
     let parent = TestNode::start(upstream.path(), "").await;
     parent.finished(1).await;
-    let (_pki, mut client) = client(&parent).await;
+    let (_pki, client) = client(&parent).await;
 
     // The child holds updates of another catalog, anchored on a log that no longer exists.
     let child = NodeDatabase::in_memory().unwrap();
@@ -109,7 +109,7 @@ async fn a_child_on_another_log_gets_a_snapshot_that_removes_what_it_should_not_
         .unwrap();
 
     let outcome = pull(
-        &mut client,
+        &client,
         child.update_server(),
         &ParseLimits::default(),
         false,
@@ -133,10 +133,10 @@ async fn a_child_anchored_ahead_of_its_parent_is_refused_and_keeps_its_store() {
     write_catalog(upstream.path(), &CatalogSpec::new(100, 43), |_| {}).unwrap();
     let parent = TestNode::start(upstream.path(), "").await;
     parent.finished(1).await;
-    let (_pki, mut client) = client(&parent).await;
+    let (_pki, client) = client(&parent).await;
     let child = NodeDatabase::in_memory().unwrap();
     pull(
-        &mut client,
+        &client,
         child.update_server(),
         &ParseLimits::default(),
         false,
@@ -157,7 +157,7 @@ async fn a_child_anchored_ahead_of_its_parent_is_refused_and_keeps_its_store() {
         .unwrap();
     let before = child.update_server().state();
     let error = pull(
-        &mut client,
+        &client,
         child.update_server(),
         &ParseLimits::default(),
         false,
@@ -166,13 +166,9 @@ async fn a_child_anchored_ahead_of_its_parent_is_refused_and_keeps_its_store() {
     .await
     .unwrap_err();
     match error {
-        PullError::Transport(status) => {
-            assert_eq!(status.code(), tonic::Code::FailedPrecondition);
-            assert!(
-                status.message().contains("ahead of its upstream"),
-                "{}",
-                status.message()
-            );
+        // The parent's FailedPrecondition: a refusal, not a failure to reach it.
+        PullError::Refused(message) => {
+            assert!(message.contains("ahead of its upstream"), "{message}");
         }
         other => panic!("expected the parent's refusal, got {other}"),
     }
@@ -188,17 +184,17 @@ async fn a_child_anchored_ahead_of_its_parent_is_refused_and_keeps_its_store() {
 /// next pull brings the same changes again.
 #[tokio::test]
 async fn a_journalled_pull_is_taken_back_exactly_and_pulled_again() {
-    use sitesync_node::upstream::journal::Journal;
+    use sitesync_node::feed::journal::Journal;
     let upstream = tempfile::tempdir().unwrap();
     let spec = CatalogSpec::new(300, 57);
     write_catalog(upstream.path(), &spec, |_| {}).unwrap();
     let mut parent = TestNode::start(upstream.path(), "").await;
     parent.finished(1).await;
     let parent_store = parent.started.node.clone();
-    let (_pki, mut client) = client(&parent).await;
+    let (_pki, client) = client(&parent).await;
     let child = NodeDatabase::in_memory().unwrap();
     let limits = ParseLimits::default();
-    pull(&mut client, child.update_server(), &limits, true, |_| {})
+    pull(&client, child.update_server(), &limits, true, |_| {})
         .await
         .unwrap();
     let journal = Journal::new(child.update_server(), ANCHOR_KEY);
@@ -211,7 +207,7 @@ async fn a_journalled_pull_is_taken_back_exactly_and_pulled_again() {
         .unwrap();
     let (id, _) = parent.run_sync(v1::SyncKind::Full).await;
     parent.finished(id).await;
-    let tail = pull(&mut client, child.update_server(), &limits, true, |_| {})
+    let tail = pull(&client, child.update_server(), &limits, true, |_| {})
         .await
         .unwrap();
     assert_eq!(
@@ -235,7 +231,7 @@ async fn a_journalled_pull_is_taken_back_exactly_and_pulled_again() {
     assert!(child.update_server().verify().unwrap().is_consistent());
 
     // The same changes come again.
-    pull(&mut client, child.update_server(), &limits, true, |_| {})
+    pull(&client, child.update_server(), &limits, true, |_| {})
         .await
         .unwrap();
     assert_eq!(
@@ -337,11 +333,10 @@ async fn compressed_documents_beyond_what_a_batch_may_hold_are_refused() {
         ),
     )
     .await;
-    let mut client = UpdateServerClient::new(channel)
-        .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
+    let client = GrpcParent::new("a stand-in parent", channel);
     let child = NodeDatabase::in_memory().unwrap();
     let error = pull(
-        &mut client,
+        &client,
         child.update_server(),
         &ParseLimits::default(),
         false,

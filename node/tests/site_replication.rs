@@ -10,14 +10,15 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, write_catalog};
-use sitesync_node::replication::{
-    ReplicationLimits, ReplicationOutcome, ReplicationTarget, replicate_after_update_server,
-    replicate_until, stored_anchor,
+use sitesync_node::feed::FeedError;
+use sitesync_node::feed::follow::{
+    self, ReplicaStores, ReplicationLimits, ReplicationOutcome, ReplicationTarget,
+    stored_replication_anchor as stored_anchor,
 };
-use sitesync_node::service::site_replication::SiteReplicationService;
+use sitesync_node::grpc::client::parent::GrpcParent;
+use sitesync_node::grpc::services::site_replication::SiteReplicationService;
 use sitesync_node::store::{CatalogStore, ChangeKind, NodeDatabase};
 use sitesync_proto::v1::site_replication_client::SiteReplicationClient;
-use sitesync_proto::v1::update_server_client::UpdateServerClient;
 use sitesync_proto::v1::{self, replication_message, replication_request};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -30,11 +31,35 @@ use common::TestNode;
 /// A client of the parent's site replication as its registered child site `CHD`: only
 /// registered child sites may replicate. Keep the directory (the child's certificate)
 /// alive with the client.
-async fn client(node: &TestNode) -> (tempfile::TempDir, SiteReplicationClient<Channel>) {
+async fn client(node: &TestNode) -> (tempfile::TempDir, Parent) {
     let (pki, channel) = common::registered_child(node, "CHD", v1::SiteRole::Site).await;
-    let client = SiteReplicationClient::new(channel)
+    let raw = SiteReplicationClient::new(channel.clone())
         .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
-    (pki, client)
+    let feed = GrpcParent::new(node.address(), channel);
+    (pki, Parent { feed, raw })
+}
+
+/// The parent as a child follows it, and a raw client for the protocol's own tests.
+#[derive(Clone)]
+struct Parent {
+    feed: GrpcParent,
+    raw: SiteReplicationClient<Channel>,
+}
+
+/// A child's replication into `child` alone (no update-server store beside it).
+async fn replicate_until(
+    parent: &mut Parent,
+    child: &CatalogStore,
+    site_code: &str,
+    target: ReplicationTarget,
+    limits: &ReplicationLimits,
+    progress: impl FnMut(&ReplicationOutcome) -> ControlFlow<()>,
+) -> Result<ReplicationOutcome, FeedError> {
+    let stores = ReplicaStores {
+        site_database: child,
+        update_server: None,
+    };
+    follow::replicate(&parent.feed, stores, site_code, target, limits, progress).await
 }
 
 /// A parent node whose site database holds a generated catalog of `updates` updates.
@@ -97,7 +122,7 @@ fn assert_same_tail(
 }
 
 async fn replicate(
-    client: &mut SiteReplicationClient<Channel>,
+    client: &mut Parent,
     child: &CatalogStore,
     limits: &ReplicationLimits,
 ) -> ReplicationOutcome {
@@ -116,11 +141,10 @@ async fn replicate(
 /// Phase 1 of a child's sync: its update-server store pulls the parent's.
 async fn pull_update_server(parent: &TestNode, child: &NodeDatabase) {
     let (_pki, channel) = common::registered_child(parent, "CHD", v1::SiteRole::Site).await;
-    let mut client = UpdateServerClient::new(channel)
-        .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
+    let feed = GrpcParent::new(parent.address(), channel);
     let store: &CatalogStore = child.update_server();
-    sitesync_node::upstream::parent::pull(
-        &mut client,
+    follow::pull(
+        &feed,
         store,
         &sitesync_metadata::ParseLimits::default(),
         false,
@@ -133,14 +157,14 @@ async fn pull_update_server(parent: &TestNode, child: &NodeDatabase) {
 }
 
 /// Phase 2 of a child's sync: its site database replicates after its update server.
-async fn replicate_after(
-    client: &mut SiteReplicationClient<Channel>,
-    child: &NodeDatabase,
-) -> ReplicationOutcome {
-    replicate_after_update_server(
-        client,
-        child.site_database(),
-        child.update_server(),
+async fn replicate_after(client: &mut Parent, child: &NodeDatabase) -> ReplicationOutcome {
+    let stores = ReplicaStores {
+        site_database: child.site_database(),
+        update_server: Some(child.update_server()),
+    };
+    follow::replicate(
+        &client.feed,
+        stores,
         "CHD",
         ReplicationTarget::ParentPosition,
         &ReplicationLimits::default(),
@@ -305,7 +329,7 @@ async fn a_slow_child_with_window_one_converges() {
 
 /// A raw `Replicate` stream: the request sender and the response stream.
 async fn open(
-    client: &mut SiteReplicationClient<Channel>,
+    client: &mut Parent,
     subscribe: v1::Subscribe,
 ) -> (
     mpsc::Sender<v1::ReplicationRequest>,
@@ -319,6 +343,7 @@ async fn open(
         .await
         .unwrap();
     let stream = client
+        .raw
         .replicate(ReceiverStream::new(outbound))
         .await
         .unwrap()
@@ -515,6 +540,7 @@ async fn the_first_message_must_be_a_subscribe() {
         .await
         .unwrap();
     let status = client
+        .raw
         .replicate(ReceiverStream::new(outbound))
         .await
         .unwrap_err();
@@ -526,6 +552,7 @@ async fn site_database_info_reports_the_parent_site_database() {
     let (_upstream, _spec, parent) = parent_with(5).await;
     let (_pki, mut client) = client(&parent).await;
     let info = client
+        .raw
         .get_site_database_info(v1::GetSiteDatabaseInfoRequest {})
         .await
         .unwrap()
@@ -549,7 +576,10 @@ async fn a_caught_up_child_gets_heartbeats_then_new_changes_as_the_parent_syncs(
         v1::site_replication_server::SiteReplicationServer::new(service),
     ))
     .await;
-    let mut client = SiteReplicationClient::new(channel);
+    let mut client = Parent {
+        feed: GrpcParent::new("a stand-in parent", channel.clone()),
+        raw: SiteReplicationClient::new(channel),
+    };
     let child_database = NodeDatabase::in_memory().unwrap();
     let child = child_database.site_database();
     replicate(&mut client, child, &ReplicationLimits::default()).await;
@@ -560,7 +590,7 @@ async fn a_caught_up_child_gets_heartbeats_then_new_changes_as_the_parent_syncs(
         &mut client,
         v1::Subscribe {
             site_code: "CHD".into(),
-            from: Some(position.to_wire()),
+            from: Some(position.into()),
             max_batch_bytes: 0,
             window: 0,
             by_reference: false,

@@ -24,7 +24,8 @@
 pub mod convert;
 
 pub use convert::{
-    ConversionError, HeldReference, RevisionDocument, compress_document, sent_document_len,
+    ConversionError, HeldReference, RevisionDocument, checked_document, compress_document,
+    decompress_document, sent_document_len,
 };
 
 /// The generated messages, clients and servers of package `sitesync.v1`.

@@ -15,13 +15,11 @@ use sitesync_metadata::{
     RevisionId, UpdateId, UpdateRevision, UpdateType, parse_update,
 };
 
-use super::backend::{Backend, BackendError, WriteBatch};
+use super::backend::{Backend, WriteBatch};
 use super::category_index::{self, CategoryChanges};
-use super::keys::{self, DocumentLocation};
+use super::error::{StoreError, corrupt};
+use super::keys::{self, DocumentLocation, FORMAT_VERSION};
 
-/// The version of the on-disk layout. A store written by another layout is refused at open
-/// instead of being misread, except [`UPGRADABLE_FORMATS`].
-const FORMAT_VERSION: u32 = 5;
 /// Earlier layouts whose data this layout still reads as it is, so such a store is taken
 /// over and marked with [`FORMAT_VERSION`], after which an older release refuses it rather
 /// than misreading what this one writes:
@@ -31,30 +29,6 @@ const UPGRADABLE_FORMATS: [u32; 2] = [3, 4];
 
 /// Rows fetched per backend call when a read walks a range.
 const SCAN_PAGE: usize = 1024;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-    #[error(
-        "store is corrupt: {what}; restore the node's data directory from a backup or resync it from its upstream"
-    )]
-    Corrupt { what: String },
-    #[error(
-        "store was written with layout version {found}, this node understands version {FORMAT_VERSION}; run the sitesync release that wrote it, or resync into an empty data directory"
-    )]
-    Format { found: u32 },
-    #[error("metadata key `{0}` is reserved for the store itself")]
-    ReservedMeta(String),
-    #[error(
-        "revision {id} came without its document and no other store of this node holds it with the same bytes"
-    )]
-    DocumentNotShared { id: RevisionId },
-}
-
-pub(super) fn corrupt(what: impl Into<String>) -> StoreError {
-    StoreError::Corrupt { what: what.into() }
-}
 
 /// What one change-log record says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sitesync_metadata::UpdateId;
 
 use super::backend::{Backend, WriteBatch};
-use super::catalog::{StoreError, corrupt};
+use super::error::{StoreError, corrupt};
 use super::keys;
 
 /// One entry: an update, at the change-log position at which it entered the category.

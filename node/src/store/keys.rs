@@ -31,6 +31,10 @@
 
 use sitesync_metadata::{RevisionId, UpdateId};
 
+/// The version of the on-disk layout. A store written by another layout is refused at open
+/// instead of being misread, except the catalog store's `UPGRADABLE_FORMATS`.
+pub const FORMAT_VERSION: u32 = 5;
+
 pub const UPDATE: u8 = b'U';
 pub const CATEGORY: u8 = b'C';
 pub const LOG: u8 = b'G';

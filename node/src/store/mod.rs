@@ -14,6 +14,7 @@
 pub mod backend;
 pub mod catalog;
 mod category_index;
+mod error;
 pub mod keys;
 
 use std::collections::HashMap;
@@ -24,9 +25,10 @@ use std::sync::{Arc, Mutex};
 pub use backend::{Backend, BackendError, MemoryBackend, Page, SledBackend, WriteBatch};
 pub use catalog::{
     ApplyOutcome, CatalogChange, CatalogStore, ChangeKind, DocumentSpace, HeldUpdate, LoggedChange,
-    StoreError, StoreState, SummarizedRevision, UpdateSummary, VerifyReport, document_from_stored,
+    StoreState, SummarizedRevision, UpdateSummary, VerifyReport, document_from_stored,
     stored_document_form,
 };
+pub use error::StoreError;
 
 /// The sled tree holding both stores' documents (see [`DocumentSpace`]).
 pub const DOCUMENTS_TREE: &str = "documents";

@@ -37,8 +37,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use sitesync_metadata::{CatalogDigest, Timestamp, UpdateId, UpdateType};
-use sitesync_proto::v1;
+use sitesync_metadata::{CatalogDigest, ParseLimits, Timestamp, UpdateId, UpdateType};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
@@ -47,13 +46,18 @@ use super::status::{StatusLog, StatusMessageId};
 use crate::catalog_version::{Held, VersionError, check_digest};
 use crate::clock::Clock;
 use crate::config::Role;
+use crate::feed::apply::FeedOutcome;
+use crate::feed::follow::{
+    self, PULL_ANCHOR_KEY, REPLICATION_ANCHOR_KEY, ReplicaStores, ReplicationLimits,
+    ReplicationTarget,
+};
+use crate::feed::journal::Journal;
+use crate::feed::{FeedError, ParentFeed};
 use crate::node::NodeState;
 use crate::policy::PolicyStore;
 use crate::store::{
     ApplyOutcome, Backend, CatalogChange, ChangeKind, HeldUpdate, StoreError, WriteBatch,
 };
-use crate::upstream::journal::Journal;
-use crate::upstream::parent::PullError;
 use crate::upstream::{DirectoryUpstream, ScanProgress, UpstreamError};
 
 /// Changes applied per store batch, and the bytes of documents after which a batch is cut.
@@ -121,7 +125,7 @@ pub struct PhaseCounts {
 
 impl PhaseCounts {
     /// Adds what a pull or a replication from the parent changed.
-    fn add_pulled(&mut self, outcome: &crate::upstream::parent::PullOutcome) {
+    fn add_pulled(&mut self, outcome: &FeedOutcome) {
         self.new += outcome.new;
         self.changed += outcome.changed;
         self.expired += outcome.expired;
@@ -197,31 +201,8 @@ pub enum Disposition {
 pub enum UpstreamSource {
     /// A top site: a catalog directory.
     Directory(DirectoryUpstream),
-    /// A child site: the parent site's node.
-    Parent(ParentLink),
-}
-
-/// A child's connection to its parent. The channel connects lazily and reconnects by
-/// itself, so a parent that is down at start costs nothing but failed syncs until it is back.
-#[derive(Debug, Clone)]
-pub struct ParentLink {
-    /// `host:port`, for messages.
-    pub address: String,
-    pub channel: tonic::transport::Channel,
-}
-
-impl ParentLink {
-    /// The parent at `address`, reached over `transport`. Calls have no overall time limit
-    /// (a first sync streams for as long as it takes); keep-alive notices a vanished parent.
-    pub fn new(address: &str, node: &NodeState) -> Result<Self, SyncError> {
-        let channel = node
-            .channel(address, None)
-            .map_err(|e| SyncError::Settings(e.to_string()))?;
-        Ok(Self {
-            address: address.to_owned(),
-            channel,
-        })
-    }
+    /// A child site: the parent site's node, as a feed.
+    Parent(Arc<dyn ParentFeed>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,15 +222,9 @@ pub enum SyncError {
     #[error("the sync task stopped unexpectedly: {0}")]
     Task(String),
     #[error("syncing from the parent site {parent}: {source}")]
-    Parent {
-        parent: String,
-        source: crate::upstream::parent::PullError,
-    },
+    Parent { parent: String, source: FeedError },
     #[error("replicating the site database from the parent site {parent}: {source}")]
-    Replication {
-        parent: String,
-        source: crate::replication::ReplicationError,
-    },
+    Replication { parent: String, source: FeedError },
     #[error(
         "the catalog of the parent site {parent} is refused: {source}; this node keeps the catalog it had"
     )]
@@ -774,10 +749,10 @@ impl SyncManager {
                 format!("the catalog directory {}", directory.dir().display())
             }
             UpstreamSource::Parent(parent) if self.is_internet_node() => {
-                format!("its own site's update server at {}", parent.address)
+                format!("its own site's update server at {}", parent.address())
             }
             UpstreamSource::Parent(parent) => {
-                format!("the parent site's update server at {}", parent.address)
+                format!("the parent site's update server at {}", parent.address())
             }
         };
         self.message(
@@ -791,7 +766,7 @@ impl SyncManager {
                 self.sync_update_server(run, directory, &settings)?
             }
             UpstreamSource::Parent(parent) => {
-                offered = self.pull_from_parent(run, parent)?;
+                offered = self.pull_from_parent(run, &**parent)?;
             }
         }
         put(&*inner.space, KEY_SYNCED_SELECTION, &settings.revision)?;
@@ -836,11 +811,11 @@ impl SyncManager {
                         run.id,
                         format!(
                             "Synchronizing the site database by replication from the parent site at {}.",
-                            parent.address
+                            parent.address()
                         ),
                         BTreeMap::new(),
                     );
-                    self.replicate_from_parent(run, parent, offered.as_ref())?;
+                    self.replicate_from_parent(run, &**parent, offered.as_ref())?;
                 }
             }
         }
@@ -884,44 +859,32 @@ impl SyncManager {
     /// Before phase 1 at a child, with TLS: the top site's signed version the parent
     /// offers, verified, and the parent's update server checked against it, all before
     /// anything changes here.
-    fn verify_offered(
-        &self,
-        client: &mut sitesync_proto::v1::update_server_client::UpdateServerClient<
-            tonic::transport::Channel,
-        >,
-        parent: &ParentLink,
-    ) -> Result<Option<Held>, SyncError> {
+    fn verify_offered(&self, parent: &dyn ParentFeed) -> Result<Option<Held>, SyncError> {
         let Some(versions) = self.inner.node.catalog_versions.as_ref() else {
             return Ok(None);
         };
         let refused = |source| SyncError::CatalogVersion {
-            parent: parent.address.clone(),
+            parent: parent.address().to_owned(),
             source,
         };
-        let info = tokio::runtime::Handle::current()
-            .block_on(client.get_catalog_info(v1::GetCatalogInfoRequest {}))
-            .map_err(|status| SyncError::Parent {
-                parent: parent.address.clone(),
-                source: status.into(),
-            })?
-            .into_inner();
+        let catalog = tokio::runtime::Handle::current()
+            .block_on(parent.catalog())
+            .map_err(|source| SyncError::Parent {
+                parent: parent.address().to_owned(),
+                source,
+            })?;
         let offered = versions
-            .verify(info.catalog_version.as_ref(), self.inner.clock.now())
+            .verify(catalog.catalog_version.as_ref(), self.inner.clock.now())
             .map_err(refused)?;
         if !self.is_internet_node() && offered.site_database_digest().is_none() {
             return Err(refused(VersionError::Incomplete {
                 version: offered.number(),
             }));
         }
-        let parent_digest = info
-            .store
-            .and_then(|s| s.digest)
-            .and_then(|d| CatalogDigest::try_from(d).ok())
-            .unwrap_or(CatalogDigest::EMPTY);
         check_digest(
             "parent's update server",
             offered.number(),
-            parent_digest,
+            catalog.digest,
             offered.update_server_digest(),
         )
         .map_err(refused)?;
@@ -933,7 +896,7 @@ impl SyncManager {
     /// if it does, the pull's journal is forgotten.
     fn check_signed(
         &self,
-        parent: &ParentLink,
+        parent: &dyn ParentFeed,
         (store, anchor_key, name): (&crate::store::CatalogStore, &str, &'static str),
         offered: &Held,
         signed: Option<CatalogDigest>,
@@ -942,7 +905,7 @@ impl SyncManager {
         match check_digest(name, offered.number(), store.digest(), signed) {
             Ok(()) => Ok(journal.close()?),
             Err(refusal) => {
-                let restored = journal.undo(&sitesync_metadata::ParseLimits::default())?;
+                let restored = journal.undo(&ParseLimits::default())?;
                 warn!(
                     store = name,
                     restored,
@@ -950,7 +913,7 @@ impl SyncManager {
                     "the pulled catalog is not the signed one; the previous catalog is restored"
                 );
                 Err(SyncError::CatalogVersion {
-                    parent: parent.address.clone(),
+                    parent: parent.address().to_owned(),
                     source: refusal,
                 })
             }
@@ -962,21 +925,18 @@ impl SyncManager {
     fn pull_from_parent(
         &self,
         run: &mut SyncRun,
-        parent: &ParentLink,
+        parent: &dyn ParentFeed,
     ) -> Result<Option<Held>, SyncError> {
-        use sitesync_proto::v1::update_server_client::UpdateServerClient;
         let store = self.inner.node.database.update_server();
-        let mut client = UpdateServerClient::new(parent.channel.clone())
-            .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
-        let limits = sitesync_metadata::ParseLimits::default();
-        let offered = self.verify_offered(&mut client, parent)?;
+        let offered = self.verify_offered(parent)?;
+        let target = (&**store, PULL_ANCHOR_KEY, "update server");
         // The sync runs on the blocking pool; the pull is asynchronous network work.
-        let outcome = tokio::runtime::Handle::current().block_on(crate::upstream::parent::pull(
-            &mut client,
+        let outcome = tokio::runtime::Handle::current().block_on(follow::pull(
+            parent,
             store,
-            &limits,
+            &ParseLimits::default(),
             offered.is_some(),
-            |o: &crate::upstream::parent::PullOutcome| {
+            |o: &FeedOutcome| {
                 run.progress = (o.batches, 0);
                 self.publish(run);
             },
@@ -985,21 +945,16 @@ impl SyncManager {
             (Ok(outcome), _) => outcome,
             // What the parent served is not what it states: with a signed version, the
             // check below names the version and takes the pull back.
-            (Err(PullError::Mismatch { .. } | PullError::Unsettled), Some(offered)) => {
-                let target = (
-                    &**store,
-                    crate::upstream::parent::ANCHOR_KEY,
-                    "update server",
-                );
+            (Err(FeedError::Mismatch { .. } | FeedError::Unsettled { .. }), Some(offered)) => {
                 self.check_signed(parent, target, offered, offered.update_server_digest())?;
                 return Err(SyncError::CatalogVersion {
-                    parent: parent.address.clone(),
+                    parent: parent.address().to_owned(),
                     source: VersionError::Unsettled,
                 });
             }
             (Err(source), _) => {
                 return Err(SyncError::Parent {
-                    parent: parent.address.clone(),
+                    parent: parent.address().to_owned(),
                     source,
                 });
             }
@@ -1007,18 +962,12 @@ impl SyncManager {
         run.counts.update_server.add_pulled(&outcome);
         run.counts.bytes_received += outcome.bytes_received;
         if let Some(offered) = &offered {
-            let signed = offered.update_server_digest();
-            let target = (
-                &**store,
-                crate::upstream::parent::ANCHOR_KEY,
-                "update server",
-            );
-            self.check_signed(parent, target, offered, signed)?;
+            self.check_signed(parent, target, offered, offered.update_server_digest())?;
             if let Some(versions) = &self.inner.node.catalog_versions {
                 versions.hold(offered)?;
             }
         }
-        info!(sync_id = run.id, parent = %parent.address, batches = outcome.batches, digest = %outcome.digest, "update server synced from the parent");
+        info!(sync_id = run.id, parent = %parent.address(), batches = outcome.batches, digest = %outcome.digest, "update server synced from the parent");
         Ok(offered)
     }
 
@@ -1027,23 +976,20 @@ impl SyncManager {
     fn replicate_from_parent(
         &self,
         run: &mut SyncRun,
-        parent: &ParentLink,
+        parent: &dyn ParentFeed,
         offered: Option<&Held>,
     ) -> Result<(), SyncError> {
-        use crate::replication::{
-            ReplicationLimits, ReplicationTarget, replicate_after_update_server,
-        };
-        use sitesync_proto::v1::site_replication_client::SiteReplicationClient;
-        let site = self.inner.node.database.site_database();
-        let mut client = SiteReplicationClient::new(parent.channel.clone())
-            .max_decoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
+        let database = &self.inner.node.database;
+        let site = database.site_database();
         let site_code = self.inner.node.config.site_code.to_string();
+        let stores = ReplicaStores {
+            site_database: site,
+            update_server: Some(database.update_server()),
+        };
         let outcome = tokio::runtime::Handle::current()
-            .block_on(replicate_after_update_server(
-                &mut client,
-                site,
-                self.inner.node.database.update_server(),
+            .block_on(follow::replicate(
+                parent,
+                stores,
                 &site_code,
                 ReplicationTarget::ParentPosition,
                 &ReplicationLimits {
@@ -1057,18 +1003,18 @@ impl SyncManager {
                 },
             ))
             .map_err(|source| SyncError::Replication {
-                parent: parent.address.clone(),
+                parent: parent.address().to_owned(),
                 source,
             })?;
         run.counts.site_database.add_pulled(&outcome.changes);
         if let Some(offered) = offered {
             let signed = offered.site_database_digest();
-            let target = (&**site, crate::replication::ANCHOR_KEY, "site database");
+            let target = (&**site, REPLICATION_ANCHOR_KEY, "site database");
             self.check_signed(parent, target, offered, signed)?;
         }
         info!(
             sync_id = run.id,
-            parent = %parent.address,
+            parent = %parent.address(),
             batches = outcome.changes.batches,
             digest = %site.digest(),
             "site database replicated from the parent"

@@ -15,14 +15,12 @@
 //! - [`directory`]: the catalog directory, one update XML document per file — what an
 //!   operator feeds a disconnected top site, and what the demo and benchmarks generate.
 //!
-//! - [`parent`]: a child site's upstream, its parent's update server, pulled as a change
-//!   stream from the last anchor applied.
+//! A child site's upstream, its parent, is not one of these: it is a feed
+//! ([`crate::feed`]), followed from the last anchor applied.
 //!
 //! The Microsoft server-to-server protocol will be another upstream.
 
 pub mod directory;
-pub mod journal;
-pub mod parent;
 
 use std::io;
 use std::path::PathBuf;

@@ -77,9 +77,12 @@ impl NodeThread {
                         };
                         listener.set_nonblocking(true).unwrap();
                         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                        let _ =
-                            sitesync_node::server::serve(started, listener, std::future::pending())
-                                .await;
+                        let _ = sitesync_node::grpc::server::serve(
+                            started,
+                            listener,
+                            std::future::pending(),
+                        )
+                        .await;
                     };
                     tokio::select! {
                         _ = serve => {}

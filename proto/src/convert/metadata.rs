@@ -209,7 +209,7 @@ impl fmt::Debug for RevisionDocument {
 }
 
 /// A required document field: non-empty and within [`MAX_DOCUMENT_BYTES`].
-fn document(bytes: Vec<u8>, field: &str) -> Result<Vec<u8>, ConversionError> {
+pub fn checked_document(bytes: Vec<u8>, field: &str) -> Result<Vec<u8>, ConversionError> {
     if bytes.is_empty() {
         return Err(ConversionError::missing(field));
     }
@@ -230,7 +230,7 @@ fn sent_document(
     lz4: Vec<u8>,
 ) -> Result<(Vec<u8>, Option<Vec<u8>>), ConversionError> {
     if lz4.is_empty() {
-        return Ok((document(document_field, "document")?, None));
+        return Ok((checked_document(document_field, "document")?, None));
     }
     if !document_field.is_empty() {
         return Err(ConversionError::OutOfRange {
@@ -243,7 +243,7 @@ fn sent_document(
 
 /// A document from its compressed form (see [`compress_document`]). The declared length is
 /// checked against [`MAX_DOCUMENT_BYTES`] before anything is allocated for it.
-fn decompress_document(lz4: &[u8]) -> Result<Vec<u8>, ConversionError> {
+pub fn decompress_document(lz4: &[u8]) -> Result<Vec<u8>, ConversionError> {
     const FIELD: &str = "lz4_document";
     let undecodable = |reason: String| ConversionError::Undecodable {
         field: FIELD.to_owned(),
@@ -515,7 +515,7 @@ impl TryFrom<v1::UpdateRevision> for UpdateRevision {
             bundled: repeated(wire.bundled, "bundled")?,
             superseded: repeated(wire.superseded, "superseded")?,
             files: repeated(wire.files, "files")?,
-            document: document(wire.document, "document")?,
+            document: checked_document(wire.document, "document")?,
         })
     }
 }

@@ -24,7 +24,10 @@ use std::fmt;
 
 use sitesync_metadata::Timestamp;
 
-pub use metadata::{HeldReference, RevisionDocument, compress_document, sent_document_len};
+pub use metadata::{
+    HeldReference, RevisionDocument, checked_document, compress_document, decompress_document,
+    sent_document_len,
+};
 
 /// Text from a peer that is quoted in an error is cut to this many characters, so a hostile
 /// peer cannot make our errors and logs as large as its messages.

@@ -12,18 +12,16 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::store_info;
-use crate::config::{Role, UpstreamConfig};
+use super::super::wire::{own_site_state, wire_message, wire_run};
+use crate::hierarchy::site_states::{self, SiteStates, SiteStatesError};
 use crate::node::NodeState;
-use crate::site_states::{self, SiteStates, SiteStatesError};
 use crate::store::{CatalogStore, UpdateSummary};
 use crate::sync::manager::{
-    Disposition, ManagerView, SyncError, SyncKind, SyncManager, SyncPhase, SyncResult, SyncRun,
-    SyncTrigger,
+    Disposition, ManagerView, SyncError, SyncKind, SyncManager, SyncPhase, SyncRun, SyncTrigger,
 };
 use crate::sync::schedule::{RetryPolicy, Schedule};
 use crate::sync::settings::{CategorySelector, SyncSettings};
-use crate::sync::status::{Severity, StatusCursor, StatusMessage, StatusMessageId, StatusQuery};
+use crate::sync::status::{Severity, StatusCursor, StatusMessageId, StatusQuery};
 
 const DEFAULT_PAGE: usize = sitesync_proto::DEFAULT_PAGE_SIZE as usize;
 const MAX_PAGE: usize = sitesync_proto::MAX_PAGE_SIZE as usize;
@@ -108,20 +106,10 @@ impl AdminService {
     }
 
     fn site_state(&self, view: &ManagerView) -> v1::SiteState {
-        let mut state = own_site_state(
-            &self.node,
-            view,
-            sitesync_metadata::Timestamp::from_unix_millis(now_millis()),
-        );
+        let mut state = own_site_state(&self.node, view, self.node.clock.now());
         state.parent_site_code = self.hierarchy.parent_site_code().unwrap_or_default();
         state
     }
-}
-
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl From<SyncError> for Status {
@@ -677,59 +665,11 @@ pub(crate) fn machine_policy(
         catalog_version: node.held_catalog_version(),
         created_at: Some(timestamp_to_wire(policy.created_at)),
         sync_id: policy.sync_id.to_string(),
-        catalog_position: Some(super::anchor(state.log_id, policy.catalog_sequence)),
+        catalog_position: Some(super::super::wire::anchor(
+            state.log_id,
+            policy.catalog_sequence,
+        )),
     })
-}
-
-/// This node's own state as it reports it up, shows in its status and at the root of its
-/// hierarchy: its stores, its replication position in its parent's log (a child site), its
-/// last and current syncs, and when its next sync starts on its own — the schedule or a
-/// pending retry (a child has no schedule, S2). The parent's code is left empty: the
-/// parent fills in itself.
-pub(crate) fn own_site_state(
-    node: &NodeState,
-    view: &ManagerView,
-    observed_at: sitesync_metadata::Timestamp,
-) -> v1::SiteState {
-    let has_parent = matches!(node.config.upstream, UpstreamConfig::Parent(_));
-    let is_site = node.config.role == Role::Site;
-    let next_sync_at = match (view.next_scheduled_at, view.retry_at) {
-        (Some(scheduled), Some(retry)) => Some(scheduled.min(retry)),
-        (scheduled, retry) => scheduled.or(retry),
-    };
-    let replication = if has_parent && is_site {
-        match crate::replication::stored_anchor(node.database.site_database()) {
-            Ok(anchor) => Some(v1::ReplicationState {
-                applied: Some(anchor.map_or_else(
-                    v1::Anchor::default,
-                    crate::upstream::parent::ParentAnchor::to_wire,
-                )),
-                applied_at: None,
-                parent_latest_sequence: 0,
-            }),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the replication position for the site state");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    v1::SiteState {
-        site_code: node.config.site_code.to_string(),
-        role: node.wire_role() as i32,
-        parent_site_code: String::new(),
-        address: node.config.advertised_address(),
-        update_server: Some(store_info(&node.database.update_server().state())),
-        site_database: is_site.then(|| store_info(&node.database.site_database().state())),
-        replication,
-        last_sync: view.last.as_ref().map(wire_run),
-        current_sync: view.current.as_ref().map(wire_run),
-        next_sync_at: next_sync_at.map(timestamp_to_wire),
-        catalog_version: node.held_catalog_version(),
-        observed_at: Some(timestamp_to_wire(observed_at)),
-        node_version: env!("CARGO_PKG_VERSION").to_owned(),
-    }
 }
 
 /// The one place that picks a gRPC code for a site-state failure.
@@ -828,83 +768,11 @@ fn wire_summary(summary: &UpdateSummary, is_superseded: bool) -> v1::UpdateSumma
     }
 }
 
-fn wire_run(run: &SyncRun) -> v1::SyncRun {
-    let phase = match run.phase {
-        SyncPhase::Queued => v1::SyncPhase::Queued,
-        SyncPhase::Starting => v1::SyncPhase::Started,
-        SyncPhase::UpdateServer => v1::SyncPhase::UpdateServer,
-        SyncPhase::SiteDatabase => v1::SyncPhase::SiteDatabase,
-        SyncPhase::Finished => v1::SyncPhase::Finished,
-    };
-    let counts = run.counts.update_server;
-    v1::SyncRun {
-        sync_id: run.id.to_string(),
-        kind: match run.kind {
-            SyncKind::Full => v1::SyncKind::Full,
-            SyncKind::Manual => v1::SyncKind::Manual,
-        } as i32,
-        trigger: match run.trigger {
-            SyncTrigger::Schedule => v1::SyncTrigger::Schedule,
-            SyncTrigger::Operator => v1::SyncTrigger::Operator,
-            SyncTrigger::ParentRequest => v1::SyncTrigger::ParentRequest,
-            SyncTrigger::Retry | SyncTrigger::Restart => v1::SyncTrigger::Retry,
-        } as i32,
-        phase: phase as i32,
-        result: match run.result {
-            None => v1::SyncResult::Unspecified,
-            Some(SyncResult::Succeeded) => v1::SyncResult::Succeeded,
-            Some(SyncResult::Failed) => v1::SyncResult::Failed,
-        } as i32,
-        requested_at: Some(timestamp_to_wire(run.requested_at)),
-        started_at: run.started_at.map(timestamp_to_wire),
-        finished_at: run.finished_at.map(timestamp_to_wire),
-        counts: Some(v1::SyncCounts {
-            new: counts.new,
-            changed: counts.changed,
-            expired: counts.expired,
-            deleted: counts.deleted,
-            unchanged: 0,
-            skipped_documents: run.counts.skipped,
-            bytes_received: run.counts.bytes_received,
-        }),
-        progress: Some(v1::PhaseProgress {
-            phase: phase as i32,
-            done: run.progress.0,
-            total: run.progress.1,
-        }),
-        failure_reason: run.failure_reason.clone().unwrap_or_default(),
-        retry_at: run.retry_at.map(timestamp_to_wire),
-        sync_request_id: String::new(),
-    }
-}
-
 fn severity_rank(severity: Severity) -> u8 {
     match severity {
         Severity::Informational => 0,
         Severity::Warning => 1,
         Severity::Error => 2,
-    }
-}
-
-pub(crate) fn wire_message(message: &StatusMessage) -> v1::StatusMessage {
-    v1::StatusMessage {
-        site_code: message.site_code.clone(),
-        sequence: message.sequence,
-        message_id: message.id.code() as i32,
-        component: message.component.clone(),
-        severity: match message.severity {
-            Severity::Informational => v1::Severity::Informational,
-            Severity::Warning => v1::Severity::Warning,
-            Severity::Error => v1::Severity::Error,
-        } as i32,
-        time: Some(timestamp_to_wire(message.time)),
-        text: message.text.clone(),
-        sync_id: if message.sync_id == 0 {
-            String::new()
-        } else {
-            message.sync_id.to_string()
-        },
-        properties: message.properties.clone().into_iter().collect(),
     }
 }
 

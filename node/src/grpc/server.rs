@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use sitesync_security::{Transport, tls_incoming};
 
-use crate::access::{Access, AccessLayer, Relations};
+use super::access::{Access, AccessLayer, Relations};
+use super::services::admin::AdminService;
+use super::services::client_policy::ClientPolicyService;
+use super::services::hierarchy::HierarchyService;
+use super::services::site_replication::SiteReplicationService;
+use super::services::update_server::UpdateServerService;
 use crate::config::SecurityConfig;
-use crate::service::admin::AdminService;
-use crate::service::client_policy::ClientPolicyService;
-use crate::service::hierarchy::HierarchyService;
-use crate::service::site_replication::SiteReplicationService;
-use crate::service::update_server::UpdateServerService;
 use crate::startup::Started;
 
 #[derive(Debug, thiserror::Error)]

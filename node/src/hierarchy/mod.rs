@@ -13,6 +13,8 @@
 //! - [`Hierarchy`]: the three together plus the background tasks — registration with the
 //!   parent (a child) and delivery of the outbox (a parent) — both retrying with backoff.
 
+pub mod site_states;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +26,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
-use crate::config::{Role, SiteCode, UpstreamConfig};
+use crate::config::{Role, SiteCode, UpstreamConfig, validate_address};
 use crate::node::NodeState;
 use crate::store::{Backend, StoreError, WriteBatch};
 use crate::sync::manager::{InternetUpdateServer, SyncManager, SyncRun};
@@ -80,37 +82,6 @@ impl ChildRecord {
             RequestReason::Cascade
         }
     }
-}
-
-/// Checks a child's address: `host:port`, optionally with an `http://` or `https://`
-/// scheme, which is dropped. Returns `host:port`.
-pub fn validate_address(address: &str) -> Result<String, String> {
-    let bare = address
-        .strip_prefix("http://")
-        .or_else(|| address.strip_prefix("https://"))
-        .unwrap_or(address)
-        .trim_end_matches('/');
-    let help = "give the address the parent can reach the child at, as host:port (for example 10.0.0.5:7443)";
-    if bare.is_empty() {
-        return Err(format!("the child's address is empty: {help}"));
-    }
-    let uri: tonic::transport::Uri = format!("http://{bare}")
-        .parse()
-        .map_err(|e| format!("the child's address `{address}` is not valid ({e}): {help}"))?;
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("the child's address `{address}` has no host: {help}"))?;
-    if authority.as_str() != bare || authority.port_u16().is_none() {
-        return Err(format!(
-            "the child's address `{address}` is not host:port: {help}"
-        ));
-    }
-    if matches!(authority.host(), "0.0.0.0" | "[::]" | "::") {
-        return Err(format!(
-            "the child's address `{address}` is a wildcard the parent cannot connect to: {help}"
-        ));
-    }
-    Ok(bare.to_owned())
 }
 
 /// The children a parent keeps.
@@ -380,15 +351,15 @@ struct QueuedFor {
 
 const KEY_PARENT_SITE_CODE: &[u8] = b"site-code";
 
-impl crate::access::Relations for Hierarchy {
+impl Relations for Hierarchy {
     fn parent_site_code(&self) -> Option<String> {
         Hierarchy::parent_site_code(self)
     }
 
-    fn child(&self, site_code: &str) -> Option<crate::access::ChildKind> {
+    fn child(&self, site_code: &str) -> Option<ChildKind> {
         match self.children.get(site_code) {
-            Ok(Some(child)) if child.is_internet_node() => Some(crate::access::ChildKind::Internet),
-            Ok(Some(_)) => Some(crate::access::ChildKind::Site),
+            Ok(Some(child)) if child.is_internet_node() => Some(ChildKind::Internet),
+            Ok(Some(_)) => Some(ChildKind::Site),
             Ok(None) => None,
             Err(e) => {
                 warn!(error = %e, site_code, "cannot read the registered children");
@@ -662,7 +633,11 @@ impl Hierarchy {
     /// Forwards status messages to the parent, at least once, from the last sequence the
     /// parent acknowledged per site: this node's own and those of the sites below it.
     async fn forward_loop(self: Arc<Self>, parent: String, sync: SyncManager) {
-        let channel = match self.node.channel(&parent, Some(CALL_TIMEOUT)) {
+        let channel = match crate::grpc::connect::channel(
+            &self.node.transport,
+            &parent,
+            Some(CALL_TIMEOUT),
+        ) {
             Ok(channel) => channel,
             Err(e) => {
                 warn!(parent = %parent, error = %e, "cannot forward status messages: the parent address is invalid");
@@ -714,7 +689,7 @@ impl Hierarchy {
                     reporter_site_code: own.clone(),
                     messages: messages
                         .iter()
-                        .map(crate::service::admin::wire_message)
+                        .map(crate::grpc::wire::wire_message)
                         .collect(),
                 };
                 client
@@ -789,15 +764,14 @@ impl Hierarchy {
     }
 
     async fn register_once(&self, parent: &str) -> Result<v1::RegisterChildResponse, String> {
-        let channel = self
-            .node
-            .channel(parent, Some(CALL_TIMEOUT))
-            .map_err(|e| e.to_string())?;
+        let channel =
+            crate::grpc::connect::channel(&self.node.transport, parent, Some(CALL_TIMEOUT))
+                .map_err(|e| e.to_string())?;
         let mut client = v1::hierarchy_client::HierarchyClient::new(channel);
         let config = &self.node.config;
         let request = v1::RegisterChildRequest {
             site_code: config.site_code.to_string(),
-            role: self.node.wire_role() as i32,
+            role: crate::grpc::wire::wire_role(self.node.config.role) as i32,
             address: config.advertised_address(),
             node_version: env!("CARGO_PKG_VERSION").to_owned(),
             state: None,
@@ -907,14 +881,13 @@ impl Hierarchy {
             .get(&entry.child)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("the child site {} is not registered", entry.child))?;
-        let channel = self
-            .node
-            .channel(&child.address, Some(CALL_TIMEOUT))
-            .map_err(|e| e.to_string())?;
+        let channel =
+            crate::grpc::connect::channel(&self.node.transport, &child.address, Some(CALL_TIMEOUT))
+                .map_err(|e| e.to_string())?;
         let mut client = v1::hierarchy_client::HierarchyClient::new(channel);
         // An internet-facing node has no site database to bring up to this one's.
         let site_database = (!child.is_internet_node())
-            .then(|| crate::service::store_info(&self.node.database.site_database().state()));
+            .then(|| crate::grpc::wire::store_info(&self.node.database.site_database().state()));
         let request = v1::SyncRequest {
             request_id: entry.request_id.clone(),
             parent_site_code: self.node.config.site_code.to_string(),
@@ -923,7 +896,7 @@ impl Hierarchy {
             requested_at: Some(sitesync_proto::convert::timestamp_to_wire(
                 entry.requested_at,
             )),
-            update_server: Some(crate::service::store_info(
+            update_server: Some(crate::grpc::wire::store_info(
                 &self.node.database.update_server().state(),
             )),
             site_database,
@@ -972,6 +945,20 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, HierarchyErro
     postcard::from_bytes(bytes).map_err(|e| HierarchyError::Corrupt(e.to_string()))
 }
 
+/// What the rules need to know about the hierarchy, answered by the node.
+pub trait Relations: Send + Sync + std::fmt::Debug {
+    /// The site code of the configured parent, once known.
+    fn parent_site_code(&self) -> Option<String>;
+    /// Whether `site_code` is a registered child, and whether it is an internet-facing node.
+    fn child(&self, site_code: &str) -> Option<ChildKind>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildKind {
+    Site,
+    Internet,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -985,6 +972,7 @@ mod tests {
                 config,
                 crate::store::NodeDatabase::in_memory().unwrap(),
                 sitesync_security::Transport::Plaintext,
+                Arc::new(crate::clock::SystemClock::new()),
             )
             .unwrap(),
         );

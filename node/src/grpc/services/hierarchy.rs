@@ -11,7 +11,7 @@ use sitesync_proto::v1;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use crate::access::Caller;
+use super::super::access::Caller;
 use crate::hierarchy::{Hierarchy, HierarchyError, Receipt};
 use crate::sync::manager::{SyncKind, SyncManager, SyncTrigger};
 use crate::sync::status::{Severity, StatusMessage, StatusMessageId};
@@ -169,8 +169,8 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
             } else {
                 site_code
             },
-            report_interval: Some(crate::site_states::wire_duration(
-                crate::site_states::REPORT_INTERVAL,
+            report_interval: Some(crate::hierarchy::site_states::wire_duration(
+                crate::hierarchy::site_states::REPORT_INTERVAL,
             )),
             pending_sync_requests: u32::try_from(pending).unwrap_or(u32::MAX),
         }))
@@ -321,7 +321,7 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
         let hierarchy = self.hierarchy.clone();
         let view = self.sync.watch().borrow().clone();
         let (reporter, outcome) = tokio::task::spawn_blocking(move || {
-            use crate::site_states::{ReportedState, SiteStateReport, SiteStates};
+            use crate::hierarchy::site_states::{ReportedState, SiteStateReport, SiteStates};
             let node = &hierarchy.node;
             let receiver = node.config.site_code.to_string();
             let states = SiteStates::open(&node.database)?;
@@ -333,7 +333,7 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
                     report.reporter
                 )));
             }
-            let own = crate::service::admin::own_site_state(node, &view, now);
+            let own = super::super::wire::own_site_state(node, &view, now);
             let own = ReportedState::from_wire(&own).map_err(|reason| {
                 Status::internal(format!("this site's own state is not valid: {reason}"))
             })?;
@@ -344,8 +344,8 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
         .map_err(|e| Status::internal(format!("the site state task failed: {e}")))??;
         tracing::debug!(%reporter, stored = outcome.stored, ignored = outcome.ignored, "site states reported");
         Ok(Response::new(v1::SiteStateReceipt {
-            next_report_within: Some(crate::site_states::wire_duration(
-                crate::site_states::REPORT_INTERVAL,
+            next_report_within: Some(crate::hierarchy::site_states::wire_duration(
+                crate::hierarchy::site_states::REPORT_INTERVAL,
             )),
         }))
     }

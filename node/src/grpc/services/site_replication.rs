@@ -1,7 +1,7 @@
 //! `sitesync.v1.SiteReplication`: a parent streams its site database to each child (S7).
 //!
 //! One `Replicate` call is one task. It reads the child's `Subscribe`, decides with the
-//! same `ChangesStart` rule as `UpdateServer.GetChanges` whether the child gets the log
+//! feed's `ChangesStart` rule, as `UpdateServer.GetChanges` does, whether the child gets the log
 //! tail or a snapshot first, sends a heartbeat, and then produces batches with the same
 //! `BatchProducer` (on blocking tasks, since store reads are synchronous), one at a time:
 //! never more than `window` beyond the child's last acknowledgement, so a slow child holds
@@ -13,7 +13,7 @@
 //! An internet-facing node has no site database (S11): it refuses both calls.
 //!
 //! Which child may call is decided by the access layer from the peer certificate
-//! ([`crate::access`]); the `site_code` of a `Subscribe` must be the caller's own.
+//! ([`super::super::access`]); the `site_code` of a `Subscribe` must be the caller's own.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,10 +26,11 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::store_info;
-use super::update_server::{BatchProducer, ChangesStart};
-use crate::access::Caller;
+use super::super::access::Caller;
+use super::super::wire::store_info;
 use crate::config::Role;
+use crate::feed::Anchor;
+use crate::feed::produce::{BatchProducer, ChangesStart};
 use crate::node::NodeState;
 use crate::store::CatalogStore;
 
@@ -154,7 +155,12 @@ impl Subscription {
             n => n.min(TARGET_BATCH_BYTES),
         };
         let state = node.database.site_database().state();
-        let start = ChangesStart::of(subscribe.from, &state)?;
+        let from = subscribe
+            .from
+            .map(Anchor::try_from)
+            .transpose()
+            .map_err(|e| e.within("subscribe.from"))?;
+        let start = ChangesStart::of(from, &state)?;
         Ok(Self {
             site_code: subscribe.site_code,
             window,
@@ -210,12 +216,8 @@ async fn serve(
             producer = returned;
             match batch? {
                 Some(batch) => {
-                    let resume = batch
-                        .resume_anchor
-                        .clone()
-                        .expect("the producer sets every batch's resume anchor");
-                    unacked.push_back(resume);
-                    if send(sender, replication_message::Kind::Batch(batch))
+                    unacked.push_back(batch.resume.into());
+                    if send(sender, replication_message::Kind::Batch(batch.into()))
                         .await
                         .is_err()
                     {
@@ -293,9 +295,6 @@ async fn heartbeat(
     sender: &MessageSender,
     interval: Duration,
 ) -> Result<(), Gone> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
     send(
         sender,
         replication_message::Kind::Heartbeat(v1::ReplicationHeartbeat {
@@ -304,10 +303,7 @@ async fn heartbeat(
                 seconds: interval.as_secs() as i64,
                 nanos: interval.subsec_nanos() as i32,
             }),
-            sent_at: Some(prost_types::Timestamp {
-                seconds: now.as_secs() as i64,
-                nanos: now.subsec_nanos() as i32,
-            }),
+            sent_at: Some(sitesync_proto::convert::timestamp_to_wire(node.clock.now())),
         }),
     )
     .await

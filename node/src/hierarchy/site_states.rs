@@ -797,7 +797,8 @@ pub fn spawn_reporting(node: Arc<NodeState>, sync: SyncManager) {
 }
 
 async fn report_loop(node: Arc<NodeState>, sync: SyncManager, parent: String) {
-    let channel = match node.channel(&parent, Some(CALL_TIMEOUT)) {
+    let channel = match crate::grpc::connect::channel(&node.transport, &parent, Some(CALL_TIMEOUT))
+    {
         Ok(channel) => channel,
         Err(e) => {
             warn!(parent = %parent, error = %e, "cannot report site states: the parent address is invalid");
@@ -834,7 +835,7 @@ async fn report_loop(node: Arc<NodeState>, sync: SyncManager, parent: String) {
             let node = node.clone();
             let states = states.clone();
             tokio::task::spawn_blocking(move || {
-                let own = crate::service::admin::own_site_state(&node, &view, observed_at);
+                let own = crate::grpc::wire::own_site_state(&node, &view, observed_at);
                 let held = states.list()?;
                 let mut sites = Vec::with_capacity(held.len() + 1);
                 let code = own.site_code.clone();

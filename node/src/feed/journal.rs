@@ -17,8 +17,8 @@ use std::collections::HashSet;
 
 use sitesync_metadata::{ContentHash, ParseLimits, RevisionId, UpdateId, parse_update_owned};
 
+use super::Anchor;
 use crate::store::{CatalogChange, CatalogStore, StoreError};
-use crate::upstream::parent::ParentAnchor;
 
 /// The journal of one store's pulls, kept in the store's own metadata.
 #[derive(Debug)]
@@ -73,7 +73,7 @@ impl<'a> Journal<'a> {
     pub fn record(
         &self,
         changes: &[CatalogChange],
-        position: Option<ParentAnchor>,
+        position: Option<Anchor>,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut before: Vec<Before> = Vec::new();
         let mut recorded = HashSet::new();
@@ -147,7 +147,7 @@ impl<'a> Journal<'a> {
             return Ok(0);
         }
         let corrupt = |what: String| StoreError::Corrupt { what };
-        let base: Option<ParentAnchor> = match self.store.metadata(&self.base_key())? {
+        let base: Option<Anchor> = match self.store.metadata(&self.base_key())? {
             Some(bytes) => postcard::from_bytes(&bytes)
                 .map_err(|e| corrupt(format!("the pull journal's base does not decode: {e}")))?,
             None => None,

@@ -30,6 +30,8 @@ use tonic::codegen::http;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tracing::warn;
 
+pub use crate::hierarchy::{ChildKind, Relations};
+
 /// Who may call a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
@@ -104,20 +106,6 @@ pub fn rule_for(path: &str, client_policy_needs_certificate: bool) -> Option<Rul
         "grpc.health.v1.Health" | "grpc.reflection.v1.ServerReflection" => Rule::Anyone,
         _ => return None,
     })
-}
-
-/// What the rules need to know about the hierarchy, answered by the node.
-pub trait Relations: Send + Sync + std::fmt::Debug {
-    /// The site code of the configured parent, once known.
-    fn parent_site_code(&self) -> Option<String>;
-    /// Whether `site_code` is a registered child, and whether it is an internet-facing node.
-    fn child(&self, site_code: &str) -> Option<ChildKind>;
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChildKind {
-    Site,
-    Internet,
 }
 
 /// The checks, shared by every connection.

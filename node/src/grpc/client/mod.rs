@@ -1,0 +1,6 @@
+//! The node's calls to other nodes, each behind a domain trait.
+//!
+//! - [`parent`]: [`crate::feed::ParentFeed`] over the parent's `UpdateServer` and
+//!   `SiteReplication` services.
+
+pub mod parent;

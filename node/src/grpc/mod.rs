@@ -1,0 +1,64 @@
+//! The gRPC edge: the one module that names tonic or the generated wire types.
+//!
+//! - [`server`]: serves [`services`] with health and reflection, behind [`access`] (who may
+//!   call which method, from the peer's certificate).
+//! - [`services`]: thin adapters: decode the request, call the domain, encode the answer.
+//! - [`client`]: the node's calls to other nodes, as implementations of the domain's
+//!   traits ([`crate::feed::ParentFeed`]).
+//! - [`wire`]: every conversion between the node's domain types and the wire types.
+//! - [`connect`]: channels to other nodes over the node's transport.
+//!
+//! Below, the one deliberate mapping of domain errors to gRPC codes.
+
+pub mod access;
+pub mod client;
+pub mod connect;
+pub mod server;
+pub mod services;
+pub mod wire;
+
+use tonic::{Code, Status};
+
+use crate::feed::FeedError;
+use crate::feed::produce::ProduceError;
+use crate::store::StoreError;
+
+/// A store failure, as a caller sees it.
+impl From<StoreError> for Status {
+    fn from(error: StoreError) -> Self {
+        match &error {
+            StoreError::ReservedMeta(_) => Status::invalid_argument(error.to_string()),
+            StoreError::DocumentNotShared { .. } => Status::failed_precondition(error.to_string()),
+            StoreError::Backend(_) | StoreError::Corrupt { .. } | StoreError::Format { .. } => {
+                tracing::error!(%error, "store failure while serving a request");
+                Status::internal(format!("the node's store failed: {error}"))
+            }
+        }
+    }
+}
+
+/// A change stream that cannot start or continue.
+impl From<ProduceError> for Status {
+    fn from(error: ProduceError) -> Self {
+        match error {
+            ProduceError::ReaderAhead { .. } => Status::failed_precondition(error.to_string()),
+            ProduceError::Store(error) => error.into(),
+        }
+    }
+}
+
+/// A parent's answer as the feed sees it: a refusal the parent chose (the request cannot
+/// succeed as it is) or a failure to reach it (worth retrying).
+impl From<Status> for FeedError {
+    fn from(status: Status) -> Self {
+        match status.code() {
+            Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::OutOfRange
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::Unimplemented => FeedError::Refused(status.message().to_owned()),
+            code => FeedError::Transport(format!("{code}: {}", status.message())),
+        }
+    }
+}
