@@ -15,7 +15,7 @@ use sitesync_tests::cluster::node_binary;
 fn demo(args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sitesyncctl"));
     command.args(["--output", "json", "demo"]).args(args);
-    sitesync_tests::cluster::clear_sitesync_environment(&mut command);
+    sitesync_supervise::clear_sitesync_environment(&mut command);
     command.output().expect("sitesyncctl runs")
 }
 

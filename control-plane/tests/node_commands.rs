@@ -2,97 +2,62 @@
 //! process on loopback, syncing a generated catalog.
 //!
 //! The node binary comes from `sitesync_tests::cluster::node_binary` (built once per test
-//! run, or `SITESYNC_NODE_BIN`). The node is started on port 0 with `--address-file`, and killed
-//! when the test ends (a drop guard), also when the test fails.
+//! run, or `SITESYNC_NODE_BIN`). The node is started on port 0 by `sitesync-supervise`, and
+//! killed when the test ends (a drop guard), also when the test fails.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
 
 mod support;
-use sitesync_tests::cluster::{clear_sitesync_environment, node_binary};
+use sitesync_supervise::{NodeCommand, SupervisedNode, clear_sitesync_environment};
+use sitesync_tests::cluster::node_binary;
 use support::sitesyncctl_tls;
 
 /// How long a node may take to start listening (a cold debug build opening its database).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A node process, killed when dropped.
+/// A node process; its supervisor kills it when dropped.
 struct RunningNode {
-    child: Child,
+    process: SupervisedNode,
     address: String,
-    /// Its stderr (the log), for failure messages.
-    log: Arc<Mutex<String>>,
-    _data: tempfile::TempDir,
+    /// Holds the node's data directory and log.
+    dir: tempfile::TempDir,
 }
 
 impl RunningNode {
     fn start(upstream: &Path) -> Self {
-        let data = tempfile::tempdir().unwrap();
-        let address_file = data.path().join("address");
-        let mut command = Command::new(node_binary());
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = NodeCommand::new(node_binary(), "CEN", dir.path());
         command
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data.path().join("node"))
             .arg("--upstream-dir")
             .arg(upstream)
-            .arg("--address-file")
-            .arg(&address_file)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        clear_sitesync_environment(&mut command);
-        let mut child = command.spawn().expect("sitesync-node starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        // Drained continuously, so the node never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut node = Self {
-            child,
-            address: String::new(),
-            log,
-            _data: data,
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(address) = std::fs::read_to_string(&address_file) {
-                node.address = address.trim().to_owned();
-                return node;
-            }
-            if let Some(status) = node.child.try_wait().unwrap() {
-                panic!("sitesync-node exited with {status}:\n{}", node.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sitesync-node did not listen within {START_TIMEOUT:?}:\n{}",
-                node.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            .log_filter("info");
+        let mut process = command.spawn().expect("sitesync-node starts");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let address = runtime
+            .block_on(process.wait_listening(START_TIMEOUT))
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            process,
+            address: address.to_string(),
+            dir,
         }
     }
 
     /// Where the node made its own CA and the operator `admin` on first start: a top site
     /// with no certificates provisions itself.
     fn pki_dir(&self) -> std::path::PathBuf {
-        self._data.path().join("node").join("pki")
+        self.dir.path().join("data").join("pki")
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        std::fs::read_to_string(self.process.log()).unwrap_or_default()
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
@@ -117,14 +82,7 @@ impl RunningNode {
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RunningNode {
-    fn drop(&mut self) {
-        self.kill();
+        self.process.kill();
     }
 }
 

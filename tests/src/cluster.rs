@@ -3,29 +3,30 @@
 //! - [`node_binary`] builds the node binary once per test process (cargo builds only a
 //!   package's own binaries for its tests), in the profile of the running test or benchmark,
 //!   or takes it from `SITESYNC_NODE_BIN`.
-//! - [`NodeProcess`] is one node: started on `127.0.0.1:0` with `--address-file`, its data
-//!   directory and log file under the hierarchy's temporary directory. It can be killed
-//!   (SIGKILL), stopped (SIGTERM) and restarted on the same data directory *and the same
-//!   address*, so its parent and children still find it. It talks to the node through the
-//!   generated Admin client.
+//! - [`NodeProcess`] is one node, run by `sitesync-supervise` (the supervisor
+//!   `sitesyncctl demo` uses too): started on `127.0.0.1:0`, its data directory and log file
+//!   under the hierarchy's temporary directory. It can be killed (SIGKILL), stopped
+//!   (SIGTERM) and restarted on the same data directory *and the same address*, so its
+//!   parent and children still find it. It talks to the node through the generated Admin
+//!   client.
 //! - [`Hierarchy`] owns the nodes of one test by site code. Dropping it kills every process,
 //!   also when the test panics, and then prints each node's log so a failure explains itself.
 //!   It makes its own certificate authority: the nodes speak mutual TLS, as they do by
 //!   default, each with its site's certificate, and the harness calls them as an operator.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use sitesync_proto::v1;
 use sitesync_proto::v1::admin_client::AdminClient;
 use sitesync_security::pki::{Authority, DEFAULT_VALIDITY};
 use sitesync_security::{Identity, TlsContext, TlsFiles, Transport};
+use sitesync_supervise::{NODE_BINARY, NodeCommand, SupervisedNode, log_tail};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
@@ -60,7 +61,7 @@ pub fn node_binary() -> &'static Path {
                 "-p",
                 "sitesync-node",
                 "--bin",
-                "sitesync-node",
+                NODE_BINARY,
             ])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         if profile_dir
@@ -71,20 +72,10 @@ pub fn node_binary() -> &'static Path {
         }
         let status = build.status().expect("cargo runs");
         assert!(status.success(), "cargo build -p sitesync-node failed");
-        let binary = profile_dir.join(format!("sitesync-node{}", std::env::consts::EXE_SUFFIX));
+        let binary = profile_dir.join(format!("{NODE_BINARY}{}", std::env::consts::EXE_SUFFIX));
         assert!(binary.is_file(), "{} was not built", binary.display());
         binary
     })
-}
-
-/// Removes every `SITESYNC_*` variable of this process's environment from `command`, so
-/// that a node (or `sitesyncctl`) started by a test is configured by its arguments alone.
-pub fn clear_sitesync_environment(command: &mut Command) {
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("SITESYNC_") {
-            command.env_remove(name);
-        }
-    }
 }
 
 /// What a node is, as its flags say.
@@ -122,16 +113,14 @@ pub struct NodeProcess {
     pub data_dir: PathBuf,
     /// stdout and stderr of every start, appended.
     pub log_path: PathBuf,
-    /// A config file (`--config`), for settings that have no flag (`[sync] retry`).
-    config_path: Option<PathBuf>,
-    /// The hierarchy's PKI directory (`--pki-dir`): the CA and this site's certificate.
-    pki_dir: PathBuf,
+    /// Its flags and directory; after the first start, also its address.
+    command: NodeCommand,
     /// How the harness reaches nodes: mutual TLS as the hierarchy's operator.
     transport: Transport,
     /// Fixed at the first start; restarts listen on it again.
     address: SocketAddr,
     /// `None` while the node is down.
-    child: Option<Child>,
+    process: Option<SupervisedNode>,
     /// A lazy channel to the node: it reconnects by itself after a restart on the same address.
     channel: Channel,
 }
@@ -148,25 +137,35 @@ impl NodeProcess {
         config_toml: &str,
         (pki_dir, transport): (&Path, &Transport),
     ) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let config_path = if config_toml.is_empty() {
-            None
-        } else {
+        let mut command = NodeCommand::new(node_binary(), site_code, dir);
+        command
+            .arg("--site-code")
+            .arg(site_code)
+            .arg("--role")
+            .arg(role.flag())
+            .arg("--pki-dir")
+            .arg(pki_dir)
+            .log_filter(std::env::var("SITESYNC_TEST_LOG").unwrap_or_else(|_| "info".into()));
+        match &upstream {
+            Upstream::Directory(dir) => command.arg("--upstream-dir").arg(dir),
+            Upstream::Parent(address) => command.arg("--parent").arg(address),
+        };
+        if !config_toml.is_empty() {
+            std::fs::create_dir_all(dir)?;
             let path = dir.join("node.toml");
             std::fs::write(&path, config_toml)?;
-            Some(path)
-        };
+            command.arg("--config").arg(path);
+        }
         let mut node = Self {
             site_code: site_code.to_owned(),
             role,
             upstream,
-            data_dir: dir.join("data"),
-            log_path: dir.join("node.log"),
-            config_path,
-            pki_dir: pki_dir.to_owned(),
+            data_dir: command.data_dir(),
+            log_path: command.log(),
+            command,
             transport: transport.clone(),
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
-            child: None,
+            process: None,
             channel: transport.channel("127.0.0.1:1", |e| e)?,
         };
         node.spawn_and_wait().await?;
@@ -179,51 +178,40 @@ impl NodeProcess {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child
+        self.process
             .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+            .is_some_and(SupervisedNode::is_running)
     }
 
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.as_ref().map(SupervisedNode::pid)
     }
 
     /// Kills the node with SIGKILL and reaps it: a crash.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut process) = self.process.take() {
+            process.kill();
         }
     }
 
     /// Stops the node with SIGTERM (a clean shutdown), killing it if it does not exit in
-    /// time.
+    /// time. The wait runs off the runtime, which keeps serving the harness's connections
+    /// to the node: a node stopping gracefully waits for them.
     pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let terminated = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        if terminated {
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while Instant::now() < deadline {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        if let Some(mut process) = self.process.take() {
+            let _ = tokio::task::spawn_blocking(move || process.stop(STOP_TIMEOUT)).await;
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     /// Starts the node again on the same data directory and address. The port may be taken
     /// for a moment (by an outgoing connection's ephemeral port), so binding is retried.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.child.is_none(), "{} is still running", self.site_code);
+        anyhow::ensure!(
+            self.process.is_none(),
+            "{} is still running",
+            self.site_code
+        );
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             match self.spawn_and_wait().await {
@@ -238,77 +226,14 @@ impl NodeProcess {
         }
     }
 
-    fn command(&self, address_file: &Path) -> anyhow::Result<Command> {
-        let mut command = Command::new(node_binary());
-        command
-            .arg("--site-code")
-            .arg(&self.site_code)
-            .arg("--role")
-            .arg(self.role.flag())
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--listen")
-            .arg(self.address.to_string())
-            .arg("--address-file")
-            .arg(address_file)
-            .arg("--pki-dir")
-            .arg(&self.pki_dir);
-        match &self.upstream {
-            Upstream::Directory(dir) => command.arg("--upstream-dir").arg(dir),
-            Upstream::Parent(address) => command.arg("--parent").arg(address),
-        };
-        if let Some(config) = &self.config_path {
-            command.arg("--config").arg(config);
-        }
-        clear_sitesync_environment(&mut command);
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .with_context(|| format!("open {}", self.log_path.display()))?;
-        command
-            .env("NO_COLOR", "1")
-            .env(
-                "RUST_LOG",
-                std::env::var("SITESYNC_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        Ok(command)
-    }
-
     async fn spawn_and_wait(&mut self) -> anyhow::Result<()> {
-        let address_file = self.data_dir.with_extension("address");
-        let _ = std::fs::remove_file(&address_file);
-        let mut command = self.command(&address_file)?;
-        let mut child = command.spawn().context("start sitesync-node")?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        let address = loop {
-            if let Ok(text) = std::fs::read_to_string(&address_file) {
-                break text.trim().parse::<SocketAddr>()?;
-            }
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "{} exited with {status} before listening:\n{}",
-                    self.site_code,
-                    tail(&self.log_path, 30)
-                );
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "{} did not listen within {START_TIMEOUT:?}:\n{}",
-                    self.site_code,
-                    tail(&self.log_path, 30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        };
-        self.child = Some(child);
+        let mut process = self.command.spawn()?;
+        // A process that does not listen is killed when `process` is dropped.
+        let address = process.wait_listening(START_TIMEOUT).await?;
+        self.process = Some(process);
         if self.address.port() == 0 {
             self.address = address;
+            self.command.listen(address);
             self.channel = self.transport.channel(&address.to_string(), |endpoint| {
                 endpoint
                     .connect_timeout(Duration::from_secs(5))
@@ -432,20 +357,8 @@ impl NodeProcess {
 
     /// The last `lines` lines of the node's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        tail(&self.log_path, lines)
+        log_tail(&self.log_path, lines)
     }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// The nodes of one test, by site code, under one temporary directory.

@@ -32,6 +32,6 @@ pub fn sitesyncctl_tls(node: &str, pki_dir: &Path, args: &[&str]) -> Output {
 fn command(node: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sitesyncctl"));
     command.args(["--node", node]);
-    sitesync_tests::cluster::clear_sitesync_environment(&mut command);
+    sitesync_supervise::clear_sitesync_environment(&mut command);
     command
 }
