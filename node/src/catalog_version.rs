@@ -265,8 +265,10 @@ impl CatalogVersions {
             algorithm,
             &offered.signature,
             &offered.signer_certificate,
-            // Certificates are judged by the clock seam's time, like the expiry below.
-            SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(now.0).unwrap_or(0)),
+            // Certificates are issued and expire in real time, as the TLS handshake judges
+            // them, whatever the clock seam says; the version's own expiry below follows the
+            // seam.
+            SystemTime::now(),
         )?;
         let version = offered
             .decode_catalog_version()

@@ -279,6 +279,58 @@ impl Drop for SleeperRegistration {
     }
 }
 
+/// The one reconnect backoff: a delay that doubles from its first value up to a cap while a
+/// peer keeps failing, and starts over after a success. Registration, status forwarding,
+/// the outbox's delivery and state reports all wait with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// First delay after a failure between nodes; doubled up to [`Backoff::RECONNECT_MAX`].
+    pub const RECONNECT_FIRST: Duration = Duration::from_secs(1);
+    pub const RECONNECT_MAX: Duration = Duration::from_secs(60);
+
+    pub const fn new(first: Duration, max: Duration) -> Self {
+        Self {
+            first,
+            max,
+            next: first,
+        }
+    }
+
+    /// The backoff calls between nodes use: 1 s, doubled up to a minute.
+    pub const fn reconnect() -> Self {
+        Self::new(Self::RECONNECT_FIRST, Self::RECONNECT_MAX)
+    }
+
+    /// The delay to wait after this failure; the one after the next failure is twice as
+    /// long, up to the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// The delay the next failure will wait.
+    pub fn peek(&self) -> Duration {
+        self.next
+    }
+
+    /// After a success: the next failure waits the first delay again.
+    pub fn reset(&mut self) {
+        self.next = self.first;
+    }
+
+    /// The cap.
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

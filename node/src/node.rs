@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::catalog_version::{self, CatalogVersions, SignedVersion};
-use crate::clock::Clock;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{NodeConfig, Role, UpstreamConfig};
 use crate::store::{NodeDatabase, StoreError};
 use sitesync_security::Transport;
@@ -20,8 +20,13 @@ pub struct NodeState {
     /// The signed catalog version this node holds (signs, at the top site); `None` with
     /// plaintext, which has no keys.
     pub catalog_versions: Option<CatalogVersions>,
-    /// The time seam: everything the node stamps or waits for reads it.
+    /// The sync clock: schedules, retries, runs and status messages read it (tests move it
+    /// by hand).
     pub clock: Arc<dyn Clock>,
+    /// The network's clock: when reports arrive and go stale, heartbeats, a node's state as
+    /// it reports it. The network runs in real time whatever the sync clock says, as the
+    /// hierarchy's retry timers do, so this is the system clock.
+    pub network_clock: Arc<dyn Clock>,
     /// Cancelled when the node stops: every background task ends with it.
     stopping: CancellationToken,
 }
@@ -53,6 +58,7 @@ impl NodeState {
             transport,
             catalog_versions,
             clock,
+            network_clock: Arc::new(SystemClock::new()),
             stopping: CancellationToken::new(),
         })
     }

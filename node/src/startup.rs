@@ -9,7 +9,9 @@ use sitesync_metadata::ParseLimits;
 use crate::clock::Clock;
 use crate::config::{NodeConfig, SecurityConfig, UpstreamConfig};
 use crate::grpc::client::parent::GrpcParent;
+use crate::grpc::client::peers::GrpcPeers;
 use crate::grpc::connect;
+use crate::hierarchy::peers::Peers;
 use crate::hierarchy::{
     Children, Hierarchy, HierarchyError, Outbox, ReceivedRequests, StatusForwarding,
 };
@@ -204,8 +206,9 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         settings,
         hooks,
     )?;
-    hierarchy.spawn_tasks(sync.clone());
-    crate::hierarchy::site_states::spawn_reporting(node.clone(), sync.clone());
+    let peers: Arc<dyn Peers> = Arc::new(GrpcPeers::new(node.clone()));
+    hierarchy.spawn_tasks(sync.clone(), peers.clone());
+    crate::hierarchy::reporting::spawn_reporting(node.clone(), sync.clone(), peers);
     Ok(Started {
         node,
         sync,

@@ -5,7 +5,8 @@
 //! - [`services`]: thin adapters: decode the request, call the domain, encode the answer.
 //! - [`client`]: the node's calls to other nodes, as implementations of the domain's
 //!   traits ([`crate::feed::ParentFeed`]).
-//! - [`wire`]: every conversion between the node's domain types and the wire types.
+//! - [`wire`]: every conversion between the node's domain types and the wire types;
+//!   [`site_states`] those of the site states reported up the hierarchy.
 //! - [`connect`]: channels to other nodes over the node's transport.
 //!
 //! Below, the one deliberate mapping of domain errors to gRPC codes.
@@ -15,13 +16,17 @@ pub mod client;
 pub mod connect;
 pub mod server;
 pub mod services;
+pub mod site_states;
 pub mod wire;
 
 use tonic::{Code, Status};
 
 use crate::feed::FeedError;
 use crate::feed::produce::ProduceError;
+use crate::hierarchy::HierarchyError;
+use crate::hierarchy::site_states::SiteStatesError;
 use crate::store::StoreError;
+use crate::sync::manager::SyncError;
 
 /// A store failure, as a caller sees it.
 impl From<StoreError> for Status {
@@ -43,6 +48,51 @@ impl From<ProduceError> for Status {
         match error {
             ProduceError::ReaderAhead { .. } => Status::failed_precondition(error.to_string()),
             ProduceError::Store(error) => error.into(),
+        }
+    }
+}
+
+/// A request the sync manager refuses, or a failure while it served one.
+impl From<SyncError> for Status {
+    fn from(error: SyncError) -> Self {
+        match error {
+            SyncError::SettingsConflict { .. } => Status::aborted(error.to_string()),
+            SyncError::ManualAtChild
+            | SyncError::ManualAtInternetNode
+            | SyncError::OperatorAtChild => Status::failed_precondition(error.to_string()),
+            SyncError::Settings(_) => Status::invalid_argument(error.to_string()),
+            SyncError::Store(e) => e.into(),
+            other => Status::internal(other.to_string()),
+        }
+    }
+}
+
+/// A registration or sync request the hierarchy refuses, or its store failing.
+impl From<HierarchyError> for Status {
+    fn from(error: HierarchyError) -> Self {
+        match error {
+            HierarchyError::Invalid(reason) => Status::invalid_argument(reason),
+            HierarchyError::Refused(reason) => Status::failed_precondition(reason),
+            HierarchyError::NotDeclared(reason) => Status::permission_denied(reason),
+            HierarchyError::Store(e) => e.into(),
+            HierarchyError::Corrupt(_) => {
+                tracing::error!(%error, "hierarchy store failure while serving a request");
+                Status::internal(error.to_string())
+            }
+        }
+    }
+}
+
+/// A site-state report refused at the receiving edge, or the site-state store failing.
+impl From<SiteStatesError> for Status {
+    fn from(error: SiteStatesError) -> Self {
+        match error {
+            SiteStatesError::Invalid(reason) => Status::invalid_argument(reason),
+            SiteStatesError::Store(e) => e.into(),
+            SiteStatesError::Corrupt(_) => {
+                tracing::error!(%error, "site-state store failure while serving a request");
+                Status::internal(error.to_string())
+            }
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - [`Hierarchy`]: the three together plus the background tasks — registration with the
 //!   parent (a child) and delivery of the outbox (a parent) — both retrying with backoff.
 
+pub mod peers;
+pub mod reporting;
 pub mod site_states;
 
 use std::collections::HashMap;
@@ -21,23 +23,19 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sitesync_metadata::Timestamp;
-use sitesync_proto::v1;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::clock::Clock;
+use crate::clock::{Backoff, Clock};
 use crate::config::{Role, SiteCode, UpstreamConfig, validate_address};
 use crate::node::NodeState;
 use crate::store::{Backend, StoreError, WriteBatch};
 use crate::sync::manager::{InternetUpdateServer, SyncManager, SyncRun};
+pub use peers::RequestReason;
+use peers::{OutgoingSyncRequest, Peers, SyncDisposition};
 
-/// First delay after a failed registration or delivery; doubled up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often a child looks for new status messages to forward.
 const FORWARD_INTERVAL: Duration = Duration::from_millis(500);
-/// How long one delivery or registration call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HierarchyError {
@@ -47,6 +45,12 @@ pub enum HierarchyError {
     Corrupt(String),
     #[error("{0}")]
     Invalid(String),
+    /// The request cannot be served in this node's role or state.
+    #[error("{0}")]
+    Refused(String),
+    /// The caller is not a site this node may take as a child.
+    #[error("{0}")]
+    NotDeclared(String),
 }
 
 impl From<crate::store::BackendError> for HierarchyError {
@@ -208,24 +212,6 @@ impl ReceivedRequests {
     }
 }
 
-/// Why a sync request is sent (the wire's `SyncRequestReason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RequestReason {
-    /// To a child site: this node synced successfully (S10), or the child registered.
-    Cascade,
-    /// To the site's internet-facing node: the site's update server synced (S11).
-    InternetUpdatePoint,
-}
-
-impl RequestReason {
-    fn wire(self) -> v1::SyncRequestReason {
-        match self {
-            Self::Cascade => v1::SyncRequestReason::Cascade,
-            Self::InternetUpdatePoint => v1::SyncRequestReason::InternetUpdatePoint,
-        }
-    }
-}
-
 /// One sync request waiting to be delivered to a child.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEntry {
@@ -330,7 +316,7 @@ pub struct Hierarchy {
     /// Wakes the delivery task (new entries, a child registered).
     deliver: Notify,
     /// Per child: the backoff before its next attempt, reset when it registers.
-    backoff: Mutex<HashMap<String, Duration>>,
+    backoff: Mutex<HashMap<String, Backoff>>,
     /// Status messages flowing up (issue 4 item 6).
     pub forwarding: StatusForwarding,
     /// Where the parent's site code is kept (space `parent`).
@@ -595,6 +581,31 @@ impl Hierarchy {
         now: Timestamp,
         last_succeeded: Option<u64>,
     ) -> Result<(ChildRecord, usize), HierarchyError> {
+        let config = &self.node.config;
+        if self.is_internet_node() {
+            return Err(HierarchyError::Refused(format!(
+                "this is an internet-facing node ({}): it has no children; register child sites and internet-facing nodes with their site's `site` node",
+                config.site_code
+            )));
+        }
+        if let Some(children) = &config.children
+            && !children
+                .iter()
+                .any(|code| code.as_str().eq_ignore_ascii_case(site_code))
+        {
+            let declared: Vec<&str> = children.iter().map(|c| c.as_str()).collect();
+            warn!(site = %site_code, "a site that is not a declared child tried to register");
+            return Err(HierarchyError::NotDeclared(format!(
+                "site {site_code} is not a declared child of {} (children = {declared:?}): add it to `children` in the node's config or to --children",
+                config.site_code
+            )));
+        }
+        if site_code.eq_ignore_ascii_case(config.site_code.as_str()) {
+            return Err(HierarchyError::Invalid(format!(
+                "the child's site code {} is this node's own: every node needs a site code of its own, an internet-facing node too",
+                config.site_code
+            )));
+        }
         let queued_for = self.queued_for.lock().unwrap_or_else(|p| p.into_inner());
         let child = self.children.register(site_code, role, address, now)?;
         let queued_already = if child.is_internet_node() {
@@ -620,43 +631,36 @@ impl Hierarchy {
 
     /// Starts the background tasks on the current runtime: delivery of the outbox, and
     /// registration with the parent at a child.
-    pub fn spawn_tasks(self: &Arc<Self>, sync: SyncManager) {
-        self.node.spawn_background(self.clone().delivery_loop());
+    pub fn spawn_tasks(self: &Arc<Self>, sync: SyncManager, peers: Arc<dyn Peers>) {
+        self.node
+            .spawn_background(self.clone().delivery_loop(peers.clone()));
         if let UpstreamConfig::Parent(parent) = &self.node.config.upstream {
             self.node
-                .spawn_background(self.clone().register_loop(parent.clone()));
+                .spawn_background(self.clone().register_loop(parent.clone(), peers.clone()));
             self.node
-                .spawn_background(self.clone().forward_loop(parent.clone(), sync));
+                .spawn_background(self.clone().forward_loop(parent.clone(), sync, peers));
         }
     }
 
     /// Forwards status messages to the parent, at least once, from the last sequence the
     /// parent acknowledged per site: this node's own and those of the sites below it.
-    async fn forward_loop(self: Arc<Self>, parent: String, sync: SyncManager) {
-        let channel = match crate::grpc::connect::channel(
-            &self.node.transport,
-            &parent,
-            Some(CALL_TIMEOUT),
-        ) {
-            Ok(channel) => channel,
-            Err(e) => {
-                warn!(parent = %parent, error = %e, "cannot forward status messages: the parent address is invalid");
-                return;
-            }
-        };
-        let mut client = v1::hierarchy_client::HierarchyClient::new(channel)
-            .max_encoding_message_size(sitesync_proto::MAX_MESSAGE_BYTES);
-        let mut backoff = FIRST_BACKOFF;
+    async fn forward_loop(
+        self: Arc<Self>,
+        parent: String,
+        sync: SyncManager,
+        peers: Arc<dyn Peers>,
+    ) {
+        let mut backoff = Backoff::reconnect();
         loop {
-            match self.forward_once(&mut client, &sync).await {
+            match self.forward_once(&*peers, &parent, &sync).await {
                 Ok(()) => {
-                    backoff = FIRST_BACKOFF;
+                    backoff.reset();
                     tokio::time::sleep(FORWARD_INTERVAL).await;
                 }
                 Err(reason) => {
-                    warn!(parent = %parent, %reason, retry_in = ?backoff, "cannot forward status messages to the parent site");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let delay = backoff.next_delay();
+                    warn!(parent = %parent, %reason, retry_in = ?delay, "cannot forward status messages to the parent site");
+                    tokio::time::sleep(delay).await;
                 }
             }
         }
@@ -664,7 +668,8 @@ impl Hierarchy {
 
     async fn forward_once(
         &self,
-        client: &mut v1::hierarchy_client::HierarchyClient<tonic::transport::Channel>,
+        peers: &dyn Peers,
+        parent: &str,
         sync: &SyncManager,
     ) -> Result<(), String> {
         let own = self.node.config.site_code.to_string();
@@ -685,17 +690,7 @@ impl Hierarchy {
                     break;
                 };
                 let full = messages.len() == STATUS_BATCH;
-                let batch = v1::StatusMessageBatch {
-                    reporter_site_code: own.clone(),
-                    messages: messages
-                        .iter()
-                        .map(crate::grpc::wire::wire_message)
-                        .collect(),
-                };
-                client
-                    .report_status_messages(batch)
-                    .await
-                    .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+                peers.report_status(parent, messages).await?;
                 self.forwarding
                     .acknowledge(&site, last)
                     .map_err(|e| e.to_string())?;
@@ -715,27 +710,26 @@ impl Hierarchy {
 
     /// Registers at start and again whenever [`Hierarchy::register_again`] asks, each time
     /// retrying with backoff until the parent answers.
-    async fn register_loop(self: Arc<Self>, parent: String) {
+    async fn register_loop(self: Arc<Self>, parent: String, peers: Arc<dyn Peers>) {
         // Syncs that keep failing against a parent that answers registration would
         // otherwise loop at once: each registration soon after the last waits twice as long.
-        let mut pause = FIRST_BACKOFF;
+        let mut pause = Backoff::reconnect();
         let mut last = tokio::time::Instant::now();
         loop {
-            self.register_until_answered(&parent).await;
+            self.register_until_answered(&*peers, &parent).await;
             self.reregister.notified().await;
-            if last.elapsed() > MAX_BACKOFF * 10 {
-                pause = FIRST_BACKOFF;
+            if last.elapsed() > pause.max() * 10 {
+                pause.reset();
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(MAX_BACKOFF);
+            tokio::time::sleep(pause.next_delay()).await;
             last = tokio::time::Instant::now();
         }
     }
 
-    async fn register_until_answered(&self, parent: &str) {
-        let mut backoff = FIRST_BACKOFF;
+    async fn register_until_answered(&self, peers: &dyn Peers, parent: &str) {
+        let mut backoff = Backoff::reconnect();
         loop {
-            match self.register_once(parent).await {
+            match peers.register(parent).await {
                 Ok(response) => {
                     match self.learn_parent(&response.parent_site_code) {
                         Ok(()) => {
@@ -748,45 +742,23 @@ impl Hierarchy {
                             return;
                         }
                         Err(e) => {
-                            warn!(parent = %parent, error = %e, retry_in = ?backoff, "the parent's registration answer is unusable")
+                            warn!(parent = %parent, error = %e, retry_in = ?backoff.peek(), "the parent's registration answer is unusable")
                         }
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(reason) => {
-                    warn!(parent = %parent, %reason, retry_in = ?backoff, "cannot register with the parent site");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    warn!(parent = %parent, %reason, retry_in = ?backoff.peek(), "cannot register with the parent site");
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }
     }
 
-    async fn register_once(&self, parent: &str) -> Result<v1::RegisterChildResponse, String> {
-        let channel =
-            crate::grpc::connect::channel(&self.node.transport, parent, Some(CALL_TIMEOUT))
-                .map_err(|e| e.to_string())?;
-        let mut client = v1::hierarchy_client::HierarchyClient::new(channel);
-        let config = &self.node.config;
-        let request = v1::RegisterChildRequest {
-            site_code: config.site_code.to_string(),
-            role: crate::grpc::wire::wire_role(self.node.config.role) as i32,
-            address: config.advertised_address(),
-            node_version: env!("CARGO_PKG_VERSION").to_owned(),
-            state: None,
-        };
-        client
-            .register_child(request)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| format!("{}: {}", s.code(), s.message()))
-    }
-
     /// Delivers the outbox: each round, the children whose backoff has passed are tried
     /// at the same time (one task per child, its requests in order), so a child that is
     /// down or slow does not hold back the others.
-    async fn delivery_loop(self: Arc<Self>) {
+    async fn delivery_loop(self: Arc<Self>, peers: Arc<dyn Peers>) {
         // When each child may be tried next.
         let mut next_try: HashMap<String, tokio::time::Instant> = HashMap::new();
         loop {
@@ -796,7 +768,7 @@ impl Hierarchy {
                     warn!(error = %e, "cannot read the outbox; trying again in a minute");
                     tokio::select! {
                         () = self.deliver.notified() => {}
-                        () = tokio::time::sleep(MAX_BACKOFF) => {}
+                        () = tokio::time::sleep(Backoff::RECONNECT_MAX) => {}
                     }
                     continue;
                 }
@@ -817,8 +789,9 @@ impl Hierarchy {
             let mut tasks = tokio::task::JoinSet::new();
             for (child, entries) in due {
                 let me = self.clone();
+                let peers = peers.clone();
                 tasks.spawn(async move {
-                    let outcome = me.deliver_all(&entries).await;
+                    let outcome = me.deliver_all(&*peers, &entries).await;
                     (child, outcome)
                 });
             }
@@ -835,9 +808,10 @@ impl Hierarchy {
                         let delay = {
                             let mut backoff =
                                 self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-                            let delay = backoff.get(&child).copied().unwrap_or(FIRST_BACKOFF);
-                            backoff.insert(child.clone(), (delay * 2).min(MAX_BACKOFF));
-                            delay
+                            backoff
+                                .entry(child.clone())
+                                .or_insert_with(Backoff::reconnect)
+                                .next_delay()
                         };
                         warn!(%child, %request_id, %reason, retry_in = ?delay, "cannot deliver a sync request to a child site");
                         next_try.insert(child, tokio::time::Instant::now() + delay);
@@ -861,10 +835,14 @@ impl Hierarchy {
     }
 
     /// Delivers one child's requests in order; stops at the first failure.
-    async fn deliver_all(&self, entries: &[OutboxEntry]) -> Result<(), (String, String)> {
+    async fn deliver_all(
+        &self,
+        peers: &dyn Peers,
+        entries: &[OutboxEntry],
+    ) -> Result<(), (String, String)> {
         for entry in entries {
             let disposition = self
-                .deliver_one(entry)
+                .deliver_one(peers, entry)
                 .await
                 .map_err(|reason| (entry.request_id.clone(), reason))?;
             info!(child = %entry.child, request_id = %entry.request_id, ?disposition, "sync request delivered");
@@ -875,46 +853,25 @@ impl Hierarchy {
         Ok(())
     }
 
-    async fn deliver_one(&self, entry: &OutboxEntry) -> Result<v1::SyncRequestDisposition, String> {
+    async fn deliver_one(
+        &self,
+        peers: &dyn Peers,
+        entry: &OutboxEntry,
+    ) -> Result<SyncDisposition, String> {
         let child = self
             .children
             .get(&entry.child)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("the child site {} is not registered", entry.child))?;
-        let channel =
-            crate::grpc::connect::channel(&self.node.transport, &child.address, Some(CALL_TIMEOUT))
-                .map_err(|e| e.to_string())?;
-        let mut client = v1::hierarchy_client::HierarchyClient::new(channel);
-        // An internet-facing node has no site database to bring up to this one's.
-        let site_database = (!child.is_internet_node())
-            .then(|| crate::grpc::wire::store_info(&self.node.database.site_database().state()));
-        let request = v1::SyncRequest {
+        let request = OutgoingSyncRequest {
             request_id: entry.request_id.clone(),
-            parent_site_code: self.node.config.site_code.to_string(),
-            kind: v1::SyncKind::Full as i32,
-            reason: entry.reason.wire() as i32,
-            requested_at: Some(sitesync_proto::convert::timestamp_to_wire(
-                entry.requested_at,
-            )),
-            update_server: Some(crate::grpc::wire::store_info(
-                &self.node.database.update_server().state(),
-            )),
-            site_database,
-            catalog_version: self.node.held_catalog_version(),
-            origin_sync_id: entry.sync_id.to_string(),
+            reason: entry.reason,
+            requested_at: entry.requested_at,
+            origin_sync_id: entry.sync_id,
+            // An internet-facing node has no site database to bring up to this one's.
+            with_site_database: !child.is_internet_node(),
         };
-        let receipt = client
-            .request_sync(request)
-            .await
-            .map_err(|s| format!("{} at {}: {}", s.code(), child.address, s.message()))?
-            .into_inner();
-        match receipt.disposition() {
-            v1::SyncRequestDisposition::Unspecified => Err(format!(
-                "the child at {} answered without a disposition",
-                child.address
-            )),
-            d => Ok(d),
-        }
+        peers.request_sync(&child.address, request).await
     }
 }
 

@@ -44,18 +44,6 @@ const TRANSPORT_EXCEPTIONS: &[Exception] = &[
         file: "catalog_version.rs",
         why: "signs and stores the protobuf bytes of v1::SignedCatalogVersion",
     },
-    // Not deliberate: the hierarchy's client loops (registration, status forwarding, the
-    // outbox's delivery, state reports) and the site-state records' wire codecs still live
-    // here. They move behind a `Peers` trait with a client in `grpc/client/` (issue 15);
-    // remove both entries then. No other file may join them.
-    Exception {
-        file: "hierarchy/mod.rs",
-        why: "still holds the Hierarchy client loops, until they move behind a Peers trait (issue 15)",
-    },
-    Exception {
-        file: "hierarchy/site_states.rs",
-        why: "still holds the site-state wire codecs and report loop, until they move behind a Peers trait (issue 15)",
-    },
 ];
 
 /// The node crate's source directory, relative to the workspace root.

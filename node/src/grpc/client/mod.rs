@@ -2,5 +2,7 @@
 //!
 //! - [`parent`]: [`crate::feed::ParentFeed`] over the parent's `UpdateServer` and
 //!   `SiteReplication` services.
+//! - [`peers`]: [`crate::hierarchy::peers::Peers`] over the `Hierarchy` service.
 
 pub mod parent;
+pub mod peers;

@@ -13,11 +13,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::super::wire::{own_site_state, wire_message, wire_run};
-use crate::hierarchy::site_states::{self, SiteStates, SiteStatesError};
+use crate::hierarchy::site_states::{self, SiteStates};
 use crate::node::NodeState;
 use crate::store::{CatalogStore, UpdateSummary};
 use crate::sync::manager::{
-    Disposition, ManagerView, SyncError, SyncKind, SyncManager, SyncPhase, SyncRun, SyncTrigger,
+    Disposition, ManagerView, SyncKind, SyncManager, SyncPhase, SyncRun, SyncTrigger,
 };
 use crate::sync::schedule::{RetryPolicy, Schedule};
 use crate::sync::settings::{CategorySelector, SyncSettings};
@@ -106,23 +106,9 @@ impl AdminService {
     }
 
     fn site_state(&self, view: &ManagerView) -> v1::SiteState {
-        let mut state = own_site_state(&self.node, view, self.node.clock.now());
+        let mut state = own_site_state(&self.node, view, self.node.network_clock.now());
         state.parent_site_code = self.hierarchy.parent_site_code().unwrap_or_default();
         state
-    }
-}
-
-impl From<SyncError> for Status {
-    fn from(error: SyncError) -> Self {
-        match error {
-            SyncError::SettingsConflict { .. } => Status::aborted(error.to_string()),
-            SyncError::ManualAtChild
-            | SyncError::ManualAtInternetNode
-            | SyncError::OperatorAtChild => Status::failed_precondition(error.to_string()),
-            SyncError::Settings(_) => Status::invalid_argument(error.to_string()),
-            SyncError::Store(e) => e.into(),
-            other => Status::internal(other.to_string()),
-        }
     }
 }
 
@@ -209,14 +195,14 @@ impl v1::admin_server::Admin for AdminService {
         let view = self.sync.watch().borrow().clone();
         let node = self.node.clone();
         let tree = tokio::task::spawn_blocking(move || {
-            let states = SiteStates::open(&node.database)?;
+            let states = SiteStates::open(&node)?;
             let now = states.now();
             let own = own_site_state(&node, &view, now);
             let held = states.list()?;
             // Children that registered but never reported still belong in the tree.
             let registered =
                 crate::hierarchy::Children::new(node.database.space("children")?).list()?;
-            Ok::<_, Status>(site_states::assemble(
+            Ok::<_, Status>(super::super::site_states::assemble(
                 own,
                 held,
                 &registered,
@@ -670,20 +656,6 @@ pub(crate) fn machine_policy(
             policy.catalog_sequence,
         )),
     })
-}
-
-/// The one place that picks a gRPC code for a site-state failure.
-impl From<SiteStatesError> for Status {
-    fn from(error: SiteStatesError) -> Self {
-        match error {
-            SiteStatesError::Invalid(reason) => Status::invalid_argument(reason),
-            SiteStatesError::Store(e) => e.into(),
-            SiteStatesError::Corrupt(_) => {
-                tracing::error!(%error, "site-state store failure while serving a request");
-                Status::internal(error.to_string())
-            }
-        }
-    }
 }
 
 fn find_run(view: &ManagerView, id: u64) -> Option<SyncRun> {

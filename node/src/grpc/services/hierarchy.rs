@@ -28,19 +28,6 @@ impl HierarchyService {
     }
 }
 
-impl From<HierarchyError> for Status {
-    fn from(error: HierarchyError) -> Self {
-        match error {
-            HierarchyError::Invalid(reason) => Status::invalid_argument(reason),
-            HierarchyError::Store(e) => e.into(),
-            HierarchyError::Corrupt(_) => {
-                tracing::error!(%error, "hierarchy store failure while serving a request");
-                Status::internal(error.to_string())
-            }
-        }
-    }
-}
-
 /// Lets [`crate::hierarchy::ReceivedRequests::accept`] carry either failure.
 enum AcceptError {
     Hierarchy(HierarchyError),
@@ -106,30 +93,6 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
             "register as a child",
         )?;
         let request = request.into_inner();
-        if self.hierarchy.is_internet_node() {
-            return Err(Status::failed_precondition(format!(
-                "this is an internet-facing node ({}): it has no children; register child sites and internet-facing nodes with their site's `site` node",
-                self.hierarchy.node.config.site_code
-            )));
-        }
-        if let Some(children) = &self.hierarchy.node.config.children
-            && !children
-                .iter()
-                .any(|code| code.as_str().eq_ignore_ascii_case(&request.site_code))
-        {
-            let declared: Vec<&str> = children.iter().map(|c| c.as_str()).collect();
-            tracing::warn!(site = %request.site_code, "a site that is not a declared child tried to register");
-            return Err(Status::permission_denied(format!(
-                "site {} is not a declared child of {} (children = {declared:?}): add it to `children` in the node's config or to --children",
-                request.site_code, self.hierarchy.node.config.site_code
-            )));
-        }
-        let own = self.hierarchy.node.config.site_code.to_string();
-        if request.site_code.eq_ignore_ascii_case(&own) {
-            return Err(Status::invalid_argument(format!(
-                "the child's site code {own} is this node's own: every node needs a site code of its own, an internet-facing node too"
-            )));
-        }
         let role = match request.role() {
             v1::SiteRole::Site => "site",
             v1::SiteRole::Internet => "internet",
@@ -169,7 +132,7 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
             } else {
                 site_code
             },
-            report_interval: Some(crate::hierarchy::site_states::wire_duration(
+            report_interval: Some(super::super::site_states::wire_duration(
                 crate::hierarchy::site_states::REPORT_INTERVAL,
             )),
             pending_sync_requests: u32::try_from(pending).unwrap_or(u32::MAX),
@@ -324,7 +287,7 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
             use crate::hierarchy::site_states::{ReportedState, SiteStateReport, SiteStates};
             let node = &hierarchy.node;
             let receiver = node.config.site_code.to_string();
-            let states = SiteStates::open(&node.database)?;
+            let states = SiteStates::open(&node)?;
             let now = states.now();
             let report = SiteStateReport::from_wire(&wire, &receiver, now)?;
             if hierarchy.children.get(&report.reporter)?.is_none() {
@@ -344,7 +307,7 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
         .map_err(|e| Status::internal(format!("the site state task failed: {e}")))??;
         tracing::debug!(%reporter, stored = outcome.stored, ignored = outcome.ignored, "site states reported");
         Ok(Response::new(v1::SiteStateReceipt {
-            next_report_within: Some(crate::hierarchy::site_states::wire_duration(
+            next_report_within: Some(super::super::site_states::wire_duration(
                 crate::hierarchy::site_states::REPORT_INTERVAL,
             )),
         }))

@@ -303,7 +303,9 @@ async fn heartbeat(
                 seconds: interval.as_secs() as i64,
                 nanos: interval.subsec_nanos() as i32,
             }),
-            sent_at: Some(sitesync_proto::convert::timestamp_to_wire(node.clock.now())),
+            sent_at: Some(sitesync_proto::convert::timestamp_to_wire(
+                node.network_clock.now(),
+            )),
         }),
     )
     .await
