@@ -12,14 +12,14 @@
 //!   change log and an incrementally maintained catalog digest.
 //! - [`catalog_version`]: the top site signs each catalog version; every node verifies it.
 //! - [`hierarchy`]: registered children, received sync requests and the cascade's outbox,
-//!   status forwarding, and the states of the sites below ([`hierarchy::site_states`]).
-//!   Its calls to other nodes still live here, not yet behind a trait of the edge.
+//!   status forwarding, and the states of the sites below ([`hierarchy::site_states`]),
+//!   reaching other nodes only through the [`hierarchy::peers::Peers`] trait.
 //! - [`feed`]: the change stream, both ends: batches produced from a store's change log,
 //!   followed by a child through the [`feed::ParentFeed`] trait and applied with the
 //!   continuity, digest and signature checks.
 //! - [`grpc`]: the edge, the one module that speaks gRPC: the services as thin adapters,
-//!   the client implementing `ParentFeed`, every wire ⇄ domain conversion and the one
-//!   mapping of domain errors to gRPC codes.
+//!   the clients implementing `ParentFeed` and `Peers`, every wire ⇄ domain conversion and
+//!   the one mapping of domain errors to gRPC codes.
 //!
 //! Around them: [`config`] (defaults → TOML → environment → flags), [`node`] (a running
 //! node's shared state), [`policy`] (the client policy published after each sync, S8),

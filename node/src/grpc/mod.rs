@@ -4,7 +4,7 @@
 //!   call which method, from the peer's certificate).
 //! - [`services`]: thin adapters: decode the request, call the domain, encode the answer.
 //! - [`client`]: the node's calls to other nodes, as implementations of the domain's
-//!   traits ([`crate::feed::ParentFeed`]).
+//!   traits ([`crate::feed::ParentFeed`], [`crate::hierarchy::peers::Peers`]).
 //! - [`wire`]: every conversion between the node's domain types and the wire types;
 //!   [`site_states`] those of the site states reported up the hierarchy.
 //! - [`connect`]: channels to other nodes over the node's transport.

@@ -11,7 +11,11 @@
 //!   (S11); and when a child registers with a node that has synced successfully, so a new
 //!   or returning child catches up without an operator (S2: a child syncs only when asked).
 //! - [`Hierarchy`]: the three together plus the background tasks — registration with the
-//!   parent (a child) and delivery of the outbox (a parent) — both retrying with backoff.
+//!   parent and status forwarding (a child), delivery of the outbox (a parent) — each
+//!   retrying with [`crate::clock::Backoff`].
+//! - [`peers`]: how those tasks reach other nodes (the [`peers::Peers`] trait; the gRPC edge
+//!   implements it). [`site_states`] holds the states of the sites below, which
+//!   [`reporting`] sends up.
 
 pub mod peers;
 pub mod reporting;
