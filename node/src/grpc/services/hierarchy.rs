@@ -287,7 +287,7 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
             use crate::hierarchy::site_states::{ReportedState, SiteStateReport, SiteStates};
             let node = &hierarchy.node;
             let receiver = node.config.site_code.to_string();
-            let states = SiteStates::open(&node)?;
+            let states = SiteStates::open(node)?;
             let now = states.now();
             let report = SiteStateReport::from_wire(&wire, &receiver, now)?;
             if hierarchy.children.get(&report.reporter)?.is_none() {
