@@ -8,6 +8,7 @@ use sitesync_proto::v1;
 use sitesync_proto::{ConversionError, HeldReference, checked_document};
 
 use sitesync_proto::convert::timestamp_to_wire;
+use tonic::Status;
 
 use crate::config::{Role, UpstreamConfig};
 use crate::feed::{
@@ -16,7 +17,9 @@ use crate::feed::{
 };
 use crate::node::NodeState;
 use crate::store::{ChangeKind, StoreState};
-use crate::sync::manager::{ManagerView, SyncKind, SyncPhase, SyncResult, SyncRun, SyncTrigger};
+use crate::sync::manager::{
+    ManagerView, SyncKind, SyncManager, SyncPhase, SyncResult, SyncRun, SyncTrigger,
+};
 use crate::sync::status::{Severity, StatusMessage};
 
 impl From<Anchor> for v1::Anchor {
@@ -105,6 +108,36 @@ pub fn stated_digest(info: &v1::CatalogInfo) -> CatalogDigest {
         .and_then(|s| s.digest.clone())
         .and_then(|d| CatalogDigest::try_from(d).ok())
         .unwrap_or(CatalogDigest::EMPTY)
+}
+
+// The client policy.
+
+/// The policy clients fetch, in its wire form.
+pub fn machine_policy(node: &NodeState, sync: &SyncManager) -> Result<v1::MachinePolicy, Status> {
+    let policy = sync.policy().current()?.ok_or_else(|| {
+        Status::failed_precondition(
+            "no client policy yet: the site publishes one after its first successful sync",
+        )
+    })?;
+    let state = node.database.update_server().state();
+    Ok(v1::MachinePolicy {
+        version: policy.version,
+        site_code: node.config.site_code.to_string(),
+        update_servers: policy
+            .update_servers
+            .iter()
+            .map(|address| v1::UpdateServerEndpoint {
+                address: address.clone(),
+                internet_facing: false,
+            })
+            .collect(),
+        catalog_digest: Some(policy.catalog_digest.into()),
+        revision_count: policy.revisions,
+        catalog_version: node.held_catalog_version(),
+        created_at: Some(timestamp_to_wire(policy.created_at)),
+        sync_id: policy.sync_id.to_string(),
+        catalog_position: Some(anchor(state.log_id, policy.catalog_sequence)),
+    })
 }
 
 // A node's state, runs and status messages.

@@ -6,7 +6,7 @@ use sitesync_proto::v1;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::admin::machine_policy;
+use super::super::wire::machine_policy;
 use crate::node::NodeState;
 use crate::sync::manager::SyncManager;
 

@@ -1,8 +1,11 @@
 //! `sitesync.v1.Admin`: the operator's surface — status, syncs and their progress, status
 //! messages, updates, sync settings and the client policy.
 
+mod settings;
+mod updates;
+
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sitesync_metadata::{CategoryType, PublicationState, RevisionId, UpdateId, UpdateType};
@@ -12,31 +15,27 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::super::wire::{own_site_state, wire_message, wire_run};
+use super::super::wire::{machine_policy, own_site_state, wire_message, wire_run};
 use crate::hierarchy::site_states::{self, SiteStates};
 use crate::node::NodeState;
 use crate::store::{CatalogStore, UpdateSummary};
 use crate::sync::manager::{
     Disposition, ManagerView, SyncKind, SyncManager, SyncPhase, SyncRun, SyncTrigger,
 };
-use crate::sync::schedule::{RetryPolicy, Schedule};
-use crate::sync::settings::{CategorySelector, SyncSettings};
 use crate::sync::status::{Severity, StatusCursor, StatusMessageId, StatusQuery};
+use settings::{settings_from_wire, wire_settings};
+use updates::{SupersededCache, is_product, resolve_categories, wire_summary};
 
 const DEFAULT_PAGE: usize = sitesync_proto::DEFAULT_PAGE_SIZE as usize;
 const MAX_PAGE: usize = sitesync_proto::MAX_PAGE_SIZE as usize;
-
-/// The superseded set of a store as of a change-log position.
-type SupersededAt = (u64, Arc<HashSet<UpdateId>>);
 
 #[derive(Debug, Clone)]
 pub struct AdminService {
     node: Arc<NodeState>,
     sync: SyncManager,
     hierarchy: Arc<crate::hierarchy::Hierarchy>,
-    /// Which updates some held update supersedes, per store (update server, site
-    /// database): listing filters on it, and recomputing it costs a walk of the store.
-    superseded: Arc<Mutex<[Option<SupersededAt>; 2]>>,
+    /// Which updates some held update supersedes, per store.
+    superseded: SupersededCache,
 }
 
 impl AdminService {
@@ -49,7 +48,7 @@ impl AdminService {
             node,
             sync,
             hierarchy,
-            superseded: Arc::default(),
+            superseded: SupersededCache::default(),
         }
     }
 
@@ -72,33 +71,6 @@ impl AdminService {
                 "store: {selector} is not a store; use UPDATE_SERVER or SITE_DATABASE"
             ))),
         }
-    }
-
-    fn superseded_in(
-        &self,
-        store: &CatalogStore,
-        slot: usize,
-    ) -> Result<Arc<HashSet<UpdateId>>, Status> {
-        let position = store.last_sequence();
-        let mut cache = self.superseded.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, set)) = &cache[slot]
-            && *at == position
-        {
-            return Ok(set.clone());
-        }
-        let mut set = HashSet::new();
-        let mut after = None;
-        loop {
-            let page = store.summaries(after, 1_000)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.update_id);
-            for summary in page {
-                set.extend(summary.superseded);
-            }
-        }
-        let set = Arc::new(set);
-        cache[slot] = Some((position, set.clone()));
-        Ok(set)
     }
 
     fn is_internet_node(&self) -> bool {
@@ -418,7 +390,7 @@ impl v1::admin_server::Admin for AdminService {
             })
             .collect::<Result<HashSet<_>, _>>()?;
         let superseded = match filter.superseded {
-            Some(_) => Some(self.superseded_in(store, slot)?),
+            Some(_) => Some(self.superseded.superseded_in(store, slot)?),
             None => None,
         };
         let text = filter.text.as_ref().map(|t| t.to_lowercase());
@@ -460,7 +432,7 @@ impl v1::admin_server::Admin for AdminService {
                 )
             })?),
         };
-        let superseded_all = self.superseded_in(store, slot)?;
+        let superseded_all = self.superseded.superseded_in(store, slot)?;
         let mut updates = Vec::new();
         let mut next_page_token = String::new();
         'pages: loop {
@@ -624,40 +596,6 @@ impl v1::admin_server::Admin for AdminService {
     }
 }
 
-/// The policy clients fetch, in its wire form.
-pub(crate) fn machine_policy(
-    node: &NodeState,
-    sync: &SyncManager,
-) -> Result<v1::MachinePolicy, Status> {
-    let policy = sync.policy().current()?.ok_or_else(|| {
-        Status::failed_precondition(
-            "no client policy yet: the site publishes one after its first successful sync",
-        )
-    })?;
-    let state = node.database.update_server().state();
-    Ok(v1::MachinePolicy {
-        version: policy.version,
-        site_code: node.config.site_code.to_string(),
-        update_servers: policy
-            .update_servers
-            .iter()
-            .map(|address| v1::UpdateServerEndpoint {
-                address: address.clone(),
-                internet_facing: false,
-            })
-            .collect(),
-        catalog_digest: Some(policy.catalog_digest.into()),
-        revision_count: policy.revisions,
-        catalog_version: node.held_catalog_version(),
-        created_at: Some(timestamp_to_wire(policy.created_at)),
-        sync_id: policy.sync_id.to_string(),
-        catalog_position: Some(super::super::wire::anchor(
-            state.log_id,
-            policy.catalog_sequence,
-        )),
-    })
-}
-
 fn find_run(view: &ManagerView, id: u64) -> Option<SyncRun> {
     view.current
         .iter()
@@ -667,206 +605,10 @@ fn find_run(view: &ManagerView, id: u64) -> Option<SyncRun> {
         .cloned()
 }
 
-fn is_product(t: Option<CategoryType>) -> bool {
-    matches!(
-        t,
-        Some(CategoryType::Company | CategoryType::ProductFamily | CategoryType::Product)
-    )
-}
-
-/// Resolves selectors against the store's own category updates.
-fn resolve_categories(
-    store: &CatalogStore,
-    selectors: &[v1::CategorySelector],
-    field: &str,
-    of_kind: impl Fn(Option<CategoryType>) -> bool,
-) -> Result<Option<HashSet<UpdateId>>, Status> {
-    if selectors.is_empty() {
-        return Ok(None);
-    }
-    let mut wanted_ids = HashSet::new();
-    let mut wanted_names = Vec::new();
-    for selector in selectors {
-        match &selector.by {
-            Some(v1::category_selector::By::Id(id)) => {
-                wanted_ids.insert(UpdateId::try_from(id.clone())?);
-            }
-            Some(v1::category_selector::By::Name(name)) => wanted_names.push(name.to_lowercase()),
-            None => {
-                return Err(Status::invalid_argument(format!(
-                    "{field}: a selector needs an id or a name"
-                )));
-            }
-        }
-    }
-    let mut found = HashSet::new();
-    let mut after = None;
-    loop {
-        let page = store.summaries(after, 1_000)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id.update_id);
-        for s in page
-            .iter()
-            .filter(|s| s.update_type == UpdateType::Category && of_kind(s.category_type))
-        {
-            if wanted_ids.contains(&s.id.update_id)
-                || wanted_names.contains(&s.title.to_lowercase())
-            {
-                found.insert(s.id.update_id);
-            }
-        }
-    }
-    if found.is_empty() {
-        return Err(Status::not_found(format!(
-            "{field}: no such category in this store; `sitesyncctl updates list` shows the categories it holds"
-        )));
-    }
-    Ok(Some(found))
-}
-
-fn wire_summary(summary: &UpdateSummary, is_superseded: bool) -> v1::UpdateSummary {
-    use sitesync_proto::convert::{enum_to_wire, optional_enum_to_wire};
-    v1::UpdateSummary {
-        id: Some(summary.id.into()),
-        update_type: enum_to_wire(summary.update_type),
-        publication_state: enum_to_wire(summary.publication_state),
-        title: summary.title.clone(),
-        kb_article: summary.kb_article.clone(),
-        msrc_severity: optional_enum_to_wire(summary.msrc_severity),
-        category_type: optional_enum_to_wire(summary.category_type),
-        categories: summary.categories.iter().map(|c| (*c).into()).collect(),
-        superseded: summary.superseded.iter().map(|c| (*c).into()).collect(),
-        is_superseded,
-    }
-}
-
 fn severity_rank(severity: Severity) -> u8 {
     match severity {
         Severity::Informational => 0,
         Severity::Warning => 1,
         Severity::Error => 2,
     }
-}
-
-fn wire_selector(selector: &CategorySelector) -> v1::CategorySelector {
-    v1::CategorySelector {
-        by: Some(match selector {
-            CategorySelector::Id(id) => v1::category_selector::By::Id((*id).into()),
-            CategorySelector::Name(name) => v1::category_selector::By::Name(name.clone()),
-        }),
-    }
-}
-
-fn selector_from_wire(wire: v1::CategorySelector, field: &str) -> Result<CategorySelector, Status> {
-    match wire.by {
-        Some(v1::category_selector::By::Id(id)) => {
-            Ok(CategorySelector::Id(UpdateId::try_from(id)?))
-        }
-        Some(v1::category_selector::By::Name(name)) => name
-            .parse()
-            .map_err(|e: String| Status::invalid_argument(format!("{field}: {e}"))),
-        None => Err(Status::invalid_argument(format!(
-            "{field}: a selector needs an id or a name"
-        ))),
-    }
-}
-
-fn wire_settings(settings: &SyncSettings) -> v1::SyncSettings {
-    let schedule = match &settings.schedule {
-        Schedule::Interval(every) => {
-            let minutes = every.as_secs() / 60;
-            let (every, unit) = if minutes % (7 * 24 * 60) == 0 {
-                (minutes / (7 * 24 * 60), v1::IntervalUnit::Weeks)
-            } else if minutes % (24 * 60) == 0 {
-                (minutes / (24 * 60), v1::IntervalUnit::Days)
-            } else if minutes % 60 == 0 {
-                (minutes / 60, v1::IntervalUnit::Hours)
-            } else {
-                (minutes, v1::IntervalUnit::Minutes)
-            };
-            v1::sync_schedule::Kind::Interval(v1::ScheduleInterval {
-                every: every as u32,
-                unit: unit as i32,
-            })
-        }
-        Schedule::Cron(cron) => v1::sync_schedule::Kind::Cron(cron.expression().to_owned()),
-    };
-    v1::SyncSettings {
-        products: settings.products.iter().map(wire_selector).collect(),
-        classifications: settings.classifications.iter().map(wire_selector).collect(),
-        languages: settings.languages.clone(),
-        schedule: Some(v1::SyncSchedule {
-            kind: Some(schedule),
-        }),
-        retry_delay: Some(prost_duration(settings.retry.delay)),
-        legacy_catalog_refresh: None,
-        revision: settings.revision,
-    }
-}
-
-fn prost_duration(duration: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: duration.as_secs() as i64,
-        nanos: duration.subsec_nanos() as i32,
-    }
-}
-
-/// New settings from the wire; fields left empty keep `before`'s schedule and retry.
-fn settings_from_wire(
-    wire: v1::SyncSettings,
-    before: &SyncSettings,
-) -> Result<SyncSettings, Status> {
-    let products = wire
-        .products
-        .into_iter()
-        .map(|s| selector_from_wire(s, "settings.products"))
-        .collect::<Result<_, _>>()?;
-    let classifications = wire
-        .classifications
-        .into_iter()
-        .map(|s| selector_from_wire(s, "settings.classifications"))
-        .collect::<Result<_, _>>()?;
-    let schedule = match wire.schedule.and_then(|s| s.kind) {
-        None => before.schedule.clone(),
-        Some(v1::sync_schedule::Kind::Cron(expression)) => expression
-            .parse::<Schedule>()
-            .map_err(|e| Status::invalid_argument(format!("settings.schedule: {e}")))?,
-        Some(v1::sync_schedule::Kind::Interval(interval)) => {
-            let unit = match v1::IntervalUnit::try_from(interval.unit) {
-                Ok(v1::IntervalUnit::Minutes) => "m",
-                Ok(v1::IntervalUnit::Hours) => "h",
-                Ok(v1::IntervalUnit::Days) => "d",
-                Ok(v1::IntervalUnit::Weeks) => "w",
-                _ => {
-                    return Err(Status::invalid_argument(
-                        "settings.schedule.interval.unit: use MINUTES, HOURS, DAYS or WEEKS",
-                    ));
-                }
-            };
-            format!("{}{unit}", interval.every)
-                .parse::<Schedule>()
-                .map_err(|e| Status::invalid_argument(format!("settings.schedule: {e}")))?
-        }
-    };
-    let retry = match wire.retry_delay {
-        None => before.retry,
-        Some(delay) if delay.seconds > 0 && delay.seconds % 60 == 0 => {
-            format!("{}m", delay.seconds / 60)
-                .parse::<RetryPolicy>()
-                .map_err(|e| Status::invalid_argument(format!("settings.retry_delay: {e}")))?
-        }
-        Some(_) => {
-            return Err(Status::invalid_argument(
-                "settings.retry_delay: give a whole number of minutes, at least one",
-            ));
-        }
-    };
-    Ok(SyncSettings {
-        products,
-        classifications,
-        languages: wire.languages,
-        schedule,
-        retry,
-        revision: before.revision,
-    })
 }

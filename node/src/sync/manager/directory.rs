@@ -1,0 +1,225 @@
+//! Phase 1 at a top site: the catalog directory is scanned, the sync settings choose the
+//! wanted updates, and the update-server store is brought to exactly those by comparing
+//! content hashes with what it holds, in batches.
+
+use std::collections::VecDeque;
+
+use sitesync_metadata::{UpdateId, UpdateType};
+use tracing::info;
+
+use super::super::settings::{Candidate, CatalogFilter, SyncSettings, included_updates};
+use super::{LOG_PAGE, SyncError, SyncManager, SyncRun};
+use crate::store::{ApplyOutcome, CatalogChange, HeldUpdate, StoreError};
+use crate::upstream::{DirectoryUpstream, ScanProgress};
+
+/// Changes applied per store batch, and the bytes of documents after which a batch is cut.
+const BATCH_CHANGES: usize = 500;
+const BATCH_BYTES: usize = 4 << 20;
+
+impl SyncManager {
+    pub(super) fn sync_update_server(
+        &self,
+        run: &mut SyncRun,
+        upstream: &DirectoryUpstream,
+        settings: &SyncSettings,
+    ) -> Result<(), SyncError> {
+        let inner = &self.inner;
+        let clock = std::time::Instant::now();
+        let report = upstream.scan(&mut |p: ScanProgress| {
+            run.progress = (p.read as u64, p.to_read as u64);
+        })?;
+        info!(
+            sync_id = run.id,
+            listed = report.listed,
+            parsed = report.parsed,
+            removed = report.removed,
+            skipped = report.skipped.len(),
+            elapsed = ?clock.elapsed(),
+            "upstream scanned"
+        );
+        for skipped in &report.skipped {
+            self.skipped(run, &skipped.file.display().to_string(), &skipped.reason);
+        }
+
+        // One walk of the upstream: the categories (to resolve the settings' names) and what
+        // the selection needs of every other revision; then which updates are wanted.
+        let mut categories = Vec::new();
+        let mut candidates = Vec::new();
+        for revision in upstream.revisions() {
+            let revision = revision?;
+            if revision.update_type == UpdateType::Category {
+                categories.push(revision);
+            } else {
+                candidates.push(Candidate::from(revision));
+            }
+        }
+        let filter = CatalogFilter::resolve(settings, &categories)
+            .map_err(|e| SyncError::Settings(e.to_string()))?;
+        let mut included = included_updates(&filter, &candidates);
+        included.extend(categories.iter().map(|c| c.id.update_id));
+        drop(candidates);
+        info!(sync_id = run.id, included = included.len(), elapsed = ?clock.elapsed(), "selection resolved");
+
+        // Walk the upstream and the store side by side, in update-id order.
+        let store = inner.node.database.update_server();
+        let total = report.tracked as u64;
+        run.progress = (0, total);
+        self.publish(run);
+        let mut held = HeldCursor::new(store);
+        let mut batch = Batch::default();
+        let mut offered_revisions = upstream.revisions().peekable();
+        let mut walked = 0u64;
+        while let Some(first) = offered_revisions.next() {
+            let first = first?;
+            let update = first.id.update_id;
+            let mut offered = vec![first];
+            while let Some(Ok(next)) = offered_revisions.peek() {
+                if next.id.update_id != update {
+                    break;
+                }
+                if let Some(Ok(next)) = offered_revisions.next() {
+                    offered.push(next);
+                }
+            }
+            walked += offered.len() as u64;
+            // Updates the store holds that sort before this one are no longer offered.
+            for gone in held.take_before(update)? {
+                batch.push(CatalogChange::Delete(gone.update_id), 0);
+            }
+            let holding = held.take_if(update)?;
+            if !included.contains(&update) {
+                if holding.is_some() {
+                    batch.push(CatalogChange::Delete(update), 0);
+                }
+            } else {
+                for revision in offered {
+                    let already = holding
+                        .as_ref()
+                        .and_then(|h| h.revisions.iter().find(|(r, _)| *r == revision.id.revision))
+                        .is_some_and(|(_, hash)| *hash == revision.content_hash);
+                    if already {
+                        continue;
+                    }
+                    match upstream.update_revision(revision.id) {
+                        Ok(parsed) => {
+                            let size = parsed.document.len();
+                            run.counts.bytes_received += size as u64;
+                            batch.push(CatalogChange::Put(parsed), size);
+                        }
+                        Err(e) if e.is_per_document() => {
+                            self.skipped(run, &revision.file_name, &e.to_string());
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            if batch.full() {
+                run.counts.update_server.add(&batch.apply(store)?);
+                run.progress = (walked, total);
+                self.publish(run);
+            }
+        }
+        for gone in held.take_rest()? {
+            batch.push(CatalogChange::Delete(gone.update_id), 0);
+            if batch.full() {
+                run.counts.update_server.add(&batch.apply(store)?);
+            }
+        }
+        run.counts.update_server.add(&batch.apply(store)?);
+        run.progress = (total, total);
+        self.publish(run);
+        let c = run.counts.update_server;
+        info!(
+            sync_id = run.id,
+            new = c.new,
+            changed = c.changed,
+            expired = c.expired,
+            deleted = c.deleted,
+            elapsed = ?clock.elapsed(),
+            "update server synced"
+        );
+        Ok(())
+    }
+}
+
+/// Changes gathered for one store batch.
+#[derive(Default)]
+struct Batch {
+    changes: Vec<CatalogChange>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, change: CatalogChange, bytes: usize) {
+        self.changes.push(change);
+        self.bytes += bytes;
+    }
+
+    fn full(&self) -> bool {
+        self.changes.len() >= BATCH_CHANGES || self.bytes >= BATCH_BYTES
+    }
+
+    fn apply(&mut self, store: &crate::store::CatalogStore) -> Result<ApplyOutcome, StoreError> {
+        self.bytes = 0;
+        if self.changes.is_empty() {
+            return Ok(ApplyOutcome::default());
+        }
+        store.apply(std::mem::take(&mut self.changes), &[])
+    }
+}
+
+/// The store's held updates in id order, read a page at a time, for the phase-1 walk.
+struct HeldCursor<'a> {
+    store: &'a crate::store::CatalogStore,
+    page: VecDeque<HeldUpdate>,
+    after: Option<UpdateId>,
+    exhausted: bool,
+}
+
+impl<'a> HeldCursor<'a> {
+    fn new(store: &'a crate::store::CatalogStore) -> Self {
+        Self {
+            store,
+            page: VecDeque::new(),
+            after: None,
+            exhausted: false,
+        }
+    }
+
+    fn peek(&mut self) -> Result<Option<&HeldUpdate>, StoreError> {
+        if self.page.is_empty() && !self.exhausted {
+            let page = self.store.held_updates(self.after, LOG_PAGE)?;
+            self.exhausted = page.len() < LOG_PAGE;
+            if let Some(last) = page.last() {
+                self.after = Some(last.update_id);
+            }
+            self.page = page.into();
+        }
+        Ok(self.page.front())
+    }
+
+    /// Held updates that sort before `update`.
+    fn take_before(&mut self, update: UpdateId) -> Result<Vec<HeldUpdate>, StoreError> {
+        let mut out = Vec::new();
+        while self.peek()?.is_some_and(|h| h.update_id < update) {
+            out.extend(self.page.pop_front());
+        }
+        Ok(out)
+    }
+
+    /// The held update `update`, if it is next.
+    fn take_if(&mut self, update: UpdateId) -> Result<Option<HeldUpdate>, StoreError> {
+        if self.peek()?.is_some_and(|h| h.update_id == update) {
+            return Ok(self.page.pop_front());
+        }
+        Ok(None)
+    }
+
+    fn take_rest(&mut self) -> Result<Vec<HeldUpdate>, StoreError> {
+        let mut out = Vec::new();
+        while self.peek()?.is_some() {
+            out.extend(self.page.pop_front());
+        }
+        Ok(out)
+    }
+}
