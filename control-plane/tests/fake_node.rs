@@ -167,6 +167,7 @@ fn message(sequence: u64, id: v1::StatusMessageId, text: &str) -> v1::StatusMess
         text: text.into(),
         sync_id: SYNC_ID.into(),
         properties: Default::default(),
+        trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
     }
 }
 

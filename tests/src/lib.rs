@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod otlp;
 
 use std::process::Child;
 
