@@ -24,7 +24,10 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::{FilterExt, LevelFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -126,11 +129,22 @@ pub fn init(format: LogFormat, source: &Source) -> Result<Telemetry, TelemetryEr
         builder = builder.with_batch_exporter(exporter);
     }
     let provider = builder.build();
+    // Spans exist whatever `RUST_LOG` lets through to the log: trace ids must travel, and
+    // appear in status messages, even on a node that logs only warnings.
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(SCOPE))
-        .with_error_records_to_exceptions(true);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+        .with_error_records_to_exceptions(true)
+        .with_filter(LevelFilter::INFO);
+    // Lines as `RUST_LOG` says; the spans around them always, so a warning inside a sync
+    // names the sync and its trace however little is logged.
+    let logged = || {
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+            .or(filter_fn(|metadata| {
+                metadata.is_span() && *metadata.level() <= Level::INFO
+            }))
+    };
+    let registry = tracing_subscriber::registry().with(otel);
     let installed = match format {
         LogFormat::Text => registry
             .with(
@@ -139,15 +153,19 @@ pub fn init(format: LogFormat, source: &Source) -> Result<Telemetry, TelemetryEr
                     .fmt_fields(text::TextFields)
                     // Colours only for a terminal: logs collected by a container engine or
                     // a journal stay plain text.
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_filter(logged()),
             )
             .try_init(),
         LogFormat::Json => registry
-            .with(json::SpanFields)
             .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .event_format(json::JsonLines::new(&source.site)),
+                json::SpanFields
+                    .and_then(
+                        tracing_subscriber::fmt::layer()
+                            .with_writer(std::io::stderr)
+                            .event_format(json::JsonLines::new(&source.site)),
+                    )
+                    .with_filter(logged()),
             )
             .try_init(),
     };

@@ -694,9 +694,23 @@ impl SyncManager {
         if let Some(id) = trace_id(&span) {
             span.record("trace_id", id);
         }
+        let space = &*self.inner.space;
+        // What a redo after a crash, or a retry after a failure, continues: the trace this
+        // run continues, else its own (so a sync the schedule started keeps one trace).
+        let trace = match &run.trace {
+            Some(trace) => Some(trace.clone()),
+            None => {
+                let own = TraceContext::of(&span);
+                if let Some(own) = &own
+                    && let Err(e) = put(space, &trace_key(run.id), own)
+                {
+                    warn!(error = %e, "cannot record a sync's trace context");
+                }
+                own
+            }
+        };
         let _entered = span.enter();
         let run = self.execute_in_span(run);
-        let space = &*self.inner.space;
         let recorded = match (&run.result, &run.failure_reason) {
             (Some(SyncResult::Failed), reason) => {
                 span.record("otel.status_code", "ERROR");
@@ -705,7 +719,7 @@ impl SyncManager {
                     reason.as_deref().unwrap_or("failed"),
                 );
                 // The retry continues this trace.
-                match &run.trace {
+                match &trace {
                     Some(trace) => put(space, KEY_RETRY_TRACE, trace),
                     None => delete(space, &[KEY_RETRY_TRACE]),
                 }
