@@ -71,6 +71,14 @@ struct Args {
     /// tests find a node started on port 0.
     #[arg(long)]
     address_file: Option<PathBuf>,
+    /// Serve metrics for Prometheus at /metrics, in plaintext, on this address (off by
+    /// default).
+    #[arg(long, env = "SITESYNC_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Once listening, write the metrics listener's bound address to this file (before
+    /// `--address-file`'s), for a node whose metrics listen on port 0.
+    #[arg(long)]
+    metrics_address_file: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -107,6 +115,7 @@ async fn run() -> anyhow::Result<()> {
         cache_mib: args.cache_mib,
         pki_dir: args.pki_dir,
         insecure: args.insecure,
+        metrics_listen: args.metrics_listen,
     };
     let mut config = NodeConfig::load(args.config.as_deref(), &overrides)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -123,13 +132,30 @@ async fn run() -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let metrics_listener = match config.metrics_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {address}"))?,
+        ),
+        None => None,
+    };
     let started = sitesync_node::startup::start(config, Arc::new(SystemClock))?;
+    if let Some(metrics) = metrics_listener {
+        let metrics_address = metrics.local_addr()?;
+        if let Some(path) = &args.metrics_address_file {
+            write_address(path, metrics_address)?;
+        }
+        info!(address = %metrics_address, "metrics at /metrics (plaintext, Prometheus text format)");
+        started
+            .node
+            .spawn_background(sitesync_node::metrics::http::serve(
+                metrics,
+                started.node.metrics.clone(),
+            ));
+    }
     if let Some(path) = &args.address_file {
-        // Written whole, then renamed, so a reader never sees half an address.
-        let partial = path.with_extension("partial");
-        std::fs::write(&partial, address.to_string())
-            .and_then(|()| std::fs::rename(&partial, path))
-            .with_context(|| format!("cannot write the address file {}", path.display()))?;
+        write_address(path, address)?;
     }
     let config = &started.node.config;
     info!(
@@ -151,6 +177,14 @@ async fn run() -> anyhow::Result<()> {
     .await?;
     info!("node stopped");
     Ok(())
+}
+
+/// Writes `address` to `path` whole, then renames it, so a reader never sees half an address.
+fn write_address(path: &std::path::Path, address: std::net::SocketAddr) -> anyhow::Result<()> {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, address.to_string())
+        .and_then(|()| std::fs::rename(&partial, path))
+        .with_context(|| format!("cannot write the address file {}", path.display()))
 }
 
 async fn shutdown_signal() {
