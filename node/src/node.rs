@@ -56,6 +56,10 @@ impl NodeState {
             }
             Transport::Plaintext => None,
         };
+        let metrics = Arc::new(Metrics::new(
+            config.site_code.as_str(),
+            &config.role.to_string(),
+        ));
         Ok(Self {
             config,
             database,
@@ -63,7 +67,7 @@ impl NodeState {
             catalog_versions,
             clock,
             network_clock: Arc::new(SystemClock::new()),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             stopping: CancellationToken::new(),
         })
     }

@@ -314,6 +314,14 @@ async fn the_families_appear_with_their_labels_after_a_sync() {
         "sitesync_authorization_refusals_total",
         &[("rule", "operator")],
     );
+    assert_eq!(
+        value(
+            &s,
+            "sitesync_node_info",
+            &[("site", "CEN"), ("role", "site")]
+        ),
+        Some(1.0)
+    );
     for metric in [
         "process_resident_memory_bytes",
         "process_cpu_seconds_total",

@@ -23,6 +23,7 @@ pub mod sync;
 use std::sync::Mutex;
 
 use prometheus_client::collector::Collector;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use self::server::ServerMetrics;
@@ -58,16 +59,21 @@ impl Format {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    /// The node's families and the process collector.
-    pub fn new() -> Self {
+    /// The families of the node of site `site_code` in `role`, and the process collector.
+    /// `sitesync_node_info` names the site, so dashboards can label any series of the node
+    /// with its site code (`* on (instance) group_left (site) sitesync_node_info`).
+    pub fn new(site_code: &str, role: &str) -> Self {
         let mut registry = Registry::default();
+        registry.register(
+            "sitesync_node",
+            "The node: its site code, role and version",
+            Info::new(vec![
+                ("site", site_code.to_owned()),
+                ("role", role.to_owned()),
+                ("version", env!("CARGO_PKG_VERSION").to_owned()),
+            ]),
+        );
         let sync = SyncMetrics::register(&mut registry);
         let server = ServerMetrics::register(&mut registry);
         registry.register_collector(Box::new(process::ProcessCollector::new()));
