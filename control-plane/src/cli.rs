@@ -119,8 +119,12 @@ pub enum Command {
 
     /// The hierarchy seen from this site: each site's role, address, stores, last sync and
     /// lag, unreachable sites flagged. A tree for people; `--output json`; `--output dot`
-    /// for Graphviz.
-    Tree,
+    /// for Graphviz. With --watch, redrawn every few seconds until Ctrl-C.
+    ///
+    /// A site's lag is how far its site database is behind its parent's: the revisions it
+    /// has still to apply and the time since it last matched. At a terminal, a site that is
+    /// behind has its lag highlighted and an unreachable site its status.
+    Tree(TreeArgs),
 
     /// Start a local hierarchy of real nodes on loopback (top site CEN; primary sites PR1
     /// and PR2 under it; SE1 under PR1; the internet-facing node IN1 of PR1), feed the top
@@ -132,6 +136,32 @@ pub enum Command {
     /// operator certificates, revoke them.
     #[command(subcommand)]
     Pki(PkiCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct TreeArgs {
+    /// Ask again every --interval and show each answer, until Ctrl-C (exit status 0).
+    ///
+    /// At a terminal the tree is redrawn in place under a header naming the node, the time of
+    /// the last refresh and the interval. Piped, each refresh is printed after the last with
+    /// a blank line between. With `--output json`, each is one JSON object on a line of its
+    /// own: `node`, `refreshed_at`, `interval_seconds`, `answered`, `error`,
+    /// `last_answer_at` and `tree` (what `tree --output json` prints). A node that cannot be
+    /// reached does not end the watch: the refresh says so and why, and the next one tries
+    /// again. A refusal that cannot pass (a certificate or permission refused) ends it with
+    /// the usual error and exit status.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// How often --watch asks the node (`2s`, `10s`, `1m`).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "2s",
+        value_parser = crate::units::parse_interval,
+        requires = "watch"
+    )]
+    pub interval: Duration,
 }
 
 /// Where a PKI directory is, for every `pki` command.

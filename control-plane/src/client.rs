@@ -63,6 +63,13 @@ impl fmt::Display for NodeUnreachable {
 
 impl std::error::Error for NodeUnreachable {}
 
+/// Whether `error` is, or was caused by, [`NodeUnreachable`].
+pub fn is_unreachable(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.downcast_ref::<NodeUnreachable>().is_some())
+}
+
 /// A current-thread runtime for one node command: the CLI does one thing at a time.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -332,6 +339,23 @@ pub fn call_failed(address: &str, rpc: &str, status: Status) -> anyhow::Error {
     }
 }
 
+/// Whether a failed call would fail the same way if made again, so a command that retries
+/// (`tree --watch`) should stop: the node refused the operator (permission,
+/// authentication, the TLS exchange), the request, or does not offer the call. A node that
+/// is down, slow or failing for a while is worth asking again.
+pub fn is_lasting(status: &Status) -> bool {
+    if status.source().and_then(tls_failure).is_some() {
+        return true;
+    }
+    matches!(
+        status.code(),
+        Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::InvalidArgument
+            | Code::Unimplemented
+    )
+}
+
 /// The innermost cause of an error chain, which is where transport errors keep the useful
 /// part (`Connection refused (os error 111)` under `transport error`).
 fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
@@ -414,5 +438,15 @@ mod tests {
         );
         assert!(failed(Status::unimplemented("")).contains("does not offer Admin.RunSync"));
         assert!(failed(Status::internal("\u{1b}[31mboom")).contains("�[31mboom"));
+    }
+
+    #[test]
+    fn only_refusals_are_lasting() {
+        assert!(is_lasting(&Status::permission_denied("operators only")));
+        assert!(is_lasting(&Status::unauthenticated("no certificate")));
+        assert!(is_lasting(&Status::unimplemented("")));
+        assert!(!is_lasting(&Status::unavailable("connection refused")));
+        assert!(!is_lasting(&Status::deadline_exceeded("slow")));
+        assert!(!is_lasting(&Status::internal("the store is busy")));
     }
 }

@@ -1,6 +1,6 @@
 //! Rendering results: tables for people, JSON for scripts, always on stdout.
 
-use std::io::{self, BufWriter, Write as _};
+use std::io::{self, BufWriter, IsTerminal as _, Write as _};
 
 use clap::ValueEnum;
 use comfy_table::{ContentArrangement, Row, Table, presets};
@@ -26,6 +26,22 @@ pub fn table() -> Table {
         .load_preset(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Disabled);
     table
+}
+
+/// Whether what goes to stdout may be coloured: stdout is a terminal and `NO_COLOR` is not
+/// set (<https://no-color.org>).
+pub fn colour_on_stdout() -> bool {
+    io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Colours the text of `table`'s styled cells, or prints them plain, whatever stdout is.
+pub fn set_colour(table: &mut Table, colour: bool) {
+    if colour {
+        table.enforce_styling();
+        table.style_text_only();
+    } else {
+        table.force_no_tty();
+    }
 }
 
 /// A two-column table of one thing's fields: a name, then its value, a row each.

@@ -58,6 +58,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
+/// Parses a repeating interval (`--interval`): a duration as [`parse_duration`] reads it, of
+/// at least a second.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_duration(text)?;
+    if interval.is_zero() {
+        return Err(format!("`{text}` is no interval: give at least 1s"));
+    }
+    Ok(interval)
+}
+
 /// The compact form of a duration: `7d`, `60m` is `1h`, `1h30m`, `45s`.
 pub fn format_duration(duration: Duration) -> String {
     let mut seconds = duration.as_secs();
@@ -339,6 +349,9 @@ mod tests {
             let error = parse_duration(bad).unwrap_err();
             assert!(error.contains("is not a duration"), "{bad:?}: {error}");
         }
+        assert_eq!(parse_interval("5s"), Ok(Duration::from_secs(5)));
+        assert!(parse_interval("0s").unwrap_err().contains("at least 1s"));
+        assert!(parse_interval("2").is_err());
     }
 
     #[test]

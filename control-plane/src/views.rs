@@ -173,6 +173,8 @@ pub struct StatusMessageView {
     pub component: String,
     pub text: String,
     pub sync_id: Option<String>,
+    /// The trace the message was raised in (32 hex digits), null when none.
+    pub trace_id: Option<String>,
     pub properties: std::collections::BTreeMap<String, String>,
 }
 
@@ -188,6 +190,7 @@ impl StatusMessageView {
             component: message.component.clone(),
             text: printable(&message.text),
             sync_id: non_empty(&message.sync_id),
+            trace_id: non_empty(&message.trace_id),
             properties: message
                 .properties
                 .iter()

@@ -167,6 +167,7 @@ fn message(sequence: u64, id: v1::StatusMessageId, text: &str) -> v1::StatusMess
         text: text.into(),
         sync_id: SYNC_ID.into(),
         properties: Default::default(),
+        trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
     }
 }
 
@@ -963,4 +964,106 @@ fn tree_as_a_table_as_json_and_as_dot() {
     assert!(se1.contains("style=dashed, color=red"), "{dot}");
     let pr1 = dot.lines().find(|l| l.contains("\"PR1\" [")).unwrap();
     assert!(!pr1.contains("dashed"), "{dot}");
+}
+
+/// `tree --watch` piped: a frame per refresh with a blank line between, a node that cannot
+/// be reached is a frame that says so (and the watch goes on), and Ctrl-C ends it with
+/// status 0.
+#[cfg(unix)]
+#[test]
+fn tree_watch_goes_on_while_the_node_is_down() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut watch = support::Running::start(support::insecure_command(
+        &address,
+        &["tree", "--watch", "--interval", "1s"],
+    ));
+    let mut frames = vec![Vec::new()];
+    while frames.len() < 3 {
+        let line = watch
+            .next_line(Duration::from_secs(30))
+            .expect("the watch goes on");
+        if line.is_empty() {
+            frames.push(Vec::new());
+        } else {
+            frames.last_mut().unwrap().push(line);
+        }
+    }
+    for frame in &frames[..2] {
+        assert_eq!(frame.len(), 3, "{frame:#?}");
+        assert!(
+            frame[0].starts_with(&format!("node {address} · refreshed ")),
+            "{frame:#?}"
+        );
+        assert!(frame[0].ends_with(" · every 1s"), "{frame:#?}");
+        assert!(
+            frame[1].starts_with("NO ANSWER from the node; trying again in 1s (no answer yet)"),
+            "{frame:#?}"
+        );
+        assert!(
+            frame[2].starts_with(&format!("cannot reach the node at http://{address}: ")),
+            "{frame:#?}"
+        );
+        assert!(!frame.concat().contains('\u{1b}'), "{frame:#?}");
+    }
+    watch.interrupt();
+    let (status, stderr) = watch.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+/// A refusal that would only repeat ends the watch at once with the usual error.
+#[test]
+fn tree_watch_ends_on_a_refusal() {
+    let denied = FakeNode::start(Behaviour {
+        deny: Some("rule operators-only: the certificate CN=alice is not an operator"),
+        ..Behaviour::default()
+    });
+    let mut watch = support::Running::start(support::insecure_command(
+        &denied.address,
+        &["tree", "--watch", "--output", "json"],
+    ));
+    assert_eq!(watch.next_line(Duration::from_secs(30)), None);
+    let (status, stderr) = watch.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: the node refused Admin.GetHierarchy: permission denied"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn tree_watch_with_a_json_line_per_refresh_and_its_flags() {
+    let node = FakeNode::start(Behaviour::default());
+    let mut watch = support::Running::start(support::insecure_command(
+        &node.address,
+        &["tree", "--watch", "--interval", "1s", "-o", "json"],
+    ));
+    for _ in 0..2 {
+        let line = watch.next_line(Duration::from_secs(30)).unwrap();
+        let frame: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(frame["answered"], true, "{frame}");
+        assert_eq!(frame["tree"]["sites"][3]["site_code"], "SE1", "{frame}");
+        assert_eq!(frame["tree"]["sites"][3]["lag_revisions"], 12, "{frame}");
+    }
+    drop(watch);
+
+    // --interval belongs to --watch; a watch is not drawn in DOT; an interval is at least 1s.
+    for args in [
+        &["tree", "--interval", "5s"][..],
+        &["tree", "--watch", "--output", "dot"],
+        &["tree", "--watch", "--interval", "0s"],
+    ] {
+        let output = node.ctl(args);
+        assert_eq!(
+            output.status.code(),
+            Some(64),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
 }

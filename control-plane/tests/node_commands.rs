@@ -303,3 +303,74 @@ fn the_operator_needs_a_certificate_of_the_nodes_ca() {
         stderr(&denied)
     );
 }
+
+/// `tree --watch --output json` against a real node: one JSON object per line per refresh,
+/// each the node's tree; one saying the node cannot be reached once it is gone; and Ctrl-C
+/// ends the watch with status 0 and leaves no process behind.
+#[cfg(unix)]
+#[test]
+fn tree_watch_prints_a_json_line_per_refresh_until_interrupted() {
+    let catalog = tempfile::tempdir().unwrap();
+    generate_catalog(catalog.path(), 5);
+    let mut node = RunningNode::start(catalog.path());
+    let mut watch = support::Running::start(support::tls_command(
+        &node.address,
+        &node.pki_dir(),
+        &["tree", "--watch", "--interval", "1s", "--output", "json"],
+    ));
+
+    let mut refreshed = Vec::new();
+    for _ in 0..2 {
+        let line = watch
+            .next_line(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("stdout closed early\nnode log:\n{}", node.log()));
+        let frame: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert_eq!(
+            frame["answered"],
+            true,
+            "{frame}\nnode log:\n{}",
+            node.log()
+        );
+        assert_eq!(frame["node"], node.address.as_str(), "{frame}");
+        assert_eq!(frame["interval_seconds"], 1, "{frame}");
+        assert_eq!(frame["tree"]["root_site_code"], "CEN", "{frame}");
+        assert_eq!(frame["tree"]["sites"][0]["site_code"], "CEN", "{frame}");
+        let at = frame["refreshed_at"].as_str().unwrap();
+        refreshed.push(sitesync_metadata::Timestamp::parse_iso8601(at).unwrap());
+    }
+    assert!(
+        refreshed[0].unix_millis() < refreshed[1].unix_millis(),
+        "{refreshed:?}"
+    );
+
+    // The node goes down: the watch goes on, saying so.
+    node.kill();
+    let unanswered = loop {
+        let line = watch
+            .next_line(Duration::from_secs(30))
+            .expect("the watch outlives the node");
+        let frame: Value = serde_json::from_str(&line).unwrap();
+        if frame["answered"] == false {
+            break frame;
+        }
+    };
+    assert_eq!(unanswered["tree"], Value::Null, "{unanswered}");
+    assert!(unanswered["last_answer_at"].is_string(), "{unanswered}");
+    assert!(
+        unanswered["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot reach the node at"),
+        "{unanswered}"
+    );
+
+    watch.interrupt();
+    let (status, stderr) = watch.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(
+        watch.stdout_closed(Duration::from_secs(5)),
+        "something still holds sitesyncctl's stdout"
+    );
+}

@@ -24,8 +24,8 @@
 //! Around them: [`config`] (defaults → TOML → environment → flags), [`node`] (a running
 //! node's shared state), [`metrics`] (what `/metrics` serves to Prometheus), [`policy`]
 //! (the client policy published after each sync, S8), [`clock`] (the time seam and the one
-//! reconnect backoff), [`allocator`] and [`startup`] (the composition root that opens it
-//! all).
+//! reconnect backoff), [`telemetry`] (logs and traces), [`allocator`] and [`startup`] (the
+//! composition root that opens it all).
 #![forbid(unsafe_code)]
 
 pub mod allocator;
@@ -41,4 +41,5 @@ pub mod policy;
 pub mod startup;
 pub mod store;
 pub mod sync;
+pub mod telemetry;
 pub mod upstream;

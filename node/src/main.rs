@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use sitesync_node::clock::SystemClock;
 use sitesync_node::config::{NodeConfig, Overrides};
+use sitesync_node::telemetry::{self, LogFormat};
 use tracing::{info, warn};
 
 // The allocator the store benchmark measures with (node/benches/store_ingest.rs).
@@ -67,6 +68,15 @@ struct Args {
     /// probes that cannot present a certificate, such as Kubernetes' gRPC probes.
     #[arg(long, env = "SITESYNC_HEALTH_LISTEN", value_name = "ADDR")]
     health_listen: Option<std::net::SocketAddr>,
+    /// `text` (the default: readable lines) or `json` (one JSON object a line, for log
+    /// shippers; lines inside a sync carry `site`, `sync_id` and `trace_id`).
+    #[arg(
+        long,
+        env = "SITESYNC_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     /// Once listening, write the bound address (host:port) to this file: how scripts and
     /// tests find a node started on port 0.
     #[arg(long)]
@@ -92,16 +102,6 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only for a terminal: logs collected by a container engine or a journal
-        // stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-
     let args = Args::parse();
     let overrides = Overrides {
         site_code: args.site_code,
@@ -117,14 +117,43 @@ async fn run() -> anyhow::Result<()> {
         insecure: args.insecure,
         metrics_listen: args.metrics_listen,
     };
-    let mut config = NodeConfig::load(args.config.as_deref(), &overrides)?;
+    let config = NodeConfig::load(args.config.as_deref(), &overrides)?;
+    // Spans and log lines name the site, so logging starts once the configuration is read;
+    // a configuration that cannot be read is reported on stderr by the error itself.
+    let telemetry = telemetry::init(
+        args.log_format,
+        &telemetry::Source {
+            site: config.site_code.to_string(),
+            role: config.role.to_string(),
+        },
+    )?;
+    let served = serve(
+        config,
+        args.address_file,
+        args.metrics_address_file,
+        args.health_listen,
+        telemetry.exporting(),
+    )
+    .await;
+    // The last spans (the shutdown's among them) leave before the process does.
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+    served
+}
+
+async fn serve(
+    mut config: NodeConfig,
+    address_file: Option<PathBuf>,
+    metrics_address_file: Option<PathBuf>,
+    health_listen: Option<std::net::SocketAddr>,
+    exporting_traces: bool,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     // What the node reports (status, the client policy) is where it really listens.
     let address = listener.local_addr()?;
     config.listen = address;
-    let health_listener = match args.health_listen {
+    let health_listener = match health_listen {
         Some(address) => Some(
             tokio::net::TcpListener::bind(address)
                 .await
@@ -143,7 +172,7 @@ async fn run() -> anyhow::Result<()> {
     let started = sitesync_node::startup::start(config, Arc::new(SystemClock))?;
     if let Some(metrics) = metrics_listener {
         let metrics_address = metrics.local_addr()?;
-        if let Some(path) = &args.metrics_address_file {
+        if let Some(path) = &metrics_address_file {
             write_address(path, metrics_address)?;
         }
         info!(address = %metrics_address, "metrics at /metrics (plaintext, Prometheus text format)");
@@ -154,7 +183,7 @@ async fn run() -> anyhow::Result<()> {
                 started.node.metrics.clone(),
             ));
     }
-    if let Some(path) = &args.address_file {
+    if let Some(path) = &address_file {
         write_address(path, address)?;
     }
     let config = &started.node.config;
@@ -163,6 +192,7 @@ async fn run() -> anyhow::Result<()> {
         role = %config.role,
         %address,
         data_dir = %config.data_dir.display(),
+        exporting_traces,
         "node serving"
     );
     if let Some(health) = &health_listener {

@@ -150,6 +150,11 @@ async fn a_node_killed_mid_sync_redoes_the_sync_without_losing_or_duplicating_me
     let count = |id: i32| messages.iter().filter(|m| m.message_id == id).count();
     assert_eq!(count(6701), 2);
     assert_eq!(count(6702), 1);
+    // The redo continues the interrupted sync's trace.
+    let traces: std::collections::BTreeSet<&str> =
+        messages.iter().map(|m| m.trace_id.as_str()).collect();
+    assert_eq!(traces.len(), 1, "{messages:#?}");
+    assert_eq!(traces.first().unwrap().len(), 32, "{messages:#?}");
     drop(admin);
     drop(node);
 

@@ -66,6 +66,8 @@ pub struct NodeCommand {
     log_filter: OsString,
     /// Whether the node gets a process group of its own.
     own_process_group: bool,
+    /// Variables set for the node besides what it inherits (for example `OTEL_*`).
+    envs: Vec<(OsString, OsString)>,
 }
 
 impl NodeCommand {
@@ -80,7 +82,15 @@ impl NodeCommand {
             args: Vec::new(),
             log_filter: std::env::var_os("RUST_LOG").unwrap_or_else(|| "info".into()),
             own_process_group: false,
+            envs: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable for the node.
+    pub fn env(&mut self, name: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+        self.envs
+            .push((name.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
     }
 
     /// Adds a flag or value for the node.
@@ -162,6 +172,7 @@ impl NodeCommand {
         command
             .env("RUST_LOG", &self.log_filter)
             .env("NO_COLOR", "1")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr);

@@ -16,12 +16,21 @@
 //! each) — the least time one hop's work takes here (target ≥ 50%). A child's sync writes
 //! two stores (phase 1 and phase 2), so the table gives each phase's ratio as well.
 //!
+//! **(c) Tracing overhead.** Two trees of 21 sites as in (a), one exporting every span over
+//! OTLP to a collector in this process (on loopback), the other exporting nothing. They take
+//! turns (on, off, on, off, ...): each turn, 1,000 new updates appear in that tree's
+//! catalog and its top site runs a full sync. Measured per turn: the top site's sync (6701 →
+//! 6702) and the cascade (top site 6702 → last leaf 6702). Reported: every turn, the medians
+//! and the ratio on / off (target: at most 5% more).
+//!
 //! ```sh
 //! cargo bench -p sitesync-tests --bench hierarchy
 //! # quick: a smaller catalog for (b) (and for (a)'s base catalog, at most 10,000)
 //! SITESYNC_BENCH_REVISIONS=5000 cargo bench -p sitesync-tests --bench hierarchy
 //! # one part only
 //! SITESYNC_BENCH_PARTS=a cargo bench -p sitesync-tests --bench hierarchy
+//! # the tracing overhead, with 5 pairs of turns
+//! SITESYNC_BENCH_PARTS=c SITESYNC_BENCH_PAIRS=5 cargo bench -p sitesync-tests --bench hierarchy
 //! ```
 //!
 //! Nodes log to files in a temporary directory; set `SITESYNC_BENCH_KEEP=1` to keep it.
@@ -64,7 +73,7 @@ fn env_usize(name: &str) -> Option<usize> {
 
 async fn run() {
     let revisions = env_usize("SITESYNC_BENCH_REVISIONS").unwrap_or(100_000);
-    let parts = std::env::var("SITESYNC_BENCH_PARTS").unwrap_or_else(|_| "ab".into());
+    let parts = std::env::var("SITESYNC_BENCH_PARTS").unwrap_or_else(|_| "abc".into());
     // Built (release) before anything is timed.
     let started = Instant::now();
     let binary = sitesync_tests::cluster::node_binary();
@@ -78,6 +87,10 @@ async fn run() {
     }
     if parts.contains('b') {
         per_hop_throughput(revisions).await;
+    }
+    if parts.contains('c') {
+        let pairs = env_usize("SITESYNC_BENCH_PAIRS").unwrap_or(3);
+        tracing_overhead(revisions.min(10_000), 1_000, pairs).await;
     }
 }
 
@@ -142,15 +155,10 @@ fn seconds(nanos: i128) -> f64 {
     nanos as f64 / 1e9
 }
 
-async fn cascade_latency(base: usize, new_updates: usize) {
-    println!();
-    println!(
-        "(a) cascade of {new_updates} new updates through 21 sites (1 + 4 + 16), base catalog {base} revisions"
-    );
-    let mut hierarchy = new_hierarchy();
-    let spec = CatalogSpec::new(base, CatalogSpec::DEFAULT_SEED);
-    write_catalog(hierarchy.catalog(), &spec, |_| {}).expect("write the catalog");
-    let started = Instant::now();
+/// Starts a tree of 21 sites (the top `CEN`, `P01`..`P04`, `S01`..`S16`) on a generated
+/// base catalog and waits until every site holds it; returns the sites by level.
+async fn start_tree(hierarchy: &mut Hierarchy, spec: &CatalogSpec) -> BTreeMap<u32, Vec<String>> {
+    write_catalog(hierarchy.catalog(), spec, |_| {}).expect("write the catalog");
     hierarchy.start_top("CEN").await.expect("start CEN");
     let mut levels: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for child in 1..=4 {
@@ -172,10 +180,23 @@ async fn cascade_latency(base: usize, new_updates: usize) {
     for node in hierarchy.nodes() {
         wait_converged(node, &initial).await;
     }
+    levels
+}
+
+async fn cascade_latency(base: usize, new_updates: usize) {
+    println!();
+    println!(
+        "(a) cascade of {new_updates} new updates through 21 sites (1 + 4 + 16), base catalog {base} revisions"
+    );
+    let mut hierarchy = new_hierarchy();
+    let spec = CatalogSpec::new(base, CatalogSpec::DEFAULT_SEED);
+    let started = Instant::now();
+    let levels = start_tree(&mut hierarchy, &spec).await;
     println!(
         "tree started and synced the base catalog in {:.1?}",
         started.elapsed()
     );
+    let top = hierarchy.node("CEN");
 
     // Only new updates: what a release day adds.
     let changes = CatalogChanges::derive(&spec, new_updates, 21);
@@ -249,6 +270,101 @@ async fn cascade_latency(base: usize, new_updates: usize) {
         seconds(last_leaf)
     );
     finish(hierarchy);
+}
+
+/// One turn of (c): new updates in the tree's catalog, a full sync at its top site, and the
+/// cascade to every site. Returns (top site 6701 → 6702, top 6702 → last site's 6702), s.
+async fn one_cascade(hierarchy: &Hierarchy, changes: &CatalogChanges) -> (f64, f64) {
+    for document in &changes.new_updates {
+        std::fs::write(hierarchy.catalog().join(&document.file_name), &document.xml)
+            .expect("write a new update");
+    }
+    let top = hierarchy.node("CEN");
+    let sync_id = top.run_sync(v1::SyncKind::Full).await.expect("RunSync");
+    let end = top.sync_finished(&sync_id, PATIENCE).await.expect("synced");
+    assert_eq!(
+        end.message_id(),
+        v1::StatusMessageId::SyncDone,
+        "{}",
+        end.text
+    );
+    let top_started = message_time(top, v1::StatusMessageId::SyncStarted, &sync_id).await;
+    let top_done = message_time(top, v1::StatusMessageId::SyncDone, &sync_id).await;
+    let after = top
+        .wait_status("idle", PATIENCE, settled)
+        .await
+        .expect("idle");
+    let mut last = top_done;
+    for node in hierarchy.nodes().filter(|n| n.site_code != "CEN") {
+        let status = wait_converged(node, &after).await;
+        let run = status.site.unwrap().last_sync.unwrap();
+        last = last.max(message_time(node, v1::StatusMessageId::SyncDone, &run.sync_id).await);
+    }
+    (seconds(top_done - top_started), seconds(last - top_done))
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+async fn tracing_overhead(base: usize, new_updates: usize, pairs: usize) {
+    println!();
+    println!(
+        "(c) tracing overhead: two trees of 21 sites, spans exported over OTLP to a collector on loopback or not at all, {pairs} pairs of turns of {new_updates} new updates (base catalog {base} revisions)"
+    );
+    let collector = sitesync_tests::otlp::Collector::default();
+    let endpoint = collector.start().await;
+    let spec = CatalogSpec::new(base, CatalogSpec::DEFAULT_SEED);
+    let mut on = new_hierarchy();
+    on.set_env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
+    let mut off = new_hierarchy();
+    let started = Instant::now();
+    start_tree(&mut on, &spec).await;
+    start_tree(&mut off, &spec).await;
+    println!(
+        "both trees synced the base catalog in {:.1?}",
+        started.elapsed()
+    );
+
+    // Each turn adds updates the tree has not seen: the same count, from one sequence of
+    // seeds, so the two trees do the same work turn by turn.
+    let (mut top_on, mut cascade_on, mut top_off, mut cascade_off) =
+        (vec![], vec![], vec![], vec![]);
+    println!();
+    println!(
+        "{:<6} {:<9} {:>14} {:>14}",
+        "pair", "exporter", "top sync (s)", "cascade (s)"
+    );
+    for pair in 1..=pairs {
+        // New updates under a seed of their own: ids neither tree holds yet.
+        let changes = CatalogChanges::derive(&spec, new_updates, 100 + pair as u64);
+        for (name, hierarchy, top, cascade) in [
+            ("on", &on, &mut top_on, &mut cascade_on),
+            ("off", &off, &mut top_off, &mut cascade_off),
+        ] {
+            let (t, c) = one_cascade(hierarchy, &changes).await;
+            println!("{pair:<6} {name:<9} {t:>14.3} {c:>14.3}");
+            top.push(t);
+            cascade.push(c);
+        }
+    }
+    let (t_on, t_off) = (median(&top_on), median(&top_off));
+    let (c_on, c_off) = (median(&cascade_on), median(&cascade_off));
+    println!();
+    println!(
+        "median top sync: on {t_on:.3} s, off {t_off:.3} s, on/off {:.1}%",
+        100.0 * t_on / t_off
+    );
+    println!(
+        "median cascade:  on {c_on:.3} s, off {c_off:.3} s, on/off {:.1}%",
+        100.0 * c_on / c_off
+    );
+    println!("spans received by the collector: {}", collector.len());
+    println!("(target: on/off at most 105%)");
+    finish(on);
+    finish(off);
 }
 
 /// The baseline's server: the same document bytes, in batches, over a server stream.

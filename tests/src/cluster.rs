@@ -136,8 +136,12 @@ impl NodeProcess {
         upstream: Upstream,
         config_toml: &str,
         (pki_dir, transport): (&Path, &Transport),
+        env: &[(String, String)],
     ) -> anyhow::Result<Self> {
         let mut command = NodeCommand::new(node_binary(), site_code, dir);
+        for (name, value) in env {
+            command.env(name, value);
+        }
         command
             .arg("--site-code")
             .arg(site_code)
@@ -381,6 +385,8 @@ pub struct Hierarchy {
     config_toml: String,
     /// Log lines printed per node when the test fails.
     log_lines_on_failure: usize,
+    /// Environment variables of nodes started from now on.
+    env: Vec<(String, String)>,
     /// The hierarchy's CA, in `<dir>/pki`: it issues each site's certificate as it starts.
     authority: Authority,
     /// Mutual TLS as the operator [`HARNESS_OPERATOR`].
@@ -412,6 +418,7 @@ impl Hierarchy {
             catalog,
             config_toml: String::new(),
             log_lines_on_failure: 60,
+            env: Vec::new(),
             authority,
             transport,
         })
@@ -420,6 +427,11 @@ impl Hierarchy {
     /// Sets the config file content of nodes started from now on.
     pub fn set_config(&mut self, toml: &str) {
         self.config_toml = toml.to_owned();
+    }
+
+    /// Sets an environment variable of nodes started from now on (and their restarts).
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.push((name.to_owned(), value.to_owned()));
     }
 
     /// The top site's upstream directory.
@@ -477,8 +489,16 @@ impl Hierarchy {
         self.authority
             .issue(&Identity::site(site_code)?, &[], DEFAULT_VALIDITY)?;
         let tls = (self.authority.dir(), &self.transport);
-        let node =
-            NodeProcess::start(&dir, site_code, role, upstream, &self.config_toml, tls).await?;
+        let node = NodeProcess::start(
+            &dir,
+            site_code,
+            role,
+            upstream,
+            &self.config_toml,
+            tls,
+            &self.env,
+        )
+        .await?;
         Ok(self.nodes.entry(site_code.to_owned()).or_insert(node))
     }
 

@@ -14,6 +14,7 @@
 
 pub mod cluster;
 pub mod metrics;
+pub mod otlp;
 
 use std::process::Child;
 

@@ -25,7 +25,15 @@ pub async fn run(
     let mut request = request(args, units::now())?;
     let mut sink = RowSink::new(
         output,
-        ["time", "site", "id", "severity", "component", "text"],
+        [
+            "time",
+            "site",
+            "id",
+            "severity",
+            "component",
+            "trace",
+            "text",
+        ],
         Some("no status messages match"),
     )?;
     let mut remaining = limit(args.limit);
@@ -94,7 +102,7 @@ fn request(
     })
 }
 
-fn table_row(message: &StatusMessageView) -> [String; 6] {
+fn table_row(message: &StatusMessageView) -> [String; 7] {
     // Tables show seconds; JSON keeps the node's precision.
     let time = message
         .time
@@ -106,6 +114,8 @@ fn table_row(message: &StatusMessageView) -> [String; 6] {
         message.message_id.to_string(),
         message.severity.to_owned(),
         message.component.clone(),
+        // Whole: it is what a trace viewer searches for.
+        message.trace_id.clone().unwrap_or_else(|| "-".to_owned()),
         output::truncate(&message.text.replace('\n', " "), TEXT_WIDTH),
     ]
 }
@@ -190,6 +200,7 @@ mod tests {
                 "2025-01-31T08:00:12.5Z",
             )),
             text: "done\nnew 3".into(),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
             ..Default::default()
         });
         assert_eq!(
@@ -200,8 +211,11 @@ mod tests {
                 "6702",
                 "informational",
                 "SMS_WSUS_SYNC_MANAGER",
+                "4bf92f3577b34da6a3ce929d0e0e4736",
                 "done new 3"
             ]
         );
+        let untraced = StatusMessageView::new(&v1::StatusMessage::default());
+        assert_eq!(table_row(&untraced)[5], "-");
     }
 }

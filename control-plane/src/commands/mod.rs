@@ -3,15 +3,17 @@
 //! `catalog` works on local files; `demo` starts node processes of its own and talks to
 //! them. Every other group talks to a node: [`on_node`] builds a current-thread runtime,
 //! connects once ([`Node::connect`]) and runs the command's async body, whose errors
-//! [`exit_code`] maps to the exit status.
+//! [`exit_code`] maps to the exit status. `tree --watch` connects itself, and again after
+//! the node was lost, since a node that is down must not end the watch.
 
 use std::future::Future;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use sitesync_proto::MAX_PAGE_SIZE;
 
 use crate::cli::{Cli, Command, SettingsCommand, UpdatesCommand};
-use crate::client::{self, Node, NodeUnreachable};
+use crate::client::{self, Node};
 use crate::output::OutputFormat;
 
 pub mod catalog;
@@ -30,14 +32,24 @@ mod updates;
 /// sync); `Err` is a failure the binary prints as `error: …` on stderr.
 pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let output = cli.output;
-    if output == OutputFormat::Dot && !matches!(cli.command, Command::Tree) {
+    if output == OutputFormat::Dot && !matches!(cli.command, Command::Tree(_)) {
         eprintln!(
             "error: --output dot draws the hierarchy, for `sitesyncctl tree`; other commands print table or json"
         );
         return Ok(ExitCode::from(64));
     }
     match &cli.command {
-        Command::Tree => on_node(cli, |node| tree::run(node, output)),
+        Command::Tree(args) if args.watch => {
+            if output == OutputFormat::Dot {
+                eprintln!(
+                    "error: `tree --watch` redraws a table or prints a JSON line per refresh; \
+                     --output dot draws the tree once"
+                );
+                return Ok(ExitCode::from(64));
+            }
+            client::runtime()?.block_on(tree::watch::run(&cli.node, args.interval, output))
+        }
+        Command::Tree(_) => on_node(cli, |node| tree::run(node, output)),
         Command::Catalog(command) => catalog::run(command, output),
         Command::Demo(args) => demo::run(args, output),
         Command::Pki(command) => pki::run(command, output),
@@ -61,10 +73,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 /// The exit status for a command that failed with `error`: 2 when the node could not be
 /// reached (so scripts can wait and retry), 1 otherwise.
 pub fn exit_code(error: &anyhow::Error) -> ExitCode {
-    let unreachable = error
-        .chain()
-        .any(|cause| cause.downcast_ref::<NodeUnreachable>().is_some());
-    if unreachable {
+    if client::is_unreachable(error) {
         ExitCode::from(2)
     } else {
         ExitCode::FAILURE
@@ -82,6 +91,26 @@ where
         let node = Node::connect(&cli.node).await?;
         command(node).await
     })
+}
+
+/// Ctrl-C, or SIGTERM on Unix: what ends a command that runs until told to stop (`demo`,
+/// `tree --watch`).
+async fn interrupted() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C"),
+            _ = terminate.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot listen for Ctrl-C")
+    }
 }
 
 /// `--limit N` of listings; 0 means no limit.
@@ -107,6 +136,7 @@ mod tests {
     use clap::Parser as _;
 
     use super::*;
+    use crate::client::NodeUnreachable;
 
     #[test]
     fn pages_never_ask_for_more_than_wanted() {

@@ -136,6 +136,15 @@ pub fn commit(
         )));
     }
     let store = target.store;
+    let span = tracing::info_span!(
+        "feed.batch",
+        otel.name = format!("apply batch ({})", target.anchor_key),
+        anchor_key = target.anchor_key,
+        revisions = tracing::field::Empty,
+        bytes = read.bytes_received,
+        snapshot = matches!(read.body, ReadBody::Snapshot { .. }),
+    )
+    .entered();
     outcome.bytes_received += read.bytes_received;
     let changes = match read.body {
         ReadBody::Log(changes) => changes,
@@ -160,6 +169,7 @@ pub fn commit(
         .map(|(key, value)| (key.as_str(), std::mem::take(value)))
         .collect();
     metadata.push((target.anchor_key, anchor));
+    span.record("revisions", changes.len());
     let applied = store.apply(changes, &metadata)?;
     outcome.add(&applied);
     outcome.batches += 1;

@@ -9,6 +9,7 @@
 //! - [`wire`]: every conversion between the node's domain types and the wire types;
 //!   [`site_states`] those of the site states reported up the hierarchy.
 //! - [`connect`]: channels to other nodes over the node's transport.
+//! - [`trace`]: the W3C trace context on every call, in and out.
 //!
 //! Below, the one deliberate mapping of domain errors to gRPC codes.
 
@@ -19,6 +20,7 @@ pub mod metrics_layer;
 pub mod server;
 pub mod services;
 pub mod site_states;
+pub mod trace;
 pub mod wire;
 
 use tonic::{Code, Status};

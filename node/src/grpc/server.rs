@@ -145,6 +145,8 @@ pub async fn serve_with_health_listener(
         .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
         .layer(MetricsLayer(node.metrics.clone()))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_CALLS))
+        // Outside the access check, so a refused call has its span too.
+        .layer(super::trace::TraceLayer)
         .layer(AccessLayer(access))
         .add_service(health)
         .add_service(reflection)

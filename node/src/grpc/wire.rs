@@ -261,6 +261,7 @@ pub fn wire_message(message: &StatusMessage) -> v1::StatusMessage {
             message.sync_id.to_string()
         },
         properties: message.properties.clone().into_iter().collect(),
+        trace_id: message.trace_id.clone(),
     }
 }
 

@@ -28,13 +28,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sitesync_metadata::Timestamp;
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::clock::{Backoff, Clock};
 use crate::config::{Role, SiteCode, UpstreamConfig, validate_address};
 use crate::node::NodeState;
 use crate::store::{Backend, StoreError, WriteBatch};
 use crate::sync::manager::{InternetUpdateServer, SyncManager, SyncRun};
+use crate::telemetry::TraceContext;
 pub use peers::RequestReason;
 use peers::{OutgoingSyncRequest, Peers, SyncDisposition};
 
@@ -227,6 +228,19 @@ pub struct OutboxEntry {
     pub sync_id: u64,
     /// Sent as the request's `reason`; the child checks it matches its role.
     pub reason: RequestReason,
+    /// The trace of the sync that queued it: the delivery, and the child's sync, continue
+    /// it, however late the child comes back.
+    pub trace: Option<TraceContext>,
+}
+
+/// An outbox entry as written before requests carried a trace context.
+#[derive(Deserialize)]
+struct OutboxEntryWithoutTrace {
+    child: String,
+    request_id: String,
+    requested_at: Timestamp,
+    sync_id: u64,
+    reason: RequestReason,
 }
 
 /// An outbox entry as written before requests had a reason: all were cascades.
@@ -240,17 +254,30 @@ struct OutboxEntryWithoutReason {
 
 impl OutboxEntry {
     fn decode(bytes: &[u8]) -> Result<Self, HierarchyError> {
-        // postcard has no field tags: an older entry is shorter, and is tried second.
-        decode::<Self>(bytes).or_else(|error| match decode::<OutboxEntryWithoutReason>(bytes) {
-            Ok(old) => Ok(Self {
-                child: old.child,
-                request_id: old.request_id,
-                requested_at: old.requested_at,
-                sync_id: old.sync_id,
-                reason: RequestReason::Cascade,
-            }),
-            Err(_) => Err(error),
-        })
+        // postcard has no field tags: an older entry is shorter, and is tried after.
+        decode::<Self>(bytes)
+            .or_else(|error| match decode::<OutboxEntryWithoutTrace>(bytes) {
+                Ok(old) => Ok(Self {
+                    child: old.child,
+                    request_id: old.request_id,
+                    requested_at: old.requested_at,
+                    sync_id: old.sync_id,
+                    reason: old.reason,
+                    trace: None,
+                }),
+                Err(_) => Err(error),
+            })
+            .or_else(|error| match decode::<OutboxEntryWithoutReason>(bytes) {
+                Ok(old) => Ok(Self {
+                    child: old.child,
+                    request_id: old.request_id,
+                    requested_at: old.requested_at,
+                    sync_id: old.sync_id,
+                    reason: RequestReason::Cascade,
+                    trace: None,
+                }),
+                Err(_) => Err(error),
+            })
     }
 }
 
@@ -552,6 +579,8 @@ impl Hierarchy {
         sync_id: u64,
     ) -> Result<usize, HierarchyError> {
         let now = self.clock.now();
+        // Called inside the sync's span: each request continues its trace.
+        let trace = TraceContext::current();
         let entries: Vec<OutboxEntry> = children
             .iter()
             .map(|child| OutboxEntry {
@@ -560,6 +589,7 @@ impl Hierarchy {
                 requested_at: now,
                 sync_id,
                 reason: child.request_reason(),
+                trace: trace.clone(),
             })
             .collect();
         self.outbox.push(&entries)?;
@@ -694,7 +724,22 @@ impl Hierarchy {
                     break;
                 };
                 let full = messages.len() == STATUS_BATCH;
-                peers.report_status(parent, messages).await?;
+                let span = info_span!(
+                    "status.forward",
+                    otel.name = "forward status messages",
+                    otel.kind = "client",
+                    site = %site,
+                    messages = messages.len(),
+                    through_sequence = last,
+                    otel.status_code = tracing::field::Empty,
+                );
+                peers
+                    .report_status(parent, messages)
+                    .instrument(span.clone())
+                    .await
+                    .inspect_err(|_| {
+                        span.record("otel.status_code", "ERROR");
+                    })?;
                 self.forwarding
                     .acknowledge(&site, last)
                     .map_err(|e| e.to_string())?;
@@ -845,10 +890,28 @@ impl Hierarchy {
         entries: &[OutboxEntry],
     ) -> Result<(), (String, String)> {
         for entry in entries {
+            let span = info_span!(
+                "outbox.deliver",
+                otel.name = format!("deliver sync request to {}", entry.child),
+                otel.kind = "client",
+                child = %entry.child,
+                request_id = %entry.request_id,
+                origin_sync_id = entry.sync_id,
+                otel.status_code = tracing::field::Empty,
+                otel.status_description = tracing::field::Empty,
+            );
+            if let Some(trace) = &entry.trace {
+                trace.adopt(&span);
+            }
             let disposition = self
                 .deliver_one(peers, entry)
+                .instrument(span.clone())
                 .await
-                .map_err(|reason| (entry.request_id.clone(), reason))?;
+                .map_err(|reason| {
+                    span.record("otel.status_code", "ERROR");
+                    span.record("otel.status_description", reason.as_str());
+                    (entry.request_id.clone(), reason)
+                })?;
             info!(child = %entry.child, request_id = %entry.request_id, ?disposition, "sync request delivered");
             if let Err(e) = self.outbox.remove(entry) {
                 warn!(error = %e, "cannot remove a delivered sync request from the outbox");
@@ -964,6 +1027,7 @@ mod tests {
             progress: (0, 0),
             failure_reason: None,
             retry_at: None,
+            trace: None,
         };
         // The cascade of sync 7 ran (no child yet); its success is not recorded yet.
         assert_eq!(hierarchy.cascade(&run).unwrap(), 0);
@@ -1025,5 +1089,42 @@ mod tests {
         };
         assert_eq!(OutboxEntry::decode(&encode(&new).unwrap()).unwrap(), new);
         assert!(OutboxEntry::decode(&[0xff]).is_err());
+    }
+
+    #[derive(Serialize)]
+    struct EntryWithoutTrace {
+        child: String,
+        request_id: String,
+        requested_at: Timestamp,
+        sync_id: u64,
+        reason: RequestReason,
+    }
+
+    #[test]
+    fn outbox_entries_written_before_traces_keep_their_reason_and_carry_none() {
+        let old = postcard::to_allocvec(&EntryWithoutTrace {
+            child: "IN1".into(),
+            request_id: "r2".into(),
+            requested_at: Timestamp(6),
+            sync_id: 8,
+            reason: RequestReason::InternetUpdatePoint,
+        })
+        .unwrap();
+        let entry = OutboxEntry::decode(&old).unwrap();
+        assert_eq!(entry.reason, RequestReason::InternetUpdatePoint);
+        assert_eq!(entry.trace, None);
+        assert_eq!((entry.child.as_str(), entry.sync_id), ("IN1", 8));
+
+        let traced = OutboxEntry {
+            trace: Some(TraceContext {
+                traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+                tracestate: String::new(),
+            }),
+            ..entry
+        };
+        assert_eq!(
+            OutboxEntry::decode(&encode(&traced).unwrap()).unwrap(),
+            traced
+        );
     }
 }

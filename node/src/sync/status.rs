@@ -252,6 +252,32 @@ pub struct StatusMessage {
     /// Machine-readable details (counts, the phase, a document's name), so tools need not
     /// parse `text`.
     pub properties: BTreeMap<String, String>,
+    /// The trace the message was raised in (32 hex digits), empty when none: the sync's, so
+    /// an operator goes from a message to the whole cascade's trace.
+    pub trace_id: String,
+}
+
+/// A message as stored before messages carried a trace id.
+#[derive(Deserialize)]
+struct StatusMessageWithoutTrace {
+    site_code: String,
+    sequence: u64,
+    id: StatusMessageId,
+    severity: Severity,
+    component: String,
+    time: Timestamp,
+    sync_id: u64,
+    text: String,
+    properties: BTreeMap<String, String>,
+}
+
+/// Whether `trace_id` is a trace id as messages carry it: empty, or 32 lowercase hex digits.
+pub fn valid_trace_id(trace_id: &str) -> bool {
+    trace_id.is_empty()
+        || (trace_id.len() == 32
+            && trace_id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 /// A failure of the status message log.
@@ -455,6 +481,22 @@ impl StatusLog {
         properties: BTreeMap<String, String>,
         time: Timestamp,
     ) -> Result<StatusMessage, StatusError> {
+        self.append_traced(site_code, id, sync_id, text, properties, time, "")
+    }
+
+    /// [`StatusLog::append`] for a message raised inside a trace (`trace_id`: 32 hex digits,
+    /// or empty for none; anything else is dropped).
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_traced(
+        &self,
+        site_code: &str,
+        id: StatusMessageId,
+        sync_id: u64,
+        text: impl Into<String>,
+        properties: BTreeMap<String, String>,
+        time: Timestamp,
+        trace_id: &str,
+    ) -> Result<StatusMessage, StatusError> {
         check_site_code(site_code)?;
         let mut text = text.into();
         truncate(&mut text, MAX_TEXT_BYTES);
@@ -483,6 +525,11 @@ impl StatusLog {
             sync_id,
             text,
             properties,
+            trace_id: if valid_trace_id(trace_id) {
+                trace_id.to_owned()
+            } else {
+                String::new()
+            },
         };
         let mut batch = WriteBatch::default();
         stage_insert(&mut batch, &message);
@@ -793,7 +840,26 @@ fn stage_insert(batch: &mut WriteBatch, message: &StatusMessage) {
 }
 
 fn decode_message(bytes: &[u8]) -> Result<StatusMessage, StatusError> {
+    // postcard has no field tags: a message stored before trace ids is shorter, and is
+    // tried second.
     postcard::from_bytes(bytes)
+        .or_else(
+            |error| match postcard::from_bytes::<StatusMessageWithoutTrace>(bytes) {
+                Ok(old) => Ok(StatusMessage {
+                    site_code: old.site_code,
+                    sequence: old.sequence,
+                    id: old.id,
+                    severity: old.severity,
+                    component: old.component,
+                    time: old.time,
+                    sync_id: old.sync_id,
+                    text: old.text,
+                    properties: old.properties,
+                    trace_id: String::new(),
+                }),
+                Err(_) => Err(error),
+            },
+        )
         .map_err(|e| corrupt(format!("a stored message does not decode: {e}")))
 }
 
@@ -1032,6 +1098,53 @@ mod tests {
     }
 
     #[test]
+    fn messages_stored_before_trace_ids_read_with_none() {
+        #[derive(Serialize)]
+        struct Old {
+            site_code: String,
+            sequence: u64,
+            id: StatusMessageId,
+            severity: Severity,
+            component: String,
+            time: Timestamp,
+            sync_id: u64,
+            text: String,
+            properties: BTreeMap<String, String>,
+        }
+        let old = postcard::to_allocvec(&Old {
+            site_code: "PR1".into(),
+            sequence: 3,
+            id: StatusMessageId::SyncStarted,
+            severity: Severity::Informational,
+            component: COMPONENT.into(),
+            time: Timestamp(9),
+            sync_id: 2,
+            text: "started".into(),
+            properties: BTreeMap::from([("a".into(), "b".into())]),
+        })
+        .unwrap();
+        let message = decode_message(&old).unwrap();
+        assert_eq!((message.sequence, message.text.as_str()), (3, "started"));
+        assert_eq!(message.trace_id, "");
+
+        let traced = StatusMessage {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            ..message
+        };
+        let bytes = postcard::to_allocvec(&traced).unwrap();
+        assert_eq!(decode_message(&bytes).unwrap(), traced);
+    }
+
+    #[test]
+    fn trace_ids_are_32_lowercase_hex_digits_or_nothing() {
+        assert!(valid_trace_id(""));
+        assert!(valid_trace_id("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert!(!valid_trace_id("4BF92F3577B34DA6A3CE929D0E0E4736"));
+        assert!(!valid_trace_id("4bf92f3577b34da6"));
+        assert!(!valid_trace_id("zzf92f3577b34da6a3ce929d0e0e4736"));
+    }
+
+    #[test]
     fn time_keys_sort_newest_first_across_the_epoch() {
         let key = |time| {
             time_key(&StatusMessage {
@@ -1044,6 +1157,7 @@ mod tests {
                 sync_id: 1,
                 text: String::new(),
                 properties: BTreeMap::new(),
+                trace_id: String::new(),
             })
         };
         let times = [i64::MIN, -1, 0, 1, 1_700_000_000_000, i64::MAX];

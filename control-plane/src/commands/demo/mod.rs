@@ -113,7 +113,7 @@ pub fn run(args: &DemoArgs, output: OutputFormat) -> anyhow::Result<ExitCode> {
     let outcome = runtime.block_on(async {
         tokio::select! {
             result = demo(args, output, &binary, &work, &catalog, &mut nodes) => result.map(Some),
-            signal = interrupted() => signal.map(|()| None),
+            signal = super::interrupted() => signal.map(|()| None),
         }
     });
     // Closes the demo's connections to the nodes: a node stopping gracefully waits for its
@@ -240,25 +240,6 @@ async fn demo(
         output::print_table(&summary.table())?;
     }
     Ok(summary)
-}
-
-/// Ctrl-C, or SIGTERM on Unix: either ends the demo (and stops the nodes).
-async fn interrupted() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C"),
-            _ = terminate.recv() => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c()
-            .await
-            .context("cannot listen for Ctrl-C")
-    }
 }
 
 /// Where the demo keeps its files: `--dir`, or a temporary directory removed at the end.

@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
+use super::super::trace::traced;
 use super::super::wire::stated_digest;
 use crate::feed::{
     Anchor, Batch, ChangeStream, ChangesMessage, ChangesPlan, FeedError, FeedFuture, ParentCatalog,
@@ -56,7 +57,7 @@ impl ParentFeed for GrpcParent {
         Box::pin(async move {
             let info = self
                 .update_server()
-                .get_catalog_info(v1::GetCatalogInfoRequest {})
+                .get_catalog_info(traced(v1::GetCatalogInfoRequest {}))
                 .await?
                 .into_inner();
             Ok(ParentCatalog {
@@ -70,11 +71,11 @@ impl ParentFeed for GrpcParent {
         Box::pin(async move {
             let stream = self
                 .update_server()
-                .get_changes(v1::GetChangesRequest {
+                .get_changes(traced(v1::GetChangesRequest {
                     since: since.map(Into::into),
                     max_batch_bytes: 0,
                     accept_lz4: true,
-                })
+                }))
                 .await?
                 .into_inner();
             Ok(Box::new(Changes(stream)) as Box<dyn ChangeStream>)
@@ -103,7 +104,7 @@ impl ParentFeed for GrpcParent {
             .await;
             let stream = self
                 .site_replication()
-                .replicate(ReceiverStream::new(outbound))
+                .replicate(traced(ReceiverStream::new(outbound)))
                 .await?
                 .into_inner();
             Ok(Box::new(Replication { requests, stream }) as Box<dyn Subscription>)
@@ -114,7 +115,7 @@ impl ParentFeed for GrpcParent {
         Box::pin(async move {
             let info = self
                 .site_replication()
-                .get_site_database_info(v1::GetSiteDatabaseInfoRequest {})
+                .get_site_database_info(traced(v1::GetSiteDatabaseInfoRequest {}))
                 .await?
                 .into_inner();
             Ok(StorePosition::try_from(info).map_err(|e| e.within("site_database"))?)

@@ -12,6 +12,7 @@ use tonic::Status;
 use tonic::transport::Channel;
 
 use super::super::connect;
+use super::super::trace::traced;
 use super::super::wire::{own_site_state, store_info, wire_message, wire_role};
 use crate::hierarchy::RequestReason;
 use crate::hierarchy::peers::{
@@ -88,7 +89,7 @@ impl Peers for GrpcPeers {
                 state: None,
             };
             let response = client
-                .register_child(request)
+                .register_child(traced(request))
                 .await
                 .map_err(failed)?
                 .into_inner();
@@ -123,7 +124,7 @@ impl Peers for GrpcPeers {
                 origin_sync_id: request.origin_sync_id.to_string(),
             };
             let receipt = client
-                .request_sync(wire)
+                .request_sync(traced(wire))
                 .await
                 .map_err(|s| format!("{} at {address}: {}", s.code(), s.message()))?
                 .into_inner();
@@ -146,7 +147,10 @@ impl Peers for GrpcPeers {
                 reporter_site_code: self.node.config.site_code.to_string(),
                 messages: messages.iter().map(wire_message).collect(),
             };
-            client.report_status_messages(batch).await.map_err(failed)?;
+            client
+                .report_status_messages(traced(batch))
+                .await
+                .map_err(failed)?;
             Ok(())
         })
     }
@@ -182,7 +186,7 @@ impl Peers for GrpcPeers {
             .map_err(|e| format!("the report task failed: {e}"))?;
             let count = wire.sites.len();
             let receipt = client
-                .report_site_states(wire)
+                .report_site_states(traced(wire))
                 .await
                 .map_err(failed)?
                 .into_inner();

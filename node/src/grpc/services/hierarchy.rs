@@ -15,6 +15,7 @@ use super::super::access::Caller;
 use crate::hierarchy::{Hierarchy, HierarchyError, Receipt};
 use crate::sync::manager::{SyncKind, SyncManager, SyncTrigger};
 use crate::sync::status::{Severity, StatusMessage, StatusMessageId};
+use crate::telemetry::TraceContext;
 
 #[derive(Debug)]
 pub struct HierarchyService {
@@ -68,7 +69,14 @@ fn message_from_wire(wire: v1::StatusMessage) -> Result<StatusMessage, Status> {
             .parse()
             .map_err(|_| Status::invalid_argument(format!("`{}` is not a sync id", wire.sync_id)))?
     };
+    if !crate::sync::status::valid_trace_id(&wire.trace_id) {
+        return Err(Status::invalid_argument(format!(
+            "`{}` is not a trace id (32 lowercase hex digits, or empty)",
+            wire.trace_id
+        )));
+    }
     Ok(StatusMessage {
+        trace_id: wire.trace_id,
         site_code: wire.site_code,
         sequence: wire.sequence,
         id,
@@ -197,9 +205,11 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
         let hierarchy = self.hierarchy.clone();
         let sync = self.sync.clone();
         let request_id = request.request_id.clone();
+        // The child's sync continues the parent's trace, which this call's span joined.
+        let trace = TraceContext::current();
         let receipt = tokio::task::spawn_blocking(move || {
             hierarchy.received.accept(&request_id, || {
-                sync.request(SyncKind::Full, SyncTrigger::ParentRequest)
+                sync.request_traced(SyncKind::Full, SyncTrigger::ParentRequest, trace)
                     .map_err(|e| AcceptError::Status(e.into()))
             })
         })

@@ -51,7 +51,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use sitesync_metadata::Timestamp;
 use tokio::sync::{Notify, watch};
-use tracing::{info, warn};
+use tracing::field::Empty;
+use tracing::{info, info_span, warn};
 
 use super::settings::SyncSettings;
 use super::status::{StatusLog, StatusMessageId};
@@ -62,6 +63,8 @@ use crate::feed::{FeedError, ParentFeed};
 use crate::node::NodeState;
 use crate::policy::PolicyStore;
 use crate::store::{ApplyOutcome, Backend, StoreError, WriteBatch};
+use crate::telemetry::TraceContext;
+use crate::telemetry::context::{current_trace_id, trace_id};
 use crate::upstream::{DirectoryUpstream, UpstreamError};
 
 /// Log records read per step of phase 2.
@@ -79,6 +82,15 @@ const KEY_LAST_SCHEDULED: &[u8] = b"last-scheduled-start";
 const KEY_RETRY_AT: &[u8] = b"retry-at";
 const KEY_NEXT_SYNC_ID: &[u8] = b"next-sync-id";
 const KEY_SYNCED_SELECTION: &[u8] = b"synced-selection-revision";
+/// The trace context of the last failed sync, which its retry continues.
+const KEY_RETRY_TRACE: &[u8] = b"retry-trace";
+
+/// The key of the trace context sync `id` continues.
+fn trace_key(id: u64) -> Vec<u8> {
+    let mut key = b"trace/".to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SyncKind {
@@ -167,6 +179,11 @@ pub struct SyncRun {
     pub progress: (u64, u64),
     pub failure_reason: Option<String>,
     pub retry_at: Option<Timestamp>,
+    /// The trace the sync continues (the parent's sync request, the run a retry or a
+    /// restart redoes); `None` starts a trace of its own. Kept under its own key
+    /// ([`trace_key`]), so runs stored before traces still read.
+    #[serde(skip)]
+    pub trace: Option<TraceContext>,
 }
 
 /// How many finished runs [`ManagerView::recent`] keeps.
@@ -409,7 +426,8 @@ impl SyncManager {
                     sync_id = interrupted.id,
                     "redoing the sync that was running when the node stopped"
                 );
-                manager.request(interrupted.kind, SyncTrigger::Restart)?;
+                let trace = manager.stored_trace(interrupted.id);
+                manager.request_traced(interrupted.kind, SyncTrigger::Restart, trace)?;
             }
             Ok(None) => {}
             // A sync was running but its record is unreadable: redoing a full sync is
@@ -458,8 +476,19 @@ impl SyncManager {
     }
 
     /// Asks for a sync. It starts at once when the manager is idle, else it waits behind
-    /// the running one; an identical request already waiting is not queued twice.
+    /// the running one; an identical request already waiting is not queued twice. The sync
+    /// starts a trace of its own.
     pub fn request(&self, kind: SyncKind, trigger: SyncTrigger) -> Result<Disposition, SyncError> {
+        self.request_traced(kind, trigger, None)
+    }
+
+    /// [`SyncManager::request`] continuing `trace`, or starting a trace when `None`.
+    pub fn request_traced(
+        &self,
+        kind: SyncKind,
+        trigger: SyncTrigger,
+        trace: Option<TraceContext>,
+    ) -> Result<Disposition, SyncError> {
         let inner = &self.inner;
         if trigger == SyncTrigger::Operator && kind == SyncKind::Full && self.has_parent() {
             return Err(SyncError::OperatorAtChild);
@@ -484,6 +513,10 @@ impl SyncManager {
             return Ok(Disposition::Queued(waiting.id));
         }
         let id: u64 = get(&*inner.space, KEY_NEXT_SYNC_ID)?.unwrap_or(1);
+        if let Some(trace) = &trace {
+            // Before the id is taken, so a queued sync never lacks the trace it continues.
+            put(&*inner.space, &trace_key(id), trace)?;
+        }
         put(&*inner.space, KEY_NEXT_SYNC_ID, &(id + 1))?;
         let run = SyncRun {
             id,
@@ -498,6 +531,7 @@ impl SyncManager {
             progress: (0, 0),
             failure_reason: None,
             retry_at: None,
+            trace,
         };
         let disposition = if queue.running || !queue.waiting.is_empty() {
             Disposition::Queued(id)
@@ -520,6 +554,22 @@ impl SyncManager {
     /// Whether this is an internet-facing node: no site database, no phase 2 (S11).
     fn is_internet_node(&self) -> bool {
         self.inner.node.config.role == Role::Internet
+    }
+
+    /// The trace sync `id` continued, if it was stored.
+    fn stored_trace(&self, id: u64) -> Option<TraceContext> {
+        get(&*self.inner.space, &trace_key(id)).unwrap_or_else(|e| {
+            warn!(error = %e, sync_id = id, "a sync's trace context is unreadable; its redo starts a new trace");
+            None
+        })
+    }
+
+    /// The trace a retry continues: the failed run's.
+    fn retry_trace(&self) -> Option<TraceContext> {
+        get(&*self.inner.space, KEY_RETRY_TRACE).unwrap_or_else(|e| {
+            warn!(error = %e, "the failed sync's trace context is unreadable; the retry starts a new trace");
+            None
+        })
     }
 
     fn selection_changed(&self) -> Result<bool, SyncError> {
@@ -590,7 +640,11 @@ impl SyncManager {
         tokio::select! {
             () = self.inner.wake.notified() => {}
             () = self.inner.clock.sleep_until(due) => {
-                if let Err(e) = self.request(SyncKind::Full, trigger) {
+                let trace = match trigger {
+                    SyncTrigger::Retry => self.retry_trace(),
+                    _ => None,
+                };
+                if let Err(e) = self.request_traced(SyncKind::Full, trigger, trace) {
                     warn!(error = %e, "cannot queue the scheduled sync");
                 }
             }
@@ -622,8 +676,66 @@ impl SyncManager {
         })
     }
 
-    /// Runs one sync to its end, success or failure (on the blocking pool).
-    fn execute(&self, mut run: SyncRun) {
+    /// Runs one sync to its end, success or failure (on the blocking pool), in its span:
+    /// a child of the trace it continues, or the root of a new one.
+    fn execute(&self, run: SyncRun) {
+        let span = info_span!(
+            "sync",
+            otel.name = format!("sync {}", kind_label(run.kind)),
+            site = %self.inner.node.config.site_code,
+            sync_id = run.id,
+            kind = kind_label(run.kind),
+            trigger = trigger_label(run.trigger),
+            trace_id = Empty,
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+        );
+        if let Some(trace) = &run.trace {
+            trace.adopt(&span);
+        }
+        if let Some(id) = trace_id(&span) {
+            span.record("trace_id", id);
+        }
+        let space = &*self.inner.space;
+        // What a redo after a crash, or a retry after a failure, continues: the trace this
+        // run continues, else its own (so a sync the schedule started keeps one trace).
+        let trace = match &run.trace {
+            Some(trace) => Some(trace.clone()),
+            None => {
+                let own = TraceContext::of(&span);
+                if let Some(own) = &own
+                    && let Err(e) = put(space, &trace_key(run.id), own)
+                {
+                    warn!(error = %e, "cannot record a sync's trace context");
+                }
+                own
+            }
+        };
+        let _entered = span.enter();
+        let run = self.execute_in_span(run);
+        let recorded = match (&run.result, &run.failure_reason) {
+            (Some(SyncResult::Failed), reason) => {
+                span.record("otel.status_code", "ERROR");
+                span.record(
+                    "otel.status_description",
+                    reason.as_deref().unwrap_or("failed"),
+                );
+                // The retry continues this trace.
+                match &trace {
+                    Some(trace) => put(space, KEY_RETRY_TRACE, trace),
+                    None => delete(space, &[KEY_RETRY_TRACE]),
+                }
+            }
+            _ => delete(space, &[KEY_RETRY_TRACE]),
+        };
+        // A run's own trace key lives while it is queued or running.
+        if let Err(e) = recorded.and_then(|()| delete(space, &[&trace_key(run.id)])) {
+            warn!(error = %e, "cannot record a finished sync's trace context");
+        }
+    }
+
+    /// [`SyncManager::execute`] inside the sync's span; returns the finished run.
+    fn execute_in_span(&self, mut run: SyncRun) -> SyncRun {
         let inner = &self.inner;
         let started = inner.clock.now();
         run.started_at = Some(started);
@@ -726,6 +838,7 @@ impl SyncManager {
                 v.last_succeeded = Some(run.clone());
             }
         });
+        run
     }
 
     fn phases(&self, run: &mut SyncRun) -> Result<(), SyncError> {
@@ -746,6 +859,7 @@ impl SyncManager {
 
         run.phase = SyncPhase::UpdateServer;
         self.publish(run);
+        let phase = phase_span("update_server", StatusMessageId::SyncingUpdateServer);
         let upstream_text = match &inner.upstream {
             UpstreamSource::Directory(directory) => {
                 format!("the catalog directory {}", directory.dir().display())
@@ -774,8 +888,13 @@ impl SyncManager {
         put(&*inner.space, KEY_SYNCED_SELECTION, &settings.revision)?;
         // The top site's internet-facing node, asked next, checks against this version.
         self.sign(false)?;
+        drop(phase);
 
         if let Some(hook) = &inner.hooks.after_update_server {
+            let _phase = phase_span(
+                "internet_update_servers",
+                StatusMessageId::SyncingInternetUpdateServer,
+            );
             for internet in hook(run).map_err(SyncError::InternetUpdateServers)? {
                 self.message(
                     StatusMessageId::SyncingInternetUpdateServer,
@@ -797,6 +916,7 @@ impl SyncManager {
             run.phase = SyncPhase::SiteDatabase;
             run.progress = (0, 0);
             self.publish(run);
+            let _phase = phase_span("site_database", StatusMessageId::SyncingSiteDatabase);
             match &inner.upstream {
                 UpstreamSource::Directory(_) => {
                     self.message(
@@ -856,11 +976,15 @@ impl SyncManager {
         let site = self.inner.node.config.site_code.to_string();
         let now = self.inner.clock.now();
         self.inner.node.metrics.sync.status_message(id.code());
-        if let Err(e) = self
-            .inner
-            .status
-            .append(&site, id, sync_id, text, properties, now)
-        {
+        if let Err(e) = self.inner.status.append_traced(
+            &site,
+            id,
+            sync_id,
+            text,
+            properties,
+            now,
+            &current_trace_id(),
+        ) {
             warn!(error = %e, message = %id, "cannot record a status message");
         }
     }
@@ -886,6 +1010,36 @@ fn kind_text(kind: SyncKind) -> &'static str {
     match kind {
         SyncKind::Full => "full",
         SyncKind::Manual => "manual, new updates only",
+    }
+}
+
+/// A sync phase's span, entered: named for the phase and the status message that opens it.
+fn phase_span(phase: &'static str, message: StatusMessageId) -> tracing::span::EnteredSpan {
+    info_span!(
+        "sync.phase",
+        otel.name = format!("{phase} ({})", message.code()),
+        phase,
+        message_id = message.code(),
+    )
+    .entered()
+}
+
+/// The kind as spans and metrics label it.
+pub fn kind_label(kind: SyncKind) -> &'static str {
+    match kind {
+        SyncKind::Full => "full",
+        SyncKind::Manual => "manual",
+    }
+}
+
+/// The trigger as spans and metrics label it.
+pub fn trigger_label(trigger: SyncTrigger) -> &'static str {
+    match trigger {
+        SyncTrigger::Schedule => "schedule",
+        SyncTrigger::Operator => "operator",
+        SyncTrigger::Retry => "retry",
+        SyncTrigger::Restart => "restart",
+        SyncTrigger::ParentRequest => "parent_request",
     }
 }
 

@@ -3,7 +3,7 @@
 //! store against it, taking back what the phase applied when it does not match.
 
 use sitesync_metadata::{CatalogDigest, ParseLimits};
-use tracing::{info, warn};
+use tracing::{info, info_span, warn};
 
 use super::{SyncError, SyncManager};
 use crate::catalog_version::{Held, VersionError, check_digest};
@@ -42,6 +42,32 @@ impl SyncManager {
         let Some(versions) = self.inner.node.catalog_versions.as_ref() else {
             return Ok(None);
         };
+        let span = info_span!(
+            "catalog_version.verify",
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+            version = tracing::field::Empty,
+        )
+        .entered();
+        let verified = self.verify_offered_in_span(parent, versions);
+        match &verified {
+            Ok(Some(held)) => {
+                span.record("version", held.number());
+            }
+            Ok(None) => {}
+            Err(e) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_description", e.to_string());
+            }
+        }
+        verified
+    }
+
+    fn verify_offered_in_span(
+        &self,
+        parent: &dyn ParentFeed,
+        versions: &crate::catalog_version::CatalogVersions,
+    ) -> Result<Option<Held>, SyncError> {
         let refused = |source| SyncError::CatalogVersion {
             parent: parent.address().to_owned(),
             source,
@@ -80,6 +106,12 @@ impl SyncManager {
         offered: &Held,
         signed: Option<CatalogDigest>,
     ) -> Result<(), SyncError> {
+        let _span = info_span!(
+            "catalog_version.check",
+            store = name,
+            version = offered.number()
+        )
+        .entered();
         let journal = Journal::new(store, anchor_key);
         match check_digest(name, offered.number(), store.digest(), signed) {
             Ok(()) => Ok(journal.close()?),

@@ -23,6 +23,7 @@ use crate::sync::manager::{
     Disposition, ManagerView, SyncKind, SyncManager, SyncPhase, SyncRun, SyncTrigger,
 };
 use crate::sync::status::{Severity, StatusCursor, StatusMessageId, StatusQuery};
+use crate::telemetry::TraceContext;
 use settings::{settings_from_wire, wire_settings};
 use updates::{SupersededCache, is_product, resolve_categories, wire_summary};
 
@@ -200,10 +201,14 @@ impl v1::admin_server::Admin for AdminService {
                 ));
             }
         };
-        let (id, disposition) = match self.sync.request(kind, SyncTrigger::Operator)? {
-            Disposition::Started(id) => (id, v1::RunSyncDisposition::Started),
-            Disposition::Queued(id) => (id, v1::RunSyncDisposition::Queued),
-        };
+        let (id, disposition) =
+            match self
+                .sync
+                .request_traced(kind, SyncTrigger::Operator, TraceContext::current())?
+            {
+                Disposition::Started(id) => (id, v1::RunSyncDisposition::Started),
+                Disposition::Queued(id) => (id, v1::RunSyncDisposition::Queued),
+            };
         Ok(Response::new(v1::RunSyncResponse {
             sync_id: id.to_string(),
             disposition: disposition as i32,

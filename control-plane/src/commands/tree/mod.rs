@@ -7,11 +7,14 @@
 //! The node sends a flat list, parents before their children; the tree is rebuilt here from
 //! each site's parent code. A site whose parent is not in the list is drawn under the root,
 //! so nothing the node reports is hidden.
+//!
+//! [`watch`] is `tree --watch`: the same view, asked for again every interval and redrawn.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
+use comfy_table::{Attribute, Cell, Color};
 use serde::Serialize;
 use sitesync_metadata::Timestamp;
 use sitesync_proto::v1;
@@ -20,6 +23,8 @@ use crate::client::{Node, printable, unary};
 use crate::output::{self, OutputFormat};
 use crate::units::{self, human_duration, rfc3339_opt};
 use crate::views::{CatalogVersionView, StoreView, SyncRunView, non_empty, role_name};
+
+pub mod watch;
 
 pub async fn run(mut node: Node, output: OutputFormat) -> anyhow::Result<ExitCode> {
     let hierarchy = node
@@ -32,7 +37,11 @@ pub async fn run(mut node: Node, output: OutputFormat) -> anyhow::Result<ExitCod
     match output {
         OutputFormat::Json => output::print_json(&tree)?,
         OutputFormat::Dot => print!("{}", tree.dot()),
-        OutputFormat::Table => output::print_table(&tree.table(units::now()))?,
+        OutputFormat::Table => {
+            let mut table = tree.table(units::now());
+            output::set_colour(&mut table, output::colour_on_stdout());
+            output::print_table(&table)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -90,6 +99,14 @@ pub struct SiteView {
     last_report: Option<prost_types::Timestamp>,
 }
 
+impl SiteView {
+    /// Whether the site's site database is behind its parent's: revisions still to apply,
+    /// or time since it last matched.
+    pub fn is_behind(&self) -> bool {
+        self.lag_revisions.is_some_and(|r| r > 0) || self.lag_seconds.is_some_and(|s| s > 0.0)
+    }
+}
+
 impl TreeView {
     pub fn new(hierarchy: &v1::HierarchyTree) -> Self {
         let nodes: Vec<&v1::HierarchyNode> = hierarchy
@@ -143,6 +160,9 @@ impl TreeView {
         }
     }
 
+    /// The tree as a table for people, the lag of a site that is behind in bold yellow and
+    /// an unreachable site's status in red (shown when the table is styled: see
+    /// [`output::set_colour`]).
     pub fn table(&self, now: Timestamp) -> comfy_table::Table {
         let mut table = output::table();
         table.set_header([
@@ -199,18 +219,28 @@ impl TreeView {
                 (false, true) => "UNREACHABLE",
                 (false, false) => "UNREACHABLE (never reported)",
             };
+            let mut lag = Cell::new(lag);
+            if site.is_behind() {
+                lag = lag.fg(Color::Yellow).add_attribute(Attribute::Bold);
+            }
+            let mut status = Cell::new(status);
+            if !site.reachable {
+                status = status.fg(Color::Red).add_attribute(Attribute::Bold);
+            }
             table.add_row([
-                name,
-                site.role.to_owned(),
-                site.address.clone().unwrap_or_else(|| "-".to_owned()),
-                store(&site.update_server),
-                store(&site.site_database),
-                site.catalog_version
-                    .map_or_else(|| "-".to_owned(), |v| v.to_string()),
-                last_sync,
+                Cell::new(name),
+                Cell::new(site.role),
+                Cell::new(site.address.as_deref().unwrap_or("-")),
+                Cell::new(store(&site.update_server)),
+                Cell::new(store(&site.site_database)),
+                Cell::new(
+                    site.catalog_version
+                        .map_or_else(|| "-".to_owned(), |v| v.to_string()),
+                ),
+                Cell::new(last_sync),
                 lag,
-                last_report,
-                status.to_owned(),
+                Cell::new(last_report),
+                status,
             ]);
         }
         table
@@ -360,7 +390,12 @@ fn escape(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn site(code: &str, parent: &str, role: v1::SiteRole, reachable: bool) -> v1::HierarchyNode {
+    pub(super) fn site(
+        code: &str,
+        parent: &str,
+        role: v1::SiteRole,
+        reachable: bool,
+    ) -> v1::HierarchyNode {
         v1::HierarchyNode {
             state: Some(v1::SiteState {
                 site_code: code.into(),
@@ -385,7 +420,7 @@ mod tests {
         }
     }
 
-    fn hierarchy() -> v1::HierarchyTree {
+    pub(super) fn hierarchy() -> v1::HierarchyTree {
         v1::HierarchyTree {
             root_site_code: "CEN".into(),
             as_of: None,
