@@ -121,6 +121,16 @@ fn every_site_reaches_the_top_sites_catalog_and_no_node_is_left() {
             );
         }
         assert_eq!(site["stopped"]["clean"], true, "{code}: {site:#}");
+        // Every node served its metrics on loopback, at a port of its own.
+        let metrics: std::net::SocketAddr = site["metrics_address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{code} has no metrics address: {site:#}"));
+        assert!(
+            metrics.ip().is_loopback() && metrics.port() != 0,
+            "{code}: {metrics}"
+        );
+        assert_ne!(Some(metrics.to_string().as_str()), site["address"].as_str());
         let log = Path::new(site["log"].as_str().unwrap());
         assert!(log.starts_with(&dir), "{}", log.display());
         assert!(

@@ -112,6 +112,9 @@ pub struct NodeConfig {
     pub sync: SyncSection,
     /// How connections are secured (SPEC invariant 6).
     pub security: SecurityConfig,
+    /// Where `/metrics` is served in plaintext for Prometheus; `None` (the default) serves
+    /// no metrics.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How a node secures its connections: mutual TLS unless an operator explicitly says not to.
@@ -217,6 +220,15 @@ struct FileConfig {
     upstream: Option<FileUpstream>,
     sync: Option<SyncSection>,
     tls: Option<FileTls>,
+    metrics: Option<FileMetrics>,
+}
+
+/// `[metrics]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMetrics {
+    /// Where `/metrics` is served (`host:port`); absent, no metrics are served.
+    listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -304,6 +316,8 @@ pub struct Overrides {
     pub pki_dir: Option<PathBuf>,
     /// Plaintext connections: for a lab only.
     pub insecure: bool,
+    /// Where `/metrics` is served (`host:port`).
+    pub metrics_listen: Option<String>,
 }
 
 pub const DEFAULT_SITE_CODE: &str = "CEN";
@@ -395,6 +409,18 @@ impl NodeConfig {
             })
             .transpose()?;
 
+        let metrics_listen = match (
+            overrides.metrics_listen.clone(),
+            parsed.metrics.and_then(|m| m.listen),
+        ) {
+            (Some(v), _) => Some((v, Source::Overrides)),
+            (None, Some(v)) => Some((v, file_source.clone())),
+            (None, None) => None,
+        };
+        let metrics_listen = metrics_listen
+            .map(|(address, origin)| check_metrics_listen(&address, listen, origin))
+            .transpose()?;
+
         let data_dir = overrides
             .data_dir
             .clone()
@@ -475,8 +501,34 @@ impl NodeConfig {
             cache_bytes: cache_mib << 20,
             sync,
             security,
+            metrics_listen,
         })
     }
+}
+
+/// The metrics listener's address: a socket address, not the gRPC one.
+fn check_metrics_listen(
+    address: &str,
+    grpc: SocketAddr,
+    origin: Source,
+) -> Result<SocketAddr, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        key: "metrics.listen",
+        origin: origin.clone(),
+        reason,
+    };
+    let parsed: SocketAddr = address.trim().parse().map_err(|_| {
+        invalid(format!(
+            "`{address}` is not an address to listen on: use ip:port, such as 0.0.0.0:9530 or 127.0.0.1:9530"
+        ))
+    })?;
+    if parsed.port() != 0 && parsed == grpc {
+        return Err(invalid(format!(
+            "{parsed} is the gRPC listen address too: give the metrics a port of their own, such as {}:9530",
+            parsed.ip()
+        )));
+    }
+    Ok(parsed)
 }
 
 /// Resolves how the node secures its connections; see [`SecurityConfig`].
@@ -728,6 +780,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.starts_with("upstream.path"), "{error}");
+    }
+
+    #[test]
+    fn metrics_are_off_unless_a_listen_address_is_given() {
+        let config = NodeConfig::load(None, &Overrides::default()).unwrap();
+        assert_eq!(config.metrics_listen, None);
+
+        let (_dir, path) = write("[metrics]\nlisten = \"0.0.0.0:9530\"\n");
+        let config = NodeConfig::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(config.metrics_listen, Some("0.0.0.0:9530".parse().unwrap()));
+        let flag = Overrides {
+            metrics_listen: Some("127.0.0.1:0".into()),
+            ..Overrides::default()
+        };
+        let config = NodeConfig::load(Some(&path), &flag).unwrap();
+        assert_eq!(config.metrics_listen, Some("127.0.0.1:0".parse().unwrap()));
+
+        for (text, reason) in [
+            (
+                "[metrics]\nlisten = \"localhost\"\n",
+                "is not an address to listen on",
+            ),
+            (
+                "[metrics]\nlisten = \"0.0.0.0:99999\"\n",
+                "is not an address to listen on",
+            ),
+            (
+                "listen = \"127.0.0.1:8530\"\n[metrics]\nlisten = \"127.0.0.1:8530\"\n",
+                "is the gRPC listen address too",
+            ),
+            ("[metrics]\nport = 9530\n", "unknown field `port`"),
+        ] {
+            let (_dir, path) = write(text);
+            let error = NodeConfig::load(Some(&path), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(reason), "{text:?}: {error}");
+        }
+        let (_dir, path) = write("[metrics]\nlisten = \"metrics:9530\"\n");
+        let error = NodeConfig::load(Some(&path), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("metrics.listen (from "), "{error}");
+        assert!(error.contains("node.toml"), "{error}");
     }
 
     #[test]

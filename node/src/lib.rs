@@ -22,9 +22,10 @@
 //!   the one mapping of domain errors to gRPC codes.
 //!
 //! Around them: [`config`] (defaults → TOML → environment → flags), [`node`] (a running
-//! node's shared state), [`policy`] (the client policy published after each sync, S8),
-//! [`clock`] (the time seam and the one reconnect backoff), [`telemetry`] (logs and
-//! traces), [`allocator`] and [`startup`] (the composition root that opens it all).
+//! node's shared state), [`metrics`] (what `/metrics` serves to Prometheus), [`policy`]
+//! (the client policy published after each sync, S8), [`clock`] (the time seam and the one
+//! reconnect backoff), [`telemetry`] (logs and traces), [`allocator`] and [`startup`] (the
+//! composition root that opens it all).
 #![forbid(unsafe_code)]
 
 pub mod allocator;
@@ -34,6 +35,7 @@ pub mod config;
 pub mod feed;
 pub mod grpc;
 pub mod hierarchy;
+pub mod metrics;
 pub mod node;
 pub mod policy;
 pub mod startup;

@@ -81,6 +81,14 @@ struct Args {
     /// tests find a node started on port 0.
     #[arg(long)]
     address_file: Option<PathBuf>,
+    /// Serve metrics for Prometheus at /metrics, in plaintext, on this address (off by
+    /// default).
+    #[arg(long, env = "SITESYNC_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Once listening, write the metrics listener's bound address to this file (before
+    /// `--address-file`'s), for a node whose metrics listen on port 0.
+    #[arg(long)]
+    metrics_address_file: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -107,6 +115,7 @@ async fn run() -> anyhow::Result<()> {
         cache_mib: args.cache_mib,
         pki_dir: args.pki_dir,
         insecure: args.insecure,
+        metrics_listen: args.metrics_listen,
     };
     let config = NodeConfig::load(args.config.as_deref(), &overrides)?;
     // Spans and log lines name the site, so logging starts once the configuration is read;
@@ -121,6 +130,7 @@ async fn run() -> anyhow::Result<()> {
     let served = serve(
         config,
         args.address_file,
+        args.metrics_address_file,
         args.health_listen,
         telemetry.exporting(),
     )
@@ -133,6 +143,7 @@ async fn run() -> anyhow::Result<()> {
 async fn serve(
     mut config: NodeConfig,
     address_file: Option<PathBuf>,
+    metrics_address_file: Option<PathBuf>,
     health_listen: Option<std::net::SocketAddr>,
     exporting_traces: bool,
 ) -> anyhow::Result<()> {
@@ -150,13 +161,30 @@ async fn serve(
         ),
         None => None,
     };
+    let metrics_listener = match config.metrics_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {address}"))?,
+        ),
+        None => None,
+    };
     let started = sitesync_node::startup::start(config, Arc::new(SystemClock))?;
+    if let Some(metrics) = metrics_listener {
+        let metrics_address = metrics.local_addr()?;
+        if let Some(path) = &metrics_address_file {
+            write_address(path, metrics_address)?;
+        }
+        info!(address = %metrics_address, "metrics at /metrics (plaintext, Prometheus text format)");
+        started
+            .node
+            .spawn_background(sitesync_node::metrics::http::serve(
+                metrics,
+                started.node.metrics.clone(),
+            ));
+    }
     if let Some(path) = &address_file {
-        // Written whole, then renamed, so a reader never sees half an address.
-        let partial = path.with_extension("partial");
-        std::fs::write(&partial, address.to_string())
-            .and_then(|()| std::fs::rename(&partial, path))
-            .with_context(|| format!("cannot write the address file {}", path.display()))?;
+        write_address(path, address)?;
     }
     let config = &started.node.config;
     info!(
@@ -179,6 +207,14 @@ async fn serve(
     .await?;
     info!("node stopped");
     Ok(())
+}
+
+/// Writes `address` to `path` whole, then renames it, so a reader never sees half an address.
+fn write_address(path: &std::path::Path, address: std::net::SocketAddr) -> anyhow::Result<()> {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, address.to_string())
+        .and_then(|()| std::fs::rename(&partial, path))
+        .with_context(|| format!("cannot write the address file {}", path.display()))
 }
 
 async fn shutdown_signal() {

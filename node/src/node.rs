@@ -1,5 +1,5 @@
-//! A running node's shared state: its configuration, its database, its clock, and the
-//! signal that it is stopping. Services and the sync manager hold it behind an `Arc`.
+//! A running node's shared state: its configuration, its database, its clock, its metrics,
+//! and the signal that it is stopping. Services and the sync manager hold it behind an `Arc`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::catalog_version::{self, CatalogVersions, SignedVersion};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{NodeConfig, Role, UpstreamConfig};
+use crate::metrics::Metrics;
 use crate::store::{NodeDatabase, StoreError};
 use sitesync_security::Transport;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,9 @@ pub struct NodeState {
     /// it reports it. The network runs in real time whatever the sync clock says, as the
     /// hierarchy's retry timers do, so this is the system clock.
     pub network_clock: Arc<dyn Clock>,
+    /// What every layer counts for `/metrics`; shared with the metrics listener, which may
+    /// serve a little longer than the node.
+    pub metrics: Arc<Metrics>,
     /// Cancelled when the node stops: every background task ends with it.
     stopping: CancellationToken,
 }
@@ -52,6 +56,10 @@ impl NodeState {
             }
             Transport::Plaintext => None,
         };
+        let metrics = Arc::new(Metrics::new(
+            config.site_code.as_str(),
+            &config.role.to_string(),
+        ));
         Ok(Self {
             config,
             database,
@@ -59,6 +67,7 @@ impl NodeState {
             catalog_versions,
             clock,
             network_clock: Arc::new(SystemClock::new()),
+            metrics,
             stopping: CancellationToken::new(),
         })
     }

@@ -15,6 +15,7 @@ use crate::hierarchy::peers::Peers;
 use crate::hierarchy::{
     Children, Hierarchy, HierarchyError, Outbox, ReceivedRequests, StatusForwarding,
 };
+use crate::metrics::state::StateCollector;
 use crate::node::NodeState;
 use crate::policy::PolicyStore;
 use crate::store::{NodeDatabase, StoreError};
@@ -207,6 +208,8 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         hooks,
     )?;
     let peers: Arc<dyn Peers> = Arc::new(GrpcPeers::new(node.clone()));
+    node.metrics
+        .register_collector(Box::new(StateCollector::new(&hierarchy)));
     hierarchy.spawn_tasks(sync.clone(), peers.clone());
     crate::hierarchy::reporting::spawn_reporting(node.clone(), sync.clone(), peers);
     Ok(Started {

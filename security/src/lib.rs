@@ -17,4 +17,6 @@ pub mod transport;
 
 pub use identity::{Identity, IdentityError};
 pub use tls::{TlsContext, TlsFiles};
-pub use transport::{Transport, peer_identity, tls_incoming};
+pub use transport::{
+    HandshakeFailure, Transport, peer_identity, tls_incoming, tls_incoming_observed,
+};

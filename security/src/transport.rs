@@ -5,7 +5,9 @@
 //!   each new connection uses the newest [`TlsMaterial`](crate::tls::TlsMaterial).
 //! - [`tls_incoming`]: accepted TCP connections after a TLS handshake, for
 //!   `tonic::transport::Server::serve_with_incoming_shutdown`. Handshakes run concurrently
-//!   with a time limit, so one slow or hostile peer holds back nobody.
+//!   with a time limit, so one slow or hostile peer holds back nobody;
+//!   [`tls_incoming_observed`] also tells a caller of each failed handshake (the node counts
+//!   them for its metrics).
 //! - [`peer_identity`]: the identity of the peer of a call, from its certificate.
 
 use std::sync::Arc;
@@ -150,6 +152,25 @@ async fn connect_tls(
     Ok(TokioIo::new(stream))
 }
 
+/// Why an incoming TLS handshake failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The peer had no valid certificate of the hierarchy, or broke the protocol.
+    Refused,
+    /// The handshake did not finish within [`HANDSHAKE_TIMEOUT`].
+    TimedOut,
+}
+
+impl HandshakeFailure {
+    /// A word for the failure, as logs and metrics label it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refused => "refused",
+            Self::TimedOut => "timeout",
+        }
+    }
+}
+
 /// The connections of `listener` that completed a TLS handshake with a certificate of the
 /// hierarchy's CA. Refused handshakes are logged with the peer's address and the reason.
 /// Ends when the returned stream is dropped.
@@ -157,6 +178,16 @@ pub fn tls_incoming(
     listener: TcpListener,
     context: Arc<TlsContext>,
 ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    tls_incoming_observed(listener, context, |_| {})
+}
+
+/// [`tls_incoming`], calling `on_failure` for each handshake that fails.
+pub fn tls_incoming_observed(
+    listener: TcpListener,
+    context: Arc<TlsContext>,
+    on_failure: impl Fn(HandshakeFailure) + Send + Sync + 'static,
+) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    let on_failure = Arc::new(on_failure);
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
@@ -180,6 +211,7 @@ pub fn tls_incoming(
             let _ = tcp.set_nodelay(true);
             let acceptor = tokio_rustls::TlsAcceptor::from(context.current().server.clone());
             let sender = sender.clone();
+            let on_failure = on_failure.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -187,9 +219,13 @@ pub fn tls_incoming(
                         let _ = sender.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) => {
-                        warn!(%peer, reason = %e, "TLS handshake refused")
+                        warn!(%peer, reason = %e, "TLS handshake refused");
+                        on_failure(HandshakeFailure::Refused);
                     }
-                    Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    Err(_) => {
+                        debug!(%peer, "TLS handshake timed out");
+                        on_failure(HandshakeFailure::TimedOut);
+                    }
                 }
             });
         }

@@ -5,11 +5,14 @@
 //! directory and its flags) and runs as a [`SupervisedNode`]:
 //! 1. [`NodeCommand::spawn`] starts it with the layout both callers use — in its directory
 //!    the database `data/`, the log `node.log` (its stdout and stderr, appended across
-//!    starts) and the `address` file — and with no `SITESYNC_*` variable of this process's
-//!    environment, so its flags alone configure it.
+//!    starts), the `address` file and, when its metrics are on, the `metrics-address` file —
+//!    and with no `SITESYNC_*` variable of this process's environment, so its flags alone
+//!    configure it (other variables, such as `OTEL_*` and `RUST_BACKTRACE`, pass through).
 //! 2. [`SupervisedNode::wait_listening`] learns the address it bound from `--address-file`,
-//!    which is how a node started on port 0 tells it. A node that exits or does not listen
-//!    in time is an [`Error`] that quotes the end of its log ([`log_tail`]).
+//!    which is how a node started on port 0 tells it; then
+//!    [`SupervisedNode::metrics_address`] is where its metrics listen, if they do. A node
+//!    that exits or does not listen in time is an [`Error`] that quotes the end of its log
+//!    ([`log_tail`]).
 //! 3. [`stop_all`] (or [`SupervisedNode::stop`]) stops nodes the way an operator does:
 //!    SIGTERM, a grace period to finish what they write, then SIGKILL; each [`Ending`] says
 //!    which it took. [`SupervisedNode::kill`] is a crash instead.
@@ -130,6 +133,10 @@ impl NodeCommand {
         self.dir.join("address")
     }
 
+    fn metrics_address_file(&self) -> PathBuf {
+        self.dir.join("metrics-address")
+    }
+
     /// Starts the node. The address file of an earlier start is removed first, so
     /// [`SupervisedNode::wait_listening`] reads only this start's.
     pub fn spawn(&self) -> Result<SupervisedNode, Error> {
@@ -147,6 +154,8 @@ impl NodeCommand {
         let stderr = log.try_clone().map_err(created(&log_path))?;
         let address_file = self.address_file();
         let _ = fs::remove_file(&address_file);
+        let metrics_address_file = self.metrics_address_file();
+        let _ = fs::remove_file(&metrics_address_file);
         let mut command = Command::new(&self.binary);
         command
             .args(&self.args)
@@ -155,7 +164,10 @@ impl NodeCommand {
             .arg("--listen")
             .arg(self.listen.to_string())
             .arg("--address-file")
-            .arg(&address_file);
+            .arg(&address_file)
+            // Written only by a node whose metrics are on (`--metrics-listen`).
+            .arg("--metrics-address-file")
+            .arg(&metrics_address_file);
         clear_sitesync_environment(&mut command);
         command
             .env("RUST_LOG", &self.log_filter)
@@ -178,6 +190,7 @@ impl NodeCommand {
             name: self.name.clone(),
             log: log_path,
             address_file,
+            metrics_address_file,
         })
     }
 }
@@ -193,6 +206,8 @@ pub struct SupervisedNode {
     log: PathBuf,
     /// Where the node tells the address it bound.
     address_file: PathBuf,
+    /// Where the node tells the address its metrics listener bound.
+    metrics_address_file: PathBuf,
 }
 
 /// Why a [`SupervisedNode`] always has its child.
@@ -242,6 +257,14 @@ impl SupervisedNode {
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
+
+    /// Where the node serves its metrics: `None` when they are off. A node writes this
+    /// address before its gRPC address, so it is known once [`Self::wait_listening`] returned.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        fs::read_to_string(&self.metrics_address_file)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -187,6 +187,14 @@ impl NodeProcess {
             .is_some_and(SupervisedNode::is_running)
     }
 
+    /// Where the node serves its metrics while it runs, if they are on (a restart binds a
+    /// new port when the configured one is 0).
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.process
+            .as_ref()
+            .and_then(SupervisedNode::metrics_address)
+    }
+
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(SupervisedNode::pid)

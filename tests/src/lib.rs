@@ -9,9 +9,11 @@
 //!   [`cluster::NodeProcess`]), started, killed and restarted on the same data directory and
 //!   port, and driven through the Admin client; shared by `tests/hierarchy.rs` and
 //!   `benches/hierarchy.rs`.
+//! - [`metrics`]: a node's `/metrics`, scraped and parsed as Prometheus does.
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod metrics;
 pub mod otlp;
 
 use std::process::Child;

@@ -4,7 +4,8 @@
 //! ([`rule_for`]) and checks the caller's identity against it, so no method can be served
 //! without a rule: a method this table does not know is refused. A denial answers
 //! `UNAUTHENTICATED` (no usable certificate) or `PERMISSION_DENIED` (the identity may not
-//! call this method) with a message naming the identity and the rule, and is logged.
+//! call this method) with a message naming the identity and the rule, is logged, and is
+//! counted by rule in the node's metrics.
 //!
 //! The rules:
 //! - `Admin` methods that change something, or export the catalog: operators only.
@@ -31,6 +32,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tracing::warn;
 
 pub use crate::hierarchy::{ChildKind, Relations};
+use crate::metrics::Metrics;
 
 /// Who may call a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,19 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// The rule's name, as the metrics label refusals.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Anyone => "anyone",
+            Self::AnyIdentity => "any_identity",
+            Self::Operator => "operator",
+            Self::Parent => "parent",
+            Self::Site => "site",
+            Self::Child => "child",
+            Self::ChildSite => "child_site",
+        }
+    }
+
     /// The rule in words, for denials.
     pub fn describe(self) -> &'static str {
         match self {
@@ -115,6 +130,8 @@ pub struct Access {
     tls: Option<Arc<TlsContext>>,
     relations: Arc<dyn Relations>,
     client_policy_needs_certificate: bool,
+    /// Where refusals are counted, when the node keeps metrics.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// The caller of an authorized call, in the request's extensions for handlers that check
@@ -163,6 +180,21 @@ impl Access {
             tls,
             relations,
             client_policy_needs_certificate,
+            metrics: None,
+        }
+    }
+
+    /// Counts each refusal by its rule in `metrics`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics: Some(metrics),
+            ..self
+        }
+    }
+
+    fn refused(&self, rule: Rule) {
+        if let Some(metrics) = &self.metrics {
+            metrics.server.refused(rule.name());
         }
     }
 
@@ -192,6 +224,7 @@ impl Access {
             (Err(_), Rule::Anyone) => return Ok(Caller(None)),
             (Err(reason), _) => {
                 warn!(method = path, %reason, rule = rule.describe(), "call refused: no usable certificate");
+                self.refused(rule);
                 return Err(tonic::Status::unauthenticated(format!(
                     "{path}: {reason}; this method {} (present a certificate issued by `sitesyncctl pki issue`)",
                     rule.describe()
@@ -202,6 +235,7 @@ impl Access {
             return Ok(Caller(Some(identity)));
         }
         warn!(method = path, %identity, rule = rule.describe(), "call refused");
+        self.refused(rule);
         Err(tonic::Status::permission_denied(format!(
             "{path} refused for {identity}: {}",
             rule.describe()

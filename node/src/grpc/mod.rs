@@ -1,7 +1,8 @@
 //! The gRPC edge: the one module that names tonic or the generated wire types.
 //!
 //! - [`server`]: serves [`services`] with health and reflection, behind [`access`] (who may
-//!   call which method, from the peer's certificate).
+//!   call which method, from the peer's certificate) and [`metrics_layer`] (every call
+//!   counted for the node's metrics).
 //! - [`services`]: thin adapters: decode the request, call the domain, encode the answer.
 //! - [`client`]: the node's calls to other nodes, as implementations of the domain's
 //!   traits ([`crate::feed::ParentFeed`], [`crate::hierarchy::peers::Peers`]).
@@ -15,6 +16,7 @@
 pub mod access;
 pub mod client;
 pub mod connect;
+pub mod metrics_layer;
 pub mod server;
 pub mod services;
 pub mod site_states;

@@ -13,9 +13,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sitesync_security::{Transport, tls_incoming};
+use sitesync_security::{Transport, tls_incoming_observed};
 
 use super::access::{Access, AccessLayer, Relations};
+use super::metrics_layer::MetricsLayer;
 use super::services::admin::AdminService;
 use super::services::client_policy::ClientPolicyService;
 use super::services::hierarchy::HierarchyService;
@@ -131,7 +132,8 @@ pub async fn serve_with_health_listener(
         ) => (Some(context.clone()), *client_policy_needs_certificate),
         _ => (None, false),
     };
-    let access = Access::new(tls.clone(), relations, client_policy_needs_certificate);
+    let access = Access::new(tls.clone(), relations, client_policy_needs_certificate)
+        .with_metrics(node.metrics.clone());
 
     let router = tonic::transport::Server::builder()
         // Limits against hostile or broken peers: a deadline on every unary call, HTTP/2
@@ -141,6 +143,7 @@ pub async fn serve_with_health_listener(
         .http2_keepalive_timeout(Some(KEEP_ALIVE_TIMEOUT))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
+        .layer(MetricsLayer(node.metrics.clone()))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_CALLS))
         // Outside the access check, so a refused call has its span too.
         .layer(super::trace::TraceLayer)
@@ -154,8 +157,12 @@ pub async fn serve_with_health_listener(
         .add_service(hierarchy);
     let served = match tls {
         Some(context) => {
+            let metrics = node.metrics.clone();
+            let incoming = tls_incoming_observed(listener, context, move |failure| {
+                metrics.server.handshake_failed(failure.as_str())
+            });
             router
-                .serve_with_incoming_shutdown(tls_incoming(listener, context), shutdown)
+                .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
         None => {

@@ -13,8 +13,8 @@ use crate::clock::TimestampExt;
 use crate::config::SiteCode;
 use crate::hierarchy::ChildRecord;
 use crate::hierarchy::site_states::{
-    HeldState, MAX_CLOCK_AHEAD, MAX_SITES_PER_REPORT, ReplicationPosition, ReportedRole,
-    ReportedRun, ReportedState, SiteStateReport, SiteStatesError, StorePosition, in_step,
+    HeldState, Lag, MAX_CLOCK_AHEAD, MAX_SITES_PER_REPORT, ReplicationPosition, ReportedRole,
+    ReportedRun, ReportedState, SiteStateReport, SiteStatesError, StorePosition, lag,
 };
 
 impl StorePosition {
@@ -352,37 +352,11 @@ impl SiteStateReport {
     }
 }
 
-/// How far `held` is behind `parent` at `now`.
-///
-/// Revisions: for a site, the parent's newest site-database sequence minus the one the
-/// site's replication has applied (all of the parent's log when it replicates from another
-/// log or not yet at all). An internet node has no site database and no replication
-/// position in its site's log, so its lag is the difference in update-server revisions.
-/// Time: zero when the stores match, else the time since they last matched as seen here
-/// (since the site's first report when they never did).
-pub fn lag(held: &HeldState, parent: &ReportedState, now: Timestamp) -> v1::SiteLag {
-    let site = &held.state;
-    if in_step(site, parent) {
-        return v1::SiteLag {
-            revisions: 0,
-            behind: Some(prost_types::Duration::default()),
-        };
-    }
-    let revisions = match (site.role, &parent.site_database) {
-        (ReportedRole::Site, Some(parent_db)) => match &site.replication {
-            Some(r) if r.log_id == parent_db.log_id => parent_db.sequence.saturating_sub(r.applied),
-            _ => parent_db.sequence,
-        },
-        _ => parent
-            .update_server
-            .revisions
-            .saturating_sub(site.update_server.revisions),
-    };
-    let since = held.in_step_at.unwrap_or(held.first_received_at);
-    let behind = now.saturating_duration_since(since);
+/// A site's lag behind its parent, in its wire form.
+pub fn wire_lag(lag: Lag) -> v1::SiteLag {
     v1::SiteLag {
-        revisions,
-        behind: Some(wire_duration(behind)),
+        revisions: lag.revisions,
+        behind: Some(wire_duration(lag.behind)),
     }
 }
 
@@ -428,7 +402,7 @@ pub fn assemble(
                 state: Some(state.to_wire()),
                 reachable: fresh,
                 last_report_at: Some(timestamp_to_wire(held.received_at)),
-                lag: parent_state.map(|p| lag(held, p, now)),
+                lag: parent_state.map(|p| wire_lag(lag(held, p, now))),
             },
         );
     }

@@ -10,9 +10,9 @@
 //! - [`super::reporting`]: the task of every node with a parent: every [`REPORT_INTERVAL`],
 //!   and soon after each of its own syncs finishes, it sends its own state and those it holds
 //!   to the parent, with backoff while the parent fails.
-//! - [`assemble`]: the tree a node answers `GetHierarchy` with: itself, then every site it
-//!   holds or has registered, parents before children, each flagged unreachable when its
-//!   last report is stale and with its lag behind its parent.
+//! - [`lag`]: how far a site is behind its parent, in revisions and in time; the tree a
+//!   node answers `GetHierarchy` with (assembled at the gRPC edge) and the replication-lag
+//!   metrics both show it.
 //!
 //! Freshness is judged by when a newer state *arrived here*, read on the store's clock, not
 //! by the sender's `observed_at`: nodes' clocks need not agree, and a grandchild that stops
@@ -26,9 +26,10 @@ use serde::{Deserialize, Serialize};
 use sitesync_metadata::Timestamp;
 use tracing::warn;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, TimestampExt};
+use crate::config::Role;
 use crate::node::NodeState;
-use crate::store::{Backend, BackendError, StoreError, WriteBatch};
+use crate::store::{Backend, BackendError, StoreError, StoreState, WriteBatch};
 
 /// How often a child reports its subtree to its parent when nothing else prompts it.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(3);
@@ -77,6 +78,20 @@ pub struct StorePosition {
     pub digest: Vec<u8>,
     pub revisions: u64,
     pub updates: u64,
+}
+
+impl StorePosition {
+    /// A store's position as this node reports it.
+    pub fn of(state: &StoreState) -> Self {
+        Self {
+            log_id: crate::feed::log_id_text(state.log_id),
+            sequence: state.last_sequence,
+            first_retained_sequence: state.first_retained_sequence,
+            digest: state.digest.0.to_vec(),
+            revisions: state.revisions,
+            updates: state.updates,
+        }
+    }
 }
 
 /// Where a child's site database stands in its parent's log.
@@ -136,6 +151,35 @@ pub struct ReportedState {
     /// The signed catalog version the site holds, as it reported it (encoded, relayed as
     /// it came; nodes verify versions where they apply them, not here).
     pub catalog_version: Option<Vec<u8>>,
+}
+
+impl ReportedState {
+    /// This node's own stores as a state, observed at `observed_at`: what the lag of its
+    /// children is measured against. Its runs, replication position and catalog version are
+    /// left out; the edge adds them where it reports the node's whole state.
+    pub fn own_stores(node: &NodeState, observed_at: Timestamp) -> Self {
+        let is_site = node.config.role == Role::Site;
+        Self {
+            site_code: node.config.site_code.to_string(),
+            role: if is_site {
+                ReportedRole::Site
+            } else {
+                ReportedRole::Internet
+            },
+            parent_site_code: String::new(),
+            address: node.config.advertised_address(),
+            update_server: StorePosition::of(&node.database.update_server().state()),
+            site_database: is_site
+                .then(|| StorePosition::of(&node.database.site_database().state())),
+            replication: None,
+            last_sync: None,
+            current_sync: None,
+            next_sync_at: None,
+            observed_at,
+            node_version: env!("CARGO_PKG_VERSION").to_owned(),
+            catalog_version: None,
+        }
+    }
 }
 
 /// A child's report, checked: every state is well formed, the first is the reporter's and
@@ -292,6 +336,68 @@ pub fn in_step(site: &ReportedState, parent: &ReportedState) -> bool {
                 && matches!((&site.site_database, &parent.site_database),
                     (Some(a), Some(b)) if a.digest == b.digest)
         }
+    }
+}
+
+/// How far a site is behind its parent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lag {
+    /// Revisions of the parent's log the site has not applied.
+    pub revisions: u64,
+    /// Zero when the site's stores match its parent's, else how long they have not.
+    pub behind: Duration,
+}
+
+/// How far `held` is behind `parent` at `now`.
+///
+/// Revisions: for a site, the parent's newest site-database sequence minus the one the
+/// site's replication has applied (all of the parent's log when it replicates from another
+/// log or not yet at all). An internet node has no site database and no replication
+/// position in its site's log, so its lag is the difference in update-server revisions.
+/// Time: zero when the stores match, else the time since they last matched as seen here
+/// (since the site's first report when they never did).
+pub fn lag(held: &HeldState, parent: &ReportedState, now: Timestamp) -> Lag {
+    let site = &held.state;
+    if in_step(site, parent) {
+        return Lag::default();
+    }
+    let revisions = match (site.role, &parent.site_database) {
+        (ReportedRole::Site, Some(parent_db)) => match &site.replication {
+            Some(r) if r.log_id == parent_db.log_id => parent_db.sequence.saturating_sub(r.applied),
+            _ => parent_db.sequence,
+        },
+        _ => parent
+            .update_server
+            .revisions
+            .saturating_sub(site.update_server.revisions),
+    };
+    let since = held.in_step_at.unwrap_or(held.first_received_at);
+    Lag {
+        revisions,
+        behind: now.saturating_duration_since(since),
+    }
+}
+
+/// The lag of a child registered at `registered_at` that has not reported yet: it is taken
+/// to hold nothing, so it lags by all its parent holds (the parent's site-database log for a
+/// site, its update-server revisions for an internet-facing node), since it registered;
+/// no lag at all while the parent holds nothing either.
+pub fn lag_unreported(
+    internet_node: bool,
+    parent: &ReportedState,
+    registered_at: Timestamp,
+    now: Timestamp,
+) -> Lag {
+    let revisions = match (&parent.site_database, internet_node) {
+        (Some(parent_db), false) => parent_db.sequence,
+        _ => parent.update_server.revisions,
+    };
+    if revisions == 0 {
+        return Lag::default();
+    }
+    Lag {
+        revisions,
+        behind: now.saturating_duration_since(registered_at),
     }
 }
 

@@ -351,6 +351,26 @@ impl DocumentSpace {
         Ok(None)
     }
 
+    /// Bytes of the documents each store wrote, as kept (compressed), by the store's tag: a
+    /// document both stores hold is counted once, for the store that wrote it. Reads every
+    /// document, so a caller keeps the answer until a store changes.
+    pub fn bytes_by_owner(&self) -> Result<HashMap<u8, u64>, StoreError> {
+        let mut bytes = HashMap::new();
+        let mut from = Vec::new();
+        loop {
+            let page = self.documents.scan(&[], &from, SCAN_PAGE, &|_| true)?;
+            for (key, value) in &page.entries {
+                if let Some(owner) = key.first() {
+                    *bytes.entry(*owner).or_default() += value.len() as u64;
+                }
+            }
+            match page.resume_after {
+                Some(last) => from = successor(last),
+                None => return Ok(bytes),
+            }
+        }
+    }
+
     /// How many documents the space holds, for every store on it together.
     pub fn count(&self) -> Result<u64, StoreError> {
         let mut count = 0;

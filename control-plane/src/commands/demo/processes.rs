@@ -66,6 +66,8 @@ pub struct SiteProcess {
     pub data_dir: PathBuf,
     /// `host:port`, once the node wrote its address file.
     pub address: String,
+    /// Where the node serves `/metrics` (on loopback), once it listens.
+    pub metrics_address: String,
 }
 
 /// How one node ended when the demo stopped it.
@@ -107,7 +109,10 @@ impl Nodes {
             .arg("--role")
             .arg(spec.role.name())
             .arg("--pki-dir")
-            .arg(pki);
+            .arg(pki)
+            // Metrics on loopback, so a Prometheus on this machine can watch the demo.
+            .arg("--metrics-listen")
+            .arg("127.0.0.1:0");
         match parent {
             Some(parent) => command.arg("--parent").arg(parent),
             None => command.arg("--upstream-dir").arg(catalog),
@@ -118,6 +123,7 @@ impl Nodes {
             node,
             data_dir: command.data_dir(),
             address: String::new(),
+            metrics_address: String::new(),
         });
         Ok(())
     }
@@ -126,6 +132,11 @@ impl Nodes {
     pub async fn wait_listening(&mut self, index: usize) -> anyhow::Result<()> {
         let site = &mut self.sites[index];
         site.address = site.node.wait_listening(START_TIMEOUT).await?.to_string();
+        site.metrics_address = site
+            .node
+            .metrics_address()
+            .map(|address| address.to_string())
+            .unwrap_or_default();
         Ok(())
     }
 

@@ -76,6 +76,8 @@ struct SiteReport {
     role: &'static str,
     parent_site_code: Option<&'static str>,
     address: String,
+    /// Where the node serves its metrics for Prometheus: `http://<this>/metrics`.
+    metrics_address: String,
     pid: u32,
     data_dir: String,
     log: String,
@@ -117,6 +119,7 @@ impl Summary {
                 role: process.spec.role.name(),
                 parent_site_code: process.spec.parent,
                 address: process.address.clone(),
+                metrics_address: process.metrics_address.clone(),
                 pid: process.node.pid(),
                 data_dir: process.data_dir.display().to_string(),
                 log: process.node.log().display().to_string(),
@@ -249,12 +252,13 @@ impl Summary {
 /// With `--keep`: where the nodes are and how to stop them.
 pub fn print_kept(report: &DemoReport) -> io::Result<()> {
     let mut table = output::table();
-    table.set_header(["site", "role", "address", "pid", "log"]);
+    table.set_header(["site", "role", "address", "metrics", "pid", "log"]);
     for site in &report.sites {
         table.add_row([
             site.site_code.to_owned(),
             site.role.to_owned(),
             site.address.clone(),
+            format!("http://{}/metrics", site.metrics_address),
             site.pid.to_string(),
             site.log.clone(),
         ]);

@@ -36,10 +36,12 @@
 //! This file holds the queue, the loop, retries and the orchestration of a sync's phases;
 //! the phases themselves are in `directory.rs` (phase 1 at a top site), `replay.rs` (phase 2
 //! at a top site) and `parent.rs` (both phases at a node with a parent, over the change
-//! feed), and `signing.rs` signs and checks catalog versions around them.
+//! feed), and `signing.rs` signs and checks catalog versions around them; `recording.rs`
+//! tells the node's metrics.
 
 mod directory;
 mod parent;
+mod recording;
 mod replay;
 mod signing;
 
@@ -823,6 +825,7 @@ impl SyncManager {
                 }
             }
         }
+        self.record_finished(&run);
         inner.view.send_modify(|v| {
             v.current = None;
             v.last = Some(run.clone());
@@ -972,6 +975,7 @@ impl SyncManager {
     ) {
         let site = self.inner.node.config.site_code.to_string();
         let now = self.inner.clock.now();
+        self.inner.node.metrics.sync.status_message(id.code());
         if let Err(e) = self.inner.status.append_traced(
             &site,
             id,
@@ -986,6 +990,7 @@ impl SyncManager {
     }
 
     fn publish(&self, run: &SyncRun) {
+        self.record_phase(run);
         let run = run.clone();
         self.inner.view.send_modify(|v| v.current = Some(run));
     }
