@@ -303,10 +303,16 @@ async fn one_cascade(hierarchy: &Hierarchy, changes: &CatalogChanges) -> (f64, f
     (seconds(top_done - top_started), seconds(last - top_done))
 }
 
+/// The middle value; the mean of the two middle ones for an even count.
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
+    let middle = sorted.len() / 2;
+    if sorted.len() % 2 == 0 {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    } else {
+        sorted[middle]
+    }
 }
 
 async fn tracing_overhead(base: usize, new_updates: usize, pairs: usize) {
