@@ -308,7 +308,7 @@ fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let middle = sorted.len() / 2;
-    if sorted.len() % 2 == 0 {
+    if sorted.len().is_multiple_of(2) {
         (sorted[middle - 1] + sorted[middle]) / 2.0
     } else {
         sorted[middle]
@@ -351,7 +351,7 @@ async fn tracing_overhead(base: usize, new_updates: usize, pairs: usize) {
             ("off", &off, &mut top_off, &mut cascade_off),
         ];
         // On first, then off first: drift over the run favours neither.
-        if pair % 2 == 0 {
+        if pair.is_multiple_of(2) {
             turns.reverse();
         }
         for (name, hierarchy, top, cascade) in turns {
