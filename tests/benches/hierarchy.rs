@@ -196,28 +196,14 @@ async fn cascade_latency(base: usize, new_updates: usize) {
         "tree started and synced the base catalog in {:.1?}",
         started.elapsed()
     );
-    let top = hierarchy.node("CEN");
 
     // Only new updates: what a release day adds.
     let changes = CatalogChanges::derive(&spec, new_updates, 21);
-    for document in &changes.new_updates {
-        std::fs::write(hierarchy.catalog().join(&document.file_name), &document.xml)
-            .expect("write a new update");
-    }
-    let sync_id = top.run_sync(v1::SyncKind::Full).await.expect("RunSync");
-    let end = top.sync_finished(&sync_id, PATIENCE).await.expect("synced");
-    assert_eq!(
-        end.message_id(),
-        v1::StatusMessageId::SyncDone,
-        "{}",
-        end.text
-    );
-    let top_started = message_time(top, v1::StatusMessageId::SyncStarted, &sync_id).await;
-    let top_done = message_time(top, v1::StatusMessageId::SyncDone, &sync_id).await;
-    let after = top
-        .wait_status("idle", PATIENCE, settled)
-        .await
-        .expect("idle");
+    let TopSync {
+        started: top_started,
+        done: top_done,
+        after,
+    } = sync_new_updates(&hierarchy, &changes).await;
 
     let mut done: BTreeMap<u32, Vec<(String, i128, i128)>> = BTreeMap::new();
     for (level, codes) in &levels {
@@ -272,9 +258,16 @@ async fn cascade_latency(base: usize, new_updates: usize) {
     finish(hierarchy);
 }
 
-/// One turn of (c): new updates in the tree's catalog, a full sync at its top site, and the
-/// cascade to every site. Returns (top site 6701 → 6702, top 6702 → last site's 6702), s.
-async fn one_cascade(hierarchy: &Hierarchy, changes: &CatalogChanges) -> (f64, f64) {
+/// The top site's sync of new updates: when it started and finished (its 6701 and 6702,
+/// ns since the epoch) and its status once idle.
+struct TopSync {
+    started: i128,
+    done: i128,
+    after: v1::SiteStatus,
+}
+
+/// Writes `changes`' new updates into the catalog and runs a full sync at the top site `CEN`.
+async fn sync_new_updates(hierarchy: &Hierarchy, changes: &CatalogChanges) -> TopSync {
     for document in &changes.new_updates {
         std::fs::write(hierarchy.catalog().join(&document.file_name), &document.xml)
             .expect("write a new update");
@@ -288,12 +281,24 @@ async fn one_cascade(hierarchy: &Hierarchy, changes: &CatalogChanges) -> (f64, f
         "{}",
         end.text
     );
-    let top_started = message_time(top, v1::StatusMessageId::SyncStarted, &sync_id).await;
-    let top_done = message_time(top, v1::StatusMessageId::SyncDone, &sync_id).await;
-    let after = top
-        .wait_status("idle", PATIENCE, settled)
-        .await
-        .expect("idle");
+    TopSync {
+        started: message_time(top, v1::StatusMessageId::SyncStarted, &sync_id).await,
+        done: message_time(top, v1::StatusMessageId::SyncDone, &sync_id).await,
+        after: top
+            .wait_status("idle", PATIENCE, settled)
+            .await
+            .expect("idle"),
+    }
+}
+
+/// One turn of (c): new updates in the tree's catalog, a full sync at its top site, and the
+/// cascade to every site. Returns (top site 6701 → 6702, top 6702 → last site's 6702), s.
+async fn one_cascade(hierarchy: &Hierarchy, changes: &CatalogChanges) -> (f64, f64) {
+    let TopSync {
+        started: top_started,
+        done: top_done,
+        after,
+    } = sync_new_updates(hierarchy, changes).await;
     let mut last = top_done;
     for node in hierarchy.nodes().filter(|n| n.site_code != "CEN") {
         let status = wait_converged(node, &after).await;
