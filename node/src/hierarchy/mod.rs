@@ -234,7 +234,7 @@ pub struct OutboxEntry {
 }
 
 /// An outbox entry as written before requests carried a trace context.
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct OutboxEntryWithoutTrace {
     child: String,
     request_id: String,
@@ -1091,18 +1091,9 @@ mod tests {
         assert!(OutboxEntry::decode(&[0xff]).is_err());
     }
 
-    #[derive(Serialize)]
-    struct EntryWithoutTrace {
-        child: String,
-        request_id: String,
-        requested_at: Timestamp,
-        sync_id: u64,
-        reason: RequestReason,
-    }
-
     #[test]
     fn outbox_entries_written_before_traces_keep_their_reason_and_carry_none() {
-        let old = postcard::to_allocvec(&EntryWithoutTrace {
+        let old = postcard::to_allocvec(&OutboxEntryWithoutTrace {
             child: "IN1".into(),
             request_id: "r2".into(),
             requested_at: Timestamp(6),

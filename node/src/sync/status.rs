@@ -258,7 +258,7 @@ pub struct StatusMessage {
 }
 
 /// A message as stored before messages carried a trace id.
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct StatusMessageWithoutTrace {
     site_code: String,
     sequence: u64,
@@ -1099,19 +1099,7 @@ mod tests {
 
     #[test]
     fn messages_stored_before_trace_ids_read_with_none() {
-        #[derive(Serialize)]
-        struct Old {
-            site_code: String,
-            sequence: u64,
-            id: StatusMessageId,
-            severity: Severity,
-            component: String,
-            time: Timestamp,
-            sync_id: u64,
-            text: String,
-            properties: BTreeMap<String, String>,
-        }
-        let old = postcard::to_allocvec(&Old {
+        let old = postcard::to_allocvec(&StatusMessageWithoutTrace {
             site_code: "PR1".into(),
             sequence: 3,
             id: StatusMessageId::SyncStarted,
