@@ -158,6 +158,10 @@ pub const SYNC_MANAGER_COMPONENT: &str = "SMS_WSUS_SYNC_MANAGER";
 /// catalog version can never be passed off as a signature over anything else.
 pub const CATALOG_VERSION_SIGNATURE_CONTEXT: &[u8] = b"sitesync.v1.CatalogVersion\0";
 
+/// Prefixed to the encoded `ArchiveManifest` of an export file before signing, so that its
+/// signature can never pass for a signature over a catalog version, nor the reverse.
+pub const ARCHIVE_MANIFEST_SIGNATURE_CONTEXT: &[u8] = b"sitesync.v1.ArchiveManifest\0";
+
 #[cfg(test)]
 mod tests {
     use prost::Message as _;
