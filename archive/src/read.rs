@@ -38,6 +38,9 @@ pub struct Verified {
     pub counts: v1::ArchiveCounts,
     /// Bytes of the chunks once decompressed.
     pub plain_bytes: u64,
+    /// Where each chunk leaves its importer: an import cut off after chunk `i` resumes
+    /// with chunk `i + 1`.
+    pub resumes: Vec<v1::Anchor>,
 }
 
 impl<R: Read + Seek> Archive<R> {
@@ -240,6 +243,7 @@ impl<R: Read + Seek> Archive<R> {
         let mut position = header.base.clone();
         let mut previous = "the file's base".to_owned();
         let total = self.manifest.chunks.len();
+        let mut resumes = Vec::with_capacity(total);
         for index in 0..total {
             let batch = self.chunk(index)?;
             plain_bytes += u64::from(self.manifest.chunks[index].plain_bytes);
@@ -258,6 +262,7 @@ impl<R: Read + Seek> Archive<R> {
                 });
             }
             add_counts(&mut counts, &batch_counts(&batch));
+            resumes.extend(batch.resume_anchor.clone());
             position = batch.resume_anchor;
             previous = format!("chunk {index}");
             progress(index + 1, total);
@@ -290,6 +295,7 @@ impl<R: Read + Seek> Archive<R> {
             chunks: total,
             counts,
             plain_bytes,
+            resumes,
         })
     }
 

@@ -320,6 +320,7 @@ pub fn sync_trigger_name(raw: i32) -> Option<&'static str> {
         v1::SyncTrigger::Operator => Some("operator"),
         v1::SyncTrigger::ParentRequest => Some("parent_request"),
         v1::SyncTrigger::Retry => Some("retry"),
+        v1::SyncTrigger::Import => Some("import"),
         v1::SyncTrigger::Unspecified => None,
     }
 }

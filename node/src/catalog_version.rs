@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use prost::Message as _;
+use rustls::pki_types::CertificateDer;
 use sitesync_metadata::{CatalogDigest, Timestamp};
 use sitesync_proto::convert::{timestamp_from_wire, timestamp_to_wire};
 use sitesync_proto::v1;
@@ -31,6 +32,10 @@ pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// The key of the held version in the node's `catalog-version` space.
 const KEY_HELD: &[u8] = b"held";
+
+/// The key of the last version imported from an export file, at a node that signs its own
+/// (a top site whose upstream is imports): the versions it imports are another top site's.
+const KEY_IMPORTED: &[u8] = b"imported";
 
 /// A signed catalog version as it travels between nodes. The signature covers the
 /// statement's protobuf encoding, so the statement moves as those bytes, unchanged, and
@@ -139,6 +144,9 @@ pub struct CatalogVersions {
     validity: Duration,
     space: Box<dyn Backend>,
     held: Mutex<Option<Held>>,
+    /// CAs of other hierarchies whose top sites' export files this node imports
+    /// (`[import] trust`), besides its own hierarchy's.
+    import_trust: Vec<CertificateDer<'static>>,
 }
 
 impl std::fmt::Debug for CatalogVersions {
@@ -160,22 +168,7 @@ impl CatalogVersions {
         top_site: Option<String>,
         validity: Duration,
     ) -> Result<Self, StoreError> {
-        let held = match space.get(KEY_HELD).map_err(StoreError::from)? {
-            Some(bytes) => {
-                let signed = v1::SignedCatalogVersion::decode(bytes.as_slice()).map_err(|e| {
-                    StoreError::Corrupt {
-                        what: format!("the held catalog version does not decode: {e}"),
-                    }
-                })?;
-                let version = signed
-                    .decode_catalog_version()
-                    .map_err(|e| StoreError::Corrupt {
-                        what: format!("the held catalog version does not decode: {e}"),
-                    })?;
-                Some(Held { signed, version })
-            }
-            None => None,
-        };
+        let held = read_held(&*space, KEY_HELD)?;
         Ok(Self {
             tls,
             signs,
@@ -183,7 +176,77 @@ impl CatalogVersions {
             validity,
             space,
             held: Mutex::new(held),
+            import_trust: Vec::new(),
         })
+    }
+
+    /// Also trusts `cas` (DER) for the versions of imported export files.
+    pub fn trusting_imports_from(mut self, cas: Vec<CertificateDer<'static>>) -> Self {
+        self.import_trust = cas;
+        self
+    }
+
+    /// The CAs an export file's signatures may chain to: this hierarchy's and
+    /// `[import] trust`.
+    pub fn import_cas(&self) -> Vec<CertificateDer<'static>> {
+        let material = self.tls.current();
+        material
+            .ca
+            .iter()
+            .cloned()
+            .chain(self.import_trust.iter().cloned())
+            .collect()
+    }
+
+    /// Whether `der` is a certificate this hierarchy's revocation list names.
+    pub fn is_revoked(&self, der: &[u8]) -> bool {
+        self.tls.current().is_revoked(der)
+    }
+
+    /// The version imports are judged against: at a node that signs its own versions, the
+    /// last imported one; elsewhere the held one (the imported version is what it holds).
+    pub fn last_imported(&self) -> Result<Option<Held>, StoreError> {
+        if self.signs {
+            read_held(&*self.space, KEY_IMPORTED)
+        } else {
+            Ok(self.held())
+        }
+    }
+
+    /// Checks the version an export file carries, as [`CatalogVersions::verify`] checks a
+    /// parent's, against [`CatalogVersions::import_cas`] and [`CatalogVersions::last_imported`].
+    pub fn verify_import(
+        &self,
+        offered: Option<&v1::SignedCatalogVersion>,
+        now: Timestamp,
+    ) -> Result<Held, VersionError> {
+        let held = self.last_imported()?;
+        let followed = if self.signs {
+            None
+        } else {
+            self.top_site.clone()
+        };
+        check_offered(
+            offered,
+            now,
+            &self.import_cas(),
+            |der| self.is_revoked(der),
+            held.as_ref(),
+            followed,
+        )
+    }
+
+    /// Keeps the version of an imported file (durably): as the held version at a node that
+    /// passes versions on, apart from its own at a node that signs.
+    pub fn hold_import(&self, held: &Held) -> Result<(), StoreError> {
+        if !self.signs {
+            return self.hold(held);
+        }
+        let mut batch = WriteBatch::default();
+        batch.put(KEY_IMPORTED.to_vec(), held.signed.encode_to_vec());
+        self.space.apply(batch)?;
+        self.space.flush()?;
+        Ok(())
     }
 
     /// The version this node holds: the last it signed or accepted.
@@ -247,86 +310,15 @@ impl CatalogVersions {
         offered: Option<&v1::SignedCatalogVersion>,
         now: Timestamp,
     ) -> Result<Held, VersionError> {
-        let offered = offered.ok_or(VersionError::Missing)?;
-        let algorithm = match v1::SignatureAlgorithm::try_from(offered.algorithm) {
-            Ok(v1::SignatureAlgorithm::EcdsaP256Sha256) => Algorithm::EcdsaP256Sha256,
-            _ => {
-                return Err(VersionError::Malformed(format!(
-                    "signature algorithm {} is not one this node verifies",
-                    offered.algorithm
-                )));
-            }
-        };
         let material = self.tls.current();
-        let signer = signing::verify(
+        check_offered(
+            offered,
+            now,
             &material.ca,
             |der| material.is_revoked(der),
-            &offered.signed_bytes(),
-            algorithm,
-            &offered.signature,
-            &offered.signer_certificate,
-            // Certificates are issued and expire in real time, as the TLS handshake judges
-            // them, whatever the clock seam says; the version's own expiry below follows the
-            // seam.
-            SystemTime::now(),
-        )?;
-        let version = offered
-            .decode_catalog_version()
-            .map_err(|e| VersionError::Malformed(e.to_string()))?;
-        let number = version.version;
-        if number == 0 || version.update_server_digest.is_none() {
-            return Err(VersionError::Malformed(
-                "a version number and the update-server digest are required".into(),
-            ));
-        }
-        if signer != Identity::Site(version.top_site_code.clone()) {
-            return Err(VersionError::WrongSigner {
-                version: number,
-                claimed: version.top_site_code.clone(),
-                signer,
-            });
-        }
-        let held = self.held();
-        let followed = self
-            .top_site
-            .clone()
-            .or_else(|| held.as_ref().map(|h| h.version.top_site_code.clone()));
-        if let Some(followed) = followed
-            && followed != version.top_site_code
-        {
-            return Err(VersionError::OtherTop {
-                version: number,
-                offered: version.top_site_code,
-                followed,
-            });
-        }
-        if let Some(held) = &held {
-            if number < held.number() {
-                return Err(VersionError::Rollback {
-                    offered: number,
-                    held: held.number(),
-                });
-            }
-            if number == held.number() && held.signed.catalog_version != offered.catalog_version {
-                return Err(VersionError::Conflict { version: number });
-            }
-        }
-        let expires_at = version
-            .expires_at
-            .map(timestamp_from_wire)
-            .transpose()
-            .map_err(|e| VersionError::Malformed(e.to_string()))?
-            .ok_or_else(|| VersionError::Malformed("the expiry is missing".into()))?;
-        if expires_at <= now {
-            return Err(VersionError::Expired {
-                version: number,
-                expired_at: expires_at,
-            });
-        }
-        Ok(Held {
-            signed: offered.clone(),
-            version,
-        })
+            self.held().as_ref(),
+            self.top_site.clone(),
+        )
     }
 
     /// Holds `held` (durably, before this returns) unless a newer version is held.
@@ -342,6 +334,107 @@ impl CatalogVersions {
         *current = Some(held.clone());
         Ok(())
     }
+}
+
+/// Checks an offered version, before anything is applied: the signature chains to one of
+/// `cas` and is the top site's, the version is the followed top site's, it is not older than
+/// `held` (nor a different statement under the same number), and it has not expired.
+fn check_offered(
+    offered: Option<&v1::SignedCatalogVersion>,
+    now: Timestamp,
+    cas: &[CertificateDer<'_>],
+    is_revoked: impl Fn(&[u8]) -> bool,
+    held: Option<&Held>,
+    followed: Option<String>,
+) -> Result<Held, VersionError> {
+    let offered = offered.ok_or(VersionError::Missing)?;
+    let algorithm = match v1::SignatureAlgorithm::try_from(offered.algorithm) {
+        Ok(v1::SignatureAlgorithm::EcdsaP256Sha256) => Algorithm::EcdsaP256Sha256,
+        _ => {
+            return Err(VersionError::Malformed(format!(
+                "signature algorithm {} is not one this node verifies",
+                offered.algorithm
+            )));
+        }
+    };
+    let signer = signing::verify(
+        cas,
+        is_revoked,
+        &offered.signed_bytes(),
+        algorithm,
+        &offered.signature,
+        &offered.signer_certificate,
+        // Certificates are issued and expire in real time, as the TLS handshake judges
+        // them, whatever the clock seam says; the version's own expiry below follows the
+        // seam.
+        SystemTime::now(),
+    )?;
+    let version = offered
+        .decode_catalog_version()
+        .map_err(|e| VersionError::Malformed(e.to_string()))?;
+    let number = version.version;
+    if number == 0 || version.update_server_digest.is_none() {
+        return Err(VersionError::Malformed(
+            "a version number and the update-server digest are required".into(),
+        ));
+    }
+    if signer != Identity::Site(version.top_site_code.clone()) {
+        return Err(VersionError::WrongSigner {
+            version: number,
+            claimed: version.top_site_code.clone(),
+            signer,
+        });
+    }
+    let followed = followed.or_else(|| held.map(|h| h.version.top_site_code.clone()));
+    if let Some(followed) = followed
+        && followed != version.top_site_code
+    {
+        return Err(VersionError::OtherTop {
+            version: number,
+            offered: version.top_site_code,
+            followed,
+        });
+    }
+    if let Some(held) = held {
+        if number < held.number() {
+            return Err(VersionError::Rollback {
+                offered: number,
+                held: held.number(),
+            });
+        }
+        if number == held.number() && held.signed.catalog_version != offered.catalog_version {
+            return Err(VersionError::Conflict { version: number });
+        }
+    }
+    let expires_at = version
+        .expires_at
+        .map(timestamp_from_wire)
+        .transpose()
+        .map_err(|e| VersionError::Malformed(e.to_string()))?
+        .ok_or_else(|| VersionError::Malformed("the expiry is missing".into()))?;
+    if expires_at <= now {
+        return Err(VersionError::Expired {
+            version: number,
+            expired_at: expires_at,
+        });
+    }
+    Ok(Held {
+        signed: offered.clone(),
+        version,
+    })
+}
+
+/// The version kept under `key`, if any.
+fn read_held(space: &dyn Backend, key: &[u8]) -> Result<Option<Held>, StoreError> {
+    let Some(bytes) = space.get(key).map_err(StoreError::from)? else {
+        return Ok(None);
+    };
+    let corrupt = |e: prost::DecodeError| StoreError::Corrupt {
+        what: format!("the held catalog version does not decode: {e}"),
+    };
+    let signed = v1::SignedCatalogVersion::decode(bytes.as_slice()).map_err(corrupt)?;
+    let version = signed.decode_catalog_version().map_err(corrupt)?;
+    Ok(Some(Held { signed, version }))
 }
 
 /// Checks that `store` (named for the message) reached `signed`.

@@ -86,6 +86,9 @@ pub enum UpstreamConfig {
     Directory(PathBuf),
     /// The parent site's node (`host:port`): this node is a child site (S1, S5).
     Parent(String),
+    /// Export files imported by an operator (S12): a node that cannot reach its upstream.
+    /// Each import is its sync.
+    Import,
 }
 
 /// The validated configuration of one node.
@@ -115,6 +118,9 @@ pub struct NodeConfig {
     /// Where `/metrics` is served in plaintext for Prometheus; `None` (the default) serves
     /// no metrics.
     pub metrics_listen: Option<SocketAddr>,
+    /// CA certificates (PEM files) of other hierarchies whose export files this node
+    /// imports, besides its own hierarchy's (`[import] trust`).
+    pub import_trust: Vec<PathBuf>,
 }
 
 /// How a node secures its connections: mutual TLS unless an operator explicitly says not to.
@@ -221,6 +227,16 @@ struct FileConfig {
     sync: Option<SyncSection>,
     tls: Option<FileTls>,
     metrics: Option<FileMetrics>,
+    import: Option<FileImport>,
+}
+
+/// `[import]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileImport {
+    /// CA certificates (PEM) of other hierarchies whose export files are imported.
+    #[serde(default)]
+    trust: Vec<PathBuf>,
 }
 
 /// `[metrics]` as written.
@@ -234,7 +250,7 @@ struct FileMetrics {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileUpstream {
-    /// `sample`, `directory` or `parent`.
+    /// `sample`, `directory`, `parent` or `import`.
     kind: String,
     path: Option<PathBuf>,
     /// The parent's address, for `parent`.
@@ -250,6 +266,11 @@ impl FileUpstream {
         };
         match (self.kind.as_str(), self.path, self.address) {
             ("sample", None, None) => Ok(UpstreamConfig::Sample),
+            ("import", None, None) => Ok(UpstreamConfig::Import),
+            ("import", _, _) => Err(invalid(
+                "upstream",
+                "kind `import` takes no `path` or `address`: export files are imported with `sitesyncctl import`".into(),
+            )),
             ("directory", Some(path), None) => Ok(UpstreamConfig::Directory(path)),
             ("parent", None, Some(address)) => {
                 Ok(UpstreamConfig::Parent(check_address(&address, origin.clone())?))
@@ -272,7 +293,7 @@ impl FileUpstream {
             )),
             (other, _, _) => Err(invalid(
                 "upstream.kind",
-                format!("`{other}` is not an upstream kind: use `sample`, `directory` or `parent`"),
+                format!("`{other}` is not an upstream kind: use `sample`, `directory`, `parent` or `import`"),
             )),
         }
     }
@@ -311,6 +332,8 @@ pub struct Overrides {
     pub upstream_dir: Option<PathBuf>,
     /// The parent site's node (`host:port`): makes this node a child site.
     pub parent: Option<String>,
+    /// An upstream kind given by name (`import`; the others have flags of their own).
+    pub upstream_kind: Option<String>,
     pub cache_mib: Option<u64>,
     /// A PKI directory made by `sitesyncctl pki` (wins over `[tls]` files).
     pub pki_dir: Option<PathBuf>,
@@ -444,11 +467,13 @@ impl NodeConfig {
         }
 
         let upstream_source = match (&overrides.upstream_dir, &overrides.parent, &parsed.upstream) {
+            _ if overrides.upstream_kind.is_some() => Source::Overrides,
             (Some(_), _, _) | (_, Some(_), _) => Source::Overrides,
             (None, None, Some(_)) => file_source.clone(),
             (None, None, None) => Source::Default,
         };
         let upstream = match (&overrides.upstream_dir, &overrides.parent, parsed.upstream) {
+            _ if overrides.upstream_kind.is_some() => upstream_kind(overrides)?,
             (Some(_), Some(_), _) => {
                 return Err(ConfigError::Invalid {
                     key: "upstream",
@@ -463,13 +488,16 @@ impl NodeConfig {
             (None, None, None) => UpstreamConfig::Sample,
             (None, None, Some(file)) => file.resolve(file_source.clone())?,
         };
-        // S11: an internet-facing node syncs from its own site's node, never from a catalog.
-        if role == Role::Internet && !matches!(upstream, UpstreamConfig::Parent(_)) {
+        // S11: an internet-facing node syncs from its own site's node, never from a catalog;
+        // one that cannot reach it imports its site's export files instead (S12).
+        if role == Role::Internet
+            && !matches!(upstream, UpstreamConfig::Parent(_) | UpstreamConfig::Import)
+        {
             return Err(ConfigError::Invalid {
                 key: "upstream.kind",
                 origin: upstream_source,
                 reason: format!(
-                    "role = \"internet\" (from {role_source}) syncs only from its own site's node: set upstream.kind = \"parent\" with upstream.address = the site node's host:port, or pass --parent"
+                    "role = \"internet\" (from {role_source}) syncs only from its own site's node: set upstream.kind = \"parent\" with upstream.address = the site node's host:port, or pass --parent (or, with no path to it, upstream.kind = \"import\")"
                 ),
             });
         }
@@ -489,6 +517,28 @@ impl NodeConfig {
             &site_code,
             &upstream,
         )?;
+        let import_trust = parsed.import.map(|i| i.trust).unwrap_or_default();
+        for path in &import_trust {
+            read_trusted_cas(path).map_err(|reason| ConfigError::Invalid {
+                key: "import.trust",
+                origin: file_source.clone(),
+                reason,
+            })?;
+        }
+        if !import_trust.is_empty() && upstream != UpstreamConfig::Import {
+            return Err(ConfigError::Invalid {
+                key: "import.trust",
+                origin: file_source.clone(),
+                reason: "trusted CAs for imports are given, but the upstream is not `import`: set upstream.kind = \"import\" or drop [import]".into(),
+            });
+        }
+        if upstream == UpstreamConfig::Import && security == SecurityConfig::Insecure {
+            return Err(ConfigError::Invalid {
+                key: "upstream.kind",
+                origin: upstream_source,
+                reason: "an import upstream verifies the signatures of export files, which needs the hierarchy's certificates: drop `insecure` and give --pki-dir (or [tls])".into(),
+            });
+        }
 
         Ok(Self {
             site_code,
@@ -502,7 +552,52 @@ impl NodeConfig {
             sync,
             security,
             metrics_listen,
+            import_trust,
         })
+    }
+}
+
+/// The CA certificates (DER) in the PEM file `path`, for `[import] trust`.
+pub fn read_trusted_cas(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    let certificates = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read the CA certificate {}: {e}", path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!(
+            "{} holds no certificate: give the other hierarchy's `ca.pem`",
+            path.display()
+        ));
+    }
+    Ok(certificates)
+}
+
+/// The upstream named by `--upstream KIND`, which must not contradict the other flags.
+fn upstream_kind(overrides: &Overrides) -> Result<UpstreamConfig, ConfigError> {
+    let kind = overrides.upstream_kind.as_deref().unwrap_or_default();
+    let invalid = |reason: String| ConfigError::Invalid {
+        key: "upstream.kind",
+        origin: Source::Overrides,
+        reason,
+    };
+    match kind.trim().to_ascii_lowercase().as_str() {
+        "import" if overrides.upstream_dir.is_none() && overrides.parent.is_none() => {
+            Ok(UpstreamConfig::Import)
+        }
+        "import" => Err(invalid(
+            "--upstream import takes no --upstream-dir or --parent: export files are its only source".into(),
+        )),
+        "sample" if overrides.upstream_dir.is_none() && overrides.parent.is_none() => {
+            Ok(UpstreamConfig::Sample)
+        }
+        "directory" | "parent" => Err(invalid(format!(
+            "use --upstream-dir DIR for a directory upstream and --parent HOST:PORT for a parent; --upstream names `import` or `sample`, not `{kind}`"
+        ))),
+        other => Err(invalid(format!(
+            "`{other}` is not an upstream kind: use `import` or `sample` here, --upstream-dir or --parent for the others"
+        ))),
     }
 }
 

@@ -21,8 +21,53 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Runs one sitesync node. Settings come from, in increasing precedence: built-in defaults,
 /// the config file, environment variables, flags.
 #[derive(Debug, Parser)]
-#[command(name = "sitesync-node", version)]
+#[command(
+    name = "sitesync-node",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Also serve gRPC health alone (`grpc.health.v1`) in plaintext on this address, for
+    /// probes that cannot present a certificate, such as Kubernetes' gRPC probes.
+    #[arg(long, env = "SITESYNC_HEALTH_LISTEN", value_name = "ADDR")]
+    health_listen: Option<std::net::SocketAddr>,
+    /// Once listening, write the bound address (host:port) to this file: how scripts and
+    /// tests find a node started on port 0.
+    #[arg(long)]
+    address_file: Option<PathBuf>,
+    /// Once listening, write the metrics listener's bound address to this file (before
+    /// `--address-file`'s), for a node whose metrics listen on port 0.
+    #[arg(long)]
+    metrics_address_file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Imports an export file (S12) into a stopped node's data directory, as the node's
+    /// sync: the same checks and the same status messages as `sitesyncctl import` against
+    /// the running node. The node's configuration flags apply (`--data-dir`, `--config`,
+    /// `--pki-dir`, `--upstream import`...).
+    Import {
+        /// The export file; it is only read.
+        file: PathBuf,
+        /// Verify the file and report what it is and whether it applies, changing nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// `text` (the default) or `json`.
+        #[arg(long, default_value = "text", value_name = "FORMAT")]
+        output: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+/// The node's configuration flags, for running it and for `import`.
+#[derive(Debug, clap::Args)]
+struct NodeArgs {
     /// A TOML config file.
     #[arg(long, env = "SITESYNC_CONFIG")]
     config: Option<PathBuf>,
@@ -53,6 +98,10 @@ struct Args {
     /// Run as a child site of the node at this address (host:port).
     #[arg(long, env = "SITESYNC_PARENT")]
     parent: Option<String>,
+    /// The upstream by kind: `import` for a node fed only by export files (S12), imported
+    /// with `sitesyncctl import` or `sitesync-node import`; `sample` for the bundled sample.
+    #[arg(long = "upstream", env = "SITESYNC_UPSTREAM", value_name = "KIND")]
+    upstream_kind: Option<String>,
     /// The storage engine's page cache in MiB (default 32).
     #[arg(long, env = "SITESYNC_CACHE_MIB")]
     cache_mib: Option<u64>,
@@ -64,10 +113,10 @@ struct Args {
     /// Plaintext gRPC instead of mutual TLS: for a lab on one machine only.
     #[arg(long, env = "SITESYNC_INSECURE")]
     insecure: bool,
-    /// Also serve gRPC health alone (`grpc.health.v1`) in plaintext on this address, for
-    /// probes that cannot present a certificate, such as Kubernetes' gRPC probes.
-    #[arg(long, env = "SITESYNC_HEALTH_LISTEN", value_name = "ADDR")]
-    health_listen: Option<std::net::SocketAddr>,
+    /// Serve metrics for Prometheus at /metrics, in plaintext, on this address (off by
+    /// default).
+    #[arg(long, env = "SITESYNC_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// `text` (the default: readable lines) or `json` (one JSON object a line, for log
     /// shippers; lines inside a sync carry `site`, `sync_id` and `trace_id`).
     #[arg(
@@ -77,18 +126,26 @@ struct Args {
         default_value = "text"
     )]
     log_format: LogFormat,
-    /// Once listening, write the bound address (host:port) to this file: how scripts and
-    /// tests find a node started on port 0.
-    #[arg(long)]
-    address_file: Option<PathBuf>,
-    /// Serve metrics for Prometheus at /metrics, in plaintext, on this address (off by
-    /// default).
-    #[arg(long, env = "SITESYNC_METRICS_LISTEN", value_name = "ADDR")]
-    metrics_listen: Option<String>,
-    /// Once listening, write the metrics listener's bound address to this file (before
-    /// `--address-file`'s), for a node whose metrics listen on port 0.
-    #[arg(long)]
-    metrics_address_file: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            site_code: self.site_code.clone(),
+            role: self.role.clone(),
+            data_dir: self.data_dir.clone(),
+            listen: self.listen.clone(),
+            advertise: self.advertise.clone(),
+            children: self.children.clone(),
+            upstream_dir: self.upstream_dir.clone(),
+            parent: self.parent.clone(),
+            upstream_kind: self.upstream_kind.clone(),
+            cache_mib: self.cache_mib,
+            pki_dir: self.pki_dir.clone(),
+            insecure: self.insecure,
+            metrics_listen: self.metrics_listen.clone(),
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -103,25 +160,30 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    let overrides = Overrides {
-        site_code: args.site_code,
-        role: args.role,
-        data_dir: args.data_dir,
-        listen: args.listen,
-        advertise: args.advertise,
-        children: args.children,
-        upstream_dir: args.upstream_dir,
-        parent: args.parent,
-        cache_mib: args.cache_mib,
-        pki_dir: args.pki_dir,
-        insecure: args.insecure,
-        metrics_listen: args.metrics_listen,
-    };
-    let config = NodeConfig::load(args.config.as_deref(), &overrides)?;
+    if let Some(Command::Import {
+        file,
+        dry_run,
+        output,
+        node,
+    }) = args.command
+    {
+        let config = NodeConfig::load(node.config.as_deref(), &node.overrides())?;
+        let telemetry = telemetry::init(
+            node.log_format,
+            &telemetry::Source {
+                site: config.site_code.to_string(),
+                role: config.role.to_string(),
+            },
+        )?;
+        let imported = import(config, &file, dry_run, output == "json").await;
+        tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+        return imported;
+    }
+    let config = NodeConfig::load(args.node.config.as_deref(), &args.node.overrides())?;
     // Spans and log lines name the site, so logging starts once the configuration is read;
     // a configuration that cannot be read is reported on stderr by the error itself.
     let telemetry = telemetry::init(
-        args.log_format,
+        args.node.log_format,
         &telemetry::Source {
             site: config.site_code.to_string(),
             role: config.role.to_string(),
@@ -138,6 +200,64 @@ async fn run() -> anyhow::Result<()> {
     // The last spans (the shutdown's among them) leave before the process does.
     tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     served
+}
+
+/// `sitesync-node import`: the node started without serving, the file imported as its
+/// sync, the node stopped again. Requests for its children wait in its outbox until it runs.
+async fn import(
+    config: NodeConfig,
+    file: &std::path::Path,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let started = sitesync_node::startup::start(config, Arc::new(SystemClock)).with_context(|| {
+        format!(
+            "cannot open the node in {}: if it is running, import with `sitesyncctl import` against it instead",
+            data_dir.display()
+        )
+    })?;
+    let name = file.display().to_string();
+    let imported = sitesync_node::grpc::archive::import(
+        &started.node,
+        &started.sync,
+        file,
+        &name,
+        dry_run,
+        None,
+    )
+    .await;
+    let summary = imported
+        .as_ref()
+        .map(|report| report.summary(&started.node));
+    started.node.stop();
+    let summary = summary.map_err(|e| anyhow::anyhow!("{name} is not imported: {e}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else if summary.already_held {
+        println!(
+            "{name}: this node holds its catalog already (version {} of {}, at {}); nothing changed.",
+            summary.catalog_version, summary.top_site, summary.target
+        );
+    } else if dry_run {
+        println!(
+            "{name}: verified; a {} file from {} (catalog version {} of {}) that applies here. Nothing changed (dry run).",
+            summary.kind, summary.source_site, summary.catalog_version, summary.top_site
+        );
+    } else {
+        println!(
+            "{name}: imported as sync {}: {} new, {} changed, {} expired, {} deleted; update server at sequence {}, {} revisions, digest {}.",
+            summary.sync_id.unwrap_or_default(),
+            summary.new,
+            summary.changed,
+            summary.expired,
+            summary.deleted,
+            summary.update_server_sequence,
+            summary.revisions,
+            summary.update_server_digest
+        );
+    }
+    Ok(())
 }
 
 async fn serve(

@@ -46,13 +46,27 @@ impl NodeState {
             Transport::Tls(tls) => {
                 let top_site = config.role == Role::Site
                     && !matches!(config.upstream, UpstreamConfig::Parent(_));
-                Some(CatalogVersions::open(
-                    database.space("catalog-version")?,
-                    tls.clone(),
-                    top_site,
-                    None,
-                    catalog_version::DEFAULT_VALIDITY,
-                )?)
+                // Read at load already, so only a file changed since can fail here.
+                let trusted = config
+                    .import_trust
+                    .iter()
+                    .flat_map(|path| {
+                        crate::config::read_trusted_cas(path).unwrap_or_else(|reason| {
+                            tracing::warn!(%reason, "a CA trusted for imports is skipped");
+                            Vec::new()
+                        })
+                    })
+                    .collect();
+                Some(
+                    CatalogVersions::open(
+                        database.space("catalog-version")?,
+                        tls.clone(),
+                        top_site,
+                        None,
+                        catalog_version::DEFAULT_VALIDITY,
+                    )?
+                    .trusting_imports_from(trusted),
+                )
             }
             Transport::Plaintext => None,
         };

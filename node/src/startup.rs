@@ -153,6 +153,7 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
             UpstreamSource::Parent(Arc::new(GrpcParent::new(address.as_str(), channel)))
         }
         UpstreamConfig::Directory(dir) => open_directory(dir.clone())?,
+        UpstreamConfig::Import => UpstreamSource::Import,
         UpstreamConfig::Sample => {
             let dir = config.data_dir.join("sample-catalog");
             sitesync_metadata::sample::write_to(&dir).map_err(|source| StartError::Sample {

@@ -101,6 +101,8 @@ pub enum Upstream {
     Directory(PathBuf),
     /// Another node, `host:port`: a child site, or an internet node's own site.
     Parent(String),
+    /// Export files only (`--upstream import`): a disconnected node.
+    Import,
 }
 
 /// One `sitesync-node` process and everything needed to start it again.
@@ -153,6 +155,7 @@ impl NodeProcess {
         match &upstream {
             Upstream::Directory(dir) => command.arg("--upstream-dir").arg(dir),
             Upstream::Parent(address) => command.arg("--parent").arg(address),
+            Upstream::Import => command.arg("--upstream").arg("import"),
         };
         if !config_toml.is_empty() {
             std::fs::create_dir_all(dir)?;
@@ -260,6 +263,75 @@ impl NodeProcess {
             );
         }
         Ok(())
+    }
+
+    /// Exports this node's update server into `path` (over `Admin.ExportCatalog`), the
+    /// changes after `since` or the whole catalog. Returns the header the node announced.
+    pub async fn export(
+        &self,
+        path: &Path,
+        since: Option<v1::Anchor>,
+    ) -> anyhow::Result<v1::ArchiveHeader> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stream = self
+            .admin()
+            .export_catalog(v1::ExportCatalogRequest { since })
+            .await?
+            .into_inner();
+        let mut file = tokio::fs::File::create(path).await?;
+        let mut header = None;
+        let mut written = 0u64;
+        while let Some(message) = stream.message().await? {
+            match message.kind {
+                Some(v1::export_catalog_chunk::Kind::Start(start)) => header = start.header,
+                Some(v1::export_catalog_chunk::Kind::Chunk(chunk)) => {
+                    anyhow::ensure!(chunk.offset == written, "chunks out of order");
+                    file.write_all(&chunk.data).await?;
+                    written += chunk.data.len() as u64;
+                }
+                Some(v1::export_catalog_chunk::Kind::End(end)) => {
+                    anyhow::ensure!(end.total_bytes == written, "the export's length differs");
+                    file.sync_all().await?;
+                    return header.ok_or_else(|| anyhow::anyhow!("the export had no header"));
+                }
+                None => bail!("an empty export message"),
+            }
+        }
+        bail!("the export stream ended before its end")
+    }
+
+    /// Imports the file at `path` into this node (over `Admin.ImportCatalog`).
+    pub async fn import(
+        &self,
+        path: &Path,
+        dry_run: bool,
+    ) -> Result<v1::ImportCatalogResponse, tonic::Status> {
+        let bytes = std::fs::read(path).map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut messages = vec![v1::ImportCatalogChunk {
+            kind: Some(v1::import_catalog_chunk::Kind::Header(v1::ImportHeader {
+                file_name: name,
+                total_bytes: bytes.len() as u64,
+                dry_run,
+            })),
+        }];
+        let mut offset = 0;
+        for data in bytes.chunks(sitesync_proto::FILE_CHUNK_BYTES) {
+            messages.push(v1::ImportCatalogChunk {
+                kind: Some(v1::import_catalog_chunk::Kind::Chunk(v1::FileChunk {
+                    offset,
+                    data: data.to_vec(),
+                })),
+            });
+            offset += data.len() as u64;
+        }
+        self.admin()
+            .import_catalog(tokio_stream::iter(messages))
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     /// An Admin client for this node.
@@ -473,6 +545,16 @@ impl Hierarchy {
     ) -> anyhow::Result<&mut NodeProcess> {
         let upstream = Upstream::Parent(self.node(site).address());
         self.start(site_code, Role::Internet, upstream).await
+    }
+
+    /// Starts a node whose upstream is export files (`--upstream import`), with `role`: a
+    /// disconnected top site, or an internet-facing node with no path to its site.
+    pub async fn start_importer(
+        &mut self,
+        site_code: &str,
+        role: Role,
+    ) -> anyhow::Result<&mut NodeProcess> {
+        self.start(site_code, role, Upstream::Import).await
     }
 
     async fn start(

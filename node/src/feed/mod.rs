@@ -294,6 +294,9 @@ pub enum FeedError {
     },
     #[error("the parent sent nothing for {0:?}; reconnect")]
     Silent(Duration),
+    /// An export file that cannot be applied where the store stands, or cannot be read.
+    #[error("{0}")]
+    File(String),
 }
 
 impl FeedError {

@@ -109,6 +109,63 @@ impl ChangesStart {
     pub fn target_anchor(&self) -> Anchor {
         Anchor::at(self.log_id, self.target.last_sequence)
     }
+
+    /// Whether the stream is the log tail after the reader's anchor (no snapshot).
+    pub fn is_tail(&self) -> bool {
+        self.tail_from.is_some()
+    }
+}
+
+/// What a stream from a [`ChangesStart`] will carry, by record kind: the revisions of a
+/// snapshot, or the log records the tail sends (a record whose revision the store no longer
+/// holds is superseded and not sent, as [`BatchProducer`] does). Reads the log, not the
+/// documents. Exact while the store does not change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordCounts {
+    pub snapshot: u64,
+    pub new: u64,
+    pub changed: u64,
+    pub expired: u64,
+    pub deleted: u64,
+}
+
+impl RecordCounts {
+    pub fn of(start: &ChangesStart, store: &CatalogStore) -> Result<Self, StoreError> {
+        let mut counts = Self::default();
+        let Some(mut position) = start.tail_from else {
+            if start.snapshot_after.is_some() || start.snapshot_as_of != start.target.last_sequence
+            {
+                // A resumed snapshot or one with a tail: not what an export makes.
+                return Err(StoreError::Corrupt {
+                    what: "records of a resumed snapshot are not counted".into(),
+                });
+            }
+            counts.snapshot = start.target.revisions;
+            return Ok(counts);
+        };
+        let target = start.target.last_sequence;
+        while position < target {
+            let records = store.changes_since(position, LOG_PAGE)?;
+            if records.is_empty() {
+                break;
+            }
+            for record in records {
+                if record.sequence > target {
+                    return Ok(counts);
+                }
+                position = record.sequence;
+                let count = match record.kind {
+                    ChangeKind::Deleted => &mut counts.deleted,
+                    _ if store.content_of(record.revision)?.is_none() => continue,
+                    ChangeKind::New => &mut counts.new,
+                    ChangeKind::Changed => &mut counts.changed,
+                    ChangeKind::Expired => &mut counts.expired,
+                };
+                *count += 1;
+            }
+        }
+        Ok(counts)
+    }
 }
 
 /// Produces the batches of one change stream, one at a time: the snapshot parts a reader

@@ -14,6 +14,7 @@
 //! Below, the one deliberate mapping of domain errors to gRPC codes.
 
 pub mod access;
+pub mod archive;
 pub mod client;
 pub mod connect;
 pub mod metrics_layer;
@@ -27,6 +28,7 @@ use tonic::{Code, Status};
 
 use crate::feed::FeedError;
 use crate::feed::produce::ProduceError;
+use crate::grpc::archive::ArchiveFailure;
 use crate::hierarchy::HierarchyError;
 use crate::hierarchy::site_states::SiteStatesError;
 use crate::store::StoreError;
@@ -63,7 +65,8 @@ impl From<SyncError> for Status {
             SyncError::SettingsConflict { .. } => Status::aborted(error.to_string()),
             SyncError::ManualAtChild
             | SyncError::ManualAtInternetNode
-            | SyncError::OperatorAtChild => Status::failed_precondition(error.to_string()),
+            | SyncError::OperatorAtChild
+            | SyncError::ImportOnly => Status::failed_precondition(error.to_string()),
             SyncError::Settings(_) => Status::invalid_argument(error.to_string()),
             SyncError::Store(e) => e.into(),
             other => Status::internal(other.to_string()),
@@ -113,6 +116,21 @@ impl From<Status> for FeedError {
             | Code::Unauthenticated
             | Code::Unimplemented => FeedError::Refused(status.message().to_owned()),
             code => FeedError::Transport(format!("{code}: {}", status.message())),
+        }
+    }
+}
+
+/// An export or import refused, or failed.
+impl From<ArchiveFailure> for Status {
+    fn from(error: ArchiveFailure) -> Self {
+        match error {
+            ArchiveFailure::File(_) => Status::invalid_argument(error.to_string()),
+            ArchiveFailure::Precondition(_) | ArchiveFailure::Refused(_) => {
+                Status::failed_precondition(error.to_string())
+            }
+            ArchiveFailure::Busy(_) => Status::unavailable(error.to_string()),
+            ArchiveFailure::Failed(_) => Status::aborted(error.to_string()),
+            ArchiveFailure::Store(e) => e.into(),
         }
     }
 }

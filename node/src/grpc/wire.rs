@@ -211,6 +211,7 @@ pub fn wire_run(run: &SyncRun) -> v1::SyncRun {
             SyncTrigger::Operator => v1::SyncTrigger::Operator,
             SyncTrigger::ParentRequest => v1::SyncTrigger::ParentRequest,
             SyncTrigger::Retry | SyncTrigger::Restart => v1::SyncTrigger::Retry,
+            SyncTrigger::Import => v1::SyncTrigger::Import,
         } as i32,
         phase: phase as i32,
         result: match run.result {

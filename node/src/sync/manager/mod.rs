@@ -40,12 +40,13 @@
 //! tells the node's metrics.
 
 mod directory;
+mod import;
 mod parent;
 mod recording;
 mod replay;
 mod signing;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -110,6 +111,8 @@ pub enum SyncTrigger {
     /// A sync request from the parent site (S2, S10), or, at an internet-facing node, from
     /// its own site (S11).
     ParentRequest,
+    /// An export file imported by an operator, at a node whose upstream is imports (S12).
+    Import,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,6 +224,9 @@ pub enum UpstreamSource {
     Directory(DirectoryUpstream),
     /// A child site: the parent site's node, as a feed.
     Parent(Arc<dyn ParentFeed>),
+    /// Export files (S12): each import hands its verified file, as a feed, to the sync it
+    /// runs ([`SyncManager::request_import`]).
+    Import,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -268,6 +274,21 @@ pub enum SyncError {
         "a sync started by an operator is refused at a node with a parent: it syncs when its parent asks (S2); run the sync at the top site and it cascades down"
     )]
     OperatorAtChild,
+    #[error(
+        "this node's upstream is export files: it syncs by import (`sitesyncctl import FILE`), not on request"
+    )]
+    ImportOnly,
+    #[error(
+        "the import was cut off (the node stopped or the file went away); import the file again to complete it"
+    )]
+    ImportLost,
+    #[error("importing {file}: {source}")]
+    Import { file: String, source: FeedError },
+    #[error("the export file {file} is refused: {source}; this node keeps the catalog it had")]
+    ImportVersion {
+        file: String,
+        source: crate::catalog_version::VersionError,
+    },
 }
 
 /// The handle services and the node hold. Cheap to clone.
@@ -289,6 +310,8 @@ struct Inner {
     wake: Notify,
     view: watch::Sender<ManagerView>,
     hooks: SyncHooks,
+    /// The files of queued and running imports, by sync id.
+    imports: Mutex<HashMap<u64, Arc<dyn ParentFeed>>>,
 }
 
 /// What the node runs at two points of a successful sync. Either may fail the sync.
@@ -396,6 +419,7 @@ impl SyncManager {
             wake: Notify::new(),
             view: watch::Sender::new(ManagerView::default()),
             hooks,
+            imports: Mutex::default(),
         });
         // History only: a record another version wrote is dropped, not a reason to stop.
         let last: Option<SyncRun> = get(&*inner.space, KEY_LAST_RUN).unwrap_or_else(|e| {
@@ -421,6 +445,17 @@ impl SyncManager {
         });
         let manager = Self { inner };
         match get::<SyncRun>(&*manager.inner.space, KEY_IN_PROGRESS) {
+            // An import cannot be redone without its file: it is reported, and the operator
+            // imports the file again (which resumes where it was cut off).
+            Ok(Some(interrupted)) if manager.imports_only() => {
+                manager.message(
+                    StatusMessageId::SyncFailed,
+                    interrupted.id,
+                    format!("Synchronization failed: {}.", SyncError::ImportLost),
+                    BTreeMap::new(),
+                );
+                delete(&*manager.inner.space, &[KEY_IN_PROGRESS])?;
+            }
             Ok(Some(interrupted)) => {
                 info!(
                     sync_id = interrupted.id,
@@ -490,6 +525,9 @@ impl SyncManager {
         trace: Option<TraceContext>,
     ) -> Result<Disposition, SyncError> {
         let inner = &self.inner;
+        if self.imports_only() && trigger != SyncTrigger::Import {
+            return Err(SyncError::ImportOnly);
+        }
         if trigger == SyncTrigger::Operator && kind == SyncKind::Full && self.has_parent() {
             return Err(SyncError::OperatorAtChild);
         }
@@ -509,7 +547,10 @@ impl SyncManager {
         } else {
             kind
         };
-        if let Some(waiting) = queue.waiting.iter().find(|r| r.kind == kind) {
+        // Each import is its own sync, with its own file.
+        if let Some(waiting) = queue.waiting.iter().find(|r| {
+            r.kind == kind && trigger != SyncTrigger::Import && r.trigger != SyncTrigger::Import
+        }) {
             return Ok(Disposition::Queued(waiting.id));
         }
         let id: u64 = get(&*inner.space, KEY_NEXT_SYNC_ID)?.unwrap_or(1);
@@ -546,9 +587,41 @@ impl SyncManager {
         Ok(disposition)
     }
 
+    /// Queues the import of an export file, verified and opened as `file` (a feed), as this
+    /// node's next sync; returns its id. Only at a node whose upstream is imports.
+    pub fn request_import(
+        &self,
+        file: Arc<dyn ParentFeed>,
+        trace: Option<TraceContext>,
+    ) -> Result<u64, SyncError> {
+        if !self.imports_only() {
+            return Err(SyncError::Settings(
+                "this node's upstream is not export files: start it with --upstream import (or [upstream] kind = \"import\") to import".into(),
+            ));
+        }
+        let mut imports = self.inner.imports.lock().unwrap_or_else(|p| p.into_inner());
+        let id = match self.request_traced(SyncKind::Full, SyncTrigger::Import, trace)? {
+            Disposition::Started(id) | Disposition::Queued(id) => id,
+        };
+        imports.insert(id, file);
+        Ok(id)
+    }
+
     /// Whether the upstream is a parent node: such a node runs no schedule (S2).
     fn has_parent(&self) -> bool {
         matches!(self.inner.upstream, UpstreamSource::Parent(_))
+    }
+
+    /// Whether the upstream is export files: syncs are imports, with no schedule and no
+    /// retries (a retry would have no file).
+    fn imports_only(&self) -> bool {
+        matches!(self.inner.upstream, UpstreamSource::Import)
+    }
+
+    /// Whether syncs start on their own (a schedule, retries): not at a node with a parent,
+    /// which syncs when asked, nor at one whose upstream is imports.
+    fn starts_on_its_own(&self) -> bool {
+        !self.has_parent() && !self.imports_only()
     }
 
     /// Whether this is an internet-facing node: no site database, no phase 2 (S11).
@@ -616,7 +689,7 @@ impl SyncManager {
             Err(e) => {
                 warn!(error = %e, "cannot read the sync schedule; trying again in a minute");
                 let again = Timestamp(self.inner.clock.now().0 + 60_000);
-                if self.has_parent() {
+                if !self.starts_on_its_own() {
                     // A child starts nothing on its own: it only reads its retry again.
                     tokio::select! {
                         () = self.inner.wake.notified() => {}
@@ -656,6 +729,12 @@ impl SyncManager {
     /// its retry can be due.
     fn next_due(&self) -> Result<NextSync, SyncError> {
         let retry: Option<Timestamp> = get(&*self.inner.space, KEY_RETRY_AT)?;
+        if self.imports_only() {
+            return Ok(NextSync {
+                due: None,
+                scheduled: None,
+            });
+        }
         if self.has_parent() {
             return Ok(NextSync {
                 due: retry.map(|at| (at, SyncTrigger::Retry)),
@@ -792,6 +871,25 @@ impl SyncManager {
                 }
                 info!(sync_id = run.id, kind = ?run.kind, "sync done");
             }
+            Err(error) if self.imports_only() => {
+                // No retry: it would have no file. The operator imports again.
+                run.result = Some(SyncResult::Failed);
+                run.failure_reason = Some(error.to_string());
+                self.message(
+                    StatusMessageId::SyncFailed,
+                    run.id,
+                    format!(
+                        "Synchronization failed: {error}. Nothing is retried: import the file again once the cause is fixed."
+                    ),
+                    BTreeMap::new(),
+                );
+                let recorded = put(&*inner.space, KEY_LAST_RUN, &run)
+                    .and_then(|()| delete(&*inner.space, &[KEY_IN_PROGRESS]));
+                if let Err(e) = recorded {
+                    warn!(error = %e, "cannot record the failed sync");
+                }
+                warn!(sync_id = run.id, %error, "import failed");
+            }
             Err(error) => {
                 let retry_at = self
                     .settings()
@@ -856,6 +954,16 @@ impl SyncManager {
         let settings = self.settings()?;
         // The top site's signed version the parent offers, verified (none without TLS).
         let mut offered = None;
+        let import = self
+            .imports_only()
+            .then(|| {
+                self.inner
+                    .imports
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&run.id)
+            })
+            .flatten();
 
         run.phase = SyncPhase::UpdateServer;
         self.publish(run);
@@ -870,6 +978,10 @@ impl SyncManager {
             UpstreamSource::Parent(parent) => {
                 format!("the parent site's update server at {}", parent.address())
             }
+            UpstreamSource::Import => match &import {
+                Some(file) => format!("the export file {}", file.address()),
+                None => "an export file".to_owned(),
+            },
         };
         self.message(
             StatusMessageId::SyncingUpdateServer,
@@ -883,6 +995,10 @@ impl SyncManager {
             }
             UpstreamSource::Parent(parent) => {
                 offered = self.pull_from_parent(run, &**parent)?;
+            }
+            UpstreamSource::Import => {
+                let file = import.as_ref().ok_or(SyncError::ImportLost)?;
+                self.import_file(run, &**file)?;
             }
         }
         put(&*inner.space, KEY_SYNCED_SELECTION, &settings.revision)?;
@@ -918,7 +1034,7 @@ impl SyncManager {
             self.publish(run);
             let _phase = phase_span("site_database", StatusMessageId::SyncingSiteDatabase);
             match &inner.upstream {
-                UpstreamSource::Directory(_) => {
+                UpstreamSource::Directory(_) | UpstreamSource::Import => {
                     self.message(
                         StatusMessageId::SyncingSiteDatabase,
                         run.id,
@@ -1040,6 +1156,7 @@ pub fn trigger_label(trigger: SyncTrigger) -> &'static str {
         SyncTrigger::Retry => "retry",
         SyncTrigger::Restart => "restart",
         SyncTrigger::ParentRequest => "parent_request",
+        SyncTrigger::Import => "import",
     }
 }
 
@@ -1050,6 +1167,7 @@ fn trigger_text(trigger: SyncTrigger) -> &'static str {
         SyncTrigger::Retry => "retrying after a failure",
         SyncTrigger::Restart => "redoing the sync interrupted by a restart",
         SyncTrigger::ParentRequest => "requested by the parent site",
+        SyncTrigger::Import => "importing an export file",
     }
 }
 

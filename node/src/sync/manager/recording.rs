@@ -1,7 +1,7 @@
 //! What the sync manager tells the node's metrics ([`crate::metrics::sync`]): the phase a
 //! sync enters, and how it ended with what it applied, in the metrics' label words.
 
-use super::{SyncKind, SyncManager, SyncPhase, SyncResult, SyncRun, SyncTrigger};
+use super::{SyncKind, SyncManager, SyncPhase, SyncResult, SyncRun};
 use crate::metrics::sync::{Applied, SyncLabels};
 
 impl SyncManager {
@@ -23,13 +23,7 @@ impl SyncManager {
                 SyncKind::Full => "full",
                 SyncKind::Manual => "manual",
             },
-            trigger: match run.trigger {
-                SyncTrigger::Schedule => "schedule",
-                SyncTrigger::Operator => "operator",
-                SyncTrigger::Retry => "retry",
-                SyncTrigger::Restart => "restart",
-                SyncTrigger::ParentRequest => "parent_request",
-            },
+            trigger: super::trigger_label(run.trigger),
             result: match run.result {
                 Some(SyncResult::Succeeded) => "succeeded",
                 Some(SyncResult::Failed) | None => "failed",

@@ -1,8 +1,11 @@
 //! `sitesync.v1.Admin`: the operator's surface — status, syncs and their progress, status
 //! messages, updates, sync settings and the client policy.
 
+mod archive;
 mod settings;
 mod updates;
+
+pub use archive::spool_dir;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -568,20 +571,25 @@ impl v1::admin_server::Admin for AdminService {
 
     async fn export_catalog(
         &self,
-        _request: Request<v1::ExportCatalogRequest>,
+        request: Request<v1::ExportCatalogRequest>,
     ) -> Result<Response<Self::ExportCatalogStream>, Status> {
-        Err(Status::unimplemented(
-            "catalog export is not available in this version of sitesync",
-        ))
+        archive::export(self.node.clone(), request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn import_catalog(
         &self,
-        _request: Request<tonic::Streaming<v1::ImportCatalogChunk>>,
+        request: Request<tonic::Streaming<v1::ImportCatalogChunk>>,
     ) -> Result<Response<v1::ImportCatalogResponse>, Status> {
-        Err(Status::unimplemented(
-            "catalog import is not available in this version of sitesync",
-        ))
+        let trace = TraceContext::current();
+        archive::import(
+            self.node.clone(),
+            self.sync.clone(),
+            request.into_inner(),
+            trace,
+        )
+        .await
     }
 
     async fn publish_update(
