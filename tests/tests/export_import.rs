@@ -305,3 +305,315 @@ fn resigned_elsewhere(hierarchy: &Hierarchy, path: &Path) -> PathBuf {
     }
     write(hierarchy, "foreign.ssx", &writer.finish(&signer).unwrap())
 }
+
+/// A file put together by hand from a header and chunk payloads, with a manifest signed by
+/// the hierarchy's top site `CEN`: what only a holder of a trusted key could make.
+struct Forgery {
+    header: v1::ArchiveHeader,
+    /// Each chunk's compressed payload and the decompressed size it declares.
+    chunks: Vec<(Vec<u8>, u32)>,
+}
+
+impl Forgery {
+    /// The parts of a genuine file.
+    fn of(hierarchy: &Hierarchy, path: &Path) -> Self {
+        use prost::Message as _;
+        let mut archive = trusted_archive(hierarchy, path);
+        let header = archive.header().clone();
+        let chunks = archive
+            .batches(0)
+            .map(|batch| {
+                let plain = batch.unwrap().encode_to_vec();
+                (lz4_flex::block::compress(&plain), plain.len() as u32)
+            })
+            .collect();
+        Self { header, chunks }
+    }
+
+    fn write(&self, hierarchy: &Hierarchy, name: &str) -> PathBuf {
+        use prost::Message as _;
+        use sha2::{Digest as _, Sha256};
+        let frame = |out: &mut Vec<u8>, kind: u8, payload: &[u8]| {
+            out.push(kind);
+            out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            out.extend_from_slice(payload);
+        };
+        let mut out = sitesync_archive::MAGIC.to_vec();
+        let header = self.header.encode_to_vec();
+        frame(&mut out, b'H', &header);
+        let mut entries = Vec::new();
+        for (stored, plain_bytes) in &self.chunks {
+            entries.push(v1::ArchiveChunk {
+                offset: out.len() as u64,
+                stored_bytes: stored.len() as u32,
+                plain_bytes: *plain_bytes,
+                sha256: Sha256::digest(stored).to_vec(),
+            });
+            frame(&mut out, b'C', stored);
+        }
+        let manifest = v1::ArchiveManifest {
+            format_version: sitesync_archive::FORMAT_VERSION,
+            header_sha256: Sha256::digest(&header).to_vec(),
+            chunks: entries,
+        }
+        .encode_to_vec();
+        let (_, signature, certificate) = top_signer(hierarchy)
+            .sign(&sitesync_archive::manifest_signed_bytes(&manifest))
+            .unwrap();
+        let signed = v1::SignedArchiveManifest {
+            manifest,
+            algorithm: v1::SignatureAlgorithm::EcdsaP256Sha256 as i32,
+            signature,
+            signer_certificate: certificate,
+        }
+        .encode_to_vec();
+        let manifest_offset = out.len() as u64;
+        frame(&mut out, b'M', &signed);
+        out.extend_from_slice(&manifest_offset.to_le_bytes());
+        out.extend_from_slice(sitesync_archive::END_MAGIC);
+        write(hierarchy, name, &out)
+    }
+}
+
+fn top_signer(hierarchy: &Hierarchy) -> sitesync_security::signing::Signer {
+    use sitesync_security::{Identity, TlsFiles};
+    let cen = Identity::site("CEN").unwrap();
+    sitesync_security::signing::Signer::load(&TlsFiles::in_pki_dir(hierarchy.pki_dir(), &cen))
+        .unwrap()
+}
+
+/// `path` opened and its signature checked with the hierarchy's CA.
+fn trusted_archive(hierarchy: &Hierarchy, path: &Path) -> sitesync_archive::Archive<std::fs::File> {
+    use rustls::pki_types::CertificateDer;
+    use sitesync_security::pki::first_certificate;
+    let ca = first_certificate(&std::fs::read(hierarchy.pki_dir().join("ca.pem")).unwrap());
+    let cas = [CertificateDer::from(ca.unwrap())];
+    let mut archive = sitesync_archive::Archive::open(std::fs::File::open(path).unwrap()).unwrap();
+    archive
+        .verify_signature(&cas, |_| false, std::time::SystemTime::now())
+        .unwrap();
+    archive
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_forged_with_a_trusted_key_are_refused_for_what_is_wrong() {
+    let mut hierarchy = Hierarchy::new().unwrap();
+    // Enough revisions for several snapshot parts (chunks).
+    synced_top(&mut hierarchy, 1_500).await;
+    let full = file(&hierarchy, "full.ssx");
+    hierarchy.node("CEN").export(&full, None).await.unwrap();
+    hierarchy
+        .start_importer("IN1", Role::Internet)
+        .await
+        .unwrap();
+    let internet = hierarchy.node("IN1");
+    let genuine = Forgery::of(&hierarchy, &full);
+    assert!(genuine.chunks.len() >= 3, "{} chunks", genuine.chunks.len());
+    // Forged but faithful: accepted by a dry run, which shows the forging is sound.
+    let faithful = genuine.write(&hierarchy, "faithful.ssx");
+    internet.import(&faithful, true).await.unwrap();
+
+    let mut duplicated = Forgery::of(&hierarchy, &full);
+    let first = duplicated.chunks[0].clone();
+    duplicated.chunks.insert(1, first);
+    let mut missing = Forgery::of(&hierarchy, &full);
+    missing.chunks.remove(1);
+    let mut reordered = Forgery::of(&hierarchy, &full);
+    reordered.chunks.swap(1, 2);
+    for (forgery, name) in [
+        (duplicated, "duplicated"),
+        (missing, "missing"),
+        (reordered, "reordered"),
+    ] {
+        let path = forgery.write(&hierarchy, &format!("{name}.ssx"));
+        refused(internet, &path, "do not follow each other").await;
+    }
+
+    let mut lying = Forgery::of(&hierarchy, &full);
+    let counts = lying.header.counts.as_mut().unwrap();
+    counts.snapshot += 1;
+    let path = lying.write(&hierarchy, "lying.ssx");
+    refused(internet, &path, "lies about its counts").await;
+
+    let mut inflating = Forgery::of(&hierarchy, &full);
+    inflating.chunks[1].1 -= 100;
+    let path = inflating.write(&hierarchy, "inflating.ssx");
+    refused(internet, &path, "past its declared size").await;
+
+    // A catalog version the top site signed that has expired.
+    let mut expired = Forgery::of(&hierarchy, &full);
+    let signed = expired.header.catalog_version.clone().unwrap();
+    let mut version = signed.decode_catalog_version().unwrap();
+    version.issued_at = Some(prost_types::Timestamp {
+        seconds: 1_000_000_000,
+        nanos: 0,
+    });
+    version.expires_at = Some(prost_types::Timestamp {
+        seconds: 1_000_086_400,
+        nanos: 0,
+    });
+    let (message, encoded) = version.encode_for_signing();
+    let (_, signature, certificate) = top_signer(&hierarchy).sign(&message).unwrap();
+    expired.header.catalog_version = Some(v1::SignedCatalogVersion {
+        catalog_version: encoded,
+        signature,
+        signer_certificate: certificate,
+        ..signed
+    });
+    let path = expired.write(&hierarchy, "expired.ssx");
+    refused(internet, &path, "expired").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_killed_midway_completes_when_run_again() {
+    let mut hierarchy = Hierarchy::new().unwrap();
+    let top = synced_top(&mut hierarchy, 4_000).await;
+    let full = file(&hierarchy, "full.ssx");
+    hierarchy.node("CEN").export(&full, None).await.unwrap();
+    hierarchy
+        .start_importer("IN1", Role::Internet)
+        .await
+        .unwrap();
+
+    let internet = hierarchy.node("IN1");
+    // The import call returns only when the sync ends; it runs beside the kill.
+    let import = tokio::spawn(import_with(internet.admin(), full.clone()));
+    // Killed once the import has applied some batches and not all.
+    internet
+        .wait_status("part of the import applied", SYNC, |status| {
+            site(status)
+                .current_sync
+                .as_ref()
+                .and_then(|run| run.progress.as_ref())
+                .is_some_and(|p| p.done >= 1)
+        })
+        .await
+        .unwrap();
+    hierarchy.node_mut("IN1").kill();
+    assert!(
+        import.await.unwrap().is_err(),
+        "the import outlived its node"
+    );
+    let partial = store_of_stopped(hierarchy.node("IN1"));
+    assert_ne!(partial, digest_hex(Some(&update_server(&top))));
+
+    hierarchy.node_mut("IN1").restart().await.unwrap();
+    let internet = hierarchy.node("IN1");
+    let completed = internet.import(&full, false).await.unwrap();
+    assert!(!completed.already_held);
+    assert_eq!(
+        digest_hex(completed.update_server.as_ref()),
+        digest_hex(Some(&update_server(&top)))
+    );
+    hierarchy.node_mut("IN1").stop().await;
+    let db = sitesync_node::store::NodeDatabase::open(
+        &hierarchy.node("IN1").data_dir.join("db"),
+        sitesync_node::store::DEFAULT_CACHE_BYTES,
+    )
+    .unwrap();
+    assert_log_without_gap_or_duplicate(db.update_server(), "IN1's update server");
+}
+
+/// Imports `path` over `admin`, as `NodeProcess::import` does, from a task of its own.
+async fn import_with(
+    mut admin: v1::admin_client::AdminClient<tonic::transport::Channel>,
+    path: PathBuf,
+) -> Result<v1::ImportCatalogResponse, tonic::Status> {
+    let bytes = std::fs::read(&path).unwrap();
+    let mut messages = vec![v1::ImportCatalogChunk {
+        kind: Some(v1::import_catalog_chunk::Kind::Header(v1::ImportHeader {
+            file_name: "full.ssx".into(),
+            total_bytes: bytes.len() as u64,
+            dry_run: false,
+        })),
+    }];
+    for (index, data) in bytes.chunks(sitesync_proto::FILE_CHUNK_BYTES).enumerate() {
+        messages.push(v1::ImportCatalogChunk {
+            kind: Some(v1::import_catalog_chunk::Kind::Chunk(v1::FileChunk {
+                offset: (index * sitesync_proto::FILE_CHUNK_BYTES) as u64,
+                data: data.to_vec(),
+            })),
+        });
+    }
+    admin
+        .import_catalog(tokio_stream::iter(messages))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The digest of a stopped node's update server.
+fn store_of_stopped(node: &NodeProcess) -> String {
+    let db = sitesync_node::store::NodeDatabase::open(
+        &node.data_dir.join("db"),
+        sitesync_node::store::DEFAULT_CACHE_BYTES,
+    )
+    .unwrap();
+    db.update_server().digest().to_string()
+}
+
+/// Every sequence number from 1 to the newest exactly once, each revision logged once, and
+/// the store's own consistency check passing.
+fn assert_log_without_gap_or_duplicate(store: &sitesync_node::store::CatalogStore, what: &str) {
+    use sitesync_node::store::ChangeKind;
+    let state = store.state();
+    let log = store.changes_since(0, usize::MAX).unwrap();
+    let sequences: Vec<u64> = log.iter().map(|c| c.sequence).collect();
+    let expected: Vec<u64> = (1..=state.last_sequence).collect();
+    assert_eq!(sequences, expected, "{what}: the log has a gap");
+    let mut seen = std::collections::BTreeSet::new();
+    for change in log.iter().filter(|c| c.kind != ChangeKind::Deleted) {
+        assert!(
+            seen.insert(change.revision),
+            "{what}: {:?} logged twice",
+            change.revision
+        );
+    }
+    let report = store.verify().unwrap();
+    assert!(report.is_consistent(), "{what}: {:?}", report.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnected_top_site_of_a_second_hierarchy_cascades_what_it_imports() {
+    let mut connected = Hierarchy::new().unwrap();
+    let top = synced_top(&mut connected, 300).await;
+    let full = file(&connected, "full.ssx");
+    connected.node("CEN").export(&full, None).await.unwrap();
+
+    // A second hierarchy with a CA of its own, whose top site trusts the first one's for
+    // imports only.
+    let mut disconnected = Hierarchy::new().unwrap();
+    let trusted = connected.pki_dir().join("ca.pem");
+    disconnected.set_config(&format!(
+        "[import]\ntrust = [{:?}]\n",
+        trusted.display().to_string()
+    ));
+    disconnected
+        .start_importer("TOP", Role::Site)
+        .await
+        .unwrap();
+    disconnected.set_config("");
+    disconnected.start_child("PR2", "TOP").await.unwrap();
+    let imported = disconnected.node("TOP").import(&full, false).await.unwrap();
+    assert_eq!(
+        digest_hex(imported.update_server.as_ref()),
+        digest_hex(Some(&update_server(&top)))
+    );
+    let status = disconnected.node("TOP").status().await.unwrap();
+    let reference = site(&status).clone();
+    let child = disconnected
+        .node("PR2")
+        .wait_status("the catalog TOP imported", SYNC, |status| {
+            let s = site(status);
+            idle_after_success(status)
+                && digest_hex(s.update_server.as_ref())
+                    == digest_hex(reference.update_server.as_ref())
+                && digest_hex(s.site_database.as_ref())
+                    == digest_hex(reference.site_database.as_ref())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        site(&child).last_sync.as_ref().unwrap().trigger(),
+        v1::SyncTrigger::ParentRequest
+    );
+}
