@@ -1002,6 +1002,76 @@ mod tests {
     }
 
     #[test]
+    fn an_import_upstream_is_chosen_by_file_or_flag_and_checked() {
+        let pki = pki_for("IN1");
+        let certificates = Overrides {
+            site_code: Some("IN1".into()),
+            pki_dir: Some(pki.path().to_owned()),
+            ..Overrides::default()
+        };
+        // Any role: an internet-facing node with no path to its site imports too.
+        let (_dir, path) = write("role = \"internet\"\n[upstream]\nkind = \"import\"\n");
+        let from_file = NodeConfig::load(Some(&path), &certificates).unwrap();
+        assert_eq!(from_file.upstream, UpstreamConfig::Import);
+        assert_eq!(from_file.role, Role::Internet);
+        let by_flag = Overrides {
+            upstream_kind: Some("import".into()),
+            ..certificates.clone()
+        };
+        assert_eq!(
+            NodeConfig::load(None, &by_flag).unwrap().upstream,
+            UpstreamConfig::Import
+        );
+
+        // Another hierarchy's CA, trusted for imports, must be a readable certificate.
+        let ca = pki.path().join("ca.pem");
+        let (_dir, path) = write(&format!(
+            "[upstream]\nkind = \"import\"\n[import]\ntrust = [{:?}]\n",
+            ca.display().to_string()
+        ));
+        let trusting = NodeConfig::load(Some(&path), &certificates).unwrap();
+        assert_eq!(trusting.import_trust, vec![ca]);
+
+        let refusals = [
+            (
+                "[upstream]\nkind = \"import\"\npath = \"/srv\"\n".to_owned(),
+                "upstream",
+            ),
+            (
+                "[upstream]\nkind = \"import\"\n[import]\ntrust = [\"/no/such/ca.pem\"]\n".to_owned(),
+                "import.trust",
+            ),
+            (
+                "[import]\ntrust = [\"/no/such/ca.pem\"]\n".to_owned(),
+                "import.trust",
+            ),
+        ];
+        for (text, key) in refusals {
+            let (_dir, path) = write(&text);
+            let error = NodeConfig::load(Some(&path), &certificates)
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with(key), "{text:?}: {error}");
+        }
+        // Imports verify signatures: not in plaintext.
+        let insecure = Overrides {
+            upstream_kind: Some("import".into()),
+            insecure: true,
+            ..Overrides::default()
+        };
+        let error = NodeConfig::load(None, &insecure).unwrap_err().to_string();
+        assert!(error.contains("signatures"), "{error}");
+        // The flag names only kinds without their own flags.
+        let contradicting = Overrides {
+            upstream_kind: Some("import".into()),
+            parent: Some("cen.example:8530".into()),
+            ..certificates
+        };
+        let error = NodeConfig::load(None, &contradicting).unwrap_err().to_string();
+        assert!(error.contains("--upstream import takes no"), "{error}");
+    }
+
+    #[test]
     fn an_internet_node_needs_its_site_as_upstream() {
         let (_dir, path) = write(
             "role = \"internet\"\n[upstream]\nkind = \"parent\"\naddress = \"pr1.example:8530\"\n",

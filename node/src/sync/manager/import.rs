@@ -39,7 +39,10 @@ impl SyncManager {
             Ok(outcome) => outcome,
             Err(source) => {
                 self.take_back(&journal);
-                return Err(SyncError::Import { file: name, source });
+                return Err(SyncError::Import {
+                    file: name,
+                    source: Box::new(source),
+                });
             }
         };
         run.counts.update_server.add_pulled(&outcome);
@@ -57,7 +60,10 @@ impl SyncManager {
             offered.update_server_digest(),
         ) {
             self.take_back(&journal);
-            return Err(SyncError::ImportVersion { file: name, source });
+            return Err(SyncError::ImportVersion {
+                file: name,
+                source: Box::new(source),
+            });
         }
         journal.close()?;
         if let Some(versions) = &self.inner.node.catalog_versions {
@@ -73,7 +79,7 @@ impl SyncManager {
         let name = file.address().to_owned();
         let refused = |source| SyncError::ImportVersion {
             file: name.clone(),
-            source,
+            source: Box::new(source),
         };
         let versions = self
             .inner
@@ -86,7 +92,7 @@ impl SyncManager {
             .block_on(file.catalog())
             .map_err(|source| SyncError::Import {
                 file: name.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let offered = versions
             .verify_import(catalog.catalog_version.as_ref(), self.inner.clock.now())

@@ -283,11 +283,14 @@ pub enum SyncError {
     )]
     ImportLost,
     #[error("importing {file}: {source}")]
-    Import { file: String, source: FeedError },
+    Import {
+        file: String,
+        source: Box<FeedError>,
+    },
     #[error("the export file {file} is refused: {source}; this node keeps the catalog it had")]
     ImportVersion {
         file: String,
-        source: crate::catalog_version::VersionError,
+        source: Box<crate::catalog_version::VersionError>,
     },
 }
 
