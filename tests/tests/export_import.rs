@@ -617,3 +617,83 @@ async fn a_disconnected_top_site_of_a_second_hierarchy_cascades_what_it_imports(
         v1::SyncTrigger::ParentRequest
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_imports_from_the_command_line_and_others_refuse_imports() {
+    let mut hierarchy = Hierarchy::new().unwrap();
+    let top = synced_top(&mut hierarchy, 200).await;
+    let full = file(&hierarchy, "full.ssx");
+    hierarchy.node("CEN").export(&full, None).await.unwrap();
+
+    // A node whose upstream is not export files refuses an import before taking the file.
+    let error = hierarchy
+        .node("CEN")
+        .import(&full, false)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::FailedPrecondition, "{error}");
+    assert!(error.message().contains("--upstream import"), "{error}");
+
+    hierarchy
+        .start_importer("IN1", Role::Internet)
+        .await
+        .unwrap();
+    // A dry run verifies and changes nothing.
+    let before = fingerprint(&store_of(hierarchy.node("IN1")).await);
+    let dry = hierarchy.node("IN1").import(&full, true).await.unwrap();
+    assert_eq!(dry.sync_id, 0);
+    assert_eq!(fingerprint(&store_of(hierarchy.node("IN1")).await), before);
+
+    let data_dir = hierarchy.node("IN1").data_dir.clone();
+    let pki_dir = hierarchy.pki_dir().to_owned();
+    let offline = |extra: &[&str]| {
+        let mut command = std::process::Command::new(sitesync_tests::cluster::node_binary());
+        command
+            .arg("import")
+            .args([
+                "--site-code",
+                "IN1",
+                "--role",
+                "internet",
+                "--upstream",
+                "import",
+            ])
+            .arg("--pki-dir")
+            .arg(&pki_dir)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(extra)
+            .arg(&full)
+            .env("RUST_LOG", "warn");
+        command.output().unwrap()
+    };
+    // While the node runs, its data directory is not for another process.
+    let running = offline(&[]);
+    assert!(!running.status.success());
+    let stderr = String::from_utf8_lossy(&running.stderr);
+    assert!(stderr.contains("sitesyncctl import"), "{stderr}");
+
+    hierarchy.node_mut("IN1").stop().await;
+    let output = offline(&["--output", "json"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["already_held"], false, "{summary}");
+    assert_eq!(summary["kind"], "full", "{summary}");
+    assert!(summary["sync_id"].as_u64().is_some(), "{summary}");
+
+    hierarchy.node_mut("IN1").restart().await.unwrap();
+    let status = hierarchy.node("IN1").status().await.unwrap();
+    assert_eq!(
+        digest_hex(Some(&update_server(&status))),
+        digest_hex(Some(&update_server(&top)))
+    );
+    assert_eq!(
+        site(&status).last_sync.as_ref().unwrap().trigger(),
+        v1::SyncTrigger::Import
+    );
+}
