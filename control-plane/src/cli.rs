@@ -136,6 +136,75 @@ pub enum Command {
     /// operator certificates, revoke them.
     #[command(subcommand)]
     Pki(PkiCommand),
+
+    /// Write the node's update-server store to an export file (S12, `WSUSutil export`), for
+    /// a server that cannot reach its upstream: the whole catalog, or with --since the
+    /// changes after an earlier file. `export inspect FILE` reads a file without a node.
+    Export(ExportArgs),
+
+    /// Import an export file at the node (S12, `WSUSutil import`): the node verifies the
+    /// whole file before it changes anything, then applies it as its sync.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ExportArgs {
+    #[command(subcommand)]
+    pub command: Option<ExportCommand>,
+
+    /// The export file to write. It is written under a temporary name beside it and gets
+    /// its name only once it is complete.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub out: Option<PathBuf>,
+
+    /// Export only the changes after an earlier export file: the node starts where that
+    /// file's target is.
+    #[arg(long, value_name = "PREVIOUS_FILE", conflicts_with = "since_anchor")]
+    pub since: Option<PathBuf>,
+
+    /// Export only the changes after this position of the node's change log, as `export
+    /// inspect` prints a file's target.
+    #[arg(long, value_name = "LOG_ID:SEQUENCE", value_parser = crate::units::parse_anchor)]
+    pub since_anchor: Option<sitesync_proto::v1::Anchor>,
+
+    /// Replace FILE when it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// What an export file holds, read without a node; with --verify, its signature and
+    /// every chunk checked (exit status 1 when it does not verify).
+    Inspect(ExportInspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportInspectArgs {
+    /// The export file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Check the manifest's signature against the trusted CAs, then read every chunk.
+    #[arg(long)]
+    pub verify: bool,
+
+    /// A CA certificate (PEM) to trust besides the hierarchy CA of the TLS flags
+    /// (--pki-dir's ca.pem or --ca); repeat for several.
+    #[arg(long, value_name = "CA_PEM", requires = "verify")]
+    pub trust: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The export file. It is only read.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Have the node verify the file and say what it is, without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2,9 +2,10 @@
 //!
 //! Modules, in the order a command flows through them:
 //! - [`cli`] declares the command line with clap: global flags (`--output table|json`,
-//!   `--node ADDR`) and one subcommand group per area (`catalog` on local files; `status`,
-//!   `sync`, `messages`, `updates`, `settings`, `policy`, `tree` on a node; `demo`, which
-//!   starts a hierarchy of node processes of its own).
+//!   `--node ADDR`) and one subcommand group per area (`catalog` and `export inspect` on
+//!   local files; `status`, `sync`, `messages`, `updates`, `settings`, `policy`, `tree`,
+//!   `export` and `import` on a node; `demo`, which starts a hierarchy of node processes of
+//!   its own).
 //! - [`commands`] runs a parsed command: one module per group, each a thin layer that calls
 //!   the library crates or a node's gRPC services and hands the result to [`output`].
 //! - [`client`] is how node commands reach a node: the one function that builds the

@@ -3,7 +3,8 @@
 //! Durations are a number and a unit, possibly several (`90s`, `30m`, `1h30m`, `7d`, `2w`);
 //! times are RFC 3339 in UTC. Schedules use the node's own spelling (`7d`, `12h`, `2w`,
 //! `cron:0 3 * * 0`), so what `settings get --output json` prints, `settings set --schedule`
-//! accepts.
+//! accepts. A change-log position is `log-id:sequence` both ways, so the target `export
+//! inspect` prints is what `export --since-anchor` takes.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -331,9 +332,54 @@ pub fn describe_schedule(schedule: Option<&v1::SyncSchedule>) -> String {
     }
 }
 
+/// A change-log position as operators read and type it: `log-id:sequence`. A position
+/// inside a snapshot (never a file's base or target) says so.
+pub fn anchor_text(anchor: &v1::Anchor) -> String {
+    match anchor.snapshot_through {
+        None => format!("{}:{}", anchor.log_id, anchor.sequence),
+        Some(_) => format!("{}:{} (inside a snapshot)", anchor.log_id, anchor.sequence),
+    }
+}
+
+/// `--since-anchor`: `log-id:sequence`, as [`anchor_text`] writes it.
+pub fn parse_anchor(text: &str) -> Result<v1::Anchor, String> {
+    let refuse = |why: &str| {
+        format!(
+            "`{text}` is not a change-log position: {why}; write LOG_ID:SEQUENCE as `export \
+             inspect` prints a file's target"
+        )
+    };
+    let (log_id, sequence) = text
+        .trim()
+        .rsplit_once(':')
+        .ok_or_else(|| refuse("there is no `:`"))?;
+    if log_id.is_empty() {
+        return Err(refuse("the log id is empty"));
+    }
+    let sequence = sequence
+        .parse()
+        .map_err(|_| refuse("the sequence is not a whole number"))?;
+    Ok(v1::Anchor {
+        log_id: log_id.to_owned(),
+        sequence,
+        snapshot_through: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anchors_read_back_as_they_are_written() {
+        let anchor = parse_anchor("0b1c8e3a-7d1e-4e55-9a59-3c2e0b0d8f11:40").unwrap();
+        assert_eq!(anchor.log_id, "0b1c8e3a-7d1e-4e55-9a59-3c2e0b0d8f11");
+        assert_eq!(anchor.sequence, 40);
+        assert_eq!(parse_anchor(&anchor_text(&anchor)), Ok(anchor));
+        for bad in ["", "log", ":5", "log:", "log:-1", "log:x"] {
+            assert!(parse_anchor(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn durations_parse() {

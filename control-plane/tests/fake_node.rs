@@ -1,10 +1,12 @@
 //! The node commands, run as the built `sitesyncctl` against a fake `Admin` and
 //! `ClientPolicy` service on loopback: exit statuses, paging up to `--limit`, JSON shapes,
-//! the settings revision check, refusals carrying the node's reason, and `sync --wait`
-//! following a run to its end. `node_commands.rs` runs the same commands against a real
+//! the settings revision check, refusals carrying the node's reason, `sync --wait`
+//! following a run to its end, and `export` and `import` streaming export files (a stream
+//! cut short, bytes out of order, Ctrl-C). `node_commands.rs` runs the same commands against a real
 //! node; this file pins the client's behaviour where a real node is hard to steer (a
 //! concurrent settings change, a permission rule, a failed sync).
 
+use std::io::Cursor;
 use std::path::Path;
 use std::pin::Pin;
 use std::process::Output;
@@ -13,14 +15,16 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sitesync_metadata::{ParseLimits, UpdateRevision, parse_update};
+use sitesync_proto::FILE_CHUNK_BYTES;
 use sitesync_proto::v1::admin_server::{Admin, AdminServer};
 use sitesync_proto::v1::client_policy_server::{ClientPolicy, ClientPolicyServer};
 use sitesync_proto::v1::{self, category_selector::By};
-use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
 mod support;
+use support::archive::{ExportFixture, LOG, anchor};
 use support::sitesyncctl;
 
 const SYNC_ID: &str = "17";
@@ -38,6 +42,42 @@ struct Behaviour {
     concurrent_settings_change: bool,
     /// Every call is refused by this rule.
     deny: Option<&'static str>,
+    /// The export file `ExportCatalog` sends, and how.
+    export: Option<ExportScript>,
+    /// `ImportCatalog` reads the whole file, then refuses it with this reason
+    /// (FAILED_PRECONDITION).
+    refuse_imports: Option<&'static str>,
+}
+
+/// What `ExportCatalog` sends: the file in pieces of [`EXPORT_PIECE`] bytes after its
+/// header, then its end, unless `fault` says otherwise.
+#[derive(Debug, Clone)]
+struct ExportScript {
+    bytes: Arc<Vec<u8>>,
+    header: v1::ArchiveHeader,
+    fault: Option<ExportFault>,
+}
+
+/// How an export stream goes wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExportFault {
+    /// Half the file, then the stream ends without its end.
+    CutShort,
+    /// The second piece is left out.
+    Gap,
+    /// Half the file, then nothing more, ever.
+    Stall,
+}
+
+const EXPORT_PIECE: usize = 64 * 1024;
+
+/// An import as the fake received it.
+#[derive(Debug, Default)]
+struct ReceivedImport {
+    header: Option<v1::ImportHeader>,
+    /// Each chunk's offset and length, in order.
+    chunks: Vec<(u64, usize)>,
+    bytes: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -46,6 +86,9 @@ struct FakeAdmin {
     settings: Mutex<v1::SyncSettings>,
     /// The page sizes `ListStatusMessages` was asked for.
     page_sizes: Mutex<Vec<u32>>,
+    /// The `since` of each `ExportCatalog`.
+    export_requests: Mutex<Vec<Option<v1::Anchor>>>,
+    imports: Mutex<Vec<ReceivedImport>>,
     messages: Vec<v1::StatusMessage>,
     updates: Vec<v1::UpdateSummary>,
     defender: UpdateRevision,
@@ -212,6 +255,8 @@ impl FakeAdmin {
                 revision: 3,
             }),
             page_sizes: Mutex::new(Vec::new()),
+            export_requests: Mutex::new(Vec::new()),
+            imports: Mutex::new(Vec::new()),
             messages,
             updates,
             defender,
@@ -500,16 +545,86 @@ impl Admin for FakeAdmin {
 
     async fn export_catalog(
         &self,
-        _: Request<v1::ExportCatalogRequest>,
+        request: Request<v1::ExportCatalogRequest>,
     ) -> Result<Response<Self::ExportCatalogStream>, Status> {
-        Err(Status::unimplemented("not in the fake"))
+        use v1::export_catalog_chunk::Kind;
+        self.check()?;
+        let Some(script) = self.behaviour.export.clone() else {
+            return Err(Status::unimplemented("not in the fake"));
+        };
+        self.export_requests
+            .lock()
+            .unwrap()
+            .push(request.into_inner().since);
+        let message = |kind| Ok(v1::ExportCatalogChunk { kind: Some(kind) });
+        let mut messages = vec![message(Kind::Start(v1::ExportStart {
+            header: Some(script.header.clone()),
+            estimated_records: 31,
+        }))];
+        let half = script.bytes.len() / 2;
+        for (index, piece) in script.bytes.chunks(EXPORT_PIECE).enumerate() {
+            let offset = index * EXPORT_PIECE;
+            match script.fault {
+                Some(ExportFault::Gap) if index == 1 => continue,
+                Some(ExportFault::CutShort | ExportFault::Stall) if offset >= half => break,
+                _ => {}
+            }
+            messages.push(message(Kind::Chunk(v1::FileChunk {
+                offset: offset as u64,
+                data: piece.to_vec(),
+            })));
+        }
+        let stream = tokio_stream::iter(messages);
+        Ok(Response::new(match script.fault {
+            Some(ExportFault::CutShort) => Box::pin(stream),
+            Some(ExportFault::Stall) => Box::pin(stream.chain(tokio_stream::pending())),
+            _ => Box::pin(
+                stream.chain(tokio_stream::iter([message(Kind::End(v1::ExportEnd {
+                    total_bytes: script.bytes.len() as u64,
+                }))])),
+            ),
+        }))
     }
 
     async fn import_catalog(
         &self,
-        _: Request<tonic::Streaming<v1::ImportCatalogChunk>>,
+        request: Request<tonic::Streaming<v1::ImportCatalogChunk>>,
     ) -> Result<Response<v1::ImportCatalogResponse>, Status> {
-        Err(Status::unimplemented("not in the fake"))
+        use v1::import_catalog_chunk::Kind;
+        self.check()?;
+        let mut stream = request.into_inner();
+        let mut received = ReceivedImport::default();
+        while let Some(message) = stream.message().await? {
+            match message.kind {
+                Some(Kind::Header(header)) => received.header = Some(header),
+                Some(Kind::Chunk(chunk)) => {
+                    received.chunks.push((chunk.offset, chunk.data.len()));
+                    received.bytes.extend_from_slice(&chunk.data);
+                }
+                None => {}
+            }
+        }
+        let header = sitesync_archive::Archive::open(Cursor::new(received.bytes.clone()))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .header()
+            .clone();
+        let dry_run = received.header.as_ref().is_some_and(|h| h.dry_run);
+        self.imports.lock().unwrap().push(received);
+        if let Some(reason) = self.behaviour.refuse_imports {
+            return Err(Status::failed_precondition(reason));
+        }
+        Ok(Response::new(v1::ImportCatalogResponse {
+            catalog_version: header.catalog_version.clone(),
+            header: Some(header),
+            already_held: false,
+            sync_id: if dry_run { 0 } else { 21 },
+            counts: Some(v1::SyncCounts {
+                new: 1,
+                deleted: 30,
+                ..Default::default()
+            }),
+            update_server: Some(store(1_234, 0x07)),
+        }))
     }
 
     async fn publish_update(
@@ -1066,4 +1181,219 @@ fn tree_watch_with_a_json_line_per_refresh_and_its_flags() {
         );
         assert!(output.stdout.is_empty(), "{args:?}");
     }
+}
+
+#[test]
+fn export_writes_the_file_only_once_it_is_complete() {
+    let fixture = ExportFixture::with_padding(300_000);
+    let script = |fault| ExportScript {
+        bytes: Arc::new(fixture.bytes()),
+        header: fixture.header.clone(),
+        fault,
+    };
+    let node = FakeNode::start(Behaviour {
+        export: Some(script(None)),
+        ..Behaviour::default()
+    });
+    let out = fixture.arg("next.ssx");
+    let since = fixture.arg("cen.ssx");
+    let output = node.ctl(&["export", "--out", &out, "--since", &since, "-o", "json"]);
+    let view = json(&output);
+    assert_eq!(view["file"], out);
+    assert_eq!(view["source_site"], "CEN");
+    assert_eq!(view["target"], format!("{LOG}:41"));
+    assert_eq!(view["bytes"], fixture.bytes().len());
+    assert_eq!(view["chunks"], 4);
+    assert_eq!(view["verified"], Value::Null);
+    assert_eq!(std::fs::read(&out).unwrap(), fixture.bytes());
+    // The earlier file's target is where the node is asked to start.
+    assert_eq!(
+        node.admin.export_requests.lock().unwrap().as_slice(),
+        [Some(anchor(41))]
+    );
+    // Not a terminal: lines instead of a bar.
+    let log = stderr(&output);
+    assert!(
+        log.starts_with(&format!(
+            "exporting the changes after {LOG}:10 from CEN (catalog version 12): about 31 records"
+        )),
+        "{log}"
+    );
+    assert!(log.contains("received "), "{log}");
+
+    // An existing file is replaced only with --force.
+    let output = node.ctl(&["export", "--out", &out, "--since-anchor", "log-b:7"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("exists: pass --force"),
+        "{}",
+        stderr(&output)
+    );
+    let output = node.ctl(&[
+        "export",
+        "--out",
+        &out,
+        "--force",
+        "--since-anchor",
+        "log-b:7",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("incremental"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(
+        node.admin.export_requests.lock().unwrap()[1],
+        Some(v1::Anchor {
+            log_id: "log-b".into(),
+            sequence: 7,
+            snapshot_through: None,
+        })
+    );
+    assert_eq!(fixture.entries(), ["cen.ssx", "next.ssx", "other", "pki"]);
+
+    for (fault, expected) in [
+        (
+            ExportFault::CutShort,
+            "the export stream was cut short after ",
+        ),
+        (
+            ExportFault::Gap,
+            "parts of the file are missing, repeated or out of order",
+        ),
+    ] {
+        let node = FakeNode::start(Behaviour {
+            export: Some(script(Some(fault))),
+            ..Behaviour::default()
+        });
+        let output = node.ctl(&["export", "--out", &fixture.arg("broken.ssx")]);
+        assert_eq!(output.status.code(), Some(1), "{fault:?}");
+        assert!(
+            stderr(&output).contains(expected),
+            "{fault:?}: {}",
+            stderr(&output)
+        );
+        assert!(output.stdout.is_empty(), "{fault:?}");
+        assert_eq!(
+            fixture.entries(),
+            ["cen.ssx", "next.ssx", "other", "pki"],
+            "{fault:?}"
+        );
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_during_an_export_leaves_no_file() {
+    let fixture = ExportFixture::with_padding(300_000);
+    let node = FakeNode::start(Behaviour {
+        export: Some(ExportScript {
+            bytes: Arc::new(fixture.bytes()),
+            header: fixture.header.clone(),
+            fault: Some(ExportFault::Stall),
+        }),
+        ..Behaviour::default()
+    });
+    let out = fixture.arg("stalled.ssx");
+    let mut export = support::Running::start(support::insecure_command(
+        &node.address,
+        &["export", "--out", &out],
+    ));
+    let partial = ".stalled.ssx.partial-";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !fixture
+        .entries()
+        .iter()
+        .any(|name| name.starts_with(partial))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            fixture.entries()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    export.interrupt();
+    let (status, log) = export.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(log.contains("interrupted: "), "{log}");
+    assert_eq!(fixture.entries(), ["cen.ssx", "other", "pki"]);
+}
+
+#[test]
+fn import_streams_the_file_and_prints_what_the_node_did() {
+    // More than two FileChunks.
+    let fixture = ExportFixture::with_padding(2_500_000);
+    let bytes = fixture.bytes();
+    let file = fixture.arg("cen.ssx");
+    let node = FakeNode::start(Behaviour::default());
+    let output = node.ctl(&["import", &file, "-o", "json"]);
+    let view = json(&output);
+    assert_eq!(view["file"], file);
+    assert_eq!(view["dry_run"], false);
+    assert_eq!(view["already_held"], false);
+    assert_eq!(view["sync_id"], 21);
+    assert_eq!(view["kind"], "incremental");
+    assert_eq!(view["target"], format!("{LOG}:41"));
+    assert_eq!(view["counts"]["new"], 1);
+    assert_eq!(view["counts"]["deleted"], 30);
+    assert_eq!(view["update_server"]["digest"], "07".repeat(32));
+    assert_eq!(view["catalog_version"]["version"], 12);
+    let log = stderr(&output);
+    assert!(log.starts_with("sending "), "{log}");
+    assert!(
+        log.contains("the node is verifying and applying it"),
+        "{log}"
+    );
+    {
+        let imports = node.admin.imports.lock().unwrap();
+        let received = &imports[0];
+        assert_eq!(
+            received.header,
+            Some(v1::ImportHeader {
+                file_name: "cen.ssx".into(),
+                total_bytes: bytes.len() as u64,
+                dry_run: false,
+            })
+        );
+        assert_eq!(received.bytes, bytes);
+        assert_eq!(
+            received.chunks.len(),
+            bytes.len().div_ceil(FILE_CHUNK_BYTES)
+        );
+        let mut offset = 0;
+        for &(at, len) in &received.chunks {
+            assert_eq!(at, offset);
+            assert!(len <= FILE_CHUNK_BYTES);
+            offset += len as u64;
+        }
+    }
+
+    let output = node.ctl(&["import", &file, "--dry-run"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("dry run"), "{}", stdout(&output));
+    assert!(
+        node.admin.imports.lock().unwrap()[1]
+            .header
+            .as_ref()
+            .unwrap()
+            .dry_run
+    );
+    // The file is only read.
+    assert_eq!(fixture.bytes(), bytes);
+
+    let refusing = FakeNode::start(Behaviour {
+        refuse_imports: Some("the file starts at log:10, but this node stands at log:3"),
+        ..Behaviour::default()
+    });
+    let output = refusing.ctl(&["import", &file]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    assert!(
+        stderr(&output)
+            .ends_with("error: the file starts at log:10, but this node stands at log:3\n"),
+        "{}",
+        stderr(&output)
+    );
 }

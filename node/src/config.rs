@@ -1038,7 +1038,8 @@ mod tests {
                 "upstream",
             ),
             (
-                "[upstream]\nkind = \"import\"\n[import]\ntrust = [\"/no/such/ca.pem\"]\n".to_owned(),
+                "[upstream]\nkind = \"import\"\n[import]\ntrust = [\"/no/such/ca.pem\"]\n"
+                    .to_owned(),
                 "import.trust",
             ),
             (
@@ -1067,7 +1068,9 @@ mod tests {
             parent: Some("cen.example:8530".into()),
             ..certificates
         };
-        let error = NodeConfig::load(None, &contradicting).unwrap_err().to_string();
+        let error = NodeConfig::load(None, &contradicting)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("--upstream import takes no"), "{error}");
     }
 

@@ -134,6 +134,7 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         .settings()
         .map_err(|(key, reason)| StartError::Settings { key, reason })?;
     let transport = secure(&config)?;
+    crate::grpc::archive::remove_stale_spools(&config.data_dir);
     let database = NodeDatabase::open(&config.data_dir.join("db"), config.cache_bytes)?;
     let node = Arc::new(NodeState::new(config, database, transport, clock.clone())?);
     let (config, database) = (&node.config, &node.database);

@@ -1,10 +1,12 @@
 //! Running parsed commands: one module per command group.
 //!
-//! `catalog` works on local files; `demo` starts node processes of its own and talks to
-//! them. Every other group talks to a node: [`on_node`] builds a current-thread runtime,
-//! connects once ([`Node::connect`]) and runs the command's async body, whose errors
-//! [`exit_code`] maps to the exit status. `tree --watch` connects itself, and again after
-//! the node was lost, since a node that is down must not end the watch.
+//! `catalog` and `export inspect` work on local files; `demo` starts node processes of its
+//! own and talks to them. Every other group talks to a node: [`on_node`] builds a
+//! current-thread runtime, connects once ([`Node::connect`]) and runs the command's async
+//! body, whose errors [`exit_code`] maps to the exit status; `export` and `import` check
+//! their local files first, so a bad file is refused before any node is asked. `tree
+//! --watch` connects itself, and again after the node was lost, since a node that is down
+//! must not end the watch.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -18,6 +20,8 @@ use crate::output::OutputFormat;
 
 pub mod catalog;
 mod demo;
+mod export;
+mod import;
 mod messages;
 mod pki;
 mod policy;
@@ -67,6 +71,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             on_node(cli, |node| settings::set(node, args, output))
         }
         Command::Policy(args) => on_node(cli, |node| policy::run(node, args, output)),
+        Command::Export(args) => export::run(cli, args),
+        Command::Import(args) => import::run(cli, args),
     }
 }
 
@@ -94,7 +100,7 @@ where
 }
 
 /// Ctrl-C, or SIGTERM on Unix: what ends a command that runs until told to stop (`demo`,
-/// `tree --watch`).
+/// `tree --watch`), or stops `export` before its file is complete.
 async fn interrupted() -> anyhow::Result<()> {
     #[cfg(unix)]
     {

@@ -1,8 +1,11 @@
-//! What the integration tests that talk to a node share: running `sitesyncctl`. Tests that
-//! start real nodes take the `sitesync-node` binary from
-//! `sitesync_tests::cluster::node_binary`, built once per test process.
+//! What the integration tests that talk to a node share: running `sitesyncctl`, and export
+//! files to inspect, export and import ([`archive`]). Tests that start real nodes take the
+//! `sitesync-node` binary from `sitesync_tests::cluster::node_binary`, built once per test
+//! process.
 // Each test crate uses a part of it.
 #![allow(dead_code)]
+
+pub mod archive;
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::Path;

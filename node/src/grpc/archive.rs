@@ -407,6 +407,26 @@ impl ChangeStream for FileStream {
     }
 }
 
+/// Where files being imported over `Admin.ImportCatalog` are received.
+pub fn spool_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("import")
+}
+
+/// Removes files left in the spool by imports cut off by a stop: their imports are over.
+pub fn remove_stale_spools(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(spool_dir(data_dir)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with("incoming-")
+            && let Err(e) = std::fs::remove_file(entry.path())
+        {
+            tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove a stale import spool");
+        }
+    }
+}
+
 /// Whether this node takes imports: only when its upstream is export files.
 pub fn accepts_imports(node: &NodeState) -> Result<(), ArchiveFailure> {
     if node.config.upstream == UpstreamConfig::Import {

@@ -211,11 +211,6 @@ fn response(node: &NodeState, report: ImportReport) -> v1::ImportCatalogResponse
     }
 }
 
-/// Where files being imported are received.
-pub fn spool_dir(node: &NodeState) -> PathBuf {
-    node.config.data_dir.join("import")
-}
-
 /// A file being received, removed when dropped.
 struct Spool {
     path: PathBuf,
@@ -223,7 +218,7 @@ struct Spool {
 
 impl Spool {
     async fn create(node: &NodeState) -> Result<Self, Status> {
-        let dir = spool_dir(node);
+        let dir = archive::spool_dir(&node.config.data_dir);
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| Status::internal(format!("cannot create {}: {e}", dir.display())))?;

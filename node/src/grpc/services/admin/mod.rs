@@ -5,8 +5,6 @@ mod archive;
 mod settings;
 mod updates;
 
-pub use archive::spool_dir;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
