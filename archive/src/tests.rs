@@ -122,10 +122,7 @@ fn rewrite_header(
     bytes: &[u8],
     change: impl FnOnce(&mut v1::ArchiveHeader),
 ) -> Vec<u8> {
-    let mut archive = Archive::open(Cursor::new(bytes.to_vec())).unwrap();
-    archive
-        .verify_signature(&keys.ca, |_| false, SystemTime::now())
-        .unwrap();
+    let mut archive = trusted(keys, bytes);
     let mut header = archive.header().clone();
     change(&mut header);
     let batches: Vec<_> = archive.batches(0).map(Result::unwrap).collect();
@@ -139,6 +136,15 @@ fn rewrite_header(
         writer.counts = before;
     }
     writer.finish(&keys.signer).unwrap()
+}
+
+/// `bytes` opened and its signature checked.
+fn trusted(keys: &Keys, bytes: &[u8]) -> Archive<Cursor<Vec<u8>>> {
+    let mut archive = Archive::open(Cursor::new(bytes.to_vec())).unwrap();
+    archive
+        .verify_signature(&keys.ca, |_| false, SystemTime::now())
+        .unwrap();
+    archive
 }
 
 fn check(keys: &Keys, bytes: &[u8]) -> Result<Verified, ArchiveError> {
@@ -267,10 +273,7 @@ fn duplicated_missing_and_reordered_chunks_are_refused_even_when_signed() {
 fn chunks_swapped_after_signing_do_not_match_the_manifest() {
     let keys = keys();
     let bytes = incremental(&keys, |_| {});
-    let mut archive = Archive::open(Cursor::new(bytes.clone())).unwrap();
-    archive
-        .verify_signature(&keys.ca, |_| false, SystemTime::now())
-        .unwrap();
+    let mut archive = trusted(&keys, &bytes);
     let chunks = archive.manifest.chunks.clone();
     // Chunks 1 and 2 carry the same number of records, so they have equal lengths.
     let (a, b) = (&chunks[1], &chunks[2]);
@@ -292,10 +295,7 @@ fn a_chunk_that_decompresses_past_its_declared_size_is_refused() {
     let keys = keys();
     let bytes = incremental(&keys, |_| {});
     // Re-sign a manifest whose first chunk declares fewer decompressed bytes.
-    let mut archive = Archive::open(Cursor::new(bytes.clone())).unwrap();
-    archive
-        .verify_signature(&keys.ca, |_| false, SystemTime::now())
-        .unwrap();
+    let mut archive = trusted(&keys, &bytes);
     let mut manifest = archive.manifest.clone();
     manifest.chunks[0].plain_bytes -= 10;
     let forged = resign(&keys, &bytes, archive.manifest_offset, &manifest);

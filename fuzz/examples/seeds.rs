@@ -42,7 +42,125 @@ fn main() -> std::io::Result<()> {
         count += 1;
     }
     eprintln!("wrote {count} seeds to {}", messages.display());
+
+    let files = root.join("export_file");
+    fs::create_dir_all(&files)?;
+    let mut count = 0;
+    for (name, bytes) in export_file_seeds() {
+        fs::write(files.join(name), bytes)?;
+        count += 1;
+    }
+    eprintln!("wrote {count} seeds to {}", files.display());
     Ok(())
+}
+
+/// Export files: the sample catalog as a full file of two chunks, and that file cut short
+/// at the places a reader checks (after the magic, inside the header, before the manifest,
+/// before the trailer).
+fn export_file_seeds() -> Vec<(String, Vec<u8>)> {
+    use sitesync_archive::{Writer, add_counts, batch_counts};
+    use sitesync_security::pki::{Authority, DEFAULT_VALIDITY};
+    use sitesync_security::{Identity, TlsFiles, signing::Signer};
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let authority = Authority::init(dir.path(), "seeds").expect("a CA");
+    let site = Identity::site("CEN").expect("a site code");
+    authority
+        .issue(&site, &[], DEFAULT_VALIDITY)
+        .expect("a certificate");
+    let signer = Signer::load(&TlsFiles::in_pki_dir(dir.path(), &site)).expect("the key");
+    let log = "6f1e3c2a-0b7d-4c4e-9a51-2d8f0e6b7a10";
+    let anchor = |sequence, through: Option<RevisionId>| v1::Anchor {
+        log_id: log.into(),
+        sequence,
+        snapshot_through: through.map(Into::into),
+    };
+    let documents: Vec<_> = sample::DOCUMENTS
+        .iter()
+        .map(|(_, document)| (parsed(document).id, document.to_vec()))
+        .collect();
+    let mut ids: Vec<RevisionId> = documents.iter().map(|(id, _)| *id).collect();
+    ids.sort();
+    let part = |revisions: &[RevisionId],
+                after: Option<RevisionId>,
+                through: Option<RevisionId>| v1::SnapshotPart {
+        as_of_sequence: 5,
+        after: after.map(Into::into),
+        through: through.map(Into::into),
+        revisions: revisions
+            .iter()
+            .map(|id| {
+                let document = &documents.iter().find(|(d, _)| d == id).expect("held").1;
+                v1::UpdateDocument {
+                    id: Some((*id).into()),
+                    document: document.clone(),
+                    ..Default::default()
+                }
+            })
+            .collect(),
+        references: Vec::new(),
+    };
+    let middle = ids[2];
+    let batches = [
+        v1::ChangeBatch {
+            from: None,
+            body: Some(v1::change_batch::Body::Snapshot(part(
+                &ids[..3],
+                None,
+                Some(middle),
+            ))),
+            resume_anchor: Some(anchor(5, Some(middle))),
+        },
+        v1::ChangeBatch {
+            from: Some(anchor(5, Some(middle))),
+            body: Some(v1::change_batch::Body::Snapshot(part(
+                &ids[3..],
+                Some(middle),
+                None,
+            ))),
+            resume_anchor: Some(anchor(5, None)),
+        },
+    ];
+    let mut counts = v1::ArchiveCounts::default();
+    for batch in &batches {
+        add_counts(&mut counts, &batch_counts(batch));
+    }
+    let header = v1::ArchiveHeader {
+        source_site: "CEN".into(),
+        kind: v1::ArchiveKind::Full as i32,
+        catalog_version: Some(v1::SignedCatalogVersion::default()),
+        update_server_digest: Some(CatalogDigest::EMPTY.into()),
+        target: Some(anchor(5, None)),
+        counts: Some(counts),
+        revision_count: ids.len() as u64,
+        created_at: Some(timestamp_to_wire(sitesync_metadata::Timestamp(
+            1_790_000_000_000,
+        ))),
+        ..Default::default()
+    };
+    let mut writer = Writer::start(Vec::new(), &header).expect("in memory");
+    for batch in &batches {
+        writer.chunk(batch).expect("in memory");
+    }
+    let file = writer.finish(&signer).expect("signed");
+    let manifest_at = u64::from_le_bytes(
+        file[file.len() - 16..file.len() - 8]
+            .try_into()
+            .expect("8 bytes"),
+    ) as usize;
+    vec![
+        ("sample-full.ssx".to_owned(), file.clone()),
+        ("cut-after-magic.ssx".to_owned(), file[..16].to_vec()),
+        ("cut-in-header.ssx".to_owned(), file[..40].to_vec()),
+        (
+            "cut-before-manifest.ssx".to_owned(),
+            file[..manifest_at].to_vec(),
+        ),
+        (
+            "cut-before-trailer.ssx".to_owned(),
+            file[..file.len() - 16].to_vec(),
+        ),
+    ]
 }
 
 /// The smallest real document (a software update bundling four others) and a category:
@@ -227,6 +345,7 @@ fn inbound_seeds() -> Vec<(String, Vec<u8>)> {
         text: "WSUS Synchronization done.".to_owned(),
         sync_id: "17".to_owned(),
         properties: [("new".to_owned(), "2".to_owned())].into(),
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".to_owned(),
     };
     let document = |bytes: &[u8]| v1::UpdateDocument::from(parsed(bytes));
     // As a parent sends it to a reader that accepts compressed documents.
@@ -451,9 +570,8 @@ fn inbound_seeds() -> Vec<(String, Vec<u8>)> {
         "header",
         v1::ImportCatalogChunk {
             kind: Some(v1::import_catalog_chunk::Kind::Header(v1::ImportHeader {
-                file_name: "catalog.sscat".to_owned(),
+                file_name: "catalog.ssx".to_owned(),
                 total_bytes: 1024,
-                sha256: vec![7; 32],
                 dry_run: true,
             })),
         }

@@ -184,13 +184,20 @@ inbound! {
     SyncSettings => sync_settings,
     SetSyncSettingsResponse => |m| optional(m.settings, sync_settings),
     ExportCatalogChunk => |m| {
-        if let Some(v1::export_catalog_chunk::Kind::Header(header)) = m.kind {
-            optional(header.store, store_info);
+        if let Some(v1::export_catalog_chunk::Kind::Start(start)) = m.kind
+            && let Some(header) = start.header
+        {
             optional(header.catalog_version, signed_catalog_version);
+            optional(header.base, anchor);
+            optional(header.target, anchor);
             timestamp(header.created_at);
         }
     },
     ImportCatalogResponse => |m| {
+        if let Some(header) = m.header {
+            optional(header.catalog_version, signed_catalog_version);
+            timestamp(header.created_at);
+        }
         optional(m.update_server, store_info);
         optional(m.catalog_version, signed_catalog_version);
     },

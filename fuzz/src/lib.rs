@@ -8,9 +8,12 @@
 //!   input byte picks the message type from [`inbound::INBOUND`], the rest is the encoded
 //!   message; it is decoded with prost and put through every conversion into domain types the
 //!   project has (`sitesync_proto::convert`), documents through the parser.
+//! - [`export_file`]: the export-file reader of S12 (`sitesync-archive`), every check past
+//!   the signature included.
 //!
-//! Both must never panic: a panic, or a broken invariant asserted here, is a crash.
+//! None may panic: a panic, or a broken invariant asserted here, is a crash.
 #![forbid(unsafe_code)]
 
+pub mod export_file;
 pub mod inbound;
 pub mod update_xml;

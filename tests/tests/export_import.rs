@@ -48,6 +48,23 @@ async fn synced_top(hierarchy: &mut Hierarchy, documents: usize) -> v1::SiteStat
         .unwrap()
 }
 
+/// The top site `CEN` synced with `documents`, its whole catalog exported to `full.ssx`, and
+/// an internet-facing node `IN1` whose upstream is export files: the top's status and the
+/// file.
+async fn exported_beside_an_importer(
+    hierarchy: &mut Hierarchy,
+    documents: usize,
+) -> (v1::SiteStatus, PathBuf) {
+    let top = synced_top(hierarchy, documents).await;
+    let full = file(hierarchy, "full.ssx");
+    hierarchy.node("CEN").export(&full, None).await.unwrap();
+    hierarchy
+        .start_importer("IN1", Role::Internet)
+        .await
+        .unwrap();
+    (top, full)
+}
+
 /// Changes the top site's catalog and syncs it; returns its status after.
 async fn change_and_sync(hierarchy: &Hierarchy, documents: usize, round: u64) -> v1::SiteStatus {
     let spec = CatalogSpec::new(documents, 17);
@@ -399,13 +416,7 @@ fn trusted_archive(hierarchy: &Hierarchy, path: &Path) -> sitesync_archive::Arch
 async fn files_forged_with_a_trusted_key_are_refused_for_what_is_wrong() {
     let mut hierarchy = Hierarchy::new().unwrap();
     // Enough revisions for several snapshot parts (chunks).
-    synced_top(&mut hierarchy, 1_500).await;
-    let full = file(&hierarchy, "full.ssx");
-    hierarchy.node("CEN").export(&full, None).await.unwrap();
-    hierarchy
-        .start_importer("IN1", Role::Internet)
-        .await
-        .unwrap();
+    let (_, full) = exported_beside_an_importer(&mut hierarchy, 1_500).await;
     let internet = hierarchy.node("IN1");
     let genuine = Forgery::of(&hierarchy, &full);
     assert!(genuine.chunks.len() >= 3, "{} chunks", genuine.chunks.len());
@@ -467,13 +478,7 @@ async fn files_forged_with_a_trusted_key_are_refused_for_what_is_wrong() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_killed_midway_completes_when_run_again() {
     let mut hierarchy = Hierarchy::new().unwrap();
-    let top = synced_top(&mut hierarchy, 4_000).await;
-    let full = file(&hierarchy, "full.ssx");
-    hierarchy.node("CEN").export(&full, None).await.unwrap();
-    hierarchy
-        .start_importer("IN1", Role::Internet)
-        .await
-        .unwrap();
+    let (top, full) = exported_beside_an_importer(&mut hierarchy, 4_000).await;
 
     let internet = hierarchy.node("IN1");
     // The import call returns only when the sync ends; it runs beside the kill.
