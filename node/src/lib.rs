@@ -16,10 +16,12 @@
 //!   reaching other nodes only through the [`hierarchy::peers::Peers`] trait.
 //! - [`feed`]: the change stream, both ends: batches produced from a store's change log,
 //!   followed by a child through the [`feed::ParentFeed`] trait and applied with the
-//!   continuity, digest and signature checks.
+//!   continuity, digest and signature checks. An export file (S12) is the same feed on
+//!   disk: imported through the same trait and checks.
 //! - [`grpc`]: the edge, the one module that speaks gRPC: the services as thin adapters,
-//!   the clients implementing `ParentFeed` and `Peers`, every wire ⇄ domain conversion and
-//!   the one mapping of domain errors to gRPC codes.
+//!   the clients implementing `ParentFeed` and `Peers`, every wire ⇄ domain conversion,
+//!   export files written and read as a `ParentFeed` ([`grpc::archive`]), and the one
+//!   mapping of domain errors to gRPC codes.
 //!
 //! Around them: [`config`] (defaults → TOML → environment → flags), [`node`] (a running
 //! node's shared state), [`metrics`] (what `/metrics` serves to Prometheus), [`policy`]

@@ -26,6 +26,11 @@
 //!
 //! An internet-facing node (role `internet`, S11) has phase 1 only: 6701, 6704, 6702.
 //!
+//! A node whose upstream is export files (S12) syncs when an operator imports one
+//! ([`SyncManager::request_import`]): the file, already verified, is phase 1; it runs no
+//! schedule and no retries, and an import cut off by a stop is reported, not redone (the
+//! operator imports the file again, which resumes where it stopped).
+//!
 //! Two [`SyncHooks`] let the node's hierarchy act without the manager knowing of it: one
 //! after phase 1 (a site starts its internet-facing nodes' syncs, each reported with 6706)
 //! and one after both phases, before 6702 (the cascade to child sites).
@@ -35,8 +40,9 @@
 //!
 //! This file holds the queue, the loop, retries and the orchestration of a sync's phases;
 //! the phases themselves are in `directory.rs` (phase 1 at a top site), `replay.rs` (phase 2
-//! at a top site) and `parent.rs` (both phases at a node with a parent, over the change
-//! feed), and `signing.rs` signs and checks catalog versions around them; `recording.rs`
+//! at a top site and at a node fed by export files), `parent.rs` (both phases at a node with
+//! a parent, over the change feed) and `import.rs` (phase 1 from an export file, over the
+//! same feed), and `signing.rs` signs and checks catalog versions around them; `recording.rs`
 //! tells the node's metrics.
 
 mod directory;
