@@ -603,6 +603,21 @@ async fn a_disconnected_top_site_of_a_second_hierarchy_cascades_what_it_imports(
         digest_hex(imported.update_server.as_ref()),
         digest_hex(Some(&update_server(&top)))
     );
+    // At a site, the import is a sync of both phases.
+    let messages = disconnected
+        .node("TOP")
+        .messages(&[], &imported.sync_id.to_string())
+        .await
+        .unwrap();
+    let ids: Vec<_> = messages.iter().map(v1::StatusMessage::message_id).collect();
+    for id in [
+        v1::StatusMessageId::SyncStarted,
+        v1::StatusMessageId::SyncUpdateServer,
+        v1::StatusMessageId::SyncSiteDatabase,
+        v1::StatusMessageId::SyncDone,
+    ] {
+        assert!(ids.contains(&id), "{id:?} missing from {ids:?}");
+    }
     let status = disconnected.node("TOP").status().await.unwrap();
     let reference = site(&status).clone();
     let child = disconnected
