@@ -218,6 +218,24 @@ async fn import(
         )
     })?;
     let name = file.display().to_string();
+    // Counts on stderr while the file is applied (the verification logs its own).
+    let mut view = started.sync.watch();
+    let watched = name.clone();
+    started.node.spawn_background(async move {
+        let mut last = std::time::Instant::now();
+        while view.changed().await.is_ok() {
+            let current = view.borrow_and_update().current.clone();
+            if let Some(run) = current
+                && last.elapsed() >= std::time::Duration::from_secs(5)
+            {
+                last = std::time::Instant::now();
+                eprintln!(
+                    "{watched}: sync {} applying, {} batches so far",
+                    run.id, run.progress.0
+                );
+            }
+        }
+    });
     let imported = sitesync_node::grpc::archive::import(
         &started.node,
         &started.sync,

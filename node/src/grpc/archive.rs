@@ -530,13 +530,15 @@ pub async fn import(
     let feed = tokio::task::spawn_blocking(move || {
         let (node, path, name) = owned;
         let versions = node.catalog_versions.as_ref().expect("checked above");
-        FileFeed::open(
-            &path,
-            &name,
-            &cas,
-            |der| versions.is_revoked(der),
-            |_, _| {},
-        )
+        // Counts in the log for a long verification: every few seconds, and at the end.
+        let mut last = std::time::Instant::now();
+        let progress = |done: usize, total: usize| {
+            if done == total || last.elapsed() >= std::time::Duration::from_secs(5) {
+                last = std::time::Instant::now();
+                tracing::info!(file = %name, chunks_verified = done, chunks = total, "verifying the export file");
+            }
+        };
+        FileFeed::open(&path, &name, &cas, |der| versions.is_revoked(der), progress)
     })
     .await
     .map_err(|e| ArchiveFailure::Failed(format!("the verification stopped: {e}")))??;
