@@ -273,7 +273,7 @@ fn duplicated_missing_and_reordered_chunks_are_refused_even_when_signed() {
 fn chunks_swapped_after_signing_do_not_match_the_manifest() {
     let keys = keys();
     let bytes = incremental(&keys, |_| {});
-    let mut archive = trusted(&keys, &bytes);
+    let archive = trusted(&keys, &bytes);
     let chunks = archive.manifest.chunks.clone();
     // Chunks 1 and 2 carry the same number of records, so they have equal lengths.
     let (a, b) = (&chunks[1], &chunks[2]);
@@ -295,7 +295,7 @@ fn a_chunk_that_decompresses_past_its_declared_size_is_refused() {
     let keys = keys();
     let bytes = incremental(&keys, |_| {});
     // Re-sign a manifest whose first chunk declares fewer decompressed bytes.
-    let mut archive = trusted(&keys, &bytes);
+    let archive = trusted(&keys, &bytes);
     let mut manifest = archive.manifest.clone();
     manifest.chunks[0].plain_bytes -= 10;
     let forged = resign(&keys, &bytes, archive.manifest_offset, &manifest);

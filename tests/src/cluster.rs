@@ -300,38 +300,81 @@ impl NodeProcess {
         bail!("the export stream ended before its end")
     }
 
-    /// Imports the file at `path` into this node (over `Admin.ImportCatalog`).
+    /// Imports the file at `path` into this node (over `Admin.ImportCatalog`). The file is
+    /// streamed from disk in `FILE_CHUNK_BYTES` chunks, a few at a time: bounded memory
+    /// whatever its size.
     pub async fn import(
         &self,
         path: &Path,
         dry_run: bool,
     ) -> Result<v1::ImportCatalogResponse, tonic::Status> {
-        let bytes = std::fs::read(path).map_err(|e| tonic::Status::internal(e.to_string()))?;
+        use tokio::io::AsyncReadExt as _;
+        /// Chunks read ahead of the node.
+        const WINDOW: usize = 4;
+        let local = |e: std::io::Error| {
+            tonic::Status::internal(format!("cannot read {}: {e}", path.display()))
+        };
+        let mut file = tokio::fs::File::open(path).await.map_err(local)?;
+        let total_bytes = file.metadata().await.map_err(local)?.len();
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mut messages = vec![v1::ImportCatalogChunk {
+        let (sender, receiver) = tokio::sync::mpsc::channel(WINDOW);
+        let header = v1::ImportCatalogChunk {
             kind: Some(v1::import_catalog_chunk::Kind::Header(v1::ImportHeader {
                 file_name: name,
-                total_bytes: bytes.len() as u64,
+                total_bytes,
                 dry_run,
             })),
-        }];
-        let mut offset = 0;
-        for data in bytes.chunks(sitesync_proto::FILE_CHUNK_BYTES) {
-            messages.push(v1::ImportCatalogChunk {
-                kind: Some(v1::import_catalog_chunk::Kind::Chunk(v1::FileChunk {
-                    offset,
-                    data: data.to_vec(),
-                })),
-            });
-            offset += data.len() as u64;
-        }
-        self.admin()
-            .import_catalog(tokio_stream::iter(messages))
+        };
+        // A read error ends the stream early (the node then refuses a cut-off file); it is
+        // kept here and reported instead of the node's refusal.
+        let failure = std::sync::Arc::new(std::sync::Mutex::new(None::<std::io::Error>));
+        let reader = {
+            let failure = failure.clone();
+            tokio::spawn(async move {
+                if sender.send(header).await.is_err() {
+                    return;
+                }
+                let mut offset = 0u64;
+                loop {
+                    // A whole chunk unless the file ends first.
+                    let mut data = Vec::with_capacity(sitesync_proto::FILE_CHUNK_BYTES);
+                    let limit = sitesync_proto::FILE_CHUNK_BYTES as u64;
+                    match (&mut file).take(limit).read_to_end(&mut data).await {
+                        Ok(0) => return,
+                        Ok(_) => {}
+                        Err(e) => {
+                            *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                            return;
+                        }
+                    }
+                    let length = data.len() as u64;
+                    let chunk = v1::ImportCatalogChunk {
+                        kind: Some(v1::import_catalog_chunk::Kind::Chunk(v1::FileChunk {
+                            offset,
+                            data,
+                        })),
+                    };
+                    // The node answered (refused) before taking the whole file.
+                    if sender.send(chunk).await.is_err() {
+                        return;
+                    }
+                    offset += length;
+                }
+            })
+        };
+        let result = self
+            .admin()
+            .import_catalog(tokio_stream::wrappers::ReceiverStream::new(receiver))
             .await
-            .map(tonic::Response::into_inner)
+            .map(tonic::Response::into_inner);
+        reader.abort();
+        if let Some(e) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(local(e));
+        }
+        result
     }
 
     /// An Admin client for this node.
