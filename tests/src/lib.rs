@@ -10,11 +10,16 @@
 //!   port, and driven through the Admin client; shared by `tests/hierarchy.rs` and
 //!   `benches/hierarchy.rs`.
 //! - [`metrics`]: a node's `/metrics`, scraped and parsed as Prometheus does.
+//! - [`otlp`]: an OTLP trace collector the tracing tests send spans to.
+//! - [`wsus_upstream`]: a fake upstream WSUS server over real HTTP, speaking the
+//!   server-to-server protocol as the recorded exchanges show, with faults and hostile
+//!   answers on demand (for the coming WSUS upstream of the top site).
 #![forbid(unsafe_code)]
 
 pub mod cluster;
 pub mod metrics;
 pub mod otlp;
+pub mod wsus_upstream;
 
 use std::process::Child;
 
