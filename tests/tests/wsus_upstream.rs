@@ -46,6 +46,8 @@ struct Client {
 
 impl Client {
     fn new(server: &FakeWsus) -> Self {
+        // reqwest builds without a crypto provider of its own (the node hands it ring's).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
             root: ServerRoot::parse(&server.url()).unwrap(),

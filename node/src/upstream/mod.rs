@@ -21,6 +21,7 @@
 //! The Microsoft server-to-server protocol will be another upstream.
 
 pub mod directory;
+pub mod wsus;
 
 use std::io;
 use std::path::PathBuf;
