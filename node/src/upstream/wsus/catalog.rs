@@ -1,0 +1,808 @@
+//! The upstream WSUS (or Microsoft Update) as a catalog: the counterpart of
+//! [`DirectoryUpstream`](crate::upstream::DirectoryUpstream) for a server reached through a
+//! [`Session`], offering the same three steps to the sync manager's phase 1.
+//!
+//! Data flow. [`WsusUpstream::scan`] asks for the category list (`GetConfig` true) and then
+//! the update list of the subscribed products × classifications, each with its stored anchor
+//! unless the scan is full. Of every listed revision it fetches only those the *tracker* (a key
+//! space of the node's database) does not hold yet, with GetUpdateData in batches of at most
+//! `MaxNumberOfUpdatesPerRequest`, [`IN_FLIGHT`] batches at a time; each document is decoded
+//! to UTF-8, parsed, checked against the id it was served under, and stored LZ4-compressed
+//! next to its [`TrackedRevision`]. [`WsusUpstream::revisions`] then pages through the
+//! tracked revisions and [`WsusUpstream::update_revision`] returns a stored document parsed.
+//!
+//! Tracker layout (numbers big endian, so records come out in revision order):
+//!
+//! | key                            | value                                               |
+//! |--------------------------------|-----------------------------------------------------|
+//! | `R` + update id (16) + rev (4) | [`TrackedRevision`]                                 |
+//! | `D` + update id (16) + rev (4) | the document, UTF-8, LZ4 with its size prepended    |
+//! | `Acategories`                  | the category list's anchor                          |
+//! | `Aupdates`                     | the update list's anchor and the filter it covers   |
+//! | `Mformat`                      | the layout version                                  |
+//!
+//! Rules:
+//! - An update is tracked at one revision, the highest the upstream listed: storing a newer
+//!   revision forgets the older ones in the same batch.
+//! - A list's anchor is written only after everything that list brought is flushed, so a scan
+//!   cut anywhere resumes with the previous anchor and fetches only what it does not hold.
+//! - The update list's `Delta` is true for products and classifications the stored anchor
+//!   covered and false for newly selected ones, which the server then lists in full.
+//! - Only a scan whose two lists were both complete (no anchor) removes what neither names
+//!   any more: GetRevisionIdList never reports removals.
+//! - Documents the server cannot serve (`InternalServerError` for a batch, split down to the
+//!   one revision), cannot decode or parse, or serves under another identity are skipped with
+//!   a reason and not recorded, so the next scan tries them again.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sitesync_metadata::{
+    ContentHash, ParseLimits, RevisionId, UpdateId, UpdateRevision, parse_update,
+    parse_update_owned,
+};
+use sitesync_wsus::{Anchor, IdAndDelta, Limits, RevisionFilter, UpdateData};
+use tokio::task::JoinSet;
+
+use super::{Session, WsusError};
+use crate::store::keys::successor;
+use crate::store::{Backend, BackendError, WriteBatch};
+use crate::upstream::{ScanProgress, TrackedRevision};
+
+/// The version of the tracker layout.
+const FORMAT_VERSION: u32 = 1;
+
+const REVISION: u8 = b'R';
+const DOCUMENT: u8 = b'D';
+const FORMAT_KEY: &[u8] = b"Mformat";
+const CATEGORIES_ANCHOR: &[u8] = b"Acategories";
+const UPDATES_ANCHOR: &[u8] = b"Aupdates";
+
+/// Records fetched per backend call when walking the tracker.
+const SCAN_PAGE: usize = 1024;
+
+/// GetUpdateData batches in flight at once: enough that the network is never idle while a
+/// batch is parsed and stored, few enough that the answers held stay small.
+pub const IN_FLIGHT: usize = 4;
+
+/// Writes are applied once a batch holds this many bytes (documents dominate).
+const BATCH_BYTES: usize = 1 << 20;
+
+/// The two lists a scan asks for, each with an anchor of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// `GetConfig` true: categories, classifications and detectoids.
+    Categories,
+    /// `GetConfig` false: the updates of the subscribed products × classifications.
+    Updates,
+}
+
+impl ListKind {
+    fn anchor_key(self) -> &'static [u8] {
+        match self {
+            ListKind::Categories => CATEGORIES_ANCHOR,
+            ListKind::Updates => UPDATES_ANCHOR,
+        }
+    }
+}
+
+/// A stored anchor and, for the update list, the filter the anchor covers (for `Delta`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredAnchor {
+    anchor: String,
+    products: Vec<UpdateId>,
+    classifications: Vec<UpdateId>,
+}
+
+/// What one scan did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WsusScanReport {
+    /// Revisions the two lists named (the highest of each update).
+    pub listed: usize,
+    /// Documents fetched, checked and stored.
+    pub fetched: usize,
+    /// Listed revisions already tracked: not fetched again.
+    pub unchanged: usize,
+    /// Tracked revisions forgotten: by a complete scan because neither list names them, or
+    /// because a newer revision of their update was stored.
+    pub removed: usize,
+    /// Listed revisions that could not be taken, each with the reason (the sync raises 6790
+    /// naming them). Not recorded, so the next scan asks for them again.
+    pub skipped: Vec<SkippedRevision>,
+    /// Whether both lists were complete (asked without an anchor), so removals were applied.
+    pub complete: bool,
+    /// Revisions tracked after the scan.
+    pub tracked: usize,
+}
+
+/// A listed revision a scan could not take, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedRevision {
+    pub revision: RevisionId,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WsusUpstreamError {
+    /// The upstream server could not be used; the text names the server and the operation.
+    #[error(transparent)]
+    Server(#[from] WsusError),
+
+    /// The revision is not tracked: it was never fetched, or it has been forgotten.
+    #[error("{id} is not offered by the upstream server (it was never fetched, or it is gone)")]
+    NotTracked { id: RevisionId },
+
+    /// The stored document no longer parses under this node's limits (they were lowered).
+    #[error("{id} is not accepted: {reason}")]
+    DocumentInvalid { id: RevisionId, reason: String },
+
+    #[error("the upstream server's index in the node database: {0}")]
+    Backend(#[from] BackendError),
+
+    #[error(
+        "the upstream server's index in the node database is corrupt: {what}; resetting the upstream (changing the sync settings does) fetches it again"
+    )]
+    Corrupt { what: String },
+}
+
+impl WsusUpstreamError {
+    /// Whether the error concerns one document only: the sync skips that revision and goes on.
+    pub fn is_per_document(&self) -> bool {
+        matches!(self, Self::NotTracked { .. } | Self::DocumentInvalid { .. })
+    }
+}
+
+/// An upstream WSUS as a catalog (see the module documentation).
+#[derive(Debug)]
+pub struct WsusUpstream {
+    /// Shared with the GetUpdateData tasks of a scan.
+    session: Arc<Session>,
+    /// The key space of the node's database holding what was fetched and the anchors.
+    tracker: Box<dyn Backend>,
+    /// Applied to every document fetched, so a hostile upstream costs bounded time and memory.
+    limits: ParseLimits,
+    /// One scan (or reset) at a time.
+    writer: tokio::sync::Mutex<()>,
+}
+
+impl WsusUpstream {
+    /// Opens the upstream, remembering what was fetched in `tracker`. Nothing is sent here.
+    pub fn open(
+        session: Session,
+        tracker: Box<dyn Backend>,
+        limits: ParseLimits,
+    ) -> Result<Self, WsusUpstreamError> {
+        let upstream = Self {
+            session: Arc::new(session),
+            tracker,
+            limits,
+            writer: tokio::sync::Mutex::new(()),
+        };
+        let format = upstream
+            .tracker
+            .get(FORMAT_KEY)?
+            .map(|bytes| {
+                <[u8; 4]>::try_from(bytes.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| corrupt("the layout version record"))
+            })
+            .transpose()?;
+        if format != Some(FORMAT_VERSION) {
+            // Absent (new tracker) or another layout: it only caches the upstream, so starting
+            // over costs one full fetch and loses nothing.
+            upstream.clear()?;
+            let mut batch = WriteBatch::default();
+            batch.put(FORMAT_KEY.to_vec(), FORMAT_VERSION.to_be_bytes().to_vec());
+            upstream.tracker.apply(batch)?;
+            upstream.tracker.flush()?;
+        }
+        Ok(upstream)
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Brings the tracker up to date with the upstream (see the module documentation) and
+    /// returns once it is durable. `full` asks both lists without anchors and removes what
+    /// neither names. `progress` is called when the revisions to fetch of each list are known
+    /// and after every batch stored.
+    ///
+    /// Fails when the server cannot be used (the session's error) or the node database fails.
+    /// Problems with single documents are in the report.
+    pub async fn scan(
+        &self,
+        full: bool,
+        products: &[UpdateId],
+        classifications: &[UpdateId],
+        progress: &mut (dyn FnMut(ScanProgress) + Send),
+    ) -> Result<WsusScanReport, WsusUpstreamError> {
+        let _writer = self.writer.lock().await;
+        match self
+            .scan_once(full, products, classifications, progress)
+            .await
+        {
+            Err(WsusUpstreamError::Server(WsusError::ServerChanged { server, operation })) => {
+                tracing::warn!(
+                    %server, %operation,
+                    "the upstream server reports that it has changed; its anchors are dropped and it is scanned in full"
+                );
+                self.drop_anchor(ListKind::Categories)?;
+                self.drop_anchor(ListKind::Updates)?;
+                self.tracker.flush()?;
+                self.scan_once(true, products, classifications, progress)
+                    .await
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn scan_once(
+        &self,
+        full: bool,
+        products: &[UpdateId],
+        classifications: &[UpdateId],
+        progress: &mut (dyn FnMut(ScanProgress) + Send),
+    ) -> Result<WsusScanReport, WsusUpstreamError> {
+        let mut report = WsusScanReport::default();
+        let mut counts = ScanProgress::default();
+        let config = self.session.config(None).await?;
+        let batch_size = usize::try_from(config.max_updates_per_request.max(1)).unwrap_or(1);
+
+        let mut named = HashSet::new();
+        let categories_complete = self
+            .scan_list(
+                ListKind::Categories,
+                full,
+                &[],
+                &[],
+                batch_size,
+                &mut named,
+                &mut report,
+                &mut counts,
+                progress,
+            )
+            .await?;
+        let updates_complete = self
+            .scan_list(
+                ListKind::Updates,
+                full,
+                products,
+                classifications,
+                batch_size,
+                &mut named,
+                &mut report,
+                &mut counts,
+                progress,
+            )
+            .await?;
+
+        report.complete = categories_complete && updates_complete;
+        if report.complete {
+            report.removed += self.remove_unnamed(&named)?;
+            self.tracker.flush()?;
+        }
+        report.tracked = self.count_tracked()?;
+        report.skipped.sort_by_key(|s| s.revision);
+        Ok(report)
+    }
+
+    /// One list: asked (with its anchor unless `full`; once more without it if the server
+    /// refuses it), its new revisions fetched and stored, then its anchor. Returns whether the
+    /// list was complete (asked without an anchor). The revisions it names go into `named`.
+    #[allow(clippy::too_many_arguments)]
+    async fn scan_list(
+        &self,
+        kind: ListKind,
+        full: bool,
+        products: &[UpdateId],
+        classifications: &[UpdateId],
+        batch_size: usize,
+        named: &mut HashSet<RevisionId>,
+        report: &mut WsusScanReport,
+        counts: &mut ScanProgress,
+        progress: &mut (dyn FnMut(ScanProgress) + Send),
+    ) -> Result<bool, WsusUpstreamError> {
+        let stored = if full { None } else { self.anchor(kind)? };
+        let filter = filter(kind, stored.as_ref(), products, classifications);
+        let (list, complete) = match self.session.revision_list(&filter).await {
+            Ok(list) => (list, stored.is_none()),
+            Err(WsusError::InvalidParameters { message, .. })
+                if stored.is_some() && (message.is_empty() || message == "filter") =>
+            {
+                tracing::warn!(
+                    list = ?kind,
+                    "the upstream server refuses the stored anchor; it is dropped and the list is asked in full"
+                );
+                self.drop_anchor(kind)?;
+                self.tracker.flush()?;
+                let filter = filter_without_anchor(kind, products, classifications);
+                (self.session.revision_list(&filter).await?, true)
+            }
+            Err(e) => return Err(e.into()),
+        };
+
+        let latest = list.latest_revisions();
+        let mut to_fetch = Vec::new();
+        for id in latest {
+            if !named.insert(id) {
+                continue;
+            }
+            report.listed += 1;
+            if self.tracker.get(&key(REVISION, id))?.is_some() {
+                report.unchanged += 1;
+            } else {
+                to_fetch.push(id);
+            }
+        }
+        counts.listed = report.listed;
+        counts.to_read += to_fetch.len();
+        progress(*counts);
+
+        self.fetch_all(to_fetch, batch_size, report, counts, progress)
+            .await?;
+        // Everything the list brought is durable: only now may its anchor move.
+        self.tracker.flush()?;
+        let record = StoredAnchor {
+            anchor: list.anchor.into_string(),
+            products: sorted(products),
+            classifications: sorted(classifications),
+        };
+        let mut batch = WriteBatch::default();
+        batch.put(kind.anchor_key().to_vec(), encode(&record));
+        self.tracker.apply(batch)?;
+        self.tracker.flush()?;
+        Ok(complete)
+    }
+
+    /// Fetches `ids` in batches, [`IN_FLIGHT`] at a time, storing each batch as it arrives.
+    async fn fetch_all(
+        &self,
+        ids: Vec<RevisionId>,
+        batch_size: usize,
+        report: &mut WsusScanReport,
+        counts: &mut ScanProgress,
+        progress: &mut (dyn FnMut(ScanProgress) + Send),
+    ) -> Result<(), WsusUpstreamError> {
+        let mut batches = ids
+            .chunks(batch_size)
+            .map(<[RevisionId]>::to_vec)
+            .collect::<Vec<_>>()
+            .into_iter();
+        // Dropped with the scan's future, which aborts the batches still in flight.
+        let mut in_flight = JoinSet::new();
+        loop {
+            while in_flight.len() < IN_FLIGHT {
+                let Some(batch) = batches.next() else { break };
+                let session = self.session.clone();
+                in_flight.spawn(async move {
+                    let fetched = fetch_isolating(&session, batch.clone()).await;
+                    (batch, fetched)
+                });
+            }
+            let Some(joined) = in_flight.join_next().await else {
+                break;
+            };
+            let (asked, fetched) =
+                joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            let Fetched { updates, failed } = fetched?;
+            let served: Vec<RevisionId> = asked
+                .iter()
+                .copied()
+                .filter(|id| !failed.iter().any(|(f, _)| f == id))
+                .collect();
+            for (revision, reason) in failed {
+                report.skipped.push(SkippedRevision { revision, reason });
+            }
+            self.store(&served, updates, report)?;
+            counts.read += asked.len();
+            counts.parsed = report.fetched;
+            counts.skipped = report.skipped.len();
+            progress(*counts);
+        }
+        Ok(())
+    }
+
+    /// Checks and stores one batch's documents; applied (not yet flushed) on return.
+    fn store(
+        &self,
+        asked: &[RevisionId],
+        updates: Vec<UpdateData>,
+        report: &mut WsusScanReport,
+    ) -> Result<(), WsusUpstreamError> {
+        let decode_limits = Limits {
+            max_document_bytes: self.limits.max_document_bytes,
+            ..Limits::default()
+        };
+        let mut pending: HashSet<RevisionId> = asked.iter().copied().collect();
+        let mut batch = WriteBatch::default();
+        for update in updates {
+            // An item not asked for, or the same revision twice, is not trusted or needed.
+            if !pending.remove(&update.id) {
+                continue;
+            }
+            let id = update.id;
+            let mut skip = |reason: String| {
+                report.skipped.push(SkippedRevision {
+                    revision: id,
+                    reason,
+                })
+            };
+            let document = match update.blob.decode(&decode_limits) {
+                Ok(document) => document,
+                Err(e) => {
+                    skip(format!("its update blob cannot be decoded: {e}"));
+                    continue;
+                }
+            };
+            let revision = match parse_update(&document, &self.limits) {
+                Ok(revision) => revision,
+                Err(e) => {
+                    skip(format!("its document is not accepted: {e}"));
+                    continue;
+                }
+            };
+            if revision.id != id {
+                skip(format!(
+                    "the server sent it with the document of {}, another revision",
+                    revision.id
+                ));
+                continue;
+            }
+            report.removed += self.forget_older(id, &mut batch)?;
+            let tracked = TrackedRevision::of(&revision, ContentHash::of(&document), file_name(id));
+            batch.put(key(REVISION, id), encode(&tracked));
+            batch.put(
+                key(DOCUMENT, id),
+                lz4_flex::compress_prepend_size(&document),
+            );
+            report.fetched += 1;
+            if batch.bytes() >= BATCH_BYTES {
+                self.tracker.apply(std::mem::take(&mut batch))?;
+            }
+        }
+        for id in pending {
+            report.skipped.push(SkippedRevision {
+                revision: id,
+                reason: "the server's answer to GetUpdateData left it out".into(),
+            });
+        }
+        if !batch.is_empty() {
+            self.tracker.apply(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Every tracked revision in (update id, revision) order, a page at a time.
+    pub fn revisions(&self) -> WsusTrackedRevisions<'_> {
+        WsusTrackedRevisions {
+            upstream: self,
+            page: Vec::new().into_iter(),
+            after: None,
+            done: false,
+        }
+    }
+
+    /// Tracked revisions after `after` (`None` for the start), in order, at most `limit`.
+    pub fn revisions_after(
+        &self,
+        after: Option<RevisionId>,
+        limit: usize,
+    ) -> Result<Vec<TrackedRevision>, WsusUpstreamError> {
+        let from = match after {
+            Some(id) => successor(key(REVISION, id)),
+            None => vec![REVISION],
+        };
+        self.collect_revisions(&[REVISION], from, limit)
+    }
+
+    /// Every tracked revision of one update (one, unless a scan is storing a newer one).
+    pub fn revisions_of(
+        &self,
+        update: UpdateId,
+    ) -> Result<Vec<TrackedRevision>, WsusUpstreamError> {
+        let mut prefix = vec![REVISION];
+        prefix.extend_from_slice(update.as_bytes());
+        self.collect_revisions(&prefix, prefix.clone(), usize::MAX)
+    }
+
+    /// One tracked revision.
+    pub fn revision(&self, id: RevisionId) -> Result<Option<TrackedRevision>, WsusUpstreamError> {
+        self.tracker
+            .get(&key(REVISION, id))?
+            .map(|bytes| decode(&bytes, "a revision record"))
+            .transpose()
+    }
+
+    /// The stored document of a tracked revision, UTF-8, as the server sent it once decoded.
+    pub fn document(&self, id: RevisionId) -> Result<Vec<u8>, WsusUpstreamError> {
+        let stored = self
+            .tracker
+            .get(&key(DOCUMENT, id))?
+            .ok_or(WsusUpstreamError::NotTracked { id })?;
+        lz4_flex::decompress_size_prepended(&stored)
+            .map_err(|e| corrupt(format!("the document of {id} does not decompress: {e}")))
+    }
+
+    /// The parsed revision of a tracked document, ready for the update-server store.
+    pub fn update_revision(&self, id: RevisionId) -> Result<UpdateRevision, WsusUpstreamError> {
+        let document = self.document(id)?;
+        parse_update_owned(document, &self.limits).map_err(|e| WsusUpstreamError::DocumentInvalid {
+            id,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Forgets everything fetched and both anchors, so the next scan fetches everything again
+    /// (used when the sync settings change). Durable before returning.
+    pub async fn reset(&self) -> Result<(), WsusUpstreamError> {
+        let _writer = self.writer.lock().await;
+        self.clear()?;
+        self.tracker.flush()?;
+        Ok(())
+    }
+
+    fn anchor(&self, kind: ListKind) -> Result<Option<StoredAnchor>, WsusUpstreamError> {
+        self.tracker
+            .get(kind.anchor_key())?
+            .map(|bytes| decode(&bytes, "an anchor record"))
+            .transpose()
+    }
+
+    fn drop_anchor(&self, kind: ListKind) -> Result<(), WsusUpstreamError> {
+        let mut batch = WriteBatch::default();
+        batch.delete(kind.anchor_key().to_vec());
+        self.tracker.apply(batch)?;
+        Ok(())
+    }
+
+    /// Deletes the other tracked revisions of `id`'s update, returning how many.
+    fn forget_older(
+        &self,
+        id: RevisionId,
+        batch: &mut WriteBatch,
+    ) -> Result<usize, WsusUpstreamError> {
+        let mut forgotten = 0;
+        for tracked in self.revisions_of(id.update_id)? {
+            if tracked.id != id {
+                batch.delete(key(REVISION, tracked.id));
+                batch.delete(key(DOCUMENT, tracked.id));
+                forgotten += 1;
+            }
+        }
+        Ok(forgotten)
+    }
+
+    /// Deletes every tracked revision not in `named`, returning how many.
+    fn remove_unnamed(&self, named: &HashSet<RevisionId>) -> Result<usize, WsusUpstreamError> {
+        let mut removed = 0;
+        let mut after = None;
+        loop {
+            let page = self.revisions_after(after, SCAN_PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            let mut batch = WriteBatch::default();
+            for tracked in &page {
+                if !named.contains(&tracked.id) {
+                    batch.delete(key(REVISION, tracked.id));
+                    batch.delete(key(DOCUMENT, tracked.id));
+                    removed += 1;
+                }
+            }
+            if !batch.is_empty() {
+                self.tracker.apply(batch)?;
+            }
+            if page.len() < SCAN_PAGE {
+                break;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn count_tracked(&self) -> Result<usize, WsusUpstreamError> {
+        let mut count = 0;
+        let mut from = vec![REVISION];
+        loop {
+            let page = self
+                .tracker
+                .scan(&[REVISION], &from, SCAN_PAGE, &|_| true)?;
+            count += page.entries.len();
+            match page.resume_after {
+                Some(last) => from = successor(last),
+                None => break,
+            }
+        }
+        Ok(count)
+    }
+
+    fn clear(&self) -> Result<(), WsusUpstreamError> {
+        for prefix in [REVISION, DOCUMENT, b'A'] {
+            let mut from = vec![prefix];
+            loop {
+                let page = self.tracker.scan(&[prefix], &from, SCAN_PAGE, &|_| true)?;
+                let mut batch = WriteBatch::default();
+                for (key, _) in page.entries {
+                    batch.delete(key);
+                }
+                if !batch.is_empty() {
+                    self.tracker.apply(batch)?;
+                }
+                match page.resume_after {
+                    Some(last) => from = successor(last),
+                    None => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn collect_revisions(
+        &self,
+        prefix: &[u8],
+        mut from: Vec<u8>,
+        limit: usize,
+    ) -> Result<Vec<TrackedRevision>, WsusUpstreamError> {
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let page =
+                self.tracker
+                    .scan(prefix, &from, (limit - out.len()).min(SCAN_PAGE), &|_| true)?;
+            for (_, value) in page.entries {
+                out.push(decode(&value, "a revision record")?);
+            }
+            match page.resume_after {
+                Some(last) => from = successor(last),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The tracked revisions of a [`WsusUpstream`], a page at a time.
+#[derive(Debug)]
+pub struct WsusTrackedRevisions<'a> {
+    upstream: &'a WsusUpstream,
+    page: std::vec::IntoIter<TrackedRevision>,
+    after: Option<RevisionId>,
+    done: bool,
+}
+
+impl Iterator for WsusTrackedRevisions<'_> {
+    type Item = Result<TrackedRevision, WsusUpstreamError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(revision) = self.page.next() {
+            self.after = Some(revision.id);
+            return Some(Ok(revision));
+        }
+        if self.done {
+            return None;
+        }
+        match self.upstream.revisions_after(self.after, SCAN_PAGE) {
+            Ok(page) => {
+                self.done = page.len() < SCAN_PAGE;
+                self.page = page.into_iter();
+                let revision = self.page.next()?;
+                self.after = Some(revision.id);
+                Some(Ok(revision))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// What one GetUpdateData batch brought once split around the revisions the server fails on.
+#[derive(Debug)]
+struct Fetched {
+    updates: Vec<UpdateData>,
+    failed: Vec<(RevisionId, String)>,
+}
+
+/// GetUpdateData for `ids`; on `InternalServerError` the batch is split in halves until the
+/// revisions the server cannot serve are isolated, each reported with the server's error.
+async fn fetch_isolating(session: &Session, ids: Vec<RevisionId>) -> Result<Fetched, WsusError> {
+    let mut fetched = Fetched {
+        updates: Vec::new(),
+        failed: Vec::new(),
+    };
+    let mut work = vec![ids];
+    while let Some(ids) = work.pop() {
+        match session.update_data(&ids).await {
+            Ok(batch) => fetched.updates.extend(batch.updates),
+            Err(e @ WsusError::InternalServerError { .. }) if ids.len() == 1 => {
+                fetched.failed.push((ids[0], e.to_string()));
+            }
+            Err(WsusError::InternalServerError { .. }) => {
+                let (left, right) = ids.split_at(ids.len() / 2);
+                work.push(right.to_vec());
+                work.push(left.to_vec());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(fetched)
+}
+
+fn filter(
+    kind: ListKind,
+    stored: Option<&StoredAnchor>,
+    products: &[UpdateId],
+    classifications: &[UpdateId],
+) -> RevisionFilter {
+    let Some(stored) = stored else {
+        return filter_without_anchor(kind, products, classifications);
+    };
+    let anchor = Some(Anchor::new(stored.anchor.clone()));
+    match kind {
+        ListKind::Categories => RevisionFilter::categories(anchor),
+        ListKind::Updates => {
+            // Delta for what the anchor covered; the newly selected are listed in full.
+            let with_delta = |ids: &[UpdateId], covered: &[UpdateId]| {
+                ids.iter()
+                    .map(|&id| IdAndDelta {
+                        id,
+                        delta: covered.binary_search(&id).is_ok(),
+                    })
+                    .collect::<Vec<_>>()
+            };
+            RevisionFilter::updates(
+                anchor,
+                with_delta(products, &stored.products),
+                with_delta(classifications, &stored.classifications),
+            )
+        }
+    }
+}
+
+fn filter_without_anchor(
+    kind: ListKind,
+    products: &[UpdateId],
+    classifications: &[UpdateId],
+) -> RevisionFilter {
+    let all = |ids: &[UpdateId]| {
+        ids.iter()
+            .map(|&id| IdAndDelta { id, delta: false })
+            .collect::<Vec<_>>()
+    };
+    match kind {
+        ListKind::Categories => RevisionFilter::categories(None),
+        ListKind::Updates => RevisionFilter::updates(None, all(products), all(classifications)),
+    }
+}
+
+fn sorted(ids: &[UpdateId]) -> Vec<UpdateId> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The name a revision goes by in logs, as a catalog directory would name its file.
+fn file_name(id: RevisionId) -> String {
+    format!("{}-r{}.xml", id.update_id, id.revision)
+}
+
+fn key(kind: u8, id: RevisionId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(21);
+    key.push(kind);
+    key.extend_from_slice(id.update_id.as_bytes());
+    key.extend_from_slice(&id.revision.to_be_bytes());
+    key
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("postcard serializes plain structs into a Vec")
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, WsusUpstreamError> {
+    postcard::from_bytes(bytes).map_err(|e| corrupt(format!("{what} does not decode: {e}")))
+}
+
+fn corrupt(what: impl Into<String>) -> WsusUpstreamError {
+    WsusUpstreamError::Corrupt { what: what.into() }
+}
