@@ -17,6 +17,7 @@
 //! |--------------------------------|-----------------------------------------------------|
 //! | `R` + update id (16) + rev (4) | [`TrackedRevision`]                                 |
 //! | `D` + update id (16) + rev (4) | the document, UTF-8, LZ4 with its size prepended    |
+//! | `S` + update id (16) + rev (4) | why a listed revision was skipped: asked again      |
 //! | `Acategories`                  | the category list's anchor                          |
 //! | `Aupdates`                     | the update list's anchor and the filter it covers   |
 //! | `Mformat`                      | the layout version                                  |
@@ -32,7 +33,9 @@
 //!   any more: GetRevisionIdList never reports removals.
 //! - Documents the server cannot serve (`InternalServerError` for a batch, split down to the
 //!   one revision), cannot decode or parse, or serves under another identity are skipped with
-//!   a reason and not recorded, so the next scan tries them again.
+//!   a reason and not tracked. Since the list's anchor moves past them, they are remembered
+//!   apart (`S`) and asked for again by every later scan until they are stored, superseded by
+//!   a newer revision, or no longer named by a complete scan.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -55,6 +58,7 @@ const FORMAT_VERSION: u32 = 1;
 
 const REVISION: u8 = b'R';
 const DOCUMENT: u8 = b'D';
+const SKIPPED: u8 = b'S';
 const FORMAT_KEY: &[u8] = b"Mformat";
 const CATEGORIES_ANCHOR: &[u8] = b"Acategories";
 const UPDATES_ANCHOR: &[u8] = b"Aupdates";
@@ -104,6 +108,8 @@ pub struct WsusScanReport {
     pub fetched: usize,
     /// Listed revisions already tracked: not fetched again.
     pub unchanged: usize,
+    /// Revisions skipped by an earlier scan and asked for again (not listed this time).
+    pub retried: usize,
     /// Tracked revisions forgotten: by a complete scan because neither list names them, or
     /// because a newer revision of their update was stored.
     pub removed: usize,
@@ -279,10 +285,18 @@ impl WsusUpstream {
             .await?;
 
         report.complete = categories_complete && updates_complete;
+        let retry = self.skipped_to_retry(&named, report.complete)?;
+        if !retry.is_empty() {
+            report.retried = retry.len();
+            counts.to_read += retry.len();
+            progress(counts);
+            self.fetch_all(retry, batch_size, &mut report, &mut counts, progress)
+                .await?;
+        }
         if report.complete {
             report.removed += self.remove_unnamed(&named)?;
-            self.tracker.flush()?;
         }
+        self.tracker.flush()?;
         report.tracked = self.count_tracked()?;
         report.skipped.sort_by_key(|s| s.revision);
         Ok(report)
@@ -392,10 +406,18 @@ impl WsusUpstream {
                 .copied()
                 .filter(|id| !failed.iter().any(|(f, _)| f == id))
                 .collect();
+            let before = report.skipped.len();
             for (revision, reason) in failed {
                 report.skipped.push(SkippedRevision { revision, reason });
             }
             self.store(&served, updates, report)?;
+            let mut batch = WriteBatch::default();
+            for skipped in &report.skipped[before..] {
+                batch.put(key(SKIPPED, skipped.revision), encode(&skipped.reason));
+            }
+            if !batch.is_empty() {
+                self.tracker.apply(batch)?;
+            }
             counts.read += asked.len();
             counts.parsed = report.fetched;
             counts.skipped = report.skipped.len();
@@ -457,6 +479,7 @@ impl WsusUpstream {
                 key(DOCUMENT, id),
                 lz4_flex::compress_prepend_size(&document),
             );
+            batch.delete(key(SKIPPED, id));
             report.fetched += 1;
             if batch.bytes() >= BATCH_BYTES {
                 self.tracker.apply(std::mem::take(&mut batch))?;
@@ -557,6 +580,42 @@ impl WsusUpstream {
         Ok(())
     }
 
+    /// The revisions skipped by earlier scans that this scan's lists did not bring again and
+    /// are still worth asking for. A complete scan forgets those no list names any more, and
+    /// any scan those a newer tracked revision supersedes.
+    fn skipped_to_retry(
+        &self,
+        named: &HashSet<RevisionId>,
+        complete: bool,
+    ) -> Result<Vec<RevisionId>, WsusUpstreamError> {
+        let mut retry = Vec::new();
+        let mut forget = WriteBatch::default();
+        let mut from = vec![SKIPPED];
+        loop {
+            let page = self.tracker.scan(&[SKIPPED], &from, SCAN_PAGE, &|_| true)?;
+            for (key, _) in page.entries {
+                let id = parse_key(&key).ok_or_else(|| corrupt("a skipped revision's key"))?;
+                let superseded = self
+                    .revisions_of(id.update_id)?
+                    .iter()
+                    .any(|tracked| tracked.id.revision >= id.revision);
+                if superseded || (complete && !named.contains(&id)) {
+                    forget.delete(key);
+                } else if !named.contains(&id) {
+                    retry.push(id);
+                }
+            }
+            match page.resume_after {
+                Some(last) => from = successor(last),
+                None => break,
+            }
+        }
+        if !forget.is_empty() {
+            self.tracker.apply(forget)?;
+        }
+        Ok(retry)
+    }
+
     /// Deletes the other tracked revisions of `id`'s update, returning how many.
     fn forget_older(
         &self,
@@ -617,7 +676,7 @@ impl WsusUpstream {
     }
 
     fn clear(&self) -> Result<(), WsusUpstreamError> {
-        for prefix in [REVISION, DOCUMENT, b'A'] {
+        for prefix in [REVISION, DOCUMENT, SKIPPED, b'A'] {
             let mut from = vec![prefix];
             loop {
                 let page = self.tracker.scan(&[prefix], &from, SCAN_PAGE, &|_| true)?;
@@ -793,6 +852,16 @@ fn key(kind: u8, id: RevisionId) -> Vec<u8> {
     key.extend_from_slice(id.update_id.as_bytes());
     key.extend_from_slice(&id.revision.to_be_bytes());
     key
+}
+
+fn parse_key(key: &[u8]) -> Option<RevisionId> {
+    if key.len() != 21 {
+        return None;
+    }
+    Some(RevisionId {
+        update_id: UpdateId::from_bytes(key.get(1..17)?.try_into().ok()?),
+        revision: u32::from_be_bytes(key.get(17..21)?.try_into().ok()?),
+    })
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
