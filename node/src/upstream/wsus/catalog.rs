@@ -390,35 +390,25 @@ impl WsusUpstream {
             while in_flight.len() < IN_FLIGHT {
                 let Some(batch) = batches.next() else { break };
                 let session = self.session.clone();
+                let limits = self.limits;
                 in_flight.spawn(async move {
-                    let fetched = fetch_isolating(&session, batch.clone()).await;
-                    (batch, fetched)
+                    let asked = batch.len();
+                    let fetched = fetch_isolating(&session, batch).await?;
+                    // Decoding and parsing are CPU work: off the runtime's threads, and in
+                    // parallel with the other batches' transfers.
+                    let checked = tokio::task::spawn_blocking(move || check(fetched, &limits))
+                        .await
+                        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                    Ok::<_, WsusError>((asked, checked))
                 });
             }
             let Some(joined) = in_flight.join_next().await else {
                 break;
             };
-            let (asked, fetched) =
-                joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-            let Fetched { updates, failed } = fetched?;
-            let served: Vec<RevisionId> = asked
-                .iter()
-                .copied()
-                .filter(|id| !failed.iter().any(|(f, _)| f == id))
-                .collect();
-            let before = report.skipped.len();
-            for (revision, reason) in failed {
-                report.skipped.push(SkippedRevision { revision, reason });
-            }
-            self.store(&served, updates, report)?;
-            let mut batch = WriteBatch::default();
-            for skipped in &report.skipped[before..] {
-                batch.put(key(SKIPPED, skipped.revision), encode(&skipped.reason));
-            }
-            if !batch.is_empty() {
-                self.tracker.apply(batch)?;
-            }
-            counts.read += asked.len();
+            let (asked, checked) =
+                joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+            self.store(checked, report)?;
+            counts.read += asked;
             counts.parsed = report.fetched;
             counts.skipped = report.skipped.len();
             progress(*counts);
@@ -426,70 +416,28 @@ impl WsusUpstream {
         Ok(())
     }
 
-    /// Checks and stores one batch's documents; applied (not yet flushed) on return.
+    /// Stores one batch's checked documents and remembers its skipped revisions; applied (not
+    /// yet flushed) on return.
     fn store(
         &self,
-        asked: &[RevisionId],
-        updates: Vec<UpdateData>,
+        checked: Checked,
         report: &mut WsusScanReport,
     ) -> Result<(), WsusUpstreamError> {
-        let decode_limits = Limits {
-            max_document_bytes: self.limits.max_document_bytes,
-            ..Limits::default()
-        };
-        let mut pending: HashSet<RevisionId> = asked.iter().copied().collect();
         let mut batch = WriteBatch::default();
-        for update in updates {
-            // An item not asked for, or the same revision twice, is not trusted or needed.
-            if !pending.remove(&update.id) {
-                continue;
-            }
-            let id = update.id;
-            let mut skip = |reason: String| {
-                report.skipped.push(SkippedRevision {
-                    revision: id,
-                    reason,
-                })
-            };
-            let document = match update.blob.decode(&decode_limits) {
-                Ok(document) => document,
-                Err(e) => {
-                    skip(format!("its update blob cannot be decoded: {e}"));
-                    continue;
-                }
-            };
-            let revision = match parse_update(&document, &self.limits) {
-                Ok(revision) => revision,
-                Err(e) => {
-                    skip(format!("its document is not accepted: {e}"));
-                    continue;
-                }
-            };
-            if revision.id != id {
-                skip(format!(
-                    "the server sent it with the document of {}, another revision",
-                    revision.id
-                ));
-                continue;
-            }
+        for document in checked.documents {
+            let id = document.id;
             report.removed += self.forget_older(id, &mut batch)?;
-            let tracked = TrackedRevision::of(&revision, ContentHash::of(&document), file_name(id));
-            batch.put(key(REVISION, id), encode(&tracked));
-            batch.put(
-                key(DOCUMENT, id),
-                lz4_flex::compress_prepend_size(&document),
-            );
+            batch.put(key(REVISION, id), document.tracked);
+            batch.put(key(DOCUMENT, id), document.compressed);
             batch.delete(key(SKIPPED, id));
             report.fetched += 1;
             if batch.bytes() >= BATCH_BYTES {
                 self.tracker.apply(std::mem::take(&mut batch))?;
             }
         }
-        for id in pending {
-            report.skipped.push(SkippedRevision {
-                revision: id,
-                reason: "the server's answer to GetUpdateData left it out".into(),
-            });
+        for skipped in checked.skipped {
+            batch.put(key(SKIPPED, skipped.revision), encode(&skipped.reason));
+            report.skipped.push(skipped);
         }
         if !batch.is_empty() {
             self.tracker.apply(batch)?;
@@ -758,23 +706,110 @@ impl Iterator for WsusTrackedRevisions<'_> {
 /// What one GetUpdateData batch brought once split around the revisions the server fails on.
 #[derive(Debug)]
 struct Fetched {
+    /// The revisions asked for, less those the server failed on.
+    served: Vec<RevisionId>,
     updates: Vec<UpdateData>,
-    failed: Vec<(RevisionId, String)>,
+    failed: Vec<SkippedRevision>,
+}
+
+/// A batch's documents ready to store, and the revisions it could not take.
+#[derive(Debug)]
+struct Checked {
+    documents: Vec<CheckedDocument>,
+    skipped: Vec<SkippedRevision>,
+}
+
+#[derive(Debug)]
+struct CheckedDocument {
+    id: RevisionId,
+    /// The encoded [`TrackedRevision`].
+    tracked: Vec<u8>,
+    /// The UTF-8 document, LZ4 with its size prepended.
+    compressed: Vec<u8>,
+}
+
+/// Decodes, parses and checks each item of a batch against the revision it was asked for.
+fn check(fetched: Fetched, limits: &ParseLimits) -> Checked {
+    let decode_limits = Limits {
+        max_document_bytes: limits.max_document_bytes,
+        ..Limits::default()
+    };
+    let mut checked = Checked {
+        documents: Vec::new(),
+        skipped: fetched.failed,
+    };
+    let mut pending: HashSet<RevisionId> = fetched.served.into_iter().collect();
+    for update in fetched.updates {
+        // An item not asked for, or the same revision twice, is not trusted or needed.
+        if !pending.remove(&update.id) {
+            continue;
+        }
+        let id = update.id;
+        let mut skip = |reason: String| {
+            checked.skipped.push(SkippedRevision {
+                revision: id,
+                reason,
+            })
+        };
+        let document = match update.blob.decode(&decode_limits) {
+            Ok(document) => document,
+            Err(e) => {
+                skip(format!("its update blob cannot be decoded: {e}"));
+                continue;
+            }
+        };
+        let revision = match parse_update(&document, limits) {
+            Ok(revision) => revision,
+            Err(e) => {
+                skip(format!("its document is not accepted: {e}"));
+                continue;
+            }
+        };
+        if revision.id != id {
+            skip(format!(
+                "the server sent it with the document of {}, another revision",
+                revision.id
+            ));
+            continue;
+        }
+        let tracked = TrackedRevision::of(&revision, ContentHash::of(&document), file_name(id));
+        checked.documents.push(CheckedDocument {
+            id,
+            tracked: encode(&tracked),
+            compressed: lz4_flex::compress_prepend_size(&document),
+        });
+    }
+    let mut left_out: Vec<RevisionId> = pending.into_iter().collect();
+    left_out.sort_unstable();
+    for id in left_out {
+        checked.skipped.push(SkippedRevision {
+            revision: id,
+            reason: "the server's answer to GetUpdateData left it out".into(),
+        });
+    }
+    checked
 }
 
 /// GetUpdateData for `ids`; on `InternalServerError` the batch is split in halves until the
 /// revisions the server cannot serve are isolated, each reported with the server's error.
 async fn fetch_isolating(session: &Session, ids: Vec<RevisionId>) -> Result<Fetched, WsusError> {
     let mut fetched = Fetched {
+        served: Vec::with_capacity(ids.len()),
         updates: Vec::new(),
         failed: Vec::new(),
     };
     let mut work = vec![ids];
     while let Some(ids) = work.pop() {
         match session.update_data(&ids).await {
-            Ok(batch) => fetched.updates.extend(batch.updates),
+            Ok(batch) => {
+                fetched.served.extend_from_slice(&ids);
+                fetched.updates.extend(batch.updates);
+            }
             Err(e @ WsusError::InternalServerError { .. }) if ids.len() == 1 => {
-                fetched.failed.push((ids[0], e.to_string()));
+                fetched.failed.push(SkippedRevision {
+                    revision: ids[0],
+                    reason: e.to_string(),
+                });
             }
             Err(WsusError::InternalServerError { .. }) => {
                 let (left, right) = ids.split_at(ids.len() / 2);
