@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, write_catalog};
-use sitesync_proto::v1;
-use sitesync_tests::cluster::{HARNESS_OPERATOR, Hierarchy, Role};
+use sitesync_tests::cluster::{HARNESS_OPERATOR, Hierarchy, Role, idle_after_success};
 
 mod support;
 
@@ -83,34 +82,13 @@ fn is_digest(value: &Value) -> bool {
         .is_some_and(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-fn idle_after_success(status: &v1::SiteStatus) -> bool {
-    status.site.as_ref().is_some_and(|site| {
-        site.current_sync.is_none()
-            && site
-                .last_sync
-                .as_ref()
-                .is_some_and(|r| r.result() == v1::SyncResult::Succeeded)
-    })
-}
-
 /// Changes CEN's catalog and syncs it, to the end.
 async fn change_and_sync(hierarchy: &Hierarchy, round: u64) {
     let spec = CatalogSpec::new(DOCUMENTS, SEED);
     CatalogChanges::derive(&spec, 5, round)
         .apply_to_dir(hierarchy.catalog())
         .unwrap();
-    let top = hierarchy.node("CEN");
-    let sync_id = top.run_sync(v1::SyncKind::Full).await.unwrap();
-    let end = top.sync_finished(&sync_id, SYNC).await.unwrap();
-    assert_eq!(
-        end.message_id(),
-        v1::StatusMessageId::SyncDone,
-        "{}",
-        end.text
-    );
-    top.wait_status("idle after its sync", SYNC, idle_after_success)
-        .await
-        .unwrap();
+    hierarchy.node("CEN").sync_to_the_end(SYNC).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -482,6 +482,21 @@ impl NodeProcess {
         }
     }
 
+    /// Runs a full sync as an operator, expects it to end with 6702, and waits until the
+    /// node is idle after it ([`idle_after_success`]); returns that status.
+    pub async fn sync_to_the_end(&self, timeout: Duration) -> anyhow::Result<v1::SiteStatus> {
+        let sync_id = self.run_sync(v1::SyncKind::Full).await?;
+        let end = self.sync_finished(&sync_id, timeout).await?;
+        anyhow::ensure!(
+            end.message_id() == v1::StatusMessageId::SyncDone,
+            "{}: sync {sync_id} failed: {}",
+            self.site_code,
+            end.text
+        );
+        self.wait_status("idle after its sync", timeout, idle_after_success)
+            .await
+    }
+
     /// The last `lines` lines of the node's log.
     pub fn log_tail(&self, lines: usize) -> String {
         log_tail(&self.log_path, lines)
@@ -677,6 +692,17 @@ impl Drop for Hierarchy {
             }
         }
     }
+}
+
+/// Idle, and the last sync succeeded.
+pub fn idle_after_success(status: &v1::SiteStatus) -> bool {
+    status.site.as_ref().is_some_and(|site| {
+        site.current_sync.is_none()
+            && site
+                .last_sync
+                .as_ref()
+                .is_some_and(|r| r.result() == v1::SyncResult::Succeeded)
+    })
 }
 
 /// A store's digest as lower-case hex, for messages.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, write_catalog};
 use sitesync_proto::v1;
-use sitesync_tests::cluster::{Hierarchy, NodeProcess, Role, digest_hex};
+use sitesync_tests::cluster::{Hierarchy, NodeProcess, Role, digest_hex, idle_after_success};
 
 /// One sync, or a cascade of a small catalog, in debug builds on a loaded machine.
 const SYNC: Duration = Duration::from_secs(240);
@@ -23,15 +23,6 @@ fn update_server(status: &v1::SiteStatus) -> v1::StoreInfo {
         .update_server
         .clone()
         .expect("an update server")
-}
-
-fn idle_after_success(status: &v1::SiteStatus) -> bool {
-    let site = site(status);
-    site.current_sync.is_none()
-        && site
-            .last_sync
-            .as_ref()
-            .is_some_and(|r| r.result() == v1::SyncResult::Succeeded)
 }
 
 /// The top site `CEN` of `hierarchy` with a generated catalog of `documents`, synced.
@@ -71,18 +62,7 @@ async fn change_and_sync(hierarchy: &Hierarchy, documents: usize, round: u64) ->
     CatalogChanges::derive(&spec, 5, round)
         .apply_to_dir(hierarchy.catalog())
         .unwrap();
-    let top = hierarchy.node("CEN");
-    let sync_id = top.run_sync(v1::SyncKind::Full).await.unwrap();
-    let end = top.sync_finished(&sync_id, SYNC).await.unwrap();
-    assert_eq!(
-        end.message_id(),
-        v1::StatusMessageId::SyncDone,
-        "{}",
-        end.text
-    );
-    top.wait_status("idle after its sync", SYNC, idle_after_success)
-        .await
-        .unwrap()
+    hierarchy.node("CEN").sync_to_the_end(SYNC).await.unwrap()
 }
 
 fn file(hierarchy: &Hierarchy, name: &str) -> PathBuf {
