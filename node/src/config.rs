@@ -16,6 +16,7 @@ use sitesync_security::TlsFiles;
 
 use crate::sync::schedule::{RetryPolicy, Schedule};
 use crate::sync::settings::{CategorySelector, SyncSettings};
+use crate::upstream::wsus::{ProxySetting, WsusSettings};
 
 /// A site code: three letters or digits, as in ConfigMgr (`CEN`, `PR1`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -89,6 +90,8 @@ pub enum UpstreamConfig {
     /// Export files imported by an operator (S12): a node that cannot reach its upstream.
     /// Each import is its sync.
     Import,
+    /// Microsoft Update or an existing WSUS server, over [MS-WSUSSS] (S1): a top site.
+    Wsus(Box<WsusSettings>),
 }
 
 /// The validated configuration of one node.
@@ -250,11 +253,23 @@ struct FileMetrics {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileUpstream {
-    /// `sample`, `directory`, `parent` or `import`.
+    /// `sample`, `directory`, `parent`, `import` or `wsus`.
     kind: String,
     path: Option<PathBuf>,
     /// The parent's address, for `parent`.
     address: Option<String>,
+    /// The upstream server's root, for `wsus`; absent: Microsoft Update.
+    url: Option<String>,
+    /// A PEM file of the CAs to trust for an `https` server instead of the system's roots.
+    ca_file: Option<PathBuf>,
+    /// `http://[user:password@]host:port`, or `none` to ignore `HTTPS_PROXY`/`HTTP_PROXY`.
+    proxy: Option<String>,
+    /// Sent in GetCookie (`1.20` by default).
+    protocol_version: Option<String>,
+    /// GetAuthorizationCookie's `accountName`: this server's DNS name.
+    account_name: Option<String>,
+    connect_timeout_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
 }
 
 impl FileUpstream {
@@ -264,39 +279,129 @@ impl FileUpstream {
             origin: origin.clone(),
             reason,
         };
-        match (self.kind.as_str(), self.path, self.address) {
-            ("sample", None, None) => Ok(UpstreamConfig::Sample),
-            ("import", None, None) => Ok(UpstreamConfig::Import),
-            ("import", _, _) => Err(invalid(
-                "upstream",
-                "kind `import` takes no `path` or `address`: export files are imported with `sitesyncctl import`".into(),
-            )),
-            ("directory", Some(path), None) => Ok(UpstreamConfig::Directory(path)),
-            ("parent", None, Some(address)) => {
-                Ok(UpstreamConfig::Parent(check_address(&address, origin.clone())?))
-            }
-            ("directory", None, _) => Err(invalid(
-                "upstream.path",
-                "a directory upstream needs `path`, the directory of update documents".into(),
-            )),
-            ("parent", _, None) => Err(invalid(
-                "upstream.address",
-                "a parent upstream needs `address`, the parent site's node as host:port".into(),
-            )),
-            ("sample", _, _) => Err(invalid(
-                "upstream.path",
-                "the sample upstream takes no `path` or `address`; use kind = \"directory\" to sync from a directory".into(),
-            )),
-            ("directory" | "parent", _, _) => Err(invalid(
-                "upstream",
-                format!("kind `{}` takes `{}` only", self.kind, if self.kind == "directory" { "path" } else { "address" }),
-            )),
-            (other, _, _) => Err(invalid(
+        // The keys present besides `kind`, each allowed by one kind only.
+        let present: Vec<(&'static str, &'static str)> = [
+            ("path", "directory", self.path.is_some()),
+            ("address", "parent", self.address.is_some()),
+            ("url", "wsus", self.url.is_some()),
+            ("ca_file", "wsus", self.ca_file.is_some()),
+            ("proxy", "wsus", self.proxy.is_some()),
+            ("protocol_version", "wsus", self.protocol_version.is_some()),
+            ("account_name", "wsus", self.account_name.is_some()),
+            (
+                "connect_timeout_secs",
+                "wsus",
+                self.connect_timeout_secs.is_some(),
+            ),
+            (
+                "request_timeout_secs",
+                "wsus",
+                self.request_timeout_secs.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter(|&(_, _, given)| given)
+        .map(|(key, kind, _)| (key, kind))
+        .collect();
+        let kind = self.kind.as_str();
+        if !matches!(kind, "sample" | "directory" | "parent" | "import" | "wsus") {
+            return Err(invalid(
                 "upstream.kind",
-                format!("`{other}` is not an upstream kind: use `sample`, `directory`, `parent` or `import`"),
-            )),
+                format!(
+                    "`{kind}` is not an upstream kind: use `sample`, `directory`, `parent`, `import` or `wsus`"
+                ),
+            ));
+        }
+        if let Some((key, owner)) = present.iter().find(|(_, owner)| *owner != kind) {
+            return Err(invalid(
+                "upstream",
+                format!("kind `{kind}` takes no `{key}` (that belongs to kind `{owner}`)"),
+            ));
+        }
+        match kind {
+            "sample" => Ok(UpstreamConfig::Sample),
+            "import" => Ok(UpstreamConfig::Import),
+            "directory" => match self.path {
+                Some(path) => Ok(UpstreamConfig::Directory(path)),
+                None => Err(invalid(
+                    "upstream.path",
+                    "a directory upstream needs `path`, the directory of update documents".into(),
+                )),
+            },
+            "parent" => match self.address {
+                Some(address) => Ok(UpstreamConfig::Parent(check_address(
+                    &address,
+                    origin.clone(),
+                )?)),
+                None => Err(invalid(
+                    "upstream.address",
+                    "a parent upstream needs `address`, the parent site's node as host:port".into(),
+                )),
+            },
+            _ => {
+                let mut settings = WsusSettings::default();
+                if let Some(url) = &self.url {
+                    settings.server = wsus_server(url, origin.clone())?;
+                }
+                settings.ca_file = self.ca_file;
+                if let Some(proxy) = self.proxy {
+                    settings.proxy = match proxy.trim() {
+                        "none" | "direct" => ProxySetting::Direct,
+                        url if url.starts_with("http://") || url.starts_with("https://") => {
+                            ProxySetting::Url(url.to_owned())
+                        }
+                        _ => {
+                            return Err(invalid(
+                                "upstream.proxy",
+                                "use a proxy URL (`http://proxy.example:3128`, credentials as `http://user:password@proxy.example:3128`) or `none` to ignore HTTPS_PROXY and HTTP_PROXY".into(),
+                            ));
+                        }
+                    };
+                }
+                if let Some(version) = &self.protocol_version {
+                    settings.protocol_version = sitesync_wsus::ProtocolVersion::parse(version)
+                        .map_err(|e| invalid("upstream.protocol_version", e.to_string()))?;
+                }
+                if let Some(name) = self.account_name {
+                    settings.account_name = name;
+                }
+                let seconds = |key: &'static str,
+                               value: Option<u64>,
+                               default: std::time::Duration| {
+                    match value {
+                        None => Ok(default),
+                        Some(s) if (1..=3600).contains(&s) => Ok(std::time::Duration::from_secs(s)),
+                        Some(s) => Err(invalid(
+                            key,
+                            format!("{s} is out of range: use 1 to 3600 (seconds)"),
+                        )),
+                    }
+                };
+                settings.connect_timeout = seconds(
+                    "upstream.connect_timeout_secs",
+                    self.connect_timeout_secs,
+                    settings.connect_timeout,
+                )?;
+                settings.request_timeout = seconds(
+                    "upstream.request_timeout_secs",
+                    self.request_timeout_secs,
+                    settings.request_timeout,
+                )?;
+                Ok(UpstreamConfig::Wsus(Box::new(settings)))
+            }
         }
     }
+}
+
+/// An upstream server's root URL, checked.
+fn wsus_server(url: &str, origin: Source) -> Result<sitesync_wsus::ServerRoot, ConfigError> {
+    sitesync_wsus::ServerRoot::parse(url.trim()).map_err(|e| ConfigError::Invalid {
+        key: "upstream.url",
+        origin,
+        reason: format!(
+            "{e}: Microsoft Update is https://sws.update.microsoft.com, a WSUS http://host:8530 or https://host:8531"
+        ),
+    })
 }
 
 /// A parent's address as `host:port`, with or without `http://`.
@@ -334,6 +439,9 @@ pub struct Overrides {
     pub parent: Option<String>,
     /// An upstream kind given by name (`import`; the others have flags of their own).
     pub upstream_kind: Option<String>,
+    /// The root URL of Microsoft Update or a WSUS server: makes this node a top site over
+    /// [MS-WSUSSS]. Other `[upstream]` keys of kind `wsus` in the file still apply.
+    pub upstream_wsus: Option<String>,
     pub cache_mib: Option<u64>,
     /// A PKI directory made by `sitesyncctl pki` (wins over `[tls]` files).
     pub pki_dir: Option<PathBuf>,
@@ -466,27 +574,45 @@ impl NodeConfig {
             });
         }
 
-        let upstream_source = match (&overrides.upstream_dir, &overrides.parent, &parsed.upstream) {
-            _ if overrides.upstream_kind.is_some() => Source::Overrides,
-            (Some(_), _, _) | (_, Some(_), _) => Source::Overrides,
-            (None, None, Some(_)) => file_source.clone(),
-            (None, None, None) => Source::Default,
+        let flags = [
+            overrides.upstream_dir.is_some(),
+            overrides.parent.is_some(),
+            overrides.upstream_wsus.is_some(),
+        ];
+        let upstream_source = match &parsed.upstream {
+            _ if overrides.upstream_kind.is_some() || flags.contains(&true) => Source::Overrides,
+            Some(_) => file_source.clone(),
+            None => Source::Default,
         };
-        let upstream = match (&overrides.upstream_dir, &overrides.parent, parsed.upstream) {
+        if flags.iter().filter(|&&given| given).count() > 1 {
+            return Err(ConfigError::Invalid {
+                key: "upstream",
+                origin: Source::Overrides,
+                reason: "more than one upstream is given (of --upstream-dir, --parent and --upstream-wsus): a top site syncs from a directory or a WSUS server, a child site from its parent; give one".into(),
+            });
+        }
+        let upstream = match (
+            &overrides.upstream_dir,
+            &overrides.parent,
+            &overrides.upstream_wsus,
+            parsed.upstream,
+        ) {
             _ if overrides.upstream_kind.is_some() => upstream_kind(overrides)?,
-            (Some(_), Some(_), _) => {
-                return Err(ConfigError::Invalid {
-                    key: "upstream",
-                    origin: Source::Overrides,
-                    reason: "both an upstream directory and a parent are given: a top site syncs from a directory, a child site from its parent; give one".into(),
-                });
-            }
-            (Some(dir), None, _) => UpstreamConfig::Directory(dir.clone()),
-            (None, Some(parent), _) => {
+            (Some(dir), _, _, _) => UpstreamConfig::Directory(dir.clone()),
+            (_, Some(parent), _, _) => {
                 UpstreamConfig::Parent(check_address(parent, Source::Overrides)?)
             }
-            (None, None, None) => UpstreamConfig::Sample,
-            (None, None, Some(file)) => file.resolve(file_source.clone())?,
+            (_, _, Some(url), file) => {
+                // The flag names the server; the file's other `wsus` keys still apply.
+                let mut settings = match file.map(|f| f.resolve(file_source.clone())).transpose()? {
+                    Some(UpstreamConfig::Wsus(settings)) => settings,
+                    _ => Box::default(),
+                };
+                settings.server = wsus_server(url, Source::Overrides)?;
+                UpstreamConfig::Wsus(settings)
+            }
+            (None, None, None, None) => UpstreamConfig::Sample,
+            (None, None, None, Some(file)) => file.resolve(file_source.clone())?,
         };
         // S11: an internet-facing node syncs from its own site's node, never from a catalog;
         // one that cannot reach it imports its site's export files instead (S12).
@@ -582,21 +708,32 @@ fn upstream_kind(overrides: &Overrides) -> Result<UpstreamConfig, ConfigError> {
         origin: Source::Overrides,
         reason,
     };
+    let only_kind = overrides.upstream_dir.is_none()
+        && overrides.parent.is_none()
+        && overrides.upstream_wsus.is_none();
     match kind.trim().to_ascii_lowercase().as_str() {
-        "import" if overrides.upstream_dir.is_none() && overrides.parent.is_none() => {
+        "import" if only_kind => {
             Ok(UpstreamConfig::Import)
         }
         "import" => Err(invalid(
-            "--upstream import takes no --upstream-dir or --parent: export files are its only source".into(),
+            "--upstream import takes no --upstream-dir, --parent or --upstream-wsus: export files are its only source".into(),
         )),
-        "sample" if overrides.upstream_dir.is_none() && overrides.parent.is_none() => {
+        "sample" if only_kind => {
             Ok(UpstreamConfig::Sample)
         }
+        // Microsoft Update, or the server --upstream-wsus names.
+        "wsus" if overrides.upstream_dir.is_none() && overrides.parent.is_none() => {
+            let mut settings = Box::<WsusSettings>::default();
+            if let Some(url) = &overrides.upstream_wsus {
+                settings.server = wsus_server(url, Source::Overrides)?;
+            }
+            Ok(UpstreamConfig::Wsus(settings))
+        }
         "directory" | "parent" => Err(invalid(format!(
-            "use --upstream-dir DIR for a directory upstream and --parent HOST:PORT for a parent; --upstream names `import` or `sample`, not `{kind}`"
+            "use --upstream-dir DIR for a directory upstream and --parent HOST:PORT for a parent; --upstream names `import`, `sample` or `wsus`, not `{kind}`"
         ))),
         other => Err(invalid(format!(
-            "`{other}` is not an upstream kind: use `import` or `sample` here, --upstream-dir or --parent for the others"
+            "`{other}` is not an upstream kind: use `import`, `sample` or `wsus` here, --upstream-dir or --parent for the others"
         ))),
     }
 }
@@ -999,6 +1136,109 @@ mod tests {
         };
         let error = NodeConfig::load(None, &both).unwrap_err().to_string();
         assert!(error.contains("give one"), "{error}");
+    }
+
+    #[test]
+    fn a_wsus_upstream_is_chosen_by_file_or_flag_with_its_transport_settings() {
+        let (_dir, path) = write(
+            "[upstream]\nkind = \"wsus\"\nurl = \"https://wsus.example:8531\"\nca_file = \"/etc/wsus-ca.pem\"\nproxy = \"http://proxy.example:3128\"\nprotocol_version = \"1.7\"\naccount_name = \"cen.example\"\nconnect_timeout_secs = 10\nrequest_timeout_secs = 600\n",
+        );
+        let from_file = NodeConfig::load(Some(&path), &Overrides::default()).unwrap();
+        let UpstreamConfig::Wsus(settings) = &from_file.upstream else {
+            panic!("{:?}", from_file.upstream);
+        };
+        assert_eq!(settings.server.as_str(), "https://wsus.example:8531");
+        assert_eq!(settings.ca_file, Some(PathBuf::from("/etc/wsus-ca.pem")));
+        assert_eq!(
+            settings.proxy,
+            ProxySetting::Url("http://proxy.example:3128".into())
+        );
+        assert_eq!(settings.protocol_version.as_str(), "1.7");
+        assert_eq!(settings.account_name, "cen.example");
+        assert_eq!(settings.connect_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(
+            settings.request_timeout,
+            std::time::Duration::from_secs(600)
+        );
+
+        // The flag names the server; the file's other keys still apply.
+        let flag = Overrides {
+            upstream_wsus: Some("http://wsus2.example:8530".into()),
+            ..Overrides::default()
+        };
+        let overridden = NodeConfig::load(Some(&path), &flag).unwrap();
+        let UpstreamConfig::Wsus(flagged) = &overridden.upstream else {
+            panic!("{:?}", overridden.upstream);
+        };
+        assert_eq!(flagged.server.as_str(), "http://wsus2.example:8530");
+        assert_eq!(flagged.proxy, settings.proxy);
+        // Without a file: that server, the defaults otherwise (the environment's proxy).
+        let bare = NodeConfig::load(None, &flag).unwrap();
+        let UpstreamConfig::Wsus(bare) = &bare.upstream else {
+            panic!("{:?}", bare.upstream);
+        };
+        assert_eq!(bare.proxy, ProxySetting::FromEnvironment);
+        // `kind = "wsus"` alone, or `--upstream wsus`: Microsoft Update.
+        let (_dir, path) = write("[upstream]\nkind = \"wsus\"\nproxy = \"none\"\n");
+        let microsoft = NodeConfig::load(Some(&path), &Overrides::default()).unwrap();
+        let UpstreamConfig::Wsus(microsoft) = &microsoft.upstream else {
+            panic!("{:?}", microsoft.upstream);
+        };
+        assert_eq!(
+            microsoft.server.as_str(),
+            "https://sws.update.microsoft.com"
+        );
+        assert_eq!(microsoft.proxy, ProxySetting::Direct);
+        let by_kind = Overrides {
+            upstream_kind: Some("wsus".into()),
+            ..Overrides::default()
+        };
+        assert!(matches!(
+            NodeConfig::load(None, &by_kind).unwrap().upstream,
+            UpstreamConfig::Wsus(_)
+        ));
+
+        let refusals = [
+            (
+                "[upstream]\nkind = \"wsus\"\nurl = \"ftp://wsus.example\"\n",
+                "upstream.url",
+            ),
+            (
+                "[upstream]\nkind = \"wsus\"\nproxy = \"proxy.example\"\n",
+                "upstream.proxy",
+            ),
+            (
+                "[upstream]\nkind = \"wsus\"\nprotocol_version = \"2.0\"\n",
+                "upstream.protocol_version",
+            ),
+            (
+                "[upstream]\nkind = \"wsus\"\nrequest_timeout_secs = 0\n",
+                "upstream.request_timeout_secs",
+            ),
+            ("[upstream]\nkind = \"wsus\"\npath = \"/srv\"\n", "upstream"),
+            (
+                "[upstream]\nkind = \"directory\"\npath = \"/srv\"\nurl = \"http://w:8530\"\n",
+                "upstream",
+            ),
+            (
+                "role = \"internet\"\n[upstream]\nkind = \"wsus\"\n",
+                "upstream.kind",
+            ),
+        ];
+        for (text, key) in refusals {
+            let (_dir, path) = write(text);
+            let error = NodeConfig::load(Some(&path), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with(key), "{text:?}: {error}");
+        }
+        let two = Overrides {
+            upstream_wsus: Some("http://wsus.example:8530".into()),
+            upstream_dir: Some("/srv/catalog".into()),
+            ..Overrides::default()
+        };
+        let error = NodeConfig::load(None, &two).unwrap_err().to_string();
+        assert!(error.contains("more than one upstream"), "{error}");
     }
 
     #[test]

@@ -98,8 +98,15 @@ struct NodeArgs {
     /// Run as a child site of the node at this address (host:port).
     #[arg(long, env = "SITESYNC_PARENT")]
     parent: Option<String>,
+    /// Sync from Microsoft Update (https://sws.update.microsoft.com) or an existing WSUS
+    /// server (http://host:8530, https://host:8531) over the server-to-server protocol. The
+    /// config file's `[upstream]` keys of kind `wsus` (ca_file, proxy, ...) still apply;
+    /// HTTPS_PROXY, HTTP_PROXY and NO_PROXY are honoured unless it sets `proxy`.
+    #[arg(long, env = "SITESYNC_UPSTREAM_WSUS", value_name = "URL")]
+    upstream_wsus: Option<String>,
     /// The upstream by kind: `import` for a node fed only by export files (S12), imported
-    /// with `sitesyncctl import` or `sitesync-node import`; `sample` for the bundled sample.
+    /// with `sitesyncctl import` or `sitesync-node import`; `sample` for the bundled sample;
+    /// `wsus` for Microsoft Update (or the server --upstream-wsus names).
     #[arg(long = "upstream", env = "SITESYNC_UPSTREAM", value_name = "KIND")]
     upstream_kind: Option<String>,
     /// The storage engine's page cache in MiB (default 32).
@@ -140,6 +147,7 @@ impl NodeArgs {
             upstream_dir: self.upstream_dir.clone(),
             parent: self.parent.clone(),
             upstream_kind: self.upstream_kind.clone(),
+            upstream_wsus: self.upstream_wsus.clone(),
             cache_mib: self.cache_mib,
             pki_dir: self.pki_dir.clone(),
             insecure: self.insecure,

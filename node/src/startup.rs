@@ -21,7 +21,8 @@ use crate::policy::PolicyStore;
 use crate::store::{NodeDatabase, StoreError};
 use crate::sync::manager::{SyncError, SyncHooks, SyncManager, UpstreamSource};
 use crate::sync::status::{StatusError, StatusLog};
-use crate::upstream::{DirectoryUpstream, UpstreamError};
+use crate::upstream::wsus::{Session, WsusError};
+use crate::upstream::{DirectoryUpstream, UpstreamError, WsusUpstream, WsusUpstreamError};
 use sitesync_security::pki::{Authority, DEFAULT_VALIDITY};
 use sitesync_security::{Identity, TlsContext, TlsFiles, Transport};
 use tracing::{info, warn};
@@ -44,6 +45,10 @@ pub enum StartError {
     Status(#[from] StatusError),
     #[error("cannot open the upstream: {0}")]
     Upstream(#[from] UpstreamError),
+    #[error("cannot set up the upstream server: {0}")]
+    UpstreamServer(#[from] WsusError),
+    #[error("cannot open the upstream server's index: {0}")]
+    UpstreamIndex(#[from] WsusUpstreamError),
     #[error("cannot start the sync manager: {0}")]
     Sync(#[from] SyncError),
     #[error("the TLS certificates: {0}")]
@@ -155,6 +160,14 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
         }
         UpstreamConfig::Directory(dir) => open_directory(dir.clone())?,
         UpstreamConfig::Import => UpstreamSource::Import,
+        UpstreamConfig::Wsus(settings) => {
+            let session = Session::new((**settings).clone(), clock.clone())?;
+            UpstreamSource::Wsus(WsusUpstream::open(
+                session,
+                database.space("upstream-wsus")?,
+                ParseLimits::default(),
+            )?)
+        }
         UpstreamConfig::Sample => {
             let dir = config.data_dir.join("sample-catalog");
             sitesync_metadata::sample::write_to(&dir).map_err(|source| StartError::Sample {

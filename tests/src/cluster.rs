@@ -103,6 +103,8 @@ pub enum Upstream {
     Parent(String),
     /// Export files only (`--upstream import`): a disconnected node.
     Import,
+    /// An upstream WSUS server's root URL (`--upstream-wsus`): a top site.
+    Wsus(String),
 }
 
 /// One `sitesync-node` process and everything needed to start it again.
@@ -156,6 +158,7 @@ impl NodeProcess {
             Upstream::Directory(dir) => command.arg("--upstream-dir").arg(dir),
             Upstream::Parent(address) => command.arg("--parent").arg(address),
             Upstream::Import => command.arg("--upstream").arg("import"),
+            Upstream::Wsus(url) => command.arg("--upstream-wsus").arg(url),
         };
         if !config_toml.is_empty() {
             std::fs::create_dir_all(dir)?;
@@ -583,6 +586,17 @@ impl Hierarchy {
     pub async fn start_top(&mut self, site_code: &str) -> anyhow::Result<&mut NodeProcess> {
         let upstream = Upstream::Directory(self.catalog.clone());
         self.start(site_code, Role::Site, upstream).await
+    }
+
+    /// Starts the top site, syncing from the upstream WSUS server at `url`
+    /// ([`crate::wsus_upstream::FakeWsus::url`]).
+    pub async fn start_top_wsus(
+        &mut self,
+        site_code: &str,
+        url: &str,
+    ) -> anyhow::Result<&mut NodeProcess> {
+        self.start(site_code, Role::Site, Upstream::Wsus(url.to_owned()))
+            .await
     }
 
     /// Starts a child site of `parent` (a site code of this hierarchy).

@@ -608,5 +608,6 @@ fn upstream_text(upstream: &UpstreamConfig) -> String {
         UpstreamConfig::Directory(dir) => format!("the catalog directory {}", dir.display()),
         UpstreamConfig::Parent(address) => format!("the parent site at {address}"),
         UpstreamConfig::Import => "export files".into(),
+        UpstreamConfig::Wsus(settings) => format!("the upstream server {}", settings.server),
     }
 }

@@ -117,12 +117,7 @@ impl CatalogFilter {
             .into_iter()
             .filter(|r| r.update_type == UpdateType::Category)
             .collect();
-        let is_product = |t: Option<CategoryType>| {
-            matches!(
-                t,
-                Some(CategoryType::Company | CategoryType::ProductFamily | CategoryType::Product)
-            )
-        };
+        let is_product = |t: Option<CategoryType>| t.is_some_and(is_product);
         let is_classification =
             |t: Option<CategoryType>| t == Some(CategoryType::UpdateClassification);
         let products = resolve_selectors(&settings.products, &categories, "product", is_product)?;
@@ -143,6 +138,39 @@ impl CatalogFilter {
         })
     }
 
+    /// What to ask an upstream server's update list for (GetRevisionIdList): the chosen
+    /// products (with the categories below them) and classifications. The server lists only
+    /// updates of a listed product **and** a listed classification, and everything when
+    /// both lists are empty; so "every product" with chosen classifications lists every
+    /// product category of `categories`, and the other way round.
+    pub fn upstream_lists(&self, categories: &[TrackedRevision]) -> (Vec<UpdateId>, Vec<UpdateId>) {
+        let of_kind = |wanted: fn(CategoryType) -> bool| -> Vec<UpdateId> {
+            categories
+                .iter()
+                .filter(|c| c.category_type.is_some_and(wanted))
+                .map(|c| c.id.update_id)
+                .collect()
+        };
+        let chosen = |set: &HashSet<UpdateId>| -> Vec<UpdateId> {
+            let mut ids: Vec<UpdateId> = set.iter().copied().collect();
+            ids.sort_unstable();
+            ids
+        };
+        match (&self.products, &self.classifications) {
+            (None, None) => (Vec::new(), Vec::new()),
+            (products, classifications) => (
+                products
+                    .as_ref()
+                    .map(chosen)
+                    .unwrap_or_else(|| of_kind(is_product)),
+                classifications
+                    .as_ref()
+                    .map(chosen)
+                    .unwrap_or_else(|| of_kind(|t| t == CategoryType::UpdateClassification)),
+            ),
+        }
+    }
+
     /// Whether an update matches on its own (before following bundles and prerequisites).
     pub fn matches(&self, revision: &Candidate) -> bool {
         if revision.update_type == UpdateType::Category {
@@ -159,6 +187,14 @@ impl CatalogFilter {
                 .any(|l| self.languages.contains(&l.to_ascii_lowercase()));
         in_set(&self.products) && in_set(&self.classifications) && language
     }
+}
+
+/// Whether a category is a product or a level above products.
+fn is_product(category: CategoryType) -> bool {
+    matches!(
+        category,
+        CategoryType::Company | CategoryType::ProductFamily | CategoryType::Product
+    )
 }
 
 fn resolve_selectors(

@@ -12,13 +12,15 @@
 //!    memory budget.
 //! 3. `document` fetches the bytes of the revisions the sync manager chose.
 //!
+//! Steps 2 and 3 are the same for every kind, as [`Offered`]; step 1 is each kind's own.
+//!
 //! - [`directory`]: the catalog directory, one update XML document per file — what an
 //!   operator feeds a disconnected top site, and what the demo and benchmarks generate.
+//! - [`wsus`]: Microsoft Update or an existing WSUS server, over the server-to-server
+//!   protocol [MS-WSUSSS] (S1).
 //!
 //! A child site's upstream, its parent, is not one of these: it is a feed
 //! ([`crate::feed`]), followed from the last anchor applied.
-//!
-//! The Microsoft server-to-server protocol will be another upstream.
 
 pub mod directory;
 pub mod wsus;
@@ -35,6 +37,54 @@ use sitesync_metadata::{
 use crate::store::BackendError;
 
 pub use directory::{DirectoryUpstream, TrackedRevisions};
+pub use wsus::{WsusUpstream, WsusUpstreamError};
+
+/// What phase 1 reads of a scanned upstream, whatever its kind.
+pub trait Offered {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Every offered revision in (update id, revision) order, a page at a time.
+    fn offered(&self) -> Box<dyn Iterator<Item = Result<TrackedRevision, Self::Error>> + '_>;
+
+    /// The parsed document of an offered revision, ready for the update-server store.
+    fn parsed(&self, id: RevisionId) -> Result<UpdateRevision, Self::Error>;
+
+    /// Whether the error concerns that one document only: the sync skips the revision with a
+    /// 6790 warning and goes on. Every other error fails the sync.
+    fn is_per_document(error: &Self::Error) -> bool;
+}
+
+impl Offered for DirectoryUpstream {
+    type Error = UpstreamError;
+
+    fn offered(&self) -> Box<dyn Iterator<Item = Result<TrackedRevision, UpstreamError>> + '_> {
+        Box::new(self.revisions())
+    }
+
+    fn parsed(&self, id: RevisionId) -> Result<UpdateRevision, UpstreamError> {
+        self.update_revision(id)
+    }
+
+    fn is_per_document(error: &UpstreamError) -> bool {
+        error.is_per_document()
+    }
+}
+
+impl Offered for WsusUpstream {
+    type Error = WsusUpstreamError;
+
+    fn offered(&self) -> Box<dyn Iterator<Item = Result<TrackedRevision, WsusUpstreamError>> + '_> {
+        Box::new(self.revisions())
+    }
+
+    fn parsed(&self, id: RevisionId) -> Result<UpdateRevision, WsusUpstreamError> {
+        self.update_revision(id)
+    }
+
+    fn is_per_document(error: &WsusUpstreamError) -> bool {
+        error.is_per_document()
+    }
+}
 
 /// One revision the upstream offers, with what the sync settings need to decide whether it
 /// enters the stores. Kept per revision in the node's database, so listing never re-parses.

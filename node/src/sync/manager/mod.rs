@@ -39,18 +39,19 @@
 //! manager's loop only decides what runs next and waits on the clock seam.
 //!
 //! This file holds the queue, the loop, retries and the orchestration of a sync's phases;
-//! the phases themselves are in `directory.rs` (phase 1 at a top site), `replay.rs` (phase 2
+//! the phases themselves are in `top.rs` (phase 1 at a top site, from a catalog directory
+//! or an upstream WSUS server), `replay.rs` (phase 2
 //! at a top site and at a node fed by export files), `parent.rs` (both phases at a node with
 //! a parent, over the change feed) and `import.rs` (phase 1 from an export file, over the
 //! same feed), and `signing.rs` signs and checks catalog versions around them; `recording.rs`
 //! tells the node's metrics.
 
-mod directory;
 mod import;
 mod parent;
 mod recording;
 mod replay;
 mod signing;
+mod top;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -72,7 +73,7 @@ use crate::policy::PolicyStore;
 use crate::store::{ApplyOutcome, Backend, StoreError, WriteBatch};
 use crate::telemetry::TraceContext;
 use crate::telemetry::context::{current_trace_id, trace_id};
-use crate::upstream::{DirectoryUpstream, UpstreamError};
+use crate::upstream::{DirectoryUpstream, UpstreamError, WsusUpstream, WsusUpstreamError};
 
 /// Log records read per step of phase 2.
 const LOG_PAGE: usize = 500;
@@ -228,6 +229,8 @@ pub enum Disposition {
 pub enum UpstreamSource {
     /// A top site: a catalog directory.
     Directory(DirectoryUpstream),
+    /// A top site: Microsoft Update or an existing WSUS server (S1).
+    Wsus(WsusUpstream),
     /// A child site: the parent site's node, as a feed.
     Parent(Arc<dyn ParentFeed>),
     /// Export files (S12): each import hands its verified file, as a feed, to the sync it
@@ -241,6 +244,8 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Wsus(#[from] WsusUpstreamError),
     #[error("status messages: {0}")]
     Status(#[from] super::status::StatusError),
     #[error("sync settings: {0}")]
@@ -981,6 +986,9 @@ impl SyncManager {
             UpstreamSource::Directory(directory) => {
                 format!("the catalog directory {}", directory.dir().display())
             }
+            UpstreamSource::Wsus(wsus) => {
+                format!("the upstream server {}", wsus.session().server())
+            }
             UpstreamSource::Parent(parent) if self.is_internet_node() => {
                 format!("its own site's update server at {}", parent.address())
             }
@@ -1000,8 +1008,9 @@ impl SyncManager {
         );
         match &inner.upstream {
             UpstreamSource::Directory(directory) => {
-                self.sync_update_server(run, directory, &settings)?
+                self.sync_from_directory(run, directory, &settings)?
             }
+            UpstreamSource::Wsus(wsus) => self.sync_from_wsus(run, wsus, &settings)?,
             UpstreamSource::Parent(parent) => {
                 offered = self.pull_from_parent(run, &**parent)?;
             }
@@ -1043,7 +1052,7 @@ impl SyncManager {
             self.publish(run);
             let _phase = phase_span("site_database", StatusMessageId::SyncingSiteDatabase);
             match &inner.upstream {
-                UpstreamSource::Directory(_) | UpstreamSource::Import => {
+                UpstreamSource::Directory(_) | UpstreamSource::Wsus(_) | UpstreamSource::Import => {
                     self.message(
                         StatusMessageId::SyncingSiteDatabase,
                         run.id,

@@ -122,6 +122,10 @@ pub struct WsusScanReport {
     pub tracked: usize,
 }
 
+/// Chooses the update list's products and classifications from the tracked categories.
+pub type Select<'a> =
+    dyn Fn(&[TrackedRevision]) -> Result<(Vec<UpdateId>, Vec<UpdateId>), String> + Send + Sync + 'a;
+
 /// A listed revision a scan could not take, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedRevision {
@@ -145,6 +149,11 @@ pub enum WsusUpstreamError {
 
     #[error("the upstream server's index in the node database: {0}")]
     Backend(#[from] BackendError),
+
+    /// The sync settings choose nothing the upstream offers (a product or classification
+    /// name it does not know).
+    #[error("{0}")]
+    Selection(String),
 
     #[error(
         "the upstream server's index in the node database is corrupt: {what}; resetting the upstream (changing the sync settings does) fetches it again"
@@ -213,7 +222,8 @@ impl WsusUpstream {
     /// Brings the tracker up to date with the upstream (see the module documentation) and
     /// returns once it is durable. `full` asks both lists without anchors and removes what
     /// neither names. `progress` is called when the revisions to fetch of each list are known
-    /// and after every batch stored.
+    /// and after every batch stored. The update list asks for `products` × `classifications`
+    /// (both empty: every update).
     ///
     /// Fails when the server cannot be used (the session's error) or the node database fails.
     /// Problems with single documents are in the report.
@@ -224,11 +234,21 @@ impl WsusUpstream {
         classifications: &[UpdateId],
         progress: &mut (dyn FnMut(ScanProgress) + Send),
     ) -> Result<WsusScanReport, WsusUpstreamError> {
+        let fixed = |_: &[TrackedRevision]| Ok((products.to_vec(), classifications.to_vec()));
+        self.scan_selecting(full, &fixed, progress).await
+    }
+
+    /// [`WsusUpstream::scan`], with the update list's products and classifications chosen by
+    /// `select` from the tracked categories once the category list is stored, so a selection
+    /// by name works on a first scan. `select` fails with a reason an operator can act on.
+    pub async fn scan_selecting(
+        &self,
+        full: bool,
+        select: &Select<'_>,
+        progress: &mut (dyn FnMut(ScanProgress) + Send),
+    ) -> Result<WsusScanReport, WsusUpstreamError> {
         let _writer = self.writer.lock().await;
-        match self
-            .scan_once(full, products, classifications, progress)
-            .await
-        {
+        match self.scan_once(full, select, progress).await {
             Err(WsusUpstreamError::Server(WsusError::ServerChanged { server, operation })) => {
                 tracing::warn!(
                     %server, %operation,
@@ -237,8 +257,7 @@ impl WsusUpstream {
                 self.drop_anchor(ListKind::Categories)?;
                 self.drop_anchor(ListKind::Updates)?;
                 self.tracker.flush()?;
-                self.scan_once(true, products, classifications, progress)
-                    .await
+                self.scan_once(true, select, progress).await
             }
             outcome => outcome,
         }
@@ -247,8 +266,7 @@ impl WsusUpstream {
     async fn scan_once(
         &self,
         full: bool,
-        products: &[UpdateId],
-        classifications: &[UpdateId],
+        select: &Select<'_>,
         progress: &mut (dyn FnMut(ScanProgress) + Send),
     ) -> Result<WsusScanReport, WsusUpstreamError> {
         let mut report = WsusScanReport::default();
@@ -270,12 +288,14 @@ impl WsusUpstream {
                 progress,
             )
             .await?;
+        let (products, classifications) =
+            select(&self.tracked_categories()?).map_err(WsusUpstreamError::Selection)?;
         let updates_complete = self
             .scan_list(
                 ListKind::Updates,
                 full,
-                products,
-                classifications,
+                &products,
+                &classifications,
                 batch_size,
                 &mut named,
                 &mut report,
@@ -300,6 +320,19 @@ impl WsusUpstream {
         report.tracked = self.count_tracked()?;
         report.skipped.sort_by_key(|s| s.revision);
         Ok(report)
+    }
+
+    /// The tracked revisions of the category list that are categories (products,
+    /// classifications and the levels above them; not detectoids).
+    fn tracked_categories(&self) -> Result<Vec<TrackedRevision>, WsusUpstreamError> {
+        let mut categories = Vec::new();
+        for revision in self.revisions() {
+            let revision = revision?;
+            if revision.category_type.is_some() {
+                categories.push(revision);
+            }
+        }
+        Ok(categories)
     }
 
     /// One list: asked (with its anchor unless `full`; once more without it if the server

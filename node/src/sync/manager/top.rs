@@ -1,30 +1,34 @@
-//! Phase 1 at a top site: the catalog directory is scanned, the sync settings choose the
-//! wanted updates, and the update-server store is brought to exactly those by comparing
-//! content hashes with what it holds, in batches.
+//! Phase 1 at a top site: the upstream (a catalog directory or an upstream WSUS server) is
+//! scanned, the sync settings choose the wanted updates, and the update-server store is
+//! brought to exactly those by comparing content hashes with what it holds, in batches.
+//!
+//! Only the scan differs by kind; choosing and applying read the scanned upstream through
+//! [`Offered`], the same for both.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use sitesync_metadata::{UpdateId, UpdateType};
 use tracing::info;
 
 use super::super::settings::{Candidate, CatalogFilter, SyncSettings, included_updates};
-use super::{LOG_PAGE, SyncError, SyncManager, SyncRun};
+use super::{LOG_PAGE, SyncError, SyncKind, SyncManager, SyncRun};
 use crate::store::{ApplyOutcome, CatalogChange, HeldUpdate, StoreError};
-use crate::upstream::{DirectoryUpstream, ScanProgress};
+use crate::upstream::{DirectoryUpstream, Offered, ScanProgress, WsusUpstream};
 
 /// Changes applied per store batch, and the bytes of documents after which a batch is cut.
 const BATCH_CHANGES: usize = 500;
 const BATCH_BYTES: usize = 4 << 20;
 
 impl SyncManager {
-    pub(super) fn sync_update_server(
+    /// Phase 1 from a catalog directory: every file is looked at, whatever the kind of sync.
+    pub(super) fn sync_from_directory(
         &self,
         run: &mut SyncRun,
         upstream: &DirectoryUpstream,
         settings: &SyncSettings,
     ) -> Result<(), SyncError> {
-        let inner = &self.inner;
-        let clock = std::time::Instant::now();
+        let clock = Instant::now();
         let report = upstream.scan(&mut |p: ScanProgress| {
             run.progress = (p.read as u64, p.to_read as u64);
         })?;
@@ -40,12 +44,89 @@ impl SyncManager {
         for skipped in &report.skipped {
             self.skipped(run, &skipped.file.display().to_string(), &skipped.reason);
         }
+        self.bring_store_to(run, upstream, settings, report.tracked as u64, clock)
+    }
 
+    /// Phase 1 from an upstream WSUS server (S1, S3, S4): a full sync asks for the complete
+    /// lists (so what the server no longer lists is deleted), a manual one asks with the
+    /// stored anchors for what is new. The update list asks for the settings' products and
+    /// classifications, resolved by name against the categories the scan has just synced.
+    pub(super) fn sync_from_wsus(
+        &self,
+        run: &mut SyncRun,
+        upstream: &WsusUpstream,
+        settings: &SyncSettings,
+    ) -> Result<(), SyncError> {
+        let clock = Instant::now();
+        let full = run.kind == SyncKind::Full;
+        let select = |categories: &[crate::upstream::TrackedRevision]| {
+            CatalogFilter::resolve(settings, categories)
+                .map(|filter| filter.upstream_lists(categories))
+                .map_err(|e| e.to_string())
+        };
+        let id = run.id;
+        let view = &self.inner.view;
+        let mut progress = |p: ScanProgress| {
+            let progress = (p.read as u64, p.to_read as u64);
+            view.send_modify(|v| {
+                if let Some(current) = v.current.as_mut().filter(|c| c.id == id) {
+                    current.progress = progress;
+                }
+            });
+        };
+        let scanned = tokio::runtime::Handle::current().block_on(upstream.scan_selecting(
+            full,
+            &select,
+            &mut progress,
+        ));
+        let report = match scanned {
+            Err(crate::upstream::WsusUpstreamError::Selection(reason)) => {
+                return Err(SyncError::Settings(reason));
+            }
+            other => other?,
+        };
+        info!(
+            sync_id = run.id,
+            server = %upstream.session().server(),
+            complete = report.complete,
+            listed = report.listed,
+            fetched = report.fetched,
+            unchanged = report.unchanged,
+            retried = report.retried,
+            removed = report.removed,
+            skipped = report.skipped.len(),
+            elapsed = ?clock.elapsed(),
+            "upstream server scanned"
+        );
+        for skipped in &report.skipped {
+            self.skipped(
+                run,
+                &format!("{} from {}", skipped.revision, upstream.session().server()),
+                &skipped.reason,
+            );
+        }
+        self.bring_store_to(run, upstream, settings, report.tracked as u64, clock)
+    }
+
+    /// Chooses the wanted updates among those `upstream` offers and brings the update-server
+    /// store to exactly them. `total` is how many revisions the upstream offers (progress).
+    fn bring_store_to<U: Offered>(
+        &self,
+        run: &mut SyncRun,
+        upstream: &U,
+        settings: &SyncSettings,
+        total: u64,
+        clock: Instant,
+    ) -> Result<(), SyncError>
+    where
+        SyncError: From<U::Error>,
+    {
+        let inner = &self.inner;
         // One walk of the upstream: the categories (to resolve the settings' names) and what
         // the selection needs of every other revision; then which updates are wanted.
         let mut categories = Vec::new();
         let mut candidates = Vec::new();
-        for revision in upstream.revisions() {
+        for revision in upstream.offered() {
             let revision = revision?;
             if revision.update_type == UpdateType::Category {
                 categories.push(revision);
@@ -62,12 +143,11 @@ impl SyncManager {
 
         // Walk the upstream and the store side by side, in update-id order.
         let store = inner.node.database.update_server();
-        let total = report.tracked as u64;
         run.progress = (0, total);
         self.publish(run);
         let mut held = HeldCursor::new(store);
         let mut batch = Batch::default();
-        let mut offered_revisions = upstream.revisions().peekable();
+        let mut offered_revisions = upstream.offered().peekable();
         let mut walked = 0u64;
         while let Some(first) = offered_revisions.next() {
             let first = first?;
@@ -100,13 +180,13 @@ impl SyncManager {
                     if already {
                         continue;
                     }
-                    match upstream.update_revision(revision.id) {
+                    match upstream.parsed(revision.id) {
                         Ok(parsed) => {
                             let size = parsed.document.len();
                             run.counts.bytes_received += size as u64;
                             batch.push(CatalogChange::Put(parsed), size);
                         }
-                        Err(e) if e.is_per_document() => {
+                        Err(e) if U::is_per_document(&e) => {
                             self.skipped(run, &revision.file_name, &e.to_string());
                         }
                         Err(e) => return Err(e.into()),
