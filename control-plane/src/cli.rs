@@ -325,6 +325,13 @@ pub struct DemoArgs {
     #[arg(long)]
     pub keep: bool,
 
+    /// Serve the catalog from a fake upstream WSUS server on loopback, speaking the
+    /// server-to-server protocol ([MS-WSUSSS]) over HTTP, and have the top site sync from it
+    /// (`--upstream-wsus`) instead of reading the directory. The server lives in this
+    /// process, so not with --keep.
+    #[arg(long, conflicts_with = "keep")]
+    pub wsus: bool,
+
     /// The `sitesync-node` binary; by default the one next to this `sitesyncctl`, else
     /// the one on PATH.
     #[arg(long, value_name = "PATH")]

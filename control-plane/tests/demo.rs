@@ -1,6 +1,7 @@
 //! `sitesyncctl demo` end to end: the built `sitesyncctl` starts five real `sitesync-node`
 //! processes (CEN; PR1 and PR2 under it; SE1 under PR1; PR1's internet-facing node IN1),
-//! syncs a small generated catalog down the tree, and stops every node.
+//! syncs a small generated catalog down the tree, and stops every node; with `--wsus` the
+//! top site syncs from a fake upstream WSUS server in the demo's process instead.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -72,6 +73,7 @@ fn every_site_reaches_the_top_sites_catalog_and_no_node_is_left() {
     assert_eq!(report["nodes_running"], false);
     assert_eq!(report["work_dir_kept"], true);
     assert_eq!(report["top_site_code"], "CEN");
+    assert_eq!(report["upstream"]["kind"], "directory");
     assert_eq!(report["revisions"], 200);
     let update_server = report["update_server_digest"].as_str().unwrap();
     let site_database = report["site_database_digest"].as_str().unwrap();
@@ -150,6 +152,72 @@ fn every_site_reaches_the_top_sites_catalog_and_no_node_is_left() {
             "the node of {} (pid {pid}) is still running",
             site["site_code"]
         );
+    }
+}
+
+#[test]
+fn with_wsus_the_top_site_syncs_over_the_protocol_and_every_site_follows() {
+    let node = node_binary().to_str().unwrap().to_owned();
+    let output = demo(&[
+        "--wsus",
+        "--updates",
+        "200",
+        "--timeout",
+        "50s",
+        "--node-binary",
+        &node,
+    ]);
+    assert!(
+        output.status.success(),
+        "the demo failed ({}):\n{}",
+        output.status,
+        stderr(&output)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\nstderr:\n{}", stderr(&output)));
+    assert_eq!(report["converged"], true);
+
+    let upstream = &report["upstream"];
+    assert_eq!(upstream["kind"], "wsus", "{upstream:#}");
+    let url = upstream["location"].as_str().unwrap();
+    let port: u16 = url
+        .strip_prefix("http://127.0.0.1:")
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("not a loopback URL: {url}"));
+    assert_ne!(port, 0);
+    assert!(
+        stderr(&output).contains(&format!("--upstream-wsus {url}")),
+        "{}",
+        stderr(&output)
+    );
+    // The whole protocol ran: the handshake, both lists (categories, then updates), the data.
+    let requests = &upstream["requests"];
+    for operation in [
+        "GetAuthConfig",
+        "GetAuthorizationCookie",
+        "GetCookie",
+        "GetConfigData",
+        "GetUpdateData",
+    ] {
+        assert!(requests[operation].as_u64() >= Some(1), "{requests:#}");
+    }
+    assert!(
+        requests["GetRevisionIdList"].as_u64() >= Some(2),
+        "{requests:#}"
+    );
+
+    // WSUS lists each update's highest revision only, so the stores hold at most the
+    // generated documents, every one of them sent at least once.
+    let revisions = report["revisions"].as_u64().unwrap();
+    assert!(0 < revisions && revisions <= 200, "{revisions}");
+    assert!(upstream["documents_served"].as_u64() >= Some(revisions));
+    let digest = report["update_server_digest"].as_str().unwrap();
+    for site in report["sites"].as_array().unwrap() {
+        let code = site["site_code"].as_str().unwrap();
+        assert_eq!(site["update_server"]["digest"], digest, "{code}: {site:#}");
+        assert_eq!(site["stopped"]["clean"], true, "{code}: {site:#}");
+        let pid = site["pid"].as_u64().unwrap();
+        assert!(!is_running_node(pid), "{code} (pid {pid}) is still running");
     }
 }
 

@@ -13,13 +13,14 @@
 //! - [`otlp`]: an OTLP trace collector the tracing tests send spans to.
 //! - [`wsus_upstream`]: a fake upstream WSUS server over real HTTP, speaking the
 //!   server-to-server protocol as the recorded exchanges show, with faults and hostile
-//!   answers on demand (for the coming WSUS upstream of the top site).
+//!   answers on demand; the crate `sitesync-wsus-fake`, which `sitesyncctl demo --wsus`
+//!   runs too, under the name the tests know it by.
 #![forbid(unsafe_code)]
 
 pub mod cluster;
 pub mod metrics;
 pub mod otlp;
-pub mod wsus_upstream;
+pub use sitesync_wsus_fake as wsus_upstream;
 
 use std::process::Child;
 

@@ -6,20 +6,26 @@
 //!    catalog (`catalog/`, the top site's upstream directory), the hierarchy's CA (`pki/`)
 //!    and one directory per site with its database (`data/`), its log (`node.log`, the
 //!    node's stdout and stderr) and its `address` file.
-//! 2. [`processes`]: [`Nodes`](processes::Nodes) starts the sites of [`SITES`] top down,
+//! 2. [`upstream`]: [`TopUpstream`](upstream::TopUpstream) is the top site's upstream: the
+//!    catalog directory (`--upstream-dir`) or, with `--wsus`, a fake upstream WSUS server
+//!    on loopback serving it over [MS-WSUSSS] (`--upstream-wsus`), stopped once every site
+//!    converged.
+//! 3. [`processes`]: [`Nodes`](processes::Nodes) starts the sites of [`SITES`] top down,
 //!    each on port 0 with `--address-file`, a child as soon as its parent listens. The top
 //!    site's first scheduled sync runs at start; its cascade (S10) reaches the children
 //!    registered by then, and a parent that has synced sends a child that registers later a
 //!    request of its own, so every site syncs without an operator (S2). `Nodes` is also the
 //!    guard that stops every process it started when dropped, so an error, a panic or
 //!    Ctrl-C leaves no node behind; `--keep` detaches them instead.
-//! 3. [`converge`]: [`follow_top_sync`](converge::follow_top_sync) follows that sync with
+//! 4. [`converge`]: [`follow_top_sync`](converge::follow_top_sync) follows that sync with
 //!    `Admin.WatchSync`, then [`wait_for_convergence`](converge::wait_for_convergence) polls
 //!    every node until each one's update-server digest (and site-database digest, at a
 //!    `site` node) equals the top site's, printing each site's 6702 as it arrives, and fails
 //!    after `--timeout` naming the sites that did not get there and their logs.
-//! 4. [`report`]: the final tree is the `tree` command's own output; then a summary
+//! 5. [`report`]: the final tree is the `tree` command's own output; then a summary
 //!    (stdout), or with `--output json` one [`DemoReport`](report::DemoReport) for scripts.
+//!
+//! [MS-WSUSSS]: https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-wsusss/
 
 use std::fs;
 use std::io;
@@ -41,10 +47,12 @@ use crate::output::{self, OutputFormat};
 mod converge;
 mod processes;
 mod report;
+mod upstream;
 
 use converge::{follow_top_sync, settle_tree, wait_for_convergence};
 use processes::{Nodes, find_node_binary};
 use report::{Summary, print_kept};
+use upstream::TopUpstream;
 
 /// A node's role, as `--role` takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,13 +199,21 @@ async fn demo(
         work.path.display()
     );
     let pki = make_pki(&work.path)?;
+    let upstream = TopUpstream::start(catalog, args.wsus).await?;
+    if let Some(url) = upstream.wsus_url() {
+        eprintln!(
+            "serving the catalog from a fake upstream WSUS server at {url}: {} syncs from it \
+             over [MS-WSUSSS] (--upstream-wsus {url})",
+            SITES[0].code
+        );
+    }
     // Top down, each generation as soon as its parents listen, so most children are
     // registered when their parent's sync cascades.
     for generation in [&SITES[..1], &SITES[1..3], &SITES[3..]] {
         let first = nodes.sites.len();
         for spec in generation {
             let parent = spec.parent.map(|code| nodes.address_of(code)).transpose()?;
-            nodes.start(binary, spec, &work.path, parent.as_deref(), catalog, &pki)?;
+            nodes.start(binary, spec, &work.path, parent.as_deref(), &upstream, &pki)?;
         }
         for index in first..nodes.sites.len() {
             nodes.wait_listening(index).await?;
@@ -232,7 +248,19 @@ async fn demo(
     let top_run = follow_top_sync(&mut clients[0], nodes, deadline).await?;
     let converged =
         wait_for_convergence(&mut clients, nodes, &top_run, (deadline, args.timeout)).await?;
-    let summary = Summary::new(args, work, catalog, nodes, converged, began);
+    let summary = Summary::new(
+        args,
+        work,
+        catalog,
+        upstream.report(),
+        nodes,
+        converged,
+        began,
+    );
+    if let Some(url) = upstream.wsus_url() {
+        eprintln!("stopping the upstream WSUS server at {url}…");
+    }
+    upstream.shutdown().await;
 
     if output != OutputFormat::Json {
         settle_tree(&mut clients[0]).await;
@@ -382,7 +410,7 @@ mod tests {
         };
         assert_eq!(args.updates, 2_000);
         assert_eq!(args.timeout, Duration::from_secs(300));
-        assert!(!args.keep && args.dir.is_none() && args.node_binary.is_none());
+        assert!(!args.keep && !args.wsus && args.dir.is_none() && args.node_binary.is_none());
         let cli = Cli::try_parse_from([
             "sitesyncctl",
             "-o",
@@ -401,5 +429,12 @@ mod tests {
         assert_eq!((args.updates, args.timeout), (200, Duration::from_secs(90)));
         assert!(args.keep);
         assert!(Cli::try_parse_from(["sitesyncctl", "demo", "--updates", "0"]).is_err());
+        let cli = Cli::try_parse_from(["sitesyncctl", "demo", "--wsus"]).unwrap();
+        let CliCommand::Demo(args) = cli.command else {
+            panic!("not the demo");
+        };
+        assert!(args.wsus);
+        // The fake upstream WSUS server lives in this process: it cannot outlast the demo.
+        assert!(Cli::try_parse_from(["sitesyncctl", "demo", "--wsus", "--keep"]).is_err());
     }
 }

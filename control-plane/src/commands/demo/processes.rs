@@ -11,6 +11,7 @@ use serde::Serialize;
 use sitesync_supervise::{NODE_BINARY, NodeCommand, SupervisedNode, stop_all};
 
 use super::SiteSpec;
+use super::upstream::TopUpstream;
 
 /// How long a node may take to listen after it was started (a debug build opening sled).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -91,15 +92,16 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    /// Starts the node of `spec` in `<work>/<site code>/`; it is owned by `self` from then
-    /// on, so it is stopped even if it never comes up.
+    /// Starts the node of `spec` in `<work>/<site code>/`, a child of `parent` or else the
+    /// top site syncing from `upstream`; it is owned by `self` from then on, so it is
+    /// stopped even if it never comes up.
     pub fn start(
         &mut self,
         binary: &Path,
         spec: &'static SiteSpec,
         work: &Path,
         parent: Option<&str>,
-        catalog: &Path,
+        upstream: &TopUpstream,
         pki: &Path,
     ) -> anyhow::Result<()> {
         let mut command = NodeCommand::new(binary, spec.code, &work.join(spec.code));
@@ -114,9 +116,11 @@ impl Nodes {
             .arg("--metrics-listen")
             .arg("127.0.0.1:0");
         match parent {
-            Some(parent) => command.arg("--parent").arg(parent),
-            None => command.arg("--upstream-dir").arg(catalog),
-        };
+            Some(parent) => {
+                command.arg("--parent").arg(parent);
+            }
+            None => upstream.configure(&mut command),
+        }
         let node = command.own_process_group().spawn()?;
         self.sites.push(SiteProcess {
             spec,

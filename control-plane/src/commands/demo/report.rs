@@ -11,6 +11,7 @@ use sitesync_proto::v1;
 
 use super::converge::Convergence;
 use super::processes::{Nodes, Stopped};
+use super::upstream::UpstreamReport;
 use super::{SITES, WorkDir};
 use crate::cli::DemoArgs;
 use crate::output;
@@ -22,6 +23,7 @@ use crate::views::{StoreView, SyncRunView, short_digest};
 pub struct Summary {
     work_dir: PathBuf,
     catalog: CatalogReport,
+    upstream: UpstreamReport,
     update_server_digest: Option<String>,
     site_database_digest: Option<String>,
     revisions: u64,
@@ -39,6 +41,9 @@ pub struct DemoReport {
     /// Whether the nodes are still running (`--keep`).
     nodes_running: bool,
     catalog: CatalogReport,
+    /// Where the top site synced from: the catalog directory, or the fake upstream WSUS
+    /// server serving it (`--wsus`) with the requests it answered.
+    upstream: UpstreamReport,
     top_site_code: &'static str,
     /// The digests every site reached.
     update_server_digest: Option<String>,
@@ -97,6 +102,7 @@ impl Summary {
         args: &DemoArgs,
         work: &WorkDir,
         catalog: &Path,
+        upstream: UpstreamReport,
         nodes: &Nodes,
         convergence: Convergence,
         began: Instant,
@@ -146,6 +152,7 @@ impl Summary {
                 documents: args.updates as usize,
                 seed: args.seed,
             },
+            upstream,
             update_server_digest: digest(&top.update_server),
             site_database_digest: digest(&top.site_database),
             revisions: top.update_server.as_ref().map_or(0, |s| s.revision_count),
@@ -172,7 +179,8 @@ impl Summary {
                 |s| human_duration(Duration::from_secs_f64(s.max(0.0))),
             )
         };
-        let mut rows: Vec<(&str, String)> = vec![
+        let mut rows: Vec<(&str, String)> = self.upstream.rows();
+        rows.extend([
             (
                 "catalog",
                 format!(
@@ -210,7 +218,7 @@ impl Summary {
                 "whole demo",
                 human_duration(Duration::from_secs_f64(self.timings.total_seconds)),
             ),
-        ];
+        ]);
         for site in &self.sites[1..] {
             rows.push((
                 site.site_code,
@@ -238,6 +246,7 @@ impl Summary {
             work_dir_kept,
             nodes_running: stopped.is_none(),
             catalog: self.catalog,
+            upstream: self.upstream,
             top_site_code: SITES[0].code,
             update_server_digest: self.update_server_digest,
             site_database_digest: self.site_database_digest,

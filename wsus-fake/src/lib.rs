@@ -1,7 +1,9 @@
-//! A fake upstream WSUS server for tests and benchmarks: the server side of [MS-WSUSSS] over
-//! real HTTP/1.1 on loopback, answering exactly in the shapes a Windows Server 2025 WSUS was
-//! recorded answering (`wsus/tests/fixtures/wsusss/exchanges/`), from a directory of update
-//! documents.
+//! A fake upstream WSUS server: the server side of [MS-WSUSSS] over real HTTP/1.1 on
+//! loopback, answering exactly in the shapes a Windows Server 2025 WSUS was recorded answering
+//! (`wsus/tests/fixtures/wsusss/exchanges/`), from a directory of update documents. The tests
+//! and the benchmarks run a top site against it, and so does `sitesyncctl demo --wsus`, so a
+//! newcomer sees the real protocol run; it is a crate of its own because `sitesyncctl` cannot
+//! depend on the test crate (which re-exports it as `sitesync_tests::wsus_upstream`).
 //!
 //! **The catalog** is a directory of update documents, one file per revision named
 //! `<update id>-r<revision>.xml`, as `sitesync_metadata::generate::write_catalog` writes them;
@@ -60,6 +62,8 @@
 //! update is gone.
 //!
 //! [MS-WSUSSS]: https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-wsusss/
+
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
