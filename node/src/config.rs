@@ -270,6 +270,8 @@ struct FileUpstream {
     account_name: Option<String>,
     connect_timeout_secs: Option<u64>,
     request_timeout_secs: Option<u64>,
+    /// Tries of one request after the first, when the server is busy or unreachable.
+    retries: Option<u32>,
 }
 
 impl FileUpstream {
@@ -298,6 +300,7 @@ impl FileUpstream {
                 "wsus",
                 self.request_timeout_secs.is_some(),
             ),
+            ("retries", "wsus", self.retries.is_some()),
         ]
         .into_iter()
         .filter(|&(_, _, given)| given)
@@ -387,6 +390,16 @@ impl FileUpstream {
                     self.request_timeout_secs,
                     settings.request_timeout,
                 )?;
+                match self.retries {
+                    Some(retries) if retries <= 20 => settings.retry.attempts = retries + 1,
+                    Some(retries) => {
+                        return Err(invalid(
+                            "upstream.retries",
+                            format!("{retries} is out of range: use 0 to 20"),
+                        ));
+                    }
+                    None => {}
+                }
                 Ok(UpstreamConfig::Wsus(Box::new(settings)))
             }
         }
@@ -1141,7 +1154,7 @@ mod tests {
     #[test]
     fn a_wsus_upstream_is_chosen_by_file_or_flag_with_its_transport_settings() {
         let (_dir, path) = write(
-            "[upstream]\nkind = \"wsus\"\nurl = \"https://wsus.example:8531\"\nca_file = \"/etc/wsus-ca.pem\"\nproxy = \"http://proxy.example:3128\"\nprotocol_version = \"1.7\"\naccount_name = \"cen.example\"\nconnect_timeout_secs = 10\nrequest_timeout_secs = 600\n",
+            "[upstream]\nkind = \"wsus\"\nurl = \"https://wsus.example:8531\"\nca_file = \"/etc/wsus-ca.pem\"\nproxy = \"http://proxy.example:3128\"\nprotocol_version = \"1.7\"\naccount_name = \"cen.example\"\nconnect_timeout_secs = 10\nrequest_timeout_secs = 600\nretries = 2\n",
         );
         let from_file = NodeConfig::load(Some(&path), &Overrides::default()).unwrap();
         let UpstreamConfig::Wsus(settings) = &from_file.upstream else {
@@ -1160,6 +1173,7 @@ mod tests {
             settings.request_timeout,
             std::time::Duration::from_secs(600)
         );
+        assert_eq!(settings.retry.attempts, 3);
 
         // The flag names the server; the file's other keys still apply.
         let flag = Overrides {

@@ -502,7 +502,7 @@ impl SyncManager {
         Ok(get(&*self.inner.space, KEY_SETTINGS)?.unwrap_or_default())
     }
 
-    /// Replaces the settings if they are still at `expected_revision`. A change of what is
+    /// Replaces the settings if they are still at `expected_revision` (any, when 0). A change of what is
     /// selected makes the next sync full (S1).
     pub fn set_settings(
         &self,
@@ -512,7 +512,8 @@ impl SyncManager {
         // Under the queue lock so two operators cannot both pass the revision check.
         let _queue = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.settings()?;
-        if current.revision != expected_revision {
+        // 0: unconditionally, as the Admin API documents.
+        if expected_revision != 0 && current.revision != expected_revision {
             return Err(SyncError::SettingsConflict {
                 current: current.revision,
                 expected: expected_revision,
