@@ -14,7 +14,8 @@
 //! - [`wsus_upstream`]: a fake upstream WSUS server over real HTTP, speaking the
 //!   server-to-server protocol as the recorded exchanges show, with faults and hostile
 //!   answers on demand; the crate `sitesync-wsus-fake`, which `sitesyncctl demo --wsus`
-//!   runs too, under the name the tests know it by.
+//!   runs too, under the name the tests know it by; [`highest_revisions`] is what it offers
+//!   of a catalog directory.
 #![forbid(unsafe_code)]
 
 pub mod cluster;
@@ -22,10 +23,12 @@ pub mod metrics;
 pub mod otlp;
 pub use sitesync_wsus_fake as wsus_upstream;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::Child;
 
 use sitesync_metadata::generate::{CatalogGenerator, CatalogSpec};
-use sitesync_metadata::{ParseLimits, parse_update};
+use sitesync_metadata::{ParseLimits, RevisionId, UpdateId, parse_update};
 use sitesync_node::store::CatalogChange;
 
 /// The store metadata key under which the writer records how many batches it applied; it
@@ -79,4 +82,30 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The highest revision of each update in a catalog directory of `<update id>-r<revision>.xml`
+/// files: what an upstream WSUS serving it lists (other files are passed over).
+pub fn highest_revisions(catalog: &Path) -> std::io::Result<BTreeSet<RevisionId>> {
+    let mut highest: BTreeMap<UpdateId, u32> = BTreeMap::new();
+    for entry in std::fs::read_dir(catalog)? {
+        let name = entry?.file_name();
+        let Some((update, revision)) = name
+            .to_str()
+            .and_then(|name| name.strip_suffix(".xml"))
+            .and_then(|stem| stem.split_once("-r"))
+            .and_then(|(guid, revision)| Some((guid.parse().ok()?, revision.parse().ok()?)))
+        else {
+            continue;
+        };
+        let entry = highest.entry(update).or_default();
+        *entry = (*entry).max(revision);
+    }
+    Ok(highest
+        .into_iter()
+        .map(|(update_id, revision)| RevisionId {
+            update_id,
+            revision,
+        })
+        .collect())
 }

@@ -72,24 +72,7 @@ impl Fixture {
 
     /// What the catalog offers: the highest revision of every update in the directory.
     fn offered(&self) -> BTreeSet<RevisionId> {
-        let mut highest: BTreeMap<UpdateId, u32> = BTreeMap::new();
-        for entry in std::fs::read_dir(self.catalog.path()).unwrap() {
-            let name = entry.unwrap().file_name().into_string().unwrap();
-            let Some(stem) = name.strip_suffix(".xml") else {
-                continue;
-            };
-            let (guid, revision) = stem.split_at(36);
-            let revision: u32 = revision.strip_prefix("-r").unwrap().parse().unwrap();
-            let entry = highest.entry(guid.parse().unwrap()).or_default();
-            *entry = (*entry).max(revision);
-        }
-        highest
-            .into_iter()
-            .map(|(update_id, revision)| RevisionId {
-                update_id,
-                revision,
-            })
-            .collect()
+        sitesync_tests::highest_revisions(self.catalog.path()).unwrap()
     }
 
     fn file(&self, id: RevisionId) -> Vec<u8> {

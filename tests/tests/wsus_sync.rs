@@ -13,13 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, write_catalog};
-use sitesync_metadata::{ParseLimits, PublicationState, RevisionId, UpdateId};
+use sitesync_metadata::{ParseLimits, PublicationState, RevisionId};
 use sitesync_node::clock::SystemClock;
 use sitesync_node::store::NodeDatabase;
 use sitesync_node::upstream::wsus::catalog::IN_FLIGHT;
 use sitesync_node::upstream::wsus::{Session, WsusSettings, WsusUpstream};
 use sitesync_proto::v1;
 use sitesync_tests::cluster::{Hierarchy, NodeProcess, digest_hex, idle_after_success};
+use sitesync_tests::highest_revisions;
 use sitesync_tests::wsus_upstream::{FakeWsus, FakeWsusOptions, Fault, Hostile};
 use sitesync_wsus::{Operation, ServerRoot};
 
@@ -58,26 +59,32 @@ fn update_server_digest(status: &v1::SiteStatus) -> String {
 
 /// What the catalog directory offers through the server: the highest revision of each update.
 fn offered(catalog: &Path) -> BTreeSet<RevisionId> {
-    let mut highest: BTreeMap<UpdateId, u32> = BTreeMap::new();
-    for entry in std::fs::read_dir(catalog).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        let Some((guid, revision)) = name
-            .strip_suffix(".xml")
-            .and_then(|stem| stem.split_once("-r"))
-        else {
-            continue;
-        };
-        let revision: u32 = revision.parse().unwrap();
-        let entry = highest.entry(guid.parse().unwrap()).or_default();
-        *entry = (*entry).max(revision);
+    highest_revisions(catalog).unwrap()
+}
+
+/// A top site `CEN` syncing from `server` and, as the reference, a top site `DIR` syncing the
+/// same catalog from the directory, each after its first sync.
+async fn beside_the_directory(
+    hierarchy: &mut Hierarchy,
+    server: &FakeWsus,
+) -> (v1::SiteStatus, v1::SiteStatus) {
+    hierarchy
+        .start_top_wsus("CEN", &server.url())
+        .await
+        .unwrap();
+    hierarchy.start_top("DIR").await.unwrap();
+    let mut first = Vec::new();
+    for site_code in ["CEN", "DIR"] {
+        first.push(
+            hierarchy
+                .node(site_code)
+                .wait_status("its first sync", SYNC, idle_after_success)
+                .await
+                .unwrap(),
+        );
     }
-    highest
-        .into_iter()
-        .map(|(update_id, revision)| RevisionId {
-            update_id,
-            revision,
-        })
-        .collect()
+    let dir = first.pop().unwrap();
+    (first.pop().unwrap(), dir)
 }
 
 /// The latest revision of every update the node's update-server store holds, with its state.
@@ -162,19 +169,7 @@ async fn a_top_site_syncs_from_the_server_as_from_the_directory_and_then_only_th
     let mut hierarchy = Hierarchy::new().unwrap();
     let (spec, server) = serve(&hierarchy, 400).await;
     let url = server.url();
-    hierarchy.start_top_wsus("CEN", &url).await.unwrap();
-    // The same catalog as a directory, at a second top site.
-    hierarchy.start_top("DIR").await.unwrap();
-    let cen = hierarchy
-        .node("CEN")
-        .wait_status("its first sync", SYNC, idle_after_success)
-        .await
-        .unwrap();
-    let dir = hierarchy
-        .node("DIR")
-        .wait_status("its first sync", SYNC, idle_after_success)
-        .await
-        .unwrap();
+    let (cen, dir) = beside_the_directory(&mut hierarchy, &server).await;
     // The server lists each update's highest revision only, so older revisions the directory
     // holds are not fetched; the updates and their latest revisions are the same.
     let node = hierarchy.node("CEN");
@@ -505,22 +500,8 @@ async fn products_and_classifications_are_asked_of_the_server_by_name() {
         "[sync]\nproducts = [\"Windows\", \"Office 2010\"]\nclassifications = [\"Security Updates\", \"Critical Updates\"]\n",
     );
     let (_spec, server) = serve(&hierarchy, 600).await;
-    hierarchy
-        .start_top_wsus("CEN", &server.url())
-        .await
-        .unwrap();
     // The directory upstream of the same catalog with the same settings filters locally.
-    hierarchy.start_top("DIR").await.unwrap();
-    let cen = hierarchy
-        .node("CEN")
-        .wait_status("its first sync", SYNC, idle_after_success)
-        .await
-        .unwrap();
-    let dir = hierarchy
-        .node("DIR")
-        .wait_status("its first sync", SYNC, idle_after_success)
-        .await
-        .unwrap();
+    let (cen, dir) = beside_the_directory(&mut hierarchy, &server).await;
     assert!(site(&dir).update_server.is_some());
     assert_eq!(
         held(hierarchy.node("CEN")).await,
