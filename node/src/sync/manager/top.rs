@@ -29,9 +29,7 @@ impl SyncManager {
         settings: &SyncSettings,
     ) -> Result<(), SyncError> {
         let clock = Instant::now();
-        let report = upstream.scan(&mut |p: ScanProgress| {
-            run.progress = (p.read as u64, p.to_read as u64);
-        })?;
+        let report = upstream.scan(&mut self.scan_progress(run.id))?;
         info!(
             sync_id = run.id,
             listed = report.listed,
@@ -64,20 +62,10 @@ impl SyncManager {
                 .map(|filter| filter.upstream_lists(categories))
                 .map_err(|e| e.to_string())
         };
-        let id = run.id;
-        let view = &self.inner.view;
-        let mut progress = |p: ScanProgress| {
-            let progress = (p.read as u64, p.to_read as u64);
-            view.send_modify(|v| {
-                if let Some(current) = v.current.as_mut().filter(|c| c.id == id) {
-                    current.progress = progress;
-                }
-            });
-        };
         let scanned = tokio::runtime::Handle::current().block_on(upstream.scan_selecting(
             full,
             &select,
-            &mut progress,
+            &mut self.scan_progress(run.id),
         ));
         let report = match scanned {
             Err(crate::upstream::WsusUpstreamError::Selection(reason)) => {
@@ -106,6 +94,27 @@ impl SyncManager {
             );
         }
         self.bring_store_to(run, upstream, settings, report.tracked as u64, clock)
+    }
+
+    /// Shows a scan's progress (documents read of those to read) as sync `id`'s, to status
+    /// and progress bars: when the count to read changes, and every 256 documents read.
+    fn scan_progress(&self, id: u64) -> impl FnMut(ScanProgress) + Send + '_ {
+        let mut shown = (u64::MAX, u64::MAX);
+        move |p: ScanProgress| {
+            let progress = (p.read as u64, p.to_read as u64);
+            if progress.1 == shown.1
+                && progress.0 < shown.0.saturating_add(256)
+                && progress.0 != progress.1
+            {
+                return;
+            }
+            shown = progress;
+            self.inner.view.send_modify(|v| {
+                if let Some(current) = v.current.as_mut().filter(|c| c.id == id) {
+                    current.progress = progress;
+                }
+            });
+        }
     }
 
     /// Chooses the wanted updates among those `upstream` offers and brings the update-server
