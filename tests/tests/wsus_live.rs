@@ -68,10 +68,18 @@ async fn microsoft_update_answers_the_protocol_as_a_sync_speaks_it() {
         .update_data(&batch)
         .await
         .unwrap_or_else(|e| panic!("GetUpdateData from {server}: {e}"));
-    assert_eq!(answer.updates.len(), batch.len(), "one item per revision asked");
+    assert_eq!(
+        answer.updates.len(),
+        batch.len(),
+        "one item per revision asked"
+    );
     let limits = ParseLimits::default();
     for update in &answer.updates {
-        assert!(batch.contains(&update.id), "{} was not asked for", update.id);
+        assert!(
+            batch.contains(&update.id),
+            "{} was not asked for",
+            update.id
+        );
         let document = update
             .blob
             .decode(&Limits::default())

@@ -56,7 +56,10 @@ use sitesync_metadata::{
     ContentHash, ParseError, ParseLimits, RevisionId, UpdateId, UpdateRevision, parse_update_owned,
 };
 
-use super::{ScanProgress, ScanReport, SkippedDocument, TrackedRevision, UpstreamError};
+use super::{
+    RevisionPages, ScanProgress, ScanReport, SkippedDocument, TrackedRevision, TrackedRevisions,
+    UpstreamError,
+};
 use crate::store::{Backend, WriteBatch};
 
 /// The version of the tracker layout.
@@ -249,13 +252,8 @@ impl DirectoryUpstream {
     /// Every tracked revision in (update id, revision) order, a page at a time: memory stays
     /// bounded whatever the size of the catalog. Meant to be walked between scans (the sync
     /// manager runs one sync at a time); a scan running meanwhile may show through.
-    pub fn revisions(&self) -> TrackedRevisions<'_> {
-        TrackedRevisions {
-            upstream: self,
-            page: Vec::new().into_iter(),
-            after: None,
-            done: false,
-        }
+    pub fn revisions(&self) -> TrackedRevisions<'_, Self> {
+        TrackedRevisions::new(self)
     }
 
     /// Tracked revisions after `after` (`None` for the start), in (update id, revision)
@@ -758,44 +756,6 @@ impl DirectoryUpstream {
     }
 }
 
-/// Every tracked revision, in (update id, revision) order; see
-/// [`DirectoryUpstream::revisions`]. Stops after the first error.
-#[derive(Debug)]
-pub struct TrackedRevisions<'a> {
-    upstream: &'a DirectoryUpstream,
-    page: std::vec::IntoIter<TrackedRevision>,
-    /// The last revision handed out, where the next page starts.
-    after: Option<RevisionId>,
-    done: bool,
-}
-
-impl Iterator for TrackedRevisions<'_> {
-    type Item = Result<TrackedRevision, UpstreamError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Some(revision) = self.page.next() {
-            self.after = Some(revision.id);
-            return Some(Ok(revision));
-        }
-        if self.done {
-            return None;
-        }
-        match self.upstream.revisions_after(self.after, SCAN_PAGE) {
-            Ok(page) => {
-                self.done = page.len() < SCAN_PAGE;
-                self.page = page.into_iter();
-                let revision = self.page.next()?;
-                self.after = Some(revision.id);
-                Some(Ok(revision))
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
-    }
-}
-
 /// The file records of the tracker in revision order, read a page at a time.
 struct FileRecords<'a> {
     tracker: &'a dyn Backend,
@@ -952,6 +912,18 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, U
 
 fn corrupt(what: impl Into<String>) -> UpstreamError {
     UpstreamError::Corrupt { what: what.into() }
+}
+
+impl RevisionPages for DirectoryUpstream {
+    type Error = UpstreamError;
+
+    fn revisions_after(
+        &self,
+        after: Option<RevisionId>,
+        limit: usize,
+    ) -> Result<Vec<TrackedRevision>, UpstreamError> {
+        DirectoryUpstream::revisions_after(self, after, limit)
+    }
 }
 
 #[cfg(test)]

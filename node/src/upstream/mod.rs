@@ -36,8 +36,74 @@ use sitesync_metadata::{
 
 use crate::store::BackendError;
 
-pub use directory::{DirectoryUpstream, TrackedRevisions};
+pub use directory::DirectoryUpstream;
 pub use wsus::{WsusUpstream, WsusUpstreamError};
+
+/// Revisions read a page at a time, in (update id, revision) order.
+pub trait RevisionPages {
+    type Error;
+
+    /// Tracked revisions after `after` (`None` for the start), in order, at most `limit`.
+    fn revisions_after(
+        &self,
+        after: Option<RevisionId>,
+        limit: usize,
+    ) -> Result<Vec<TrackedRevision>, Self::Error>;
+}
+
+/// Revisions tracked per page read.
+const PAGE: usize = 1024;
+
+/// Every tracked revision of an upstream, in (update id, revision) order, a page at a time:
+/// memory stays bounded whatever the size of the catalog. Meant to be walked between scans
+/// (the sync manager runs one sync at a time); a scan running meanwhile may show through.
+/// Stops after the first error.
+#[derive(Debug)]
+pub struct TrackedRevisions<'a, U> {
+    upstream: &'a U,
+    page: std::vec::IntoIter<TrackedRevision>,
+    /// The last revision handed out, where the next page starts.
+    after: Option<RevisionId>,
+    done: bool,
+}
+
+impl<'a, U: RevisionPages> TrackedRevisions<'a, U> {
+    pub fn new(upstream: &'a U) -> Self {
+        Self {
+            upstream,
+            page: Vec::new().into_iter(),
+            after: None,
+            done: false,
+        }
+    }
+}
+
+impl<U: RevisionPages> Iterator for TrackedRevisions<'_, U> {
+    type Item = Result<TrackedRevision, U::Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(revision) = self.page.next() {
+            self.after = Some(revision.id);
+            return Some(Ok(revision));
+        }
+        if self.done {
+            return None;
+        }
+        match self.upstream.revisions_after(self.after, PAGE) {
+            Ok(page) => {
+                self.done = page.len() < PAGE;
+                self.page = page.into_iter();
+                let revision = self.page.next()?;
+                self.after = Some(revision.id);
+                Some(Ok(revision))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
 
 /// What phase 1 reads of a scanned upstream, whatever its kind.
 pub trait Offered {

@@ -51,7 +51,7 @@ use tokio::task::JoinSet;
 use super::{Session, WsusError};
 use crate::store::keys::successor;
 use crate::store::{Backend, BackendError, WriteBatch};
-use crate::upstream::{ScanProgress, TrackedRevision};
+use crate::upstream::{RevisionPages, ScanProgress, TrackedRevision, TrackedRevisions};
 
 /// The version of the tracker layout.
 const FORMAT_VERSION: u32 = 1;
@@ -479,13 +479,8 @@ impl WsusUpstream {
     }
 
     /// Every tracked revision in (update id, revision) order, a page at a time.
-    pub fn revisions(&self) -> WsusTrackedRevisions<'_> {
-        WsusTrackedRevisions {
-            upstream: self,
-            page: Vec::new().into_iter(),
-            after: None,
-            done: false,
-        }
+    pub fn revisions(&self) -> TrackedRevisions<'_, Self> {
+        TrackedRevisions::new(self)
     }
 
     /// Tracked revisions after `after` (`None` for the start), in order, at most `limit`.
@@ -700,42 +695,6 @@ impl WsusUpstream {
     }
 }
 
-/// The tracked revisions of a [`WsusUpstream`], a page at a time.
-#[derive(Debug)]
-pub struct WsusTrackedRevisions<'a> {
-    upstream: &'a WsusUpstream,
-    page: std::vec::IntoIter<TrackedRevision>,
-    after: Option<RevisionId>,
-    done: bool,
-}
-
-impl Iterator for WsusTrackedRevisions<'_> {
-    type Item = Result<TrackedRevision, WsusUpstreamError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Some(revision) = self.page.next() {
-            self.after = Some(revision.id);
-            return Some(Ok(revision));
-        }
-        if self.done {
-            return None;
-        }
-        match self.upstream.revisions_after(self.after, SCAN_PAGE) {
-            Ok(page) => {
-                self.done = page.len() < SCAN_PAGE;
-                self.page = page.into_iter();
-                let revision = self.page.next()?;
-                self.after = Some(revision.id);
-                Some(Ok(revision))
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
-    }
-}
-
 /// What one GetUpdateData batch brought once split around the revisions the server fails on.
 #[derive(Debug)]
 struct Fetched {
@@ -942,4 +901,16 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, W
 
 fn corrupt(what: impl Into<String>) -> WsusUpstreamError {
     WsusUpstreamError::Corrupt { what: what.into() }
+}
+
+impl RevisionPages for WsusUpstream {
+    type Error = WsusUpstreamError;
+
+    fn revisions_after(
+        &self,
+        after: Option<RevisionId>,
+        limit: usize,
+    ) -> Result<Vec<TrackedRevision>, WsusUpstreamError> {
+        WsusUpstream::revisions_after(self, after, limit)
+    }
 }
