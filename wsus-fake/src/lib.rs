@@ -45,8 +45,13 @@
 //! connection closed without an answer ([`FakeWsus::drop_next`]), a [`Hostile`] answer
 //! ([`FakeWsus::hostile_next`]); and, until cleared, `InternalServerError` for every
 //! GetUpdateData batch holding a given revision ([`FakeWsus::fail_update_data_containing`]),
-//! so a client can split batches to isolate it. **Counters**: [`FakeWsus::requests`] per
-//! operation, [`FakeWsus::served`] for every revision GetUpdateData sent.
+//! so a client can split batches to isolate it. **Replay**: a [`RecordedAnswer`] is the
+//! status, headers and body of a recorded exchange, sent as recorded: for the next N requests
+//! of an operation ([`FakeWsus::answer_next_with`]), or whenever the server answers a given
+//! fault, injected or its own verdict ([`FakeWsus::replay_fault`]), so a client meets the
+//! fault bytes a real WSUS wrote rather than this server's rendering of them. **Counters**:
+//! [`FakeWsus::requests`] per operation, [`FakeWsus::served`] for every revision GetUpdateData
+//! sent, [`FakeWsus::replayed`] for the recorded answers sent.
 //!
 //! **Lifetime**: [`FakeWsus::start`] binds `127.0.0.1:0` and serves on the calling Tokio
 //! runtime; dropping the handle aborts the server task, which drops the listener and aborts
@@ -75,14 +80,14 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, bail, ensure};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use quick_xml::events::Event;
@@ -91,8 +96,8 @@ use sitesync_metadata::{
     parse_update,
 };
 use sitesync_wsus::{
-    BLOB_MEMBER_NAME, CONTENT_TYPE as SOAP_CONTENT_TYPE, DSS_AUTH_PATH, Operation,
-    SERVER_SYNC_PATH, Service,
+    BLOB_MEMBER_NAME, CONTENT_TYPE as SOAP_CONTENT_TYPE, DSS_AUTH_PATH, FaultKind, Limits,
+    Operation, SERVER_SYNC_PATH, Service,
 };
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
@@ -164,6 +169,96 @@ impl Fault {
             Fault::InvalidParameters(parameter) => parameter,
             _ => "",
         }
+    }
+
+    /// How a client's codec classifies this fault.
+    fn kind(&self) -> FaultKind {
+        match self {
+            Fault::InvalidCookie => FaultKind::InvalidCookie,
+            Fault::InvalidAuthorizationCookie => FaultKind::InvalidAuthorizationCookie,
+            Fault::ServerChanged => FaultKind::ServerChanged,
+            Fault::ServerBusy => FaultKind::ServerBusy,
+            Fault::InvalidParameters(parameter) => FaultKind::InvalidParameters {
+                message: parameter.clone(),
+            },
+            Fault::InternalServerError => FaultKind::InternalServerError,
+            Fault::IncompatibleProtocolVersion => FaultKind::IncompatibleProtocolVersion,
+        }
+    }
+}
+
+/// An answer exactly as a real server sent it: the status, headers and body of a recorded
+/// exchange (`wsus/tests/fixtures/wsusss/exchanges/<n>/`), replayed as they are. Only what
+/// HTTP does not distinguish can differ on the wire: header names go out in lower case.
+#[derive(Debug, Clone)]
+pub struct RecordedAnswer {
+    status: StatusCode,
+    /// In recorded order, `Content-Length` and `Date` included, so the server adds neither.
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+}
+
+impl RecordedAnswer {
+    /// Reads the answer of the recorded exchange in `exchange`: `response.headers` (the status
+    /// line and the header lines, as received) and `response.body`. Fails if either is
+    /// missing or unreadable, or if `Content-Length` does not match the body.
+    pub fn read(exchange: impl AsRef<Path>) -> anyhow::Result<RecordedAnswer> {
+        let dir = exchange.as_ref();
+        let head_path = dir.join("response.headers");
+        let head = std::fs::read_to_string(&head_path)
+            .with_context(|| format!("reading {}", head_path.display()))?;
+        let body_path = dir.join("response.body");
+        let body = Bytes::from(
+            std::fs::read(&body_path)
+                .with_context(|| format!("reading {}", body_path.display()))?,
+        );
+        let mut lines = head.lines();
+        let status_line = lines.next().unwrap_or_default();
+        let status = status_line
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse::<u16>().ok())
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .with_context(|| {
+                format!(
+                    "{}: `{status_line}` is not an HTTP/1.1 status line",
+                    head_path.display()
+                )
+            })?;
+        let mut headers = Vec::new();
+        for line in lines.take_while(|line| !line.is_empty()) {
+            let (name, value) = line
+                .split_once(':')
+                .with_context(|| format!("{}: `{line}` is not a header", head_path.display()))?;
+            headers.push((
+                HeaderName::from_bytes(name.trim().as_bytes())?,
+                HeaderValue::from_str(value.trim())?,
+            ));
+        }
+        if let Some((_, declared)) = headers.iter().find(|(name, _)| name == CONTENT_LENGTH) {
+            let declared: usize = declared.to_str()?.parse()?;
+            ensure!(
+                declared == body.len(),
+                "{}: Content-Length {declared} but the body has {} bytes",
+                head_path.display(),
+                body.len()
+            );
+        }
+        Ok(RecordedAnswer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn response(&self) -> Response<Body> {
+        let mut response = Response::new(Full::new(self.body.clone()).boxed_unsync());
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        response
     }
 }
 
@@ -333,6 +428,32 @@ impl FakeWsus {
         self.shared.state().failing_revisions.clear();
     }
 
+    /// The next `count` requests of `operation` get `answer` as it was recorded, whatever
+    /// they ask; the request body is not read.
+    pub fn answer_next_with(&self, operation: Operation, count: usize, answer: RecordedAnswer) {
+        self.shared
+            .state()
+            .inject(Some(operation), count, Injection::Recorded(answer));
+    }
+
+    /// From now on, whenever the server answers `fault` (injected with
+    /// [`FakeWsus::fail_next`], or its own verdict: an unknown or failing revision, an expired
+    /// cookie, an anchor it did not write), it sends `answer` instead of its own rendering,
+    /// undistorted by any [`Hostile`] injection. Replaces an earlier recording for the same
+    /// fault. Fails if `answer` is not that fault as the codec reads it.
+    pub fn replay_fault(&self, fault: Fault, answer: RecordedAnswer) -> anyhow::Result<()> {
+        let recorded = sitesync_wsus::parse_fault(&answer.body, &Limits::default())
+            .context("the recorded answer is not a SOAP fault")?;
+        ensure!(
+            recorded.kind == fault.kind(),
+            "the recorded answer is the fault {recorded}, not {fault:?}"
+        );
+        let mut state = self.shared.state();
+        state.replayed_faults.retain(|(known, _)| *known != fault);
+        state.replayed_faults.push((fault, answer));
+        Ok(())
+    }
+
     /// Requests received for `operation` so far, injected answers included.
     pub fn requests(&self, operation: Operation) -> u64 {
         self.shared
@@ -349,11 +470,18 @@ impl FakeWsus {
         self.shared.state().served.clone()
     }
 
-    /// Zeroes the request counters and forgets what was served.
+    /// Recorded answers sent so far ([`FakeWsus::answer_next_with`],
+    /// [`FakeWsus::replay_fault`]).
+    pub fn replayed(&self) -> u64 {
+        self.shared.state().replayed
+    }
+
+    /// Zeroes the request and replay counters and forgets what was served.
     pub fn reset_counters(&self) {
         let mut state = self.shared.state();
         state.requests.clear();
         state.served.clear();
+        state.replayed = 0;
     }
 
     /// Stops the server and waits until its listener and connections are closed.
@@ -685,6 +813,10 @@ struct State {
     authorization_cookies: HashSet<String>,
     /// `EncryptedData` of the session cookies issued, with when each expires.
     sessions: HashMap<String, SystemTime>,
+    /// Faults answered with a recording instead of this server's rendering.
+    replayed_faults: Vec<(Fault, RecordedAnswer)>,
+    /// What [`FakeWsus::replayed`] reports.
+    replayed: u64,
 }
 
 /// An injection and how many more requests it answers.
@@ -701,6 +833,7 @@ enum Injection {
     Unavailable,
     DropConnection,
     Hostile(Hostile),
+    Recorded(RecordedAnswer),
 }
 
 impl State {
@@ -732,6 +865,19 @@ impl State {
         };
         take(&mut self.any_operation)
             .or_else(|| self.per_operation.get_mut(&operation).and_then(take))
+    }
+
+    /// The recording that answers `fault`, if one was given, counted as sent.
+    fn replay_of(&mut self, fault: &Fault) -> Option<Response<Body>> {
+        let (_, answer) = self.replayed_faults.iter().find(|(f, _)| f == fault)?;
+        let response = answer.response();
+        self.replayed += 1;
+        Some(response)
+    }
+
+    fn replay(&mut self, answer: &RecordedAnswer) -> Response<Body> {
+        self.replayed += 1;
+        answer.response()
     }
 }
 
@@ -795,11 +941,15 @@ async fn handle(
         Some(Injection::Hostile(hostile)) => Some(hostile),
         Some(Injection::DropConnection) => return Err(DropConnection),
         Some(Injection::Unavailable) => return Ok(service_unavailable()),
+        Some(Injection::Recorded(answer)) => return Ok(shared.state().replay(&answer)),
         Some(Injection::Fault(fault)) => {
-            return Ok(soap_answer(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                fault_body(shared, operation, &fault),
-            ));
+            let replayed = shared.state().replay_of(&fault);
+            return Ok(replayed.unwrap_or_else(|| {
+                soap_answer(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    fault_body(shared, operation, &fault),
+                )
+            }));
         }
     };
     let body = match Limited::new(request.into_body(), MAX_REQUEST_BYTES)
@@ -816,10 +966,16 @@ async fn handle(
         ),
         Ok(element) => match answer(shared, operation, &element, hostile).await {
             Ok(result) => (StatusCode::OK, envelope(operation, &result)),
-            Err(fault) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                fault_body(shared, operation, &fault),
-            ),
+            Err(fault) => {
+                let replayed = shared.state().replay_of(&fault);
+                if let Some(response) = replayed {
+                    return Ok(response);
+                }
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    fault_body(shared, operation, &fault),
+                )
+            }
         },
     };
     Ok(match hostile {
