@@ -13,7 +13,7 @@
 //! - `InternalServerError` on GetUpdateData (000017): the batch split down to the one revision
 //!   the server fails on, which is skipped with the server's reason; the rest is kept.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -135,26 +135,7 @@ impl Fixture {
 
     /// What the catalog offers: the highest revision of every update in the directory.
     fn offered(&self) -> BTreeSet<RevisionId> {
-        let mut highest: BTreeMap<UpdateId, u32> = BTreeMap::new();
-        for entry in std::fs::read_dir(self.catalog.path()).unwrap() {
-            let name = entry.unwrap().file_name().into_string().unwrap();
-            let Some((id, number)) = name
-                .strip_suffix(".xml")
-                .and_then(|stem| stem.rsplit_once("-r"))
-            else {
-                continue;
-            };
-            let number: u32 = number.parse().unwrap();
-            let entry = highest.entry(id.parse().unwrap()).or_default();
-            *entry = (*entry).max(number);
-        }
-        highest
-            .into_iter()
-            .map(|(update_id, revision)| RevisionId {
-                update_id,
-                revision,
-            })
-            .collect()
+        sitesync_tests::highest_revisions(self.catalog.path()).unwrap()
     }
 }
 
