@@ -2,10 +2,10 @@
 //! the fake upstream server over real HTTP: one handshake for many calls, cookie renewal and
 //! re-authentication, retries of busy and unreachable servers within their bounds, faults as
 //! typed errors, hostile answers refused without harm to the session, and the transport
-//! around it: an HTTP proxy, and HTTPS with a private CA.
+//! around it: an HTTP proxy, and HTTPS with a private CA (the fake serving HTTPS itself).
 //!
-//! The proxy and the HTTPS front are small relays on loopback threads (below), each request
-//! forwarded to the fake server on a connection of its own.
+//! The proxy is a small relay on loopback threads (below), each request forwarded to the
+//! fake server on a connection of its own.
 
 use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,7 +20,7 @@ use sitesync_node::clock::{Clock, ManualClock, SystemClock};
 use sitesync_node::upstream::wsus::{ProxySetting, RetryPolicy, Session, WsusError, WsusSettings};
 use sitesync_security::Identity;
 use sitesync_security::pki::{Authority, DEFAULT_VALIDITY};
-use sitesync_tests::wsus_upstream::{FakeWsus, FakeWsusOptions, Fault, Hostile};
+use sitesync_tests::wsus_upstream::{FakeTls, FakeWsus, FakeWsusOptions, Fault, Hostile};
 use sitesync_wsus::{
     Anchor, BlobError, Limits, Operation, ResponseError, RevisionFilter, ServerRoot, UpdateBlob,
 };
@@ -679,14 +679,28 @@ async fn a_configured_proxy_carries_every_request() {
 
 #[tokio::test]
 async fn https_works_with_the_configured_ca_and_fails_as_tls_without_it() {
-    let (_catalog, server) = start(10, FakeWsusOptions::default()).await;
+    // A private CA's certificate for the site `WSU`, which names 127.0.0.1.
     let pki = tempfile::tempdir().unwrap();
     let authority = Authority::init(pki.path(), "upstream").unwrap();
     let issued = authority
         .issue(&Identity::site("WSU").unwrap(), &[], DEFAULT_VALIDITY)
         .unwrap();
-    let front = Relay::https_front(server.address(), &issued.certificate, &issued.key);
-    let url = format!("https://{}", front.address);
+    let (_catalog, server) = start(
+        10,
+        FakeWsusOptions {
+            tls: Some(FakeTls::read(&issued.certificate, &issued.key).unwrap()),
+            ..FakeWsusOptions::default()
+        },
+    )
+    .await;
+    let url = server.url();
+    assert_eq!(url, format!("https://{}", server.address()));
+    // Material the fake cannot serve with is refused where it is given.
+    FakeTls::from_pem("not a certificate", "not a key").unwrap_err();
+    let other = authority
+        .issue(&Identity::site("OTH").unwrap(), &[], DEFAULT_VALIDITY)
+        .unwrap();
+    FakeTls::read(&issued.certificate, &other.key).unwrap_err();
 
     let trusting = session(WsusSettings {
         ca_file: Some(authority.certificate_path()),
@@ -695,9 +709,11 @@ async fn https_works_with_the_configured_ca_and_fails_as_tls_without_it() {
     let list = trusting.revision_list(&all_updates()).await.unwrap();
     trusting.update_data(&list.revisions[..2]).await.unwrap();
     assert_eq!(handshakes(&server), [1, 1, 1]);
-    assert_eq!(front.forwarded(), 5);
+    assert_eq!(server.requests(Operation::GetRevisionIdList), 1);
+    assert_eq!(server.requests(Operation::GetUpdateData), 1);
 
-    // The system's roots do not know the private CA: a TLS error, not retried.
+    // The system's roots do not know the private CA: a TLS error, not retried, and no
+    // request reached the server.
     let untrusting = session(settings(&url));
     let error = untrusting.config(None).await.unwrap_err();
     assert!(
@@ -710,8 +726,9 @@ async fn https_works_with_the_configured_ca_and_fails_as_tls_without_it() {
         ),
         "{error:?}"
     );
+    assert!(!error.is_transient());
     assert!(error.to_string().contains(&url), "{error}");
-    assert_eq!(front.forwarded(), 5);
+    assert_eq!(handshakes(&server), [1, 1, 1]);
 
     // A CA file that is not there is refused before anything is sent.
     let error = Session::new(
@@ -726,6 +743,12 @@ async fn https_works_with_the_configured_ca_and_fails_as_tls_without_it() {
         matches!(&error, WsusError::Setup { reason, .. } if reason.contains("missing.pem")),
         "{error:?}"
     );
+    assert_eq!(handshakes(&server), [1, 1, 1]);
+
+    // Plain HTTP to the HTTPS port gets no SOAP answer.
+    let plain = session(settings(&format!("http://{}", server.address())));
+    plain.config(None).await.unwrap_err();
+    assert_eq!(handshakes(&server), [1, 1, 1]);
 }
 
 #[test]
@@ -744,8 +767,8 @@ fn the_defaults_are_microsoft_update_over_the_environment_s_proxy() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Relays: a forward proxy and an HTTPS front, each on loopback threads. Each request is read
-// whole (head and `Content-Length` body), sent to the fake on a new connection with
+// The proxy: a forward proxy on loopback threads. Each request is read whole (head and
+// `Content-Length` body), sent to the host it names on a new connection with
 // `Connection: close`, and its answer, read to the end, written back as it came.
 // ---------------------------------------------------------------------------------------------
 
@@ -759,44 +782,6 @@ impl Relay {
     /// An HTTP forward proxy: requests in absolute form (`POST http://host:port/path`), sent
     /// on to that host in origin form.
     fn forward_proxy() -> Relay {
-        Self::start(|stream| Ok(Box::new(stream)), None)
-    }
-
-    /// TLS with `certificate` and `key` (PEM files) in front of `upstream`.
-    fn https_front(upstream: SocketAddr, certificate: &Path, key: &Path) -> Relay {
-        use rustls::pki_types::pem::PemObject as _;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certificate)
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_file(key).unwrap();
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap(),
-        );
-        Self::start(
-            move |stream| {
-                let connection =
-                    rustls::ServerConnection::new(config.clone()).map_err(io::Error::other)?;
-                Ok(Box::new(rustls::StreamOwned::new(connection, stream)))
-            },
-            Some(upstream),
-        )
-    }
-
-    /// Accepts connections, wraps each with `wrap`, and relays its requests: to `upstream`,
-    /// or as a proxy to the host each request names.
-    fn start(
-        wrap: impl Fn(TcpStream) -> io::Result<Box<dyn ReadWrite>> + Send + Sync + 'static,
-        upstream: Option<SocketAddr>,
-    ) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let relay = Relay {
             address: listener.local_addr().unwrap(),
@@ -804,19 +789,16 @@ impl Relay {
             targets: Arc::default(),
         };
         let (forwarded, targets) = (relay.forwarded.clone(), relay.targets.clone());
-        let wrap = Arc::new(wrap);
         // Runs until the test process ends.
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let (wrap, forwarded, targets) = (wrap.clone(), forwarded.clone(), targets.clone());
+                let (forwarded, targets) = (forwarded.clone(), targets.clone());
                 std::thread::spawn(move || {
-                    let Ok(stream) = wrap(stream) else { return };
                     let mut client = BufReader::new(stream);
-                    // Ends at the client's end of the connection, or any error (a refused
-                    // TLS handshake among them).
+                    // Ends at the client's end of the connection, or any error.
                     while let Ok(Some(request)) = read_request(&mut client) {
-                        let Ok((target, request)) = route(request, upstream) else {
+                        let Ok((target, request)) = route(request) else {
                             return;
                         };
                         targets.lock().unwrap().push(target.clone());
@@ -846,9 +828,6 @@ impl Relay {
         targets
     }
 }
-
-trait ReadWrite: Read + Write + Send {}
-impl<T: Read + Write + Send> ReadWrite for T {}
 
 /// One request: its head's lines (without line ends) and its body.
 struct RawRequest {
@@ -883,37 +862,26 @@ fn read_request(client: &mut impl io::BufRead) -> io::Result<Option<RawRequest>>
     Ok(Some(RawRequest { lines, body }))
 }
 
-/// Where a request goes and its head as sent there: an absolute-form target is a proxy
-/// request, taken to origin form.
-fn route(
-    mut request: RawRequest,
-    upstream: Option<SocketAddr>,
-) -> io::Result<(String, RawRequest)> {
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, "not an HTTP request");
+/// Where a proxy request goes (the host of its absolute-form target) and its head as sent
+/// there, in origin form.
+fn route(mut request: RawRequest) -> io::Result<(String, RawRequest)> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "not an HTTP proxy request");
     let mut parts = request.lines.first().ok_or_else(bad)?.split(' ');
     let (method, target, version) = (
         parts.next().ok_or_else(bad)?.to_owned(),
         parts.next().ok_or_else(bad)?.to_owned(),
         parts.next().ok_or_else(bad)?.to_owned(),
     );
-    let (host, path) = match (upstream, target.strip_prefix("http://")) {
-        (None, Some(rest)) => {
-            let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            (
-                host.to_owned(),
-                if path.is_empty() { "/" } else { path }.to_owned(),
-            )
-        }
-        (Some(upstream), None) => (upstream.to_string(), target),
-        _ => return Err(bad()),
-    };
+    let rest = target.strip_prefix("http://").ok_or_else(bad)?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
     request.lines[0] = format!("{method} {path} {version}");
     request.lines.retain(|line| {
         let name = line.split(':').next().unwrap_or_default().trim();
         !name.eq_ignore_ascii_case("connection") && !name.eq_ignore_ascii_case("proxy-connection")
     });
     request.lines.push("Connection: close".to_owned());
-    Ok((host, request))
+    Ok((host.to_owned(), request))
 }
 
 fn forward(target: &str, request: &RawRequest) -> io::Result<Vec<u8>> {

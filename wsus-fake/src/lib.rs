@@ -1,9 +1,10 @@
 //! A fake upstream WSUS server: the server side of [MS-WSUSSS] over real HTTP/1.1 on
-//! loopback, answering exactly in the shapes a Windows Server 2025 WSUS was recorded answering
-//! (`wsus/tests/fixtures/wsusss/exchanges/`), from a directory of update documents. The tests
-//! and the benchmarks run a top site against it, and so does `sitesyncctl demo --wsus`, so a
-//! newcomer sees the real protocol run; it is a crate of its own because `sitesyncctl` cannot
-//! depend on the test crate (which re-exports it as `sitesync_tests::wsus_upstream`).
+//! loopback, plain or inside TLS ([`FakeWsusOptions::tls`]), answering exactly in the shapes
+//! a Windows Server 2025 WSUS was recorded answering (`wsus/tests/fixtures/wsusss/exchanges/`),
+//! from a directory of update documents. The tests and the benchmarks run a top site against
+//! it, and so does `sitesyncctl demo --wsus`, so a newcomer sees the real protocol run; it is
+//! a crate of its own because `sitesyncctl` cannot depend on the test crate (which re-exports
+//! it as `sitesync_tests::wsus_upstream`).
 //!
 //! **The catalog** is a directory of update documents, one file per revision named
 //! `<update id>-r<revision>.xml`, as `sitesync_metadata::generate::write_catalog` writes them;
@@ -53,6 +54,11 @@
 //! [`FakeWsus::requests`] per operation, [`FakeWsus::served`] for every revision GetUpdateData
 //! sent, [`FakeWsus::replayed`] for the recorded answers sent.
 //!
+//! **Transport**: plain HTTP, or HTTPS with the certificate and key of a [`FakeTls`], as a
+//! WSUS serves on 8531: rustls on ring, TLS 1.2 and 1.3, no client certificate, no ALPN (so
+//! HTTP/1.1). A client that refuses the certificate ends its connection in the handshake,
+//! before any request is read or counted.
+//!
 //! **Lifetime**: [`FakeWsus::start`] binds `127.0.0.1:0` and serves on the calling Tokio
 //! runtime; dropping the handle aborts the server task, which drops the listener and aborts
 //! every connection task; [`FakeWsus::shutdown`] does the same and waits until it is done.
@@ -91,6 +97,8 @@ use hyper::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, Hea
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use quick_xml::events::Event;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sitesync_metadata::{
     ContentHash, DigestAlgorithm, ParseLimits, RevisionId, Timestamp, UpdateId, UpdateType,
     parse_update,
@@ -99,10 +107,13 @@ use sitesync_wsus::{
     BLOB_MEMBER_NAME, CONTENT_TYPE as SOAP_CONTENT_TYPE, DSS_AUTH_PATH, FaultKind, Limits,
     Operation, SERVER_SYNC_PATH, Service,
 };
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
-/// How the server behaves where the protocol leaves a choice. The defaults are WSUS's.
+/// How the server behaves where the protocol leaves a choice, and whether it speaks HTTPS.
+/// The defaults are WSUS's, over plain HTTP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeWsusOptions {
     /// How long a session cookie from GetCookie is accepted (WSUS: 240 minutes). Zero makes
@@ -116,6 +127,9 @@ pub struct FakeWsusOptions {
     /// List older revisions of categories in the category list too, next to the highest one,
     /// as the recorded WSUS did (`e6cf1350…` r100 and r1). Off by default.
     pub list_older_category_revisions: bool,
+    /// Serve HTTPS with this certificate instead of plain HTTP; [`FakeWsus::url`] is then
+    /// `https://…`. A client must trust the certificate's CA (a private one, in the tests).
+    pub tls: Option<FakeTls>,
 }
 
 impl Default for FakeWsusOptions {
@@ -125,7 +139,73 @@ impl Default for FakeWsusOptions {
             max_updates_per_request: 100,
             compress_above: 5120,
             list_older_category_revisions: false,
+            tls: None,
         }
+    }
+}
+
+/// The certificate an HTTPS fake serves: a chain (leaf first) and its private key, both PEM.
+/// The leaf must name `127.0.0.1` (an IP address SAN), the host of [`FakeWsus::url`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct FakeTls {
+    certificate_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+}
+
+impl FakeTls {
+    /// A chain and key in PEM. Fails if either does not parse or the key does not match the
+    /// leaf certificate.
+    pub fn from_pem(
+        certificate_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> anyhow::Result<FakeTls> {
+        let tls = FakeTls {
+            certificate_pem: certificate_pem.into(),
+            key_pem: key_pem.into(),
+        };
+        // Checked now, so a bad certificate is reported where it is given.
+        tls.acceptor()?;
+        Ok(tls)
+    }
+
+    /// [`FakeTls::from_pem`] with the PEM files at these paths (as
+    /// `sitesync_security::pki::Authority::issue` writes them).
+    pub fn read(certificate: impl AsRef<Path>, key: impl AsRef<Path>) -> anyhow::Result<FakeTls> {
+        let read = |path: &Path| {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        Self::from_pem(read(certificate.as_ref())?, read(key.as_ref())?)
+    }
+
+    /// A TLS acceptor on ring, built for this server alone: no process-wide provider is
+    /// installed, so a test process may pick its own.
+    fn acceptor(&self) -> anyhow::Result<TlsAcceptor> {
+        let chain = CertificateDer::pem_slice_iter(&self.certificate_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .context("the certificate is not PEM")?;
+        ensure!(
+            !chain.is_empty(),
+            "the certificate PEM holds no certificate"
+        );
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem)
+            .context("the key is not a PEM private key")?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the certificate and key do not make a TLS server configuration")?;
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+/// Without the key: options are printed in test failures.
+impl fmt::Debug for FakeTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FakeTls")
+            .field("certificate_pem_bytes", &self.certificate_pem.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -326,7 +406,8 @@ impl fmt::Debug for FakeWsus {
 
 impl FakeWsus {
     /// Scans `dir` and serves its catalog on a free loopback port, on the current Tokio
-    /// runtime. Fails if a revision file does not parse or is named for another revision.
+    /// runtime, over HTTPS if `options.tls` is given. Fails if a revision file does not parse
+    /// or is named for another revision.
     pub async fn start(
         dir: impl Into<PathBuf>,
         options: FakeWsusOptions,
@@ -335,10 +416,12 @@ impl FakeWsus {
         let scan_dir = dir.clone();
         let (catalog, _) =
             tokio::task::spawn_blocking(move || Catalog::scan(&scan_dir, None)).await??;
+        let tls = options.tls.as_ref().map(FakeTls::acceptor).transpose()?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let shared = Arc::new(Shared {
-            url: format!("http://{address}"),
+            url: format!("{scheme}://{address}"),
             dir,
             options,
             started: Timestamp::from_unix_millis(unix_millis(SystemTime::now())),
@@ -346,7 +429,7 @@ impl FakeWsus {
             reloading: tokio::sync::Mutex::new(()),
             state: Mutex::new(State::default()),
         });
-        let server = tokio::spawn(serve(listener, shared.clone()));
+        let server = tokio::spawn(serve(listener, tls, shared.clone()));
         Ok(FakeWsus {
             shared,
             address,
@@ -354,7 +437,8 @@ impl FakeWsus {
         })
     }
 
-    /// The server root, `http://127.0.0.1:<port>`, as a client's upstream setting.
+    /// The server root, `http://127.0.0.1:<port>` (`https://` with [`FakeWsusOptions::tls`]),
+    /// as a client's upstream setting.
     pub fn url(&self) -> String {
         self.shared.url.clone()
     }
@@ -772,7 +856,7 @@ fn revision_of_file_name(name: &str) -> Option<RevisionId> {
 /// What the handle and every connection share.
 #[derive(Debug)]
 struct Shared {
-    /// `http://127.0.0.1:<port>`: written into faults' `faultactor`.
+    /// [`FakeWsus::url`]: written into faults' `faultactor`.
     url: String,
     /// The catalog directory, rescanned by [`FakeWsus::reload`].
     dir: PathBuf,
@@ -903,7 +987,9 @@ impl fmt::Display for DropConnection {
 impl std::error::Error for DropConnection {}
 
 /// Accepts connections until aborted; aborting drops `connections`, which aborts each one.
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// With `tls`, each connection's handshake runs in its own task, so a slow or refusing
+/// client holds up no other.
+async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
     let mut connections = JoinSet::new();
     loop {
         let Ok((stream, _peer)) = listener.accept().await else {
@@ -913,17 +999,35 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         };
         while connections.try_join_next().is_some() {}
         let shared = shared.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let shared = shared.clone();
-                async move { handle(&shared, request).await }
-            });
-            // A dropped connection (injected or by the client) ends here; nothing to report.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match tls {
+                None => serve_connection(stream, shared).await,
+                // A failed handshake (a client that does not trust the certificate) is the
+                // client's to report; the connection just ends.
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        serve_connection(stream, shared).await;
+                    }
+                }
+            }
         });
     }
+}
+
+/// HTTP/1.1 on one connection, plain or TLS, until either side closes it.
+async fn serve_connection(
+    stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    shared: Arc<Shared>,
+) {
+    let service = hyper::service::service_fn(move |request| {
+        let shared = shared.clone();
+        async move { handle(&shared, request).await }
+    });
+    // A dropped connection (injected or by the client) ends here; nothing to report.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 /// One request, from routing to the answer on the wire.
