@@ -11,7 +11,7 @@
 //!   `benches/hierarchy.rs`.
 //! - [`metrics`]: a node's `/metrics`, scraped and parsed as Prometheus does.
 //! - [`otlp`]: an OTLP trace collector the tracing tests send spans to.
-//! - [`wsus_upstream`]: a fake upstream WSUS server over real HTTP, speaking the
+//! - [`wsus_upstream`]: a fake upstream WSUS server over real HTTP or HTTPS, speaking the
 //!   server-to-server protocol as the recorded exchanges show, with faults and hostile
 //!   answers on demand; the crate `sitesync-wsus-fake`, which `sitesyncctl demo --wsus`
 //!   runs too, under the name the tests know it by; [`highest_revisions`] is what it offers
