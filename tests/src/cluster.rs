@@ -419,6 +419,46 @@ impl NodeProcess {
         }
     }
 
+    /// The latest revision of every update the node's update-server store holds, with its
+    /// publication state, through the Admin API.
+    pub async fn latest_updates(
+        &self,
+    ) -> Result<BTreeMap<sitesync_metadata::RevisionId, v1::PublicationState>, tonic::Status> {
+        let mut out = BTreeMap::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .admin()
+                .list_updates(v1::ListUpdatesRequest {
+                    store: v1::StoreSelector::UpdateServer as i32,
+                    page_size: 1_000,
+                    page_token,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            for update in page.updates {
+                let state = update.publication_state();
+                let id = update
+                    .id
+                    .ok_or_else(|| tonic::Status::internal("an update without its id"))?;
+                let update_id = id
+                    .update_id
+                    .and_then(|u| u.guid.parse().ok())
+                    .ok_or_else(|| tonic::Status::internal("an update id that does not parse"))?;
+                let revision = sitesync_metadata::RevisionId {
+                    update_id,
+                    revision: id.revision,
+                };
+                out.insert(revision, state);
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
     /// Asks the node to sync (an operator's RunSync) and returns the run's id.
     pub async fn run_sync(&self, kind: v1::SyncKind) -> Result<String, tonic::Status> {
         self.admin()

@@ -36,34 +36,9 @@ fn upstream_config(ca_file: Option<&Path>) -> String {
     toml
 }
 
-/// Every revision the node's update-server store holds, through the Admin API.
+/// Every revision the node's update-server store holds (the latest of each update).
 async fn held(node: &NodeProcess) -> BTreeSet<RevisionId> {
-    let mut out = BTreeSet::new();
-    let mut page_token = String::new();
-    loop {
-        let page = node
-            .admin()
-            .list_updates(v1::ListUpdatesRequest {
-                store: v1::StoreSelector::UpdateServer as i32,
-                page_size: 1_000,
-                page_token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        for update in page.updates {
-            let id = update.id.as_ref().unwrap();
-            out.insert(RevisionId {
-                update_id: id.update_id.as_ref().unwrap().guid.parse().unwrap(),
-                revision: id.revision,
-            });
-        }
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        page_token = page.next_page_token;
-    }
+    node.latest_updates().await.unwrap().into_keys().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,37 +89,17 @@ async fn beside_the_directory(
 
 /// The latest revision of every update the node's update-server store holds, with its state.
 async fn held(node: &NodeProcess) -> BTreeMap<RevisionId, PublicationState> {
-    let mut out = BTreeMap::new();
-    let mut page_token = String::new();
-    loop {
-        let page = node
-            .admin()
-            .list_updates(v1::ListUpdatesRequest {
-                store: v1::StoreSelector::UpdateServer as i32,
-                page_size: 1_000,
-                page_token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        for update in page.updates {
-            let id = update.id.as_ref().unwrap();
-            let revision = RevisionId {
-                update_id: id.update_id.as_ref().unwrap().guid.parse().unwrap(),
-                revision: id.revision,
-            };
-            let state = match update.publication_state() {
+    let latest = node.latest_updates().await.unwrap();
+    latest
+        .into_iter()
+        .map(|(id, state)| {
+            let state = match state {
                 v1::PublicationState::Expired => PublicationState::Expired,
                 _ => PublicationState::Published,
             };
-            out.insert(revision, state);
-        }
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        page_token = page.next_page_token;
-    }
+            (id, state)
+        })
+        .collect()
 }
 
 /// Revisions served, checking that none was served twice.
