@@ -26,6 +26,7 @@ pub use sitesync_wsus_fake as wsus_upstream;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Child;
+use std::time::Duration;
 
 use sitesync_metadata::generate::{CatalogGenerator, CatalogSpec};
 use sitesync_metadata::{ParseLimits, RevisionId, UpdateId, parse_update};
@@ -108,4 +109,27 @@ pub fn highest_revisions(catalog: &Path) -> std::io::Result<BTreeSet<RevisionId>
             revision,
         })
         .collect())
+}
+
+/// A WSUS session's settings for `url` with waits short enough for tests: `attempts` tries of
+/// a request, 5 ms doubling up to `max_delay`, one second in all; never through a proxy the
+/// environment may name.
+pub fn fast_wsus_settings(
+    url: &str,
+    attempts: u32,
+    max_delay: Duration,
+) -> sitesync_node::upstream::wsus::WsusSettings {
+    use sitesync_node::upstream::wsus::{ProxySetting, RetryPolicy, WsusSettings};
+    WsusSettings {
+        proxy: ProxySetting::Direct,
+        connect_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(30),
+        retry: RetryPolicy {
+            attempts,
+            first_delay: Duration::from_millis(5),
+            max_delay,
+            budget: Duration::from_secs(1),
+        },
+        ..WsusSettings::for_server(sitesync_wsus::ServerRoot::parse(url).unwrap())
+    }
 }

@@ -11,12 +11,10 @@ use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, GeneratedDocument
 use sitesync_metadata::{CategoryType, ParseLimits, RevisionId, UpdateId};
 use sitesync_node::clock::SystemClock;
 use sitesync_node::store::NodeDatabase;
-use sitesync_node::upstream::wsus::{
-    ProxySetting, RetryPolicy, Session, WsusScanReport, WsusSettings, WsusUpstream,
-};
+use sitesync_node::upstream::wsus::{Session, WsusScanReport, WsusUpstream};
 use sitesync_node::upstream::{ScanProgress, TrackedRevision};
 use sitesync_tests::wsus_upstream::{FakeWsus, FakeWsusOptions, Fault, Hostile};
-use sitesync_wsus::{Operation, ServerRoot};
+use sitesync_wsus::Operation;
 use tempfile::TempDir;
 
 const SEED: u64 = 7;
@@ -49,18 +47,8 @@ impl Fixture {
 
     /// An upstream over the tracker in key space `space`, with a session of its own.
     fn upstream(&self, space: &str) -> WsusUpstream {
-        let settings = WsusSettings {
-            proxy: ProxySetting::Direct,
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(30),
-            retry: RetryPolicy {
-                attempts: 2,
-                first_delay: Duration::from_millis(5),
-                max_delay: Duration::from_millis(10),
-                budget: Duration::from_secs(1),
-            },
-            ..WsusSettings::for_server(ServerRoot::parse(&self.server.url()).unwrap())
-        };
+        let settings =
+            sitesync_tests::fast_wsus_settings(&self.server.url(), 2, Duration::from_millis(10));
         let session = Session::new(settings, Arc::new(SystemClock::new())).unwrap();
         WsusUpstream::open(
             session,

@@ -25,7 +25,7 @@ use sitesync_node::clock::{ManualClock, SystemClock};
 use sitesync_node::store::NodeDatabase;
 use sitesync_node::upstream::ScanProgress;
 use sitesync_node::upstream::wsus::{
-    ProxySetting, RetryPolicy, Session, WsusError, WsusScanReport, WsusSettings, WsusUpstream,
+    Session, WsusError, WsusScanReport, WsusSettings, WsusUpstream,
 };
 use sitesync_tests::wsus_upstream::{FakeWsus, FakeWsusOptions, Fault, RecordedAnswer};
 use sitesync_wsus::{
@@ -59,21 +59,9 @@ fn revision(id: &str, revision: u32) -> RevisionId {
     }
 }
 
-/// Settings for `url` with waits short enough for tests; never through a proxy the
-/// environment may name.
+/// Settings for `url` with waits short enough for tests.
 fn settings(url: &str) -> WsusSettings {
-    WsusSettings {
-        proxy: ProxySetting::Direct,
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(30),
-        retry: RetryPolicy {
-            attempts: 2,
-            first_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(10),
-            budget: Duration::from_secs(1),
-        },
-        ..WsusSettings::for_server(ServerRoot::parse(url).unwrap())
-    }
+    sitesync_tests::fast_wsus_settings(url, 2, Duration::from_millis(10))
 }
 
 const HANDSHAKE: [Operation; 3] = [

@@ -61,20 +61,9 @@ const HANDSHAKE: [Operation; 3] = [
 ];
 
 /// Settings for `url` with waits short enough for tests: 4 attempts, 5 ms doubling to 20 ms,
-/// one second in all; never through a proxy the environment may name.
+/// one second in all.
 fn settings(url: &str) -> WsusSettings {
-    WsusSettings {
-        proxy: ProxySetting::Direct,
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(30),
-        retry: RetryPolicy {
-            attempts: 4,
-            first_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(20),
-            budget: Duration::from_secs(1),
-        },
-        ..WsusSettings::for_server(ServerRoot::parse(url).unwrap())
-    }
+    sitesync_tests::fast_wsus_settings(url, 4, Duration::from_millis(20))
 }
 
 fn session(settings: WsusSettings) -> Session {
