@@ -387,38 +387,54 @@ pub fn utf16le_to_utf8(bytes: &[u8], limits: &Limits) -> Result<String, BlobErro
     if !bytes.len().is_multiple_of(2) {
         return Err(BlobError::OddLength { size: bytes.len() });
     }
-    let unit = |i: usize| u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]);
-    let units = bytes.len() / 2;
-    let mut text = String::with_capacity(units.min(limits.max_document_bytes));
-    let mut i = usize::from(units > 0 && unit(0) == 0xFEFF);
-    while i < units {
-        let high = unit(i);
-        let ch = match high {
-            0xD800..=0xDBFF => match (i + 1 < units).then(|| unit(i + 1)) {
-                Some(low @ 0xDC00..=0xDFFF) => {
-                    i += 1;
-                    let code =
-                        0x10000 + ((u32::from(high) - 0xD800) << 10) + (u32::from(low) - 0xDC00);
-                    char::from_u32(code)
+    let mut text = Vec::with_capacity((bytes.len() / 2).min(limits.max_document_bytes));
+    let mut rest = match bytes {
+        [0xFF, 0xFE, after @ ..] => after,
+        _ => bytes,
+    };
+    while !rest.is_empty() {
+        // Update documents are nearly all ASCII: eight units at a time while they are.
+        if let Some((block, after)) = rest.split_first_chunk::<16>() {
+            let [a, b] = [&block[..8], &block[8..]]
+                .map(|half| u64::from_le_bytes(half.try_into().expect("eight bytes")));
+            if (a | b) & ASCII_UNITS_MASK == 0 {
+                text.extend(block.iter().step_by(2));
+                rest = after;
+                continue;
+            }
+        }
+        let at = bytes.len() - rest.len();
+        let high = u16::from_le_bytes([rest[0], rest[1]]);
+        let (ch, used) = match high {
+            0xD800..=0xDBFF => match rest.get(2..4) {
+                Some(&[lo, hi]) => {
+                    let low = u16::from_le_bytes([lo, hi]);
+                    let code = (0xDC00..=0xDFFF).contains(&low).then(|| {
+                        0x10000 + ((u32::from(high) - 0xD800) << 10) + (u32::from(low) - 0xDC00)
+                    });
+                    (code.and_then(char::from_u32), 4)
                 }
-                _ => None,
+                _ => (None, 2),
             },
-            0xDC00..=0xDFFF => None,
-            _ => char::from_u32(u32::from(high)),
+            0xDC00..=0xDFFF => (None, 2),
+            _ => (char::from_u32(u32::from(high)), 2),
         };
         let Some(ch) = ch else {
             return Err(BlobError::InvalidUtf16 {
                 unit: high,
-                byte: 2 * i,
+                byte: at,
             });
         };
-        text.push(ch);
-        i += 1;
+        text.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
+        rest = &rest[used..];
     }
     // The text is at most 1.5 times the member, which the Cabinet checks bounded.
     check_document_size(text.len(), limits)?;
-    Ok(text)
+    Ok(String::from_utf8(text).expect("every unit was decoded to a whole code point"))
 }
+
+/// Four UTF-16LE units read as one little-endian `u64`: set bits above 0x7F in any unit.
+const ASCII_UNITS_MASK: u64 = 0xFF80_FF80_FF80_FF80;
 
 fn check_document_size(size: usize, limits: &Limits) -> Result<(), BlobError> {
     if size > limits.max_document_bytes {

@@ -140,4 +140,25 @@ proptest! {
         let _ = decode_cabinet(&cabinet, &Limits::default());
         let _ = decode_compressed_blob(&BASE64.encode(&cabinet), &Limits::default());
     }
+
+    /// The transcoder (with its eight-units-at-a-time path for ASCII) agrees with the
+    /// standard library's UTF-16 decoder on any units: mostly ASCII runs broken by other
+    /// code points and stray surrogates, at every alignment.
+    #[test]
+    fn utf16_transcoding_agrees_with_the_standard_decoder(
+        units in prop::collection::vec(
+            prop_oneof![8 => 0x20u16..0x7F, 1 => 0x80u16..0xD800, 1 => 0xD800u16..0xE000, 1 => 0xE000u16..=0xFFFF],
+            0..200,
+        ),
+    ) {
+        let bytes: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
+        // A leading byte-order mark is dropped.
+        let text_units = units.strip_prefix(&[0xFEFF]).unwrap_or(&units);
+        let expected: Result<String, _> = char::decode_utf16(text_units.iter().copied()).collect();
+        match (utf16le_to_utf8(&bytes, &Limits::default()), expected) {
+            (Ok(text), Ok(expected)) => prop_assert_eq!(text, expected),
+            (Err(_), Err(_)) => {}
+            (got, expected) => prop_assert!(false, "got {got:?}, the standard decoder {expected:?}"),
+        }
+    }
 }
