@@ -72,6 +72,24 @@ impl Fixture {
         .unwrap()
     }
 
+    /// How many documents the tracker in key space `space` holds (its `D` records).
+    fn documents_stored(&self, space: &str) -> usize {
+        let tracker = self.database.space(space).unwrap();
+        let mut count = 0;
+        let mut from = b"D".to_vec();
+        loop {
+            let page = tracker.scan(b"D", &from, 1024, &|_| true).unwrap();
+            count += page.entries.len();
+            match page.resume_after {
+                Some(mut last) => {
+                    last.push(0);
+                    from = last;
+                }
+                None => return count,
+            }
+        }
+    }
+
     /// Served revisions, checking that none was served twice.
     fn served_once(&self) -> BTreeSet<RevisionId> {
         let served = self.server.served();
@@ -179,11 +197,22 @@ async fn an_anchored_scan_fetches_only_the_changes_and_a_full_scan_removes_the_g
         assert!(after.iter().any(|id| id.update_id == *gone));
     }
 
+    assert_eq!(
+        fixture.documents_stored("wsus"),
+        after.len(),
+        "a replaced revision's document is deleted with it"
+    );
+
     fixture.server.reset_counters();
     let full = scan(&upstream, true).await;
     assert!(fixture.server.served().is_empty(), "nothing fetched twice");
     assert_eq!(full.removed, changes.deleted.len());
     assert_eq!(ids(&upstream), fixture.offered());
+    assert_eq!(
+        fixture.documents_stored("wsus"),
+        fixture.offered().len(),
+        "a removed revision's document is deleted with it"
+    );
 }
 
 /// The products and classifications of the catalog's categories, by tracked record.

@@ -140,9 +140,13 @@ pub fn init(format: LogFormat, source: &Source) -> Result<Telemetry, TelemetryEr
     let logged = || {
         EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| EnvFilter::new("info"))
-            .or(filter_fn(|metadata| {
-                metadata.is_span() && *metadata.level() <= Level::INFO
-            }))
+            .or(
+                filter_fn(|metadata| metadata.is_span() && *metadata.level() <= Level::INFO)
+                    // Without the hint the subscriber's level is unknown and every `log` record of
+                    // the dependencies (sled writes several per operation) would be built and
+                    // dispatched only to be dropped.
+                    .with_max_level_hint(Level::INFO),
+            )
     };
     let registry = tracing_subscriber::registry().with(otel);
     let installed = match format {

@@ -7,22 +7,31 @@
 //! unless the scan is full. Of every listed revision it fetches only those the *tracker* (a key
 //! space of the node's database) does not hold yet, with GetUpdateData in batches of at most
 //! `MaxNumberOfUpdatesPerRequest`, [`IN_FLIGHT`] batches at a time; each document is decoded
-//! to UTF-8, parsed, checked against the id it was served under, and stored LZ4-compressed
-//! next to its [`TrackedRevision`]. [`WsusUpstream::revisions`] then pages through the
-//! tracked revisions and [`WsusUpstream::update_revision`] returns a stored document parsed.
+//! to UTF-8, parsed, checked against the id it was served under, and stored parsed (the
+//! document within), LZ4-compressed, with its [`TrackedRevision`] apart.
+//! [`WsusUpstream::revisions`] then pages through the tracked revisions and
+//! [`WsusUpstream::update_revision`] returns a stored revision without parsing it again.
 //!
 //! Tracker layout (numbers big endian, so records come out in revision order):
 //!
 //! | key                            | value                                               |
 //! |--------------------------------|-----------------------------------------------------|
-//! | `R` + update id (16) + rev (4) | [`TrackedRevision`]                                 |
-//! | `D` + update id (16) + rev (4) | the document, UTF-8, LZ4 with its size prepended    |
+//! | `R` + update id (16) + rev (4) | [`TrackedRevision`] and its document's number       |
+//! | `D` + document number (8)      | the parsed revision with its UTF-8 document         |
+//! |                                | (postcard), LZ4 with its size prepended             |
 //! | `S` + update id (16) + rev (4) | why a listed revision was skipped: asked again      |
 //! | `Acategories`                  | the category list's anchor                          |
 //! | `Aupdates`                     | the update list's anchor and the filter it covers   |
 //! | `Mformat`                      | the layout version                                  |
+//! | `Mlimits`                      | the parse limits the stored revisions passed        |
+//! | `Mnext`                        | the number the next stored document takes           |
 //!
 //! Rules:
+//! - The tracker only caches the upstream: another layout version or other parse limits
+//!   clear it at open, and the next scan fetches everything again.
+//! - Documents are numbered in the order they are stored, so their records are appended at
+//!   the end of the key space instead of landing all over it: the database writes them at
+//!   a fraction of the cost. The number is written with every batch that uses one.
 //! - An update is tracked at one revision, the highest the upstream listed: storing a newer
 //!   revision forgets the older ones in the same batch.
 //! - A list's anchor is written only after everything that list brought is flushed, so a scan
@@ -39,11 +48,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sitesync_metadata::{
-    ContentHash, ParseLimits, RevisionId, UpdateId, UpdateRevision, parse_update,
-    parse_update_owned,
+    ContentHash, ParseLimits, RevisionId, UpdateId, UpdateRevision, parse_update_owned,
 };
 use sitesync_wsus::{Anchor, IdAndDelta, Limits, RevisionFilter, UpdateData};
 use tokio::task::JoinSet;
@@ -54,12 +63,14 @@ use crate::store::{Backend, BackendError, WriteBatch};
 use crate::upstream::{RevisionPages, ScanProgress, TrackedRevision, TrackedRevisions};
 
 /// The version of the tracker layout.
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 
 const REVISION: u8 = b'R';
 const DOCUMENT: u8 = b'D';
 const SKIPPED: u8 = b'S';
 const FORMAT_KEY: &[u8] = b"Mformat";
+const LIMITS_KEY: &[u8] = b"Mlimits";
+const NEXT_DOCUMENT_KEY: &[u8] = b"Mnext";
 const CATEGORIES_ANCHOR: &[u8] = b"Acategories";
 const UPDATES_ANCHOR: &[u8] = b"Aupdates";
 
@@ -143,10 +154,6 @@ pub enum WsusUpstreamError {
     #[error("{id} is not offered by the upstream server (it was never fetched, or it is gone)")]
     NotTracked { id: RevisionId },
 
-    /// The stored document no longer parses under this node's limits (they were lowered).
-    #[error("{id} is not accepted: {reason}")]
-    DocumentInvalid { id: RevisionId, reason: String },
-
     #[error("the upstream server's index in the node database: {0}")]
     Backend(#[from] BackendError),
 
@@ -164,7 +171,7 @@ pub enum WsusUpstreamError {
 impl WsusUpstreamError {
     /// Whether the error concerns one document only: the sync skips that revision and goes on.
     pub fn is_per_document(&self) -> bool {
-        matches!(self, Self::NotTracked { .. } | Self::DocumentInvalid { .. })
+        matches!(self, Self::NotTracked { .. })
     }
 }
 
@@ -179,6 +186,16 @@ pub struct WsusUpstream {
     limits: ParseLimits,
     /// One scan (or reset) at a time.
     writer: tokio::sync::Mutex<()>,
+    /// The number the next stored document takes (`Mnext`), only advanced by the writer.
+    next_document: AtomicU64,
+}
+
+/// What the tracker keeps under `R` for a revision.
+#[derive(Debug, Serialize, Deserialize)]
+struct RevisionRecord {
+    tracked: TrackedRevision,
+    /// The number of its document's record (`D`).
+    document: u64,
 }
 
 impl WsusUpstream {
@@ -193,6 +210,7 @@ impl WsusUpstream {
             tracker,
             limits,
             writer: tokio::sync::Mutex::new(()),
+            next_document: AtomicU64::new(0),
         };
         let format = upstream
             .tracker
@@ -203,15 +221,31 @@ impl WsusUpstream {
                     .map_err(|_| corrupt("the layout version record"))
             })
             .transpose()?;
-        if format != Some(FORMAT_VERSION) {
-            // Absent (new tracker) or another layout: it only caches the upstream, so starting
-            // over costs one full fetch and loses nothing.
+        let limits = limits_record(&upstream.limits);
+        let checked_under = upstream.tracker.get(LIMITS_KEY)?;
+        if format != Some(FORMAT_VERSION) || checked_under.as_ref() != Some(&limits) {
+            // Absent (new tracker), another layout, or revisions checked under other limits:
+            // it only caches the upstream, so starting over costs one full fetch and loses
+            // nothing.
             upstream.clear()?;
             let mut batch = WriteBatch::default();
             batch.put(FORMAT_KEY.to_vec(), FORMAT_VERSION.to_be_bytes().to_vec());
+            batch.put(LIMITS_KEY.to_vec(), limits);
             upstream.tracker.apply(batch)?;
             upstream.tracker.flush()?;
         }
+        let next = upstream
+            .tracker
+            .get(NEXT_DOCUMENT_KEY)?
+            .map(|bytes| {
+                <[u8; 8]>::try_from(bytes.as_slice())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| corrupt("the next document number"))
+            })
+            .transpose()?;
+        upstream
+            .next_document
+            .store(next.unwrap_or(0), Ordering::Relaxed);
         Ok(upstream)
     }
 
@@ -351,6 +385,7 @@ impl WsusUpstream {
         counts: &mut ScanProgress,
         progress: &mut (dyn FnMut(ScanProgress) + Send),
     ) -> Result<bool, WsusUpstreamError> {
+        let clock = std::time::Instant::now();
         let stored = if full { None } else { self.anchor(kind)? };
         let filter = filter(kind, stored.as_ref(), products, classifications);
         let (list, complete) = match self.session.revision_list(&filter).await {
@@ -386,9 +421,18 @@ impl WsusUpstream {
         counts.listed = report.listed;
         counts.to_read += to_fetch.len();
         progress(*counts);
+        let fetching = to_fetch.len();
+        tracing::info!(
+            list = ?kind,
+            listed = report.listed,
+            to_fetch = fetching,
+            elapsed = ?clock.elapsed(),
+            "upstream list received"
+        );
 
         self.fetch_all(to_fetch, batch_size, report, counts, progress)
             .await?;
+        tracing::info!(list = ?kind, fetched = fetching, elapsed = ?clock.elapsed(), "upstream list fetched");
         // Everything the list brought is durable: only now may its anchor move.
         self.tracker.flush()?;
         let record = StoredAnchor {
@@ -441,6 +485,9 @@ impl WsusUpstream {
             let (asked, checked) =
                 joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
             self.store(checked, report)?;
+            // Durable before the next batch is asked for: a node killed now fetches again only
+            // the batches in flight.
+            self.tracker.flush()?;
             counts.read += asked;
             counts.parsed = report.fetched;
             counts.skipped = report.skipped.len();
@@ -457,15 +504,21 @@ impl WsusUpstream {
         report: &mut WsusScanReport,
     ) -> Result<(), WsusUpstreamError> {
         let mut batch = WriteBatch::default();
+        let mut next = self.next_document.load(Ordering::Relaxed);
         for document in checked.documents {
             let id = document.id;
             report.removed += self.forget_older(id, &mut batch)?;
-            batch.put(key(REVISION, id), document.tracked);
-            batch.put(key(DOCUMENT, id), document.compressed);
+            let record = RevisionRecord {
+                tracked: document.tracked,
+                document: next,
+            };
+            batch.put(key(REVISION, id), encode(&record));
+            batch.put(document_key(next), document.compressed);
+            next += 1;
             batch.delete(key(SKIPPED, id));
             report.fetched += 1;
             if batch.bytes() >= BATCH_BYTES {
-                self.tracker.apply(std::mem::take(&mut batch))?;
+                self.apply_numbered(std::mem::take(&mut batch), next)?;
             }
         }
         for skipped in checked.skipped {
@@ -473,8 +526,17 @@ impl WsusUpstream {
             report.skipped.push(skipped);
         }
         if !batch.is_empty() {
-            self.tracker.apply(batch)?;
+            self.apply_numbered(batch, next)?;
         }
+        Ok(())
+    }
+
+    /// Applies a batch that may use document numbers below `next`, with the number to use
+    /// next: a number is never given twice, even after a crash.
+    fn apply_numbered(&self, mut batch: WriteBatch, next: u64) -> Result<(), WsusUpstreamError> {
+        batch.put(NEXT_DOCUMENT_KEY.to_vec(), next.to_be_bytes().to_vec());
+        self.tracker.apply(batch)?;
+        self.next_document.store(next, Ordering::Relaxed);
         Ok(())
     }
 
@@ -493,7 +555,11 @@ impl WsusUpstream {
             Some(id) => successor(key(REVISION, id)),
             None => vec![REVISION],
         };
-        self.collect_revisions(&[REVISION], from, limit)
+        Ok(tracked_of(self.collect_records(
+            &[REVISION],
+            from,
+            limit,
+        )?))
     }
 
     /// Every tracked revision of one update (one, unless a scan is storing a newer one).
@@ -501,36 +567,45 @@ impl WsusUpstream {
         &self,
         update: UpdateId,
     ) -> Result<Vec<TrackedRevision>, WsusUpstreamError> {
-        let mut prefix = vec![REVISION];
-        prefix.extend_from_slice(update.as_bytes());
-        self.collect_revisions(&prefix, prefix.clone(), usize::MAX)
+        Ok(tracked_of(self.records_of(update)?))
     }
 
     /// One tracked revision.
     pub fn revision(&self, id: RevisionId) -> Result<Option<TrackedRevision>, WsusUpstreamError> {
+        Ok(self.record(id)?.map(|record| record.tracked))
+    }
+
+    fn record(&self, id: RevisionId) -> Result<Option<RevisionRecord>, WsusUpstreamError> {
         self.tracker
             .get(&key(REVISION, id))?
             .map(|bytes| decode(&bytes, "a revision record"))
             .transpose()
     }
 
-    /// The stored document of a tracked revision, UTF-8, as the server sent it once decoded.
-    pub fn document(&self, id: RevisionId) -> Result<Vec<u8>, WsusUpstreamError> {
-        let stored = self
-            .tracker
-            .get(&key(DOCUMENT, id))?
-            .ok_or(WsusUpstreamError::NotTracked { id })?;
-        lz4_flex::decompress_size_prepended(&stored)
-            .map_err(|e| corrupt(format!("the document of {id} does not decompress: {e}")))
+    fn records_of(&self, update: UpdateId) -> Result<Vec<RevisionRecord>, WsusUpstreamError> {
+        let mut prefix = vec![REVISION];
+        prefix.extend_from_slice(update.as_bytes());
+        self.collect_records(&prefix, prefix.clone(), usize::MAX)
     }
 
-    /// The parsed revision of a tracked document, ready for the update-server store.
+    /// The stored document of a tracked revision, UTF-8, as the server sent it once decoded.
+    pub fn document(&self, id: RevisionId) -> Result<Vec<u8>, WsusUpstreamError> {
+        Ok(self.update_revision(id)?.document)
+    }
+
+    /// A tracked revision as it was parsed when fetched (under this node's limits, which the
+    /// tracker records), ready for the update-server store: it is not parsed again.
     pub fn update_revision(&self, id: RevisionId) -> Result<UpdateRevision, WsusUpstreamError> {
-        let document = self.document(id)?;
-        parse_update_owned(document, &self.limits).map_err(|e| WsusUpstreamError::DocumentInvalid {
-            id,
-            reason: e.to_string(),
-        })
+        let record = self
+            .record(id)?
+            .ok_or(WsusUpstreamError::NotTracked { id })?;
+        let stored = self
+            .tracker
+            .get(&document_key(record.document))?
+            .ok_or_else(|| corrupt(format!("the stored revision {id} is missing")))?;
+        let encoded = lz4_flex::decompress_size_prepended(&stored)
+            .map_err(|e| corrupt(format!("the stored revision {id} does not decompress: {e}")))?;
+        decode(&encoded, "a stored revision")
     }
 
     /// Forgets everything fetched and both anchors, so the next scan fetches everything again
@@ -592,17 +667,18 @@ impl WsusUpstream {
         Ok(retry)
     }
 
-    /// Deletes the other tracked revisions of `id`'s update, returning how many.
+    /// Deletes the other tracked revisions of `id`'s update, returning how many, and the
+    /// document `id` itself had if it is stored again.
     fn forget_older(
         &self,
         id: RevisionId,
         batch: &mut WriteBatch,
     ) -> Result<usize, WsusUpstreamError> {
         let mut forgotten = 0;
-        for tracked in self.revisions_of(id.update_id)? {
-            if tracked.id != id {
-                batch.delete(key(REVISION, tracked.id));
-                batch.delete(key(DOCUMENT, tracked.id));
+        for record in self.records_of(id.update_id)? {
+            batch.delete(document_key(record.document));
+            if record.tracked.id != id {
+                batch.delete(key(REVISION, record.tracked.id));
                 forgotten += 1;
             }
         }
@@ -614,14 +690,18 @@ impl WsusUpstream {
         let mut removed = 0;
         let mut after = None;
         loop {
-            let page = self.revisions_after(after, SCAN_PAGE)?;
+            let from = match after {
+                Some(id) => successor(key(REVISION, id)),
+                None => vec![REVISION],
+            };
+            let page = self.collect_records(&[REVISION], from, SCAN_PAGE)?;
             let Some(last) = page.last() else { break };
-            after = Some(last.id);
+            after = Some(last.tracked.id);
             let mut batch = WriteBatch::default();
-            for tracked in &page {
-                if !named.contains(&tracked.id) {
-                    batch.delete(key(REVISION, tracked.id));
-                    batch.delete(key(DOCUMENT, tracked.id));
+            for record in &page {
+                if !named.contains(&record.tracked.id) {
+                    batch.delete(key(REVISION, record.tracked.id));
+                    batch.delete(document_key(record.document));
                     removed += 1;
                 }
             }
@@ -672,12 +752,12 @@ impl WsusUpstream {
         Ok(())
     }
 
-    fn collect_revisions(
+    fn collect_records(
         &self,
         prefix: &[u8],
         mut from: Vec<u8>,
         limit: usize,
-    ) -> Result<Vec<TrackedRevision>, WsusUpstreamError> {
+    ) -> Result<Vec<RevisionRecord>, WsusUpstreamError> {
         let mut out = Vec::new();
         while out.len() < limit {
             let page =
@@ -714,9 +794,8 @@ struct Checked {
 #[derive(Debug)]
 struct CheckedDocument {
     id: RevisionId,
-    /// The encoded [`TrackedRevision`].
-    tracked: Vec<u8>,
-    /// The UTF-8 document, LZ4 with its size prepended.
+    tracked: TrackedRevision,
+    /// The encoded [`UpdateRevision`] with its UTF-8 document, LZ4 with its size prepended.
     compressed: Vec<u8>,
 }
 
@@ -750,7 +829,8 @@ fn check(fetched: Fetched, limits: &ParseLimits) -> Checked {
                 continue;
             }
         };
-        let revision = match parse_update(&document, limits) {
+        let content_hash = ContentHash::of(&document);
+        let revision = match parse_update_owned(document, limits) {
             Ok(revision) => revision,
             Err(e) => {
                 skip(format!("its document is not accepted: {e}"));
@@ -764,11 +844,11 @@ fn check(fetched: Fetched, limits: &ParseLimits) -> Checked {
             ));
             continue;
         }
-        let tracked = TrackedRevision::of(&revision, ContentHash::of(&document), file_name(id));
+        let tracked = TrackedRevision::of(&revision, content_hash, file_name(id));
         checked.documents.push(CheckedDocument {
             id,
-            tracked: encode(&tracked),
-            compressed: lz4_flex::compress_prepend_size(&document),
+            tracked,
+            compressed: lz4_flex::compress_prepend_size(&encode(&revision)),
         });
     }
     let mut left_out: Vec<RevisionId> = pending.into_iter().collect();
@@ -871,6 +951,38 @@ fn sorted(ids: &[UpdateId]) -> Vec<UpdateId> {
 /// The name a revision goes by in logs, as a catalog directory would name its file.
 fn file_name(id: RevisionId) -> String {
     format!("{}-r{}.xml", id.update_id, id.revision)
+}
+
+/// The parse limits as the tracker records them: each bound as a big-endian `u64`.
+fn limits_record(limits: &ParseLimits) -> Vec<u8> {
+    let ParseLimits {
+        max_document_bytes,
+        max_depth,
+        max_elements,
+        max_attributes_per_element,
+        max_text_bytes,
+    } = *limits;
+    [
+        max_document_bytes,
+        max_depth,
+        max_elements,
+        max_attributes_per_element,
+        max_text_bytes,
+    ]
+    .into_iter()
+    .flat_map(|bound| (bound as u64).to_be_bytes())
+    .collect()
+}
+
+fn tracked_of(records: Vec<RevisionRecord>) -> Vec<TrackedRevision> {
+    records.into_iter().map(|record| record.tracked).collect()
+}
+
+fn document_key(number: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(DOCUMENT);
+    key.extend_from_slice(&number.to_be_bytes());
+    key
 }
 
 fn key(kind: u8, id: RevisionId) -> Vec<u8> {
