@@ -165,6 +165,7 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
             UpstreamSource::Wsus(WsusUpstream::open(
                 session,
                 database.space("upstream-wsus")?,
+                &config.data_dir.join("upstream-wsus"),
                 ParseLimits::default(),
             )?)
         }

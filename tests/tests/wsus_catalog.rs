@@ -11,7 +11,7 @@ use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, GeneratedDocument
 use sitesync_metadata::{CategoryType, ParseLimits, RevisionId, UpdateId};
 use sitesync_node::clock::SystemClock;
 use sitesync_node::store::NodeDatabase;
-use sitesync_node::upstream::wsus::{Session, WsusScanReport, WsusUpstream};
+use sitesync_node::upstream::wsus::{DocumentLogOptions, Session, WsusScanReport, WsusUpstream};
 use sitesync_node::upstream::{ScanProgress, TrackedRevision};
 use sitesync_tests::wsus_upstream::{FakeWsus, FakeWsusOptions, Fault, Hostile};
 use sitesync_wsus::Operation;
@@ -24,7 +24,7 @@ struct Fixture {
     catalog: TempDir,
     spec: CatalogSpec,
     server: FakeWsus,
-    _data: TempDir,
+    data: TempDir,
     database: NodeDatabase,
 }
 
@@ -40,19 +40,26 @@ impl Fixture {
             catalog,
             spec,
             server,
-            _data: data,
+            data,
             database,
         }
     }
 
-    /// An upstream over the tracker in key space `space`, with a session of its own.
+    /// An upstream over the tracker in key space `space` (its documents in a directory of
+    /// that name), with a session of its own.
     fn upstream(&self, space: &str) -> WsusUpstream {
+        self.upstream_with(space, DocumentLogOptions::default())
+    }
+
+    fn upstream_with(&self, space: &str, options: DocumentLogOptions) -> WsusUpstream {
         let settings =
             sitesync_tests::fast_wsus_settings(&self.server.url(), 2, Duration::from_millis(10));
         let session = Session::new(settings, Arc::new(SystemClock::new())).unwrap();
-        WsusUpstream::open(
+        WsusUpstream::open_with(
             session,
             self.database.space(space).unwrap(),
+            &self.data.path().join(space),
+            options,
             ParseLimits::default(),
         )
         .unwrap()
@@ -72,22 +79,23 @@ impl Fixture {
         .unwrap()
     }
 
-    /// How many documents the tracker in key space `space` holds (its `D` records).
-    fn documents_stored(&self, space: &str) -> usize {
-        let tracker = self.database.space(space).unwrap();
-        let mut count = 0;
-        let mut from = b"D".to_vec();
-        loop {
-            let page = tracker.scan(b"D", &from, 1024, &|_| true).unwrap();
-            count += page.entries.len();
-            match page.resume_after {
-                Some(mut last) => {
-                    last.push(0);
-                    from = last;
-                }
-                None => return count,
-            }
-        }
+    /// The segment files of the tracker in key space `space`, by number, with their sizes.
+    fn segments(&self, space: &str) -> Vec<(u32, u64)> {
+        let mut segments: Vec<(u32, u64)> = std::fs::read_dir(self.data.path().join(space))
+            .unwrap()
+            .map(|entry| entry.unwrap())
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().unwrap();
+                let number = name.strip_suffix(".seg")?.parse().ok()?;
+                Some((number, entry.metadata().unwrap().len()))
+            })
+            .collect();
+        segments.sort_unstable();
+        segments
+    }
+
+    fn segment_bytes(&self, space: &str) -> u64 {
+        self.segments(space).iter().map(|(_, size)| size).sum()
     }
 
     /// Served revisions, checking that none was served twice.
@@ -197,22 +205,70 @@ async fn an_anchored_scan_fetches_only_the_changes_and_a_full_scan_removes_the_g
         assert!(after.iter().any(|id| id.update_id == *gone));
     }
 
-    assert_eq!(
-        fixture.documents_stored("wsus"),
-        after.len(),
-        "a replaced revision's document is deleted with it"
-    );
-
     fixture.server.reset_counters();
     let full = scan(&upstream, true).await;
     assert!(fixture.server.served().is_empty(), "nothing fetched twice");
     assert_eq!(full.removed, changes.deleted.len());
     assert_eq!(ids(&upstream), fixture.offered());
-    assert_eq!(
-        fixture.documents_stored("wsus"),
-        fixture.offered().len(),
-        "a removed revision's document is deleted with it"
+}
+
+#[tokio::test]
+async fn dead_documents_are_reclaimed_and_the_live_ones_stay_readable() {
+    let fixture = Fixture::start(200, small_batches()).await;
+    // Small segments, reclaimed from the first dead byte.
+    let options = DocumentLogOptions {
+        segment_bytes: 8 << 10,
+        reclaim_above: 0,
+    };
+    let upstream = fixture.upstream_with("wsus", options);
+    scan(&upstream, true).await;
+    let all = tracked(&upstream);
+    let bytes_before = fixture.segment_bytes("wsus");
+    let kept_in = |files: &[(u32, u64)]| files.iter().map(|(n, _)| *n).collect::<BTreeSet<_>>();
+    let segments_before = kept_in(&fixture.segments("wsus"));
+
+    // A narrow filter: a full scan removes most updates, so most bytes are dead.
+    let products = category_ids(&all, CategoryType::Product);
+    let classifications = category_ids(&all, CategoryType::UpdateClassification);
+    let (product, classification) = all
+        .values()
+        .filter(|r| r.category_type.is_none())
+        .find_map(|r| {
+            let p = r.categories.iter().find(|c| products.contains(c))?;
+            let c = r.categories.iter().find(|c| classifications.contains(c))?;
+            Some((*p, *c))
+        })
+        .unwrap();
+    let report = upstream
+        .scan(true, &[product], &[classification], &mut |_| {})
+        .await
+        .unwrap();
+    assert!(report.removed > all.len() / 2, "{report:?}");
+
+    let bytes_after = fixture.segment_bytes("wsus");
+    assert!(
+        bytes_after * 2 < bytes_before,
+        "{bytes_after} bytes on disk after removing {} of {} revisions, {bytes_before} before",
+        report.removed,
+        all.len()
     );
+    let segments_after = kept_in(&fixture.segments("wsus"));
+    assert!(
+        !segments_after.is_superset(&segments_before),
+        "segments were deleted"
+    );
+    // Every tracked revision, moved or not, still reads back as the server's document.
+    let left = ids(&upstream);
+    assert_eq!(left.len(), report.tracked);
+    for id in left {
+        assert_eq!(upstream.document(id).unwrap(), fixture.file(id), "{id}");
+    }
+    // And after a restart of the upstream on the same files.
+    drop(upstream);
+    let reopened = fixture.upstream_with("wsus", options);
+    for id in ids(&reopened) {
+        assert_eq!(reopened.document(id).unwrap(), fixture.file(id), "{id}");
+    }
 }
 
 /// The products and classifications of the catalog's categories, by tracked record.

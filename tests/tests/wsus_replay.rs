@@ -85,7 +85,7 @@ fn replay_handshake(server: &FakeWsus) {
 struct Fixture {
     catalog: TempDir,
     server: FakeWsus,
-    _data: TempDir,
+    data: TempDir,
     database: NodeDatabase,
 }
 
@@ -105,7 +105,7 @@ impl Fixture {
         Self {
             catalog,
             server,
-            _data: data,
+            data,
             database,
         }
     }
@@ -116,6 +116,7 @@ impl Fixture {
         WsusUpstream::open(
             session,
             self.database.space("wsus").unwrap(),
+            &self.data.path().join("wsus"),
             ParseLimits::default(),
         )
         .unwrap()

@@ -408,6 +408,7 @@ fn tracked_while_down(node: &NodeProcess) -> BTreeSet<RevisionId> {
     let upstream = WsusUpstream::open(
         session,
         database.space("upstream-wsus").unwrap(),
+        &node.data_dir.join("upstream-wsus"),
         ParseLimits::default(),
     )
     .unwrap();

@@ -1807,8 +1807,16 @@ fn update_data_result(
             Some(Hostile::DocumentOfAnotherRevision) => catalog.other_than(id).unwrap_or(revision),
             _ => revision,
         };
-        // A file removed since the last scan is what WSUS would call an internal error.
-        let document = std::fs::read(&source.path).map_err(|_| Fault::InternalServerError)?;
+        let huge = hostile == Some(Hostile::HugeCabinet);
+        // A Cabinet built before is served as stored, without reading the document again.
+        let stored = (!huge)
+            .then(|| catalog.cabinets.lock().unwrap().get(&source.hash).cloned())
+            .flatten();
+        let document = match stored {
+            Some(_) => Vec::new(),
+            // A file removed since the last scan is what WSUS would call an internal error.
+            None => std::fs::read(&source.path).map_err(|_| Fault::InternalServerError)?,
+        };
         let text = String::from_utf8_lossy(&document);
         let digests = if revision.files.is_empty() {
             String::new()
@@ -1826,36 +1834,28 @@ fn update_data_result(
         };
         updates.push_str("<ServerSyncUpdateData>");
         write_identity(&mut updates, "Id", id);
-        let huge = hostile == Some(Hostile::HugeCabinet);
-        let utf16_bytes = text.encode_utf16().count() * 2;
         // Schema order: Id, XmlUpdateBlob, FileDigestList, XmlUpdateBlobCompressed.
-        if utf16_bytes <= compress_above && !huge {
+        if let Some(encoded) = stored {
+            let _ = write!(
+                updates,
+                "{digests}<XmlUpdateBlobCompressed>{encoded}</XmlUpdateBlobCompressed>"
+            );
+        } else if text.encode_utf16().count() * 2 <= compress_above && !huge {
             let _ = write!(
                 updates,
                 "<XmlUpdateBlob>{}</XmlUpdateBlob>{digests}",
                 escape(&text)
             );
         } else {
-            let encoded = if huge {
-                let cabinet = blob_cabinet(&text, true).map_err(|_| Fault::InternalServerError)?;
-                Arc::from(BASE64.encode(cabinet))
-            } else {
-                let cached = catalog.cabinets.lock().unwrap().get(&source.hash).cloned();
-                match cached {
-                    Some(encoded) => encoded,
-                    None => {
-                        let cabinet =
-                            blob_cabinet(&text, false).map_err(|_| Fault::InternalServerError)?;
-                        let encoded: Arc<str> = Arc::from(BASE64.encode(cabinet));
-                        catalog
-                            .cabinets
-                            .lock()
-                            .unwrap()
-                            .insert(source.hash, encoded.clone());
-                        encoded
-                    }
-                }
-            };
+            let cabinet = blob_cabinet(&text, huge).map_err(|_| Fault::InternalServerError)?;
+            let encoded: Arc<str> = Arc::from(BASE64.encode(cabinet));
+            if !huge {
+                catalog
+                    .cabinets
+                    .lock()
+                    .unwrap()
+                    .insert(source.hash, encoded.clone());
+            }
             let _ = write!(
                 updates,
                 "{digests}<XmlUpdateBlobCompressed>{encoded}</XmlUpdateBlobCompressed>"

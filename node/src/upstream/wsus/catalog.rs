@@ -8,7 +8,8 @@
 //! space of the node's database) does not hold yet, with GetUpdateData in batches of at most
 //! `MaxNumberOfUpdatesPerRequest`, [`IN_FLIGHT`] batches at a time; each document is decoded
 //! to UTF-8, parsed, checked against the id it was served under, and stored parsed (the
-//! document within), LZ4-compressed, with its [`TrackedRevision`] apart.
+//! document within), LZ4-compressed, in the tracker's segment files ([`DocumentLog`]), with
+//! its [`TrackedRevision`] and where the document is in the node database.
 //! [`WsusUpstream::revisions`] then pages through the tracked revisions and
 //! [`WsusUpstream::update_revision`] returns a stored revision without parsing it again.
 //!
@@ -16,22 +17,24 @@
 //!
 //! | key                            | value                                               |
 //! |--------------------------------|-----------------------------------------------------|
-//! | `R` + update id (16) + rev (4) | [`TrackedRevision`] and its document's number       |
-//! | `D` + document number (8)      | the parsed revision with its UTF-8 document         |
-//! |                                | (postcard), LZ4 with its size prepended             |
+//! | `R` + update id (16) + rev (4) | [`TrackedRevision`] and its document's [`Location`] |
 //! | `S` + update id (16) + rev (4) | why a listed revision was skipped: asked again      |
 //! | `Acategories`                  | the category list's anchor                          |
 //! | `Aupdates`                     | the update list's anchor and the filter it covers   |
 //! | `Mformat`                      | the layout version                                  |
 //! | `Mlimits`                      | the parse limits the stored revisions passed        |
-//! | `Mnext`                        | the number the next stored document takes           |
+//!
+//! A document in the segment files is the parsed revision with its UTF-8 document
+//! (postcard), LZ4 with its size prepended.
 //!
 //! Rules:
 //! - The tracker only caches the upstream: another layout version or other parse limits
 //!   clear it at open, and the next scan fetches everything again.
-//! - Documents are numbered in the order they are stored, so their records are appended at
-//!   the end of the key space instead of landing all over it: the database writes them at
-//!   a fraction of the cost. The number is written with every batch that uses one.
+//! - A batch's documents are appended to the segment files and on stable storage before the
+//!   records pointing at them are written, and those are flushed before another batch is
+//!   asked for: a node killed mid-scan fetches again only the batches in flight.
+//! - After every scan, segments no record points into are deleted, and when dead bytes
+//!   outweigh live ones the live documents of mostly dead segments are moved out first.
 //! - An update is tracked at one revision, the highest the upstream listed: storing a newer
 //!   revision forgets the older ones in the same batch.
 //! - A list's anchor is written only after everything that list brought is flushed, so a scan
@@ -46,9 +49,10 @@
 //!   apart (`S`) and asked for again by every later scan until they are stored, superseded by
 //!   a newer revision, or no longer named by a complete scan.
 
+use std::collections::HashMap;
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sitesync_metadata::{
@@ -57,20 +61,22 @@ use sitesync_metadata::{
 use sitesync_wsus::{Anchor, IdAndDelta, Limits, RevisionFilter, UpdateData};
 use tokio::task::JoinSet;
 
+use super::documents::{DocumentLog, DocumentLogError, DocumentLogOptions, Location};
 use super::{Session, WsusError};
 use crate::store::keys::successor;
 use crate::store::{Backend, BackendError, WriteBatch};
 use crate::upstream::{RevisionPages, ScanProgress, TrackedRevision, TrackedRevisions};
 
 /// The version of the tracker layout.
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
 
 const REVISION: u8 = b'R';
+/// The prefix of the documents' records of earlier layouts, deleted when the tracker is
+/// cleared.
 const DOCUMENT: u8 = b'D';
 const SKIPPED: u8 = b'S';
 const FORMAT_KEY: &[u8] = b"Mformat";
 const LIMITS_KEY: &[u8] = b"Mlimits";
-const NEXT_DOCUMENT_KEY: &[u8] = b"Mnext";
 const CATEGORIES_ANCHOR: &[u8] = b"Acategories";
 const UPDATES_ANCHOR: &[u8] = b"Aupdates";
 
@@ -81,8 +87,8 @@ const SCAN_PAGE: usize = 1024;
 /// batch is parsed and stored, few enough that the answers held stay small.
 pub const IN_FLIGHT: usize = 4;
 
-/// Writes are applied once a batch holds this many bytes (documents dominate).
-const BATCH_BYTES: usize = 1 << 20;
+/// Documents moved at once when reclaiming dead bytes.
+const MOVE_BATCH: usize = 256;
 
 /// The two lists a scan asks for, each with an anchor of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +163,9 @@ pub enum WsusUpstreamError {
     #[error("the upstream server's index in the node database: {0}")]
     Backend(#[from] BackendError),
 
+    #[error("the upstream server's documents: {0}")]
+    Documents(#[from] DocumentLogError),
+
     /// The sync settings choose nothing the upstream offers (a product or classification
     /// name it does not know).
     #[error("{0}")]
@@ -186,23 +195,42 @@ pub struct WsusUpstream {
     limits: ParseLimits,
     /// One scan (or reset) at a time.
     writer: tokio::sync::Mutex<()>,
-    /// The number the next stored document takes (`Mnext`), only advanced by the writer.
-    next_document: AtomicU64,
+    /// The documents, in segment files.
+    documents: DocumentLog,
 }
 
 /// What the tracker keeps under `R` for a revision.
 #[derive(Debug, Serialize, Deserialize)]
 struct RevisionRecord {
     tracked: TrackedRevision,
-    /// The number of its document's record (`D`).
-    document: u64,
+    /// Where its document is.
+    document: Location,
 }
 
 impl WsusUpstream {
-    /// Opens the upstream, remembering what was fetched in `tracker`. Nothing is sent here.
+    /// Opens the upstream, remembering what was fetched in `tracker` with the documents in
+    /// segment files in `documents` (a directory of the node's data). Nothing is sent here.
     pub fn open(
         session: Session,
         tracker: Box<dyn Backend>,
+        documents: &Path,
+        limits: ParseLimits,
+    ) -> Result<Self, WsusUpstreamError> {
+        Self::open_with(
+            session,
+            tracker,
+            documents,
+            DocumentLogOptions::default(),
+            limits,
+        )
+    }
+
+    /// [`WsusUpstream::open`] with the segment files' sizes chosen (tests make them small).
+    pub fn open_with(
+        session: Session,
+        tracker: Box<dyn Backend>,
+        documents: &Path,
+        options: DocumentLogOptions,
         limits: ParseLimits,
     ) -> Result<Self, WsusUpstreamError> {
         let upstream = Self {
@@ -210,7 +238,7 @@ impl WsusUpstream {
             tracker,
             limits,
             writer: tokio::sync::Mutex::new(()),
-            next_document: AtomicU64::new(0),
+            documents: DocumentLog::open(documents, options)?,
         };
         let format = upstream
             .tracker
@@ -234,18 +262,6 @@ impl WsusUpstream {
             upstream.tracker.apply(batch)?;
             upstream.tracker.flush()?;
         }
-        let next = upstream
-            .tracker
-            .get(NEXT_DOCUMENT_KEY)?
-            .map(|bytes| {
-                <[u8; 8]>::try_from(bytes.as_slice())
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| corrupt("the next document number"))
-            })
-            .transpose()?;
-        upstream
-            .next_document
-            .store(next.unwrap_or(0), Ordering::Relaxed);
         Ok(upstream)
     }
 
@@ -351,7 +367,7 @@ impl WsusUpstream {
             report.removed += self.remove_unnamed(&named)?;
         }
         self.tracker.flush()?;
-        report.tracked = self.count_tracked()?;
+        report.tracked = self.reclaim()?;
         report.skipped.sort_by_key(|s| s.revision);
         Ok(report)
     }
@@ -503,40 +519,30 @@ impl WsusUpstream {
         checked: Checked,
         report: &mut WsusScanReport,
     ) -> Result<(), WsusUpstreamError> {
+        let (documents, compressed): (Vec<_>, Vec<_>) = checked
+            .documents
+            .into_iter()
+            .map(|document| ((document.id, document.tracked), document.compressed))
+            .unzip();
+        // Durable before any record points at them.
+        let locations = self.documents.append(&compressed)?;
         let mut batch = WriteBatch::default();
-        let mut next = self.next_document.load(Ordering::Relaxed);
-        for document in checked.documents {
-            let id = document.id;
+        for ((id, tracked), document) in documents.into_iter().zip(locations) {
             report.removed += self.forget_older(id, &mut batch)?;
-            let record = RevisionRecord {
-                tracked: document.tracked,
-                document: next,
-            };
-            batch.put(key(REVISION, id), encode(&record));
-            batch.put(document_key(next), document.compressed);
-            next += 1;
+            batch.put(
+                key(REVISION, id),
+                encode(&RevisionRecord { tracked, document }),
+            );
             batch.delete(key(SKIPPED, id));
             report.fetched += 1;
-            if batch.bytes() >= BATCH_BYTES {
-                self.apply_numbered(std::mem::take(&mut batch), next)?;
-            }
         }
         for skipped in checked.skipped {
             batch.put(key(SKIPPED, skipped.revision), encode(&skipped.reason));
             report.skipped.push(skipped);
         }
         if !batch.is_empty() {
-            self.apply_numbered(batch, next)?;
+            self.tracker.apply(batch)?;
         }
-        Ok(())
-    }
-
-    /// Applies a batch that may use document numbers below `next`, with the number to use
-    /// next: a number is never given twice, even after a crash.
-    fn apply_numbered(&self, mut batch: WriteBatch, next: u64) -> Result<(), WsusUpstreamError> {
-        batch.put(NEXT_DOCUMENT_KEY.to_vec(), next.to_be_bytes().to_vec());
-        self.tracker.apply(batch)?;
-        self.next_document.store(next, Ordering::Relaxed);
         Ok(())
     }
 
@@ -599,10 +605,7 @@ impl WsusUpstream {
         let record = self
             .record(id)?
             .ok_or(WsusUpstreamError::NotTracked { id })?;
-        let stored = self
-            .tracker
-            .get(&document_key(record.document))?
-            .ok_or_else(|| corrupt(format!("the stored revision {id} is missing")))?;
+        let stored = self.documents.read(record.document)?;
         let encoded = lz4_flex::decompress_size_prepended(&stored)
             .map_err(|e| corrupt(format!("the stored revision {id} does not decompress: {e}")))?;
         decode(&encoded, "a stored revision")
@@ -667,8 +670,8 @@ impl WsusUpstream {
         Ok(retry)
     }
 
-    /// Deletes the other tracked revisions of `id`'s update, returning how many, and the
-    /// document `id` itself had if it is stored again.
+    /// Deletes the other tracked revisions of `id`'s update, returning how many. Their
+    /// documents become dead bytes, reclaimed after the scan.
     fn forget_older(
         &self,
         id: RevisionId,
@@ -676,7 +679,6 @@ impl WsusUpstream {
     ) -> Result<usize, WsusUpstreamError> {
         let mut forgotten = 0;
         for record in self.records_of(id.update_id)? {
-            batch.delete(document_key(record.document));
             if record.tracked.id != id {
                 batch.delete(key(REVISION, record.tracked.id));
                 forgotten += 1;
@@ -701,7 +703,6 @@ impl WsusUpstream {
             for record in &page {
                 if !named.contains(&record.tracked.id) {
                     batch.delete(key(REVISION, record.tracked.id));
-                    batch.delete(document_key(record.document));
                     removed += 1;
                 }
             }
@@ -713,22 +714,6 @@ impl WsusUpstream {
             }
         }
         Ok(removed)
-    }
-
-    fn count_tracked(&self) -> Result<usize, WsusUpstreamError> {
-        let mut count = 0;
-        let mut from = vec![REVISION];
-        loop {
-            let page = self
-                .tracker
-                .scan(&[REVISION], &from, SCAN_PAGE, &|_| true)?;
-            count += page.entries.len();
-            match page.resume_after {
-                Some(last) => from = successor(last),
-                None => break,
-            }
-        }
-        Ok(count)
     }
 
     fn clear(&self) -> Result<(), WsusUpstreamError> {
@@ -749,7 +734,110 @@ impl WsusUpstream {
                 }
             }
         }
+        // No record points at a document any more once this is durable.
+        self.tracker.flush()?;
+        self.documents.clear()?;
         Ok(())
+    }
+
+    /// Deletes the segments no record points into, and moves the live documents out of mostly
+    /// dead segments first when dead bytes outweigh live ones (and the options' bound).
+    /// Returns how many revisions are tracked.
+    fn reclaim(&self) -> Result<usize, WsusUpstreamError> {
+        let (tracked, live) = self.live_bytes()?;
+        let current = self.documents.current();
+        let segments = self.documents.segments()?;
+        let total: u64 = segments.iter().map(|(_, size)| size).sum();
+        let live_total: u64 = live.values().sum();
+        let dead = total.saturating_sub(live_total);
+        let sparse: HashSet<u32> =
+            if dead > live_total && dead > self.documents.options().reclaim_above {
+                segments
+                    .iter()
+                    .filter(|&&(segment, size)| {
+                        segment != current && live.get(&segment).copied().unwrap_or(0) * 2 < size
+                    })
+                    .map(|&(segment, _)| segment)
+                    .collect()
+            } else {
+                HashSet::new()
+            };
+        if !sparse.is_empty() {
+            let moved = self.move_documents_out_of(&sparse)?;
+            tracing::info!(
+                segments = sparse.len(),
+                documents = moved,
+                "moved the upstream server's live documents out of mostly dead segment files"
+            );
+        }
+        for (segment, _) in segments {
+            let unreferenced = !live.contains_key(&segment) || sparse.contains(&segment);
+            if segment != current && unreferenced {
+                self.documents.remove(segment)?;
+            }
+        }
+        Ok(tracked)
+    }
+
+    /// How many revisions are tracked, and the bytes of their documents in each segment.
+    fn live_bytes(&self) -> Result<(usize, HashMap<u32, u64>), WsusUpstreamError> {
+        let mut tracked = 0;
+        let mut live = HashMap::new();
+        let mut from = vec![REVISION];
+        loop {
+            let page = self.collect_records(&[REVISION], from, SCAN_PAGE)?;
+            tracked += page.len();
+            for record in &page {
+                *live.entry(record.document.segment).or_insert(0) +=
+                    u64::from(record.document.length);
+            }
+            match page.last() {
+                Some(last) if page.len() == SCAN_PAGE => {
+                    from = successor(key(REVISION, last.tracked.id));
+                }
+                _ => return Ok((tracked, live)),
+            }
+        }
+    }
+
+    /// Appends again the documents stored in `segments`, repointing their records, durable
+    /// on return. Returns how many were moved.
+    fn move_documents_out_of(&self, segments: &HashSet<u32>) -> Result<usize, WsusUpstreamError> {
+        let mut moved = 0;
+        let mut from = vec![REVISION];
+        loop {
+            let page = self.collect_records(&[REVISION], from, MOVE_BATCH)?;
+            let mut records = Vec::new();
+            let mut documents = Vec::new();
+            for record in &page {
+                if segments.contains(&record.document.segment) {
+                    documents.push(self.documents.read(record.document)?);
+                    records.push(record);
+                }
+            }
+            if !records.is_empty() {
+                let locations = self.documents.append(&documents)?;
+                let mut batch = WriteBatch::default();
+                for (record, document) in records.iter().zip(locations) {
+                    let moved_record = RevisionRecord {
+                        tracked: record.tracked.clone(),
+                        document,
+                    };
+                    batch.put(key(REVISION, record.tracked.id), encode(&moved_record));
+                }
+                self.tracker.apply(batch)?;
+                moved += records.len();
+            }
+            match page.last() {
+                Some(last) if page.len() == MOVE_BATCH => {
+                    from = successor(key(REVISION, last.tracked.id));
+                }
+                _ => break,
+            }
+        }
+        // The old copies are deleted only once nothing points at them.
+        self.tracker.flush()?;
+        Ok(moved)
     }
 
     fn collect_records(
@@ -976,13 +1064,6 @@ fn limits_record(limits: &ParseLimits) -> Vec<u8> {
 
 fn tracked_of(records: Vec<RevisionRecord>) -> Vec<TrackedRevision> {
     records.into_iter().map(|record| record.tracked).collect()
-}
-
-fn document_key(number: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(9);
-    key.push(DOCUMENT);
-    key.extend_from_slice(&number.to_be_bytes());
-    key
 }
 
 fn key(kind: u8, id: RevisionId) -> Vec<u8> {

@@ -12,16 +12,19 @@
 //! - [`error`]: why a call failed, one variant per reaction the sync has to choose.
 //! - [`catalog`]: [`WsusUpstream`], the server as a catalog the sync manager scans: the two
 //!   lists with their anchors, the documents fetched in batches and kept in a tracker.
+//! - [`documents`]: the tracker's documents, in append-only segment files.
 //!
 //! [MS-WSUSSS]: https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-wsusss/
 
 pub mod catalog;
+pub mod documents;
 pub mod error;
 mod http;
 pub mod session;
 pub mod settings;
 
 pub use catalog::{SkippedRevision, WsusScanReport, WsusUpstream, WsusUpstreamError};
+pub use documents::DocumentLogOptions;
 pub use error::WsusError;
 pub use session::Session;
 pub use settings::{ProxySetting, RetryPolicy, WsusSettings};
