@@ -213,6 +213,46 @@ async fn an_anchored_scan_fetches_only_the_changes_and_a_full_scan_removes_the_g
 }
 
 #[tokio::test]
+async fn a_damaged_document_is_refused_and_the_next_scan_fetches_everything_again() {
+    let fixture = Fixture::start(40, small_batches()).await;
+    let upstream = fixture.upstream("wsus");
+    scan(&upstream, true).await;
+    let held = ids(&upstream);
+    let victim = *held.iter().next().unwrap();
+    assert_eq!(upstream.document(victim).unwrap(), fixture.file(victim));
+
+    // Change every byte of the segment files' contents, as a failing disk might.
+    for (number, _) in fixture.segments("wsus") {
+        let path = fixture
+            .data
+            .path()
+            .join("wsus")
+            .join(format!("{number:08}.seg"));
+        let bytes: Vec<u8> = std::fs::read(&path).unwrap().iter().map(|b| !b).collect();
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let err = upstream.document(victim).unwrap_err().to_string();
+    assert!(
+        err.contains("checksum mismatch") && err.contains("the next sync fetches everything again"),
+        "{err}"
+    );
+
+    // An anchored scan would fetch nothing; the damage makes it start over.
+    fixture.server.reset_counters();
+    let report = scan(&upstream, false).await;
+    assert_eq!(
+        fixture.served_once(),
+        fixture.offered(),
+        "everything fetched again"
+    );
+    assert!(report.complete, "{report:?}");
+    assert_eq!(ids(&upstream), held);
+    for id in held {
+        assert_eq!(upstream.document(id).unwrap(), fixture.file(id), "{id}");
+    }
+}
+
+#[tokio::test]
 async fn dead_documents_are_reclaimed_and_the_live_ones_stay_readable() {
     let fixture = Fixture::start(200, small_batches()).await;
     // Small segments, reclaimed from the first dead byte.

@@ -53,6 +53,7 @@ use std::collections::HashMap;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sitesync_metadata::{
@@ -163,7 +164,7 @@ pub enum WsusUpstreamError {
     #[error("the upstream server's index in the node database: {0}")]
     Backend(#[from] BackendError),
 
-    #[error("the upstream server's documents: {0}")]
+    #[error("the upstream server's documents: {0}; the next sync fetches everything again")]
     Documents(#[from] DocumentLogError),
 
     /// The sync settings choose nothing the upstream offers (a product or classification
@@ -172,7 +173,7 @@ pub enum WsusUpstreamError {
     Selection(String),
 
     #[error(
-        "the upstream server's index in the node database is corrupt: {what}; resetting the upstream (changing the sync settings does) fetches it again"
+        "the upstream server's index in the node database is corrupt: {what}; the next sync clears it and fetches everything again"
     )]
     Corrupt { what: String },
 }
@@ -197,6 +198,9 @@ pub struct WsusUpstream {
     writer: tokio::sync::Mutex<()>,
     /// The documents, in segment files.
     documents: DocumentLog,
+    /// Set when a record or document was found corrupt or missing: the next scan clears the
+    /// tracker and fetches everything again.
+    damaged: AtomicBool,
 }
 
 /// What the tracker keeps under `R` for a revision.
@@ -239,6 +243,7 @@ impl WsusUpstream {
             limits,
             writer: tokio::sync::Mutex::new(()),
             documents: DocumentLog::open(documents, options)?,
+            damaged: AtomicBool::new(false),
         };
         let format = upstream
             .tracker
@@ -298,7 +303,16 @@ impl WsusUpstream {
         progress: &mut (dyn FnMut(ScanProgress) + Send),
     ) -> Result<WsusScanReport, WsusUpstreamError> {
         let _writer = self.writer.lock().await;
-        match self.scan_once(full, select, progress).await {
+        let mut full = full;
+        if self.damaged.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                "the upstream server's index was found damaged; it is cleared and everything is fetched again"
+            );
+            self.clear()?;
+            full = true;
+        }
+        let outcome = self.scan_once(full, select, progress).await;
+        match self.noting_damage(outcome) {
             Err(WsusUpstreamError::Server(WsusError::ServerChanged { server, operation })) => {
                 tracing::warn!(
                     %server, %operation,
@@ -307,10 +321,23 @@ impl WsusUpstream {
                 self.drop_anchor(ListKind::Categories)?;
                 self.drop_anchor(ListKind::Updates)?;
                 self.tracker.flush()?;
-                self.scan_once(true, select, progress).await
+                let outcome = self.scan_once(true, select, progress).await;
+                self.noting_damage(outcome)
             }
             outcome => outcome,
         }
+    }
+
+    /// Remembers that the tracker is damaged if `outcome` says so, for the next scan to start
+    /// over: it only caches the upstream.
+    fn noting_damage<T>(
+        &self,
+        outcome: Result<T, WsusUpstreamError>,
+    ) -> Result<T, WsusUpstreamError> {
+        if let Err(WsusUpstreamError::Corrupt { .. } | WsusUpstreamError::Documents(_)) = &outcome {
+            self.damaged.store(true, Ordering::Relaxed);
+        }
+        outcome
     }
 
     async fn scan_once(
@@ -602,17 +629,21 @@ impl WsusUpstream {
     /// A tracked revision as it was parsed when fetched (under this node's limits, which the
     /// tracker records), ready for the update-server store: it is not parsed again.
     pub fn update_revision(&self, id: RevisionId) -> Result<UpdateRevision, WsusUpstreamError> {
-        let record = self
-            .record(id)?
-            .ok_or(WsusUpstreamError::NotTracked { id })?;
-        let stored = self.documents.read(record.document)?;
-        let encoded = lz4_flex::decompress_size_prepended(&stored)
-            .map_err(|e| corrupt(format!("the stored revision {id} does not decompress: {e}")))?;
-        decode(&encoded, "a stored revision")
+        let read = || {
+            let record = self
+                .record(id)?
+                .ok_or(WsusUpstreamError::NotTracked { id })?;
+            let stored = self.documents.read(record.document)?;
+            let encoded = lz4_flex::decompress_size_prepended(&stored).map_err(|e| {
+                corrupt(format!("the stored revision {id} does not decompress: {e}"))
+            })?;
+            decode(&encoded, "a stored revision")
+        };
+        self.noting_damage(read())
     }
 
-    /// Forgets everything fetched and both anchors, so the next scan fetches everything again
-    /// (used when the sync settings change). Durable before returning.
+    /// Forgets everything fetched and both anchors, so the next scan fetches everything again.
+    /// Durable before returning.
     pub async fn reset(&self) -> Result<(), WsusUpstreamError> {
         let _writer = self.writer.lock().await;
         self.clear()?;
