@@ -248,6 +248,33 @@ fn the_tracker_survives_a_restart() {
 }
 
 #[test]
+fn a_corrupt_record_is_reported_and_the_next_scan_reads_every_file_again() {
+    let data = TempDir::new().unwrap();
+    let catalog = TempDir::new().unwrap();
+    copy_fixtures(catalog.path());
+    age_files(catalog.path());
+    let db = open_sled(data.path(), 8 << 20).unwrap();
+    let tree = db.open_tree("upstream.directory").unwrap();
+    let upstream = open(catalog.path(), Box::new(SledBackend::new(tree.clone())));
+    assert_eq!(scan(&upstream).parsed, 5);
+
+    // A revision record that no longer decodes, as a damaged disk might leave it.
+    let (key, _) = tree.scan_prefix(b"R").next().unwrap().unwrap();
+    tree.insert(key, &[0xFF; 3][..]).unwrap();
+    let err = upstream.revisions_after(None, 100).unwrap_err();
+    assert!(matches!(err, UpstreamError::Corrupt { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the next sync rebuilds it from the directory"),
+        "{err}"
+    );
+
+    let report = scan(&upstream);
+    assert_eq!(report.parsed, 5, "every file read again: {report:?}");
+    assert_eq!(all(&upstream).len(), 5);
+}
+
+#[test]
 fn new_updates_new_revisions_expirations_and_deletions_are_seen() {
     let spec = CatalogSpec::new(400, 11);
     let changes = CatalogChanges::derive(&spec, 3, 5);

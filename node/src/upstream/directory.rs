@@ -46,7 +46,7 @@ use crate::store::keys::successor;
 use std::fs::{self, File};
 use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -151,6 +151,9 @@ pub struct DirectoryUpstream {
     /// One scan (or reset) at a time; `document` marks records under it too, so it never
     /// overwrites a record a scan is writing.
     writer: Mutex<()>,
+    /// Set when a record was found corrupt: the next scan clears the index and reads every
+    /// file again.
+    damaged: AtomicBool,
 }
 
 impl DirectoryUpstream {
@@ -167,6 +170,7 @@ impl DirectoryUpstream {
             tracker,
             limits,
             writer: Mutex::new(()),
+            damaged: AtomicBool::new(false),
         };
         let format = upstream
             .tracker
@@ -206,6 +210,30 @@ impl DirectoryUpstream {
         progress: &mut dyn FnMut(ScanProgress),
     ) -> Result<ScanReport, UpstreamError> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if self.damaged.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                "the catalog directory's index was found damaged; it is cleared and every file is read again"
+            );
+            self.clear()?;
+        }
+        let outcome = self.scan_locked(progress);
+        self.noting_damage(outcome)
+    }
+
+    /// Remembers that the index is damaged if `outcome` says so, for the next scan to start
+    /// over: it only caches what the directory holds.
+    fn noting_damage<T>(&self, outcome: Result<T, UpstreamError>) -> Result<T, UpstreamError> {
+        if let Err(UpstreamError::Corrupt { .. }) = &outcome {
+            self.damaged.store(true, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    fn scan_locked(
+        &self,
+        progress: &mut dyn FnMut(ScanProgress),
+    ) -> Result<ScanReport, UpstreamError> {
         // Compared with file modification times, which the file system takes from the wall
         // clock, so this is the wall clock too rather than the node's clock seam.
         let started = unix_nanos(SystemTime::now());
@@ -267,7 +295,7 @@ impl DirectoryUpstream {
             Some(id) => successor(key(REVISION, id)),
             None => vec![REVISION],
         };
-        self.collect_revisions(&[REVISION], from, limit)
+        self.noting_damage(self.collect_revisions(&[REVISION], from, limit))
     }
 
     /// Every tracked revision of one update, oldest first: for following bundles and
@@ -313,7 +341,7 @@ impl DirectoryUpstream {
     /// The parsed revision of a tracked document: [`DirectoryUpstream::document`], parsed
     /// under this upstream's limits, ready for the update-server store.
     pub fn update_revision(&self, id: RevisionId) -> Result<UpdateRevision, UpstreamError> {
-        let document = self.document(id)?;
+        let document = self.noting_damage(self.document(id))?;
         parse_update_owned(document, &self.limits).map_err(|e| UpstreamError::DocumentInvalid {
             file: self.dir.join(self.file_name(id)),
             id,
@@ -321,8 +349,8 @@ impl DirectoryUpstream {
         })
     }
 
-    /// Forgets everything read, so the next scan reads every file again (used when the sync
-    /// settings change). Durable before returning.
+    /// Forgets everything read, so the next scan reads every file again. Durable before
+    /// returning.
     pub fn reset(&self) -> Result<(), UpstreamError> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         self.clear()?;

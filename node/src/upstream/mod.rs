@@ -328,7 +328,7 @@ pub enum UpstreamError {
     Backend(#[from] BackendError),
 
     #[error(
-        "the catalog directory's index in the node database is corrupt: {what}; resetting the upstream (changing the sync settings does) rebuilds it from the directory"
+        "the catalog directory's index in the node database is corrupt: {what}; the next sync rebuilds it from the directory"
     )]
     Corrupt { what: String },
 }
