@@ -289,6 +289,19 @@ pub enum IssueKind {
         /// The operator's name (letters, digits, `.`, `_`, `-`).
         name: String,
     },
+    /// A publisher of custom updates: signs updates for one vendor, and opens no connection.
+    /// Issuing again for the same name rotates its key.
+    Publisher {
+        /// The publisher's name (letters, digits, `.`, `_`, `-`).
+        name: String,
+        /// The vendor it may publish for, as its updates name their company (never one of
+        /// Microsoft's names).
+        #[arg(long)]
+        vendor: String,
+        /// The last day the certificate is valid (UTC), as YYYY-MM-DD; otherwise `--days`.
+        #[arg(long, value_name = "DATE")]
+        expires: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

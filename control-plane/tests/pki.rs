@@ -117,3 +117,67 @@ fn bad_requests_are_refused_and_change_nothing() {
     }
     assert!(!dir.join("sites").exists() && !dir.join("operators").exists());
 }
+
+#[test]
+fn a_publisher_certificate_names_its_vendor_and_refuses_microsofts_names() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("pki");
+    let dir_arg = dir.to_str().unwrap();
+    assert!(
+        sitesyncctl(&["pki", "init", "--dir", dir_arg])
+            .status
+            .success()
+    );
+    let out = sitesyncctl(&[
+        "--output",
+        "json",
+        "pki",
+        "issue",
+        "--dir",
+        dir_arg,
+        "publisher",
+        "contoso",
+        "--vendor",
+        "Contoso Ltd",
+        "--expires",
+        "2099-06-30",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let issued: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(issued["identity"], "publisher contoso");
+    assert_eq!(issued["vendor"], "Contoso Ltd");
+    assert_eq!(issued["not_after"], "2099-06-30T23:59:59Z");
+    assert_eq!(mode(&dir.join("publishers/contoso.key")), 0o600);
+    let pem = std::fs::read(issued["certificate"].as_str().unwrap()).unwrap();
+    let publisher = sitesync_security::PublisherCertificate::from_pem(&pem).unwrap();
+    assert_eq!(publisher.vendor.as_str(), "Contoso Ltd");
+
+    // Refused, each with its reason, nothing written.
+    for (vendor, expires, reason) in [
+        ("Microsoft Corporation", "2099-01-01", "Microsoft's names"),
+        ("Local publisher", "2099-01-01", "not a vendor"),
+        ("Fabrikam", "2001-01-01", "has passed"),
+        ("Fabrikam", "next year", "YYYY-MM-DD"),
+    ] {
+        let out = sitesyncctl(&[
+            "pki",
+            "issue",
+            "--dir",
+            dir_arg,
+            "publisher",
+            "fabrikam",
+            "--vendor",
+            vendor,
+            "--expires",
+            expires,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{vendor} {expires}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(reason), "{vendor} {expires}: {stderr}");
+    }
+    assert!(!dir.join("publishers/fabrikam.pem").exists());
+}

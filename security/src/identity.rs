@@ -1,9 +1,11 @@
-//! Who is at the other end of a connection: a site's node or an operator, read from the
-//! peer certificate's subject alternative name.
+//! Who is at the other end of a connection (a site's node or an operator), or who signed a
+//! custom update (a publisher), read from the certificate's subject alternative name.
 //!
 //! The hierarchy's certificate authority writes exactly one URI name of the form
-//! `urn:sitesync:site:CEN` or `urn:sitesync:operator:alice` into each certificate it issues
-//! (see [`crate::pki`]); that name is the identity every authorization rule looks at.
+//! `urn:sitesync:site:CEN`, `urn:sitesync:operator:alice` or `urn:sitesync:publisher:contoso`
+//! into each certificate it issues (see [`crate::pki`]); that name is the identity every
+//! authorization rule looks at. A publisher's certificate is for signing only: it cannot
+//! open a connection (see [`crate::publisher`]).
 
 use std::fmt;
 
@@ -11,6 +13,7 @@ use x509_parser::extensions::GeneralName;
 
 const SITE_PREFIX: &str = "urn:sitesync:site:";
 const OPERATOR_PREFIX: &str = "urn:sitesync:operator:";
+const PUBLISHER_PREFIX: &str = "urn:sitesync:publisher:";
 
 /// The identity a certificate carries.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -19,6 +22,8 @@ pub enum Identity {
     Site(String),
     /// A person or a script administering the hierarchy, by name.
     Operator(String),
+    /// A publisher of custom updates, by name: signs updates for one vendor.
+    Publisher(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,18 +54,12 @@ impl Identity {
 
     /// An operator identity, with the name checked: 1 to 64 letters, digits, `.`, `_`, `-`.
     pub fn operator(name: &str) -> Result<Self, IdentityError> {
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if valid {
-            Ok(Self::Operator(name.to_owned()))
-        } else {
-            Err(IdentityError::Invalid(format!(
-                "`{name}` is not an operator name: use 1 to 64 letters, digits, `.`, `_` or `-`"
-            )))
-        }
+        check_name(name, "an operator").map(|()| Self::Operator(name.to_owned()))
+    }
+
+    /// A publisher identity, with the name checked as an operator's.
+    pub fn publisher(name: &str) -> Result<Self, IdentityError> {
+        check_name(name, "a publisher").map(|()| Self::Publisher(name.to_owned()))
     }
 
     /// The subject alternative name that carries this identity.
@@ -68,6 +67,7 @@ impl Identity {
         match self {
             Self::Site(code) => format!("{SITE_PREFIX}{code}"),
             Self::Operator(name) => format!("{OPERATOR_PREFIX}{name}"),
+            Self::Publisher(name) => format!("{PUBLISHER_PREFIX}{name}"),
         }
     }
 
@@ -75,6 +75,8 @@ impl Identity {
     pub fn from_uri(uri: &str) -> Option<Result<Self, IdentityError>> {
         if let Some(code) = uri.strip_prefix(SITE_PREFIX) {
             Some(Self::site(code))
+        } else if let Some(name) = uri.strip_prefix(PUBLISHER_PREFIX) {
+            Some(Self::publisher(name))
         } else {
             uri.strip_prefix(OPERATOR_PREFIX).map(Self::operator)
         }
@@ -110,7 +112,7 @@ impl Identity {
     pub fn site_code(&self) -> Option<&str> {
         match self {
             Self::Site(code) => Some(code),
-            Self::Operator(_) => None,
+            Self::Operator(_) | Self::Publisher(_) => None,
         }
     }
 
@@ -124,7 +126,24 @@ impl fmt::Display for Identity {
         match self {
             Self::Site(code) => write!(f, "site {code}"),
             Self::Operator(name) => write!(f, "operator {name}"),
+            Self::Publisher(name) => write!(f, "publisher {name}"),
         }
+    }
+}
+
+/// Operator and publisher names: 1 to 64 letters, digits, `.`, `_`, `-`.
+fn check_name(name: &str, what: &str) -> Result<(), IdentityError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(IdentityError::Invalid(format!(
+            "`{name}` is not {what} name: use 1 to 64 letters, digits, `.`, `_` or `-`"
+        )))
     }
 }
 
@@ -137,6 +156,7 @@ mod tests {
         for identity in [
             Identity::site("pr1").unwrap(),
             Identity::operator("alice.admin").unwrap(),
+            Identity::publisher("contoso").unwrap(),
         ] {
             assert_eq!(
                 Identity::from_uri(&identity.uri()).unwrap().unwrap(),
@@ -157,6 +177,7 @@ mod tests {
         assert!(Identity::operator("").is_err());
         assert!(Identity::operator("a b").is_err());
         assert!(Identity::operator(&"x".repeat(65)).is_err());
+        assert!(Identity::publisher("con toso").is_err());
         assert!(
             Identity::from_uri("urn:sitesync:site:../")
                 .unwrap()

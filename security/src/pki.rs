@@ -1,9 +1,10 @@
-//! The hierarchy's certificate authority: one CA per hierarchy, certificates for sites and
-//! operators carrying their [`Identity`], and a revocation list.
+//! The hierarchy's certificate authority: one CA per hierarchy, certificates for sites,
+//! operators and publishers carrying their [`Identity`], and a revocation list.
 //!
 //! A PKI directory holds:
 //! - `ca.pem`, `ca.key`: the authority (the key with mode 0600);
-//! - `sites/CODE.pem`, `sites/CODE.key` and `operators/NAME.pem`, `operators/NAME.key`;
+//! - `sites/CODE.pem`, `sites/CODE.key`, `operators/NAME.pem`, `operators/NAME.key` and
+//!   `publishers/NAME.pem`, `publishers/NAME.key`;
 //! - `crl.pem`: the revocation list every node may be pointed at, and `revoked.txt`, the
 //!   serial numbers it lists (one per line, hex, with the identity and time).
 //!
@@ -26,6 +27,7 @@ use rcgen::{
 use time::OffsetDateTime;
 
 use crate::identity::{Identity, IdentityError};
+use crate::publisher::Vendor;
 
 /// How long the authority's own certificate is valid.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -164,6 +166,7 @@ impl Authority {
         let (folder, stem) = match identity {
             Identity::Site(code) => ("sites", code.as_str()),
             Identity::Operator(name) => ("operators", name.as_str()),
+            Identity::Publisher(name) => ("publishers", name.as_str()),
         };
         let dir = self.dir.join(folder);
         (
@@ -225,13 +228,64 @@ impl Authority {
             Identity::Operator(_) => {
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
             }
+            Identity::Publisher(name) => {
+                return Err(PkiError::Invalid {
+                    path: cert_path.to_owned(),
+                    reason: format!(
+                        "publisher {name} needs its vendor: issue it with `sitesyncctl pki issue publisher`"
+                    ),
+                });
+            }
         }
+        let now = OffsetDateTime::now_utc();
+        params.not_after = now + validity;
+        self.sign_and_write(identity, params, key, cert_path, key_path)
+    }
+
+    /// Issues a publisher's certificate: its name and the one vendor it may publish for,
+    /// valid until `not_after`, for code signing only (it opens no connection). Written to
+    /// `publishers/NAME.pem` and `.key`, replacing an earlier one (a rotated key).
+    pub fn issue_publisher(
+        &self,
+        name: &str,
+        vendor: &Vendor,
+        not_after: OffsetDateTime,
+    ) -> Result<Issued, PkiError> {
+        let identity = Identity::publisher(name)?;
+        let (cert_path, key_path) = self.paths_for(&identity);
+        if not_after <= OffsetDateTime::now_utc() {
+            return Err(PkiError::Invalid {
+                path: cert_path,
+                reason: format!("the expiry {not_after} has passed"),
+            });
+        }
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = distinguished_name(&identity.to_string());
+        params.subject_alt_names = vec![
+            SanType::URI(identity.uri().try_into()?),
+            SanType::URI(vendor.uri().try_into()?),
+        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+        params.not_after = not_after;
+        self.sign_and_write(&identity, params, key, &cert_path, &key_path)
+    }
+
+    /// Gives `params` a serial number and a start of validity, signs them with the
+    /// authority, and writes key and certificate (with the authority's after it).
+    fn sign_and_write(
+        &self,
+        identity: &Identity,
+        mut params: CertificateParams,
+        key: KeyPair,
+        cert_path: &Path,
+        key_path: &Path,
+    ) -> Result<Issued, PkiError> {
         let serial = random_serial()?;
         params.serial_number = Some(serial.clone());
         params.use_authority_key_identifier_extension = true;
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + validity;
+        params.not_before = OffsetDateTime::now_utc() - time::Duration::hours(1);
         let not_after = params.not_after;
         let certificate = params.signed_by(&key, &self.issuer)?;
         for path in [cert_path, key_path] {
@@ -453,6 +507,64 @@ mod tests {
             authority.issue(&site, &["bad host!".into()], DEFAULT_VALIDITY),
             Err(PkiError::Host(_))
         ));
+    }
+
+    #[test]
+    fn a_publisher_certificate_names_its_vendor_and_expiry_and_only_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let authority = Authority::init(dir.path(), "test").unwrap();
+        let vendor = Vendor::new("Contoso Ltd").unwrap();
+        let expires = OffsetDateTime::now_utc() + time::Duration::days(90);
+        let issued = authority
+            .issue_publisher("contoso", &vendor, expires)
+            .unwrap();
+        assert_eq!(
+            issued.certificate,
+            dir.path().join("publishers/contoso.pem")
+        );
+        let pem = fs::read(&issued.certificate).unwrap();
+        let publisher = crate::PublisherCertificate::from_pem(&pem).unwrap();
+        assert_eq!(publisher.name, "contoso");
+        assert_eq!(publisher.vendor, vendor);
+        assert_eq!(publisher.not_after, expires.unix_timestamp());
+        assert_eq!(publisher.serial, issued.serial);
+
+        let der = first_certificate(&pem).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let usage = parsed.extended_key_usage().unwrap().unwrap().value;
+        assert!(usage.code_signing && !usage.client_auth && !usage.server_auth);
+
+        // A new key for the same publisher replaces the files (rotation); revocable.
+        let rotated = authority
+            .issue_publisher("contoso", &vendor, expires)
+            .unwrap();
+        assert_ne!(rotated.serial, issued.serial);
+        let (revoked, _) = authority.revoke(&rotated.certificate).unwrap();
+        assert_eq!(revoked, Identity::publisher("contoso").unwrap());
+
+        // Refused: no vendor through the generic path, an expiry in the past.
+        let publisher_identity = Identity::publisher("fabrikam").unwrap();
+        let err = authority
+            .issue(&publisher_identity, &[], DEFAULT_VALIDITY)
+            .unwrap_err();
+        assert!(err.to_string().contains("pki issue publisher"), "{err}");
+        let past = OffsetDateTime::now_utc() - time::Duration::days(1);
+        let err = authority
+            .issue_publisher("fabrikam", &vendor, past)
+            .unwrap_err();
+        assert!(err.to_string().contains("has passed"), "{err}");
+        assert!(!dir.path().join("publishers/fabrikam.pem").exists());
+
+        // A site certificate is not a publisher's.
+        let site = authority
+            .issue(&Identity::site("CEN").unwrap(), &[], DEFAULT_VALIDITY)
+            .unwrap();
+        let err = crate::PublisherCertificate::from_pem(&fs::read(&site.certificate).unwrap())
+            .unwrap_err();
+        assert!(
+            matches!(err, crate::PublisherError::NotAPublisher(_)),
+            "{err}"
+        );
     }
 
     #[test]

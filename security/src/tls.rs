@@ -56,6 +56,7 @@ impl TlsFiles {
         let (folder, stem) = match identity {
             Identity::Site(code) => ("sites", code.as_str()),
             Identity::Operator(name) => ("operators", name.as_str()),
+            Identity::Publisher(name) => ("publishers", name.as_str()),
         };
         let crl = dir.join("crl.pem");
         Self {

@@ -71,6 +71,29 @@ async fn an_operator_of_the_hierarchy_is_served_and_identified() {
 }
 
 #[tokio::test]
+async fn a_publisher_certificate_opens_no_connection() {
+    let (pki, authority) = hierarchy();
+    let vendor = sitesync_security::Vendor::new("Contoso Ltd").unwrap();
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    authority
+        .issue_publisher("contoso", &vendor, expires)
+        .unwrap();
+    let server = serve(pki.path(), "CEN").await;
+    let (_, channel) = client(
+        pki.path(),
+        &Identity::publisher("contoso").unwrap(),
+        &server.address,
+    );
+    // The server refuses the handshake: the certificate is not for client authentication.
+    let refused = check(channel).await.unwrap_err();
+    assert!(
+        format!("{refused:?}").contains("UnsupportedCertificate"),
+        "{refused:?}"
+    );
+    assert!(server.seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_certificate_from_another_authority_is_refused_both_ways() {
     let (pki, _authority) = hierarchy();
     let (other, _other_authority) = hierarchy();

@@ -1,13 +1,14 @@
 //! `sitesyncctl pki`: the hierarchy's certificate authority on local files — `init` creates
-//! it, `issue site CODE` and `issue operator NAME` issue certificates, `revoke FILE` adds a
-//! certificate to the revocation list nodes read. Private keys are written with mode 0600.
+//! it, `issue site CODE`, `issue operator NAME` and `issue publisher NAME --vendor VENDOR`
+//! issue certificates, `revoke FILE` adds a certificate to the revocation list nodes read.
+//! Private keys are written with mode 0600.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::Serialize;
-use sitesync_security::Identity;
-use sitesync_security::pki::Authority;
+use sitesync_security::pki::{Authority, Issued};
+use sitesync_security::{Identity, Vendor};
 
 use crate::cli::{IssueKind, PkiCommand};
 use crate::output::{self, OutputFormat};
@@ -18,6 +19,8 @@ struct PkiView {
     action: &'static str,
     directory: String,
     identity: Option<String>,
+    /// A publisher's vendor namespace.
+    vendor: Option<String>,
     certificate: Option<String>,
     key: Option<String>,
     serial: Option<String>,
@@ -37,13 +40,24 @@ pub fn run(command: &PkiCommand, format: OutputFormat) -> anyhow::Result<ExitCod
         },
         PkiCommand::Issue(args) => {
             let authority = Authority::open(&args.dir)?;
-            let identity = match &args.kind {
-                IssueKind::Site { code, host } => (Identity::site(code)?, host.clone()),
-                IssueKind::Operator { name } => (Identity::operator(name)?, Vec::new()),
-            };
             let validity = Duration::from_secs(u64::from(args.days) * 24 * 3600);
-            let issued = authority.issue(&identity.0, &identity.1, validity)?;
+            let (issued, vendor) = match &args.kind {
+                IssueKind::Site { code, host } => (
+                    authority.issue(&Identity::site(code)?, host, validity)?,
+                    None,
+                ),
+                IssueKind::Operator { name } => (
+                    authority.issue(&Identity::operator(name)?, &[], validity)?,
+                    None,
+                ),
+                IssueKind::Publisher {
+                    name,
+                    vendor,
+                    expires,
+                } => issue_publisher(&authority, name, vendor, expires.as_deref(), validity)?,
+            };
             let mut view = view("issue", &authority, Some(&issued.identity));
+            view.vendor = vendor;
             view.certificate = Some(issued.certificate.display().to_string());
             view.key = Some(issued.key.display().to_string());
             view.serial = Some(issued.serial);
@@ -69,6 +83,7 @@ pub fn run(command: &PkiCommand, format: OutputFormat) -> anyhow::Result<ExitCod
                 ("action", Some(view.action.to_owned())),
                 ("directory", Some(view.directory.clone())),
                 ("identity", view.identity.clone()),
+                ("vendor", view.vendor.clone()),
                 ("certificate", view.certificate.clone()),
                 ("private key (0600)", view.key.clone()),
                 ("serial", view.serial.clone()),
@@ -91,6 +106,7 @@ fn view(action: &'static str, authority: &Authority, identity: Option<&Identity>
         action,
         directory: authority.dir().display().to_string(),
         identity: identity.map(ToString::to_string),
+        vendor: None,
         certificate: None,
         key: None,
         serial: None,
@@ -98,4 +114,29 @@ fn view(action: &'static str, authority: &Authority, identity: Option<&Identity>
         ca_certificate: authority.certificate_path().display().to_string(),
         revocation_list: authority.crl_path().display().to_string(),
     }
+}
+
+/// A publisher's certificate, valid until the end of the day `expires` (UTC, `YYYY-MM-DD`)
+/// or for `validity`.
+fn issue_publisher(
+    authority: &Authority,
+    name: &str,
+    vendor: &str,
+    expires: Option<&str>,
+    validity: Duration,
+) -> anyhow::Result<(Issued, Option<String>)> {
+    let vendor = Vendor::new(vendor)?;
+    let not_after = match expires {
+        Some(date) => {
+            let format = time::macros::format_description!("[year]-[month]-[day]");
+            let day = time::Date::parse(date, &format)
+                .map_err(|e| anyhow::anyhow!("--expires {date}: not a date as YYYY-MM-DD ({e})"))?;
+            day.with_hms(23, 59, 59)
+                .expect("23:59:59 is a time")
+                .assume_utc()
+        }
+        None => time::OffsetDateTime::now_utc() + validity,
+    };
+    let issued = authority.issue_publisher(name, &vendor, not_after)?;
+    Ok((issued, Some(vendor.to_string())))
 }
