@@ -7,7 +7,8 @@
 //! - [`identity`]: the identity a certificate carries (`site CEN`, `operator alice`,
 //!   `publisher contoso`).
 //! - [`publisher`]: publishers of custom updates: vendor namespaces, publisher certificates.
-//! - [`signing`]: signatures over catalog versions by the top site, checked against the CA.
+//! - [`signing`]: signatures over catalog versions by the top site and over custom updates
+//!   by publishers, checked against the CA.
 //! - [`tls`]: loads the material into rustls configurations and reloads it on change.
 //! - [`transport`]: TLS channels and listeners for tonic, and the peer identity of a call.
 

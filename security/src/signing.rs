@@ -6,6 +6,11 @@
 //! the CA, is valid now and not revoked, carries a site identity, and that the signature
 //! over the bytes is its key's. What the bytes mean is the caller's business (the node
 //! signs `CATALOG_VERSION_SIGNATURE_CONTEXT ‖ encoded CatalogVersion`).
+//!
+//! Publishers of custom updates sign the same way with their own certificates (code
+//! signing only); [`verify_publisher`] checks such a signature at a given time — the time
+//! of the catalog version that accepted it, not the wall clock — and returns what the
+//! certificate says of the publisher and its vendor.
 
 use std::path::Path;
 
@@ -14,6 +19,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
 
 use crate::identity::Identity;
+use crate::publisher::PublisherCertificate;
 use crate::tls::TlsFiles;
 
 /// The one signature scheme signers use: ECDSA P-256 with SHA-256, DER signature (the
@@ -46,6 +52,8 @@ pub enum VerifyError {
     Revoked,
     #[error("the signer is {0}, not a site")]
     NotASite(Identity),
+    #[error("the signer is not a publisher: {0}")]
+    NotAPublisher(String),
     #[error(
         "the signature does not match the signed bytes: they were altered, or signed by another key"
     )]
@@ -118,7 +126,79 @@ pub fn verify(
     signer_certificate: &[u8],
     now: std::time::SystemTime,
 ) -> Result<Identity, VerifyError> {
-    let leaf = CertificateDer::from(signer_certificate);
+    let signed = Signed {
+        message,
+        algorithm,
+        signature,
+        signer_certificate,
+    };
+    check(
+        ca_certificates,
+        is_revoked,
+        &signed,
+        now,
+        webpki::KeyUsage::client_auth(),
+    )?;
+    let identity = Identity::from_certificate(signer_certificate)
+        .map_err(|e| VerifyError::Certificate(e.to_string()))?;
+    if identity.site_code().is_none() {
+        return Err(VerifyError::NotASite(identity));
+    }
+    verify_bytes(&signed)?;
+    Ok(identity)
+}
+
+/// Verifies a publisher's `signature` over `message` as of `at`: the certificate must chain
+/// to `ca_certificates`, be valid at `at`, not be in `is_revoked`, be for code signing and
+/// carry a publisher identity and vendor. Returns what it says of the publisher.
+pub fn verify_publisher(
+    ca_certificates: &[CertificateDer<'_>],
+    is_revoked: impl Fn(&[u8]) -> bool,
+    message: &[u8],
+    algorithm: Algorithm,
+    signature: &[u8],
+    signer_certificate: &[u8],
+    at: std::time::SystemTime,
+) -> Result<PublisherCertificate, VerifyError> {
+    let signed = Signed {
+        message,
+        algorithm,
+        signature,
+        signer_certificate,
+    };
+    check(
+        ca_certificates,
+        is_revoked,
+        &signed,
+        at,
+        webpki::KeyUsage::required(EKU_CODE_SIGNING),
+    )?;
+    let publisher = PublisherCertificate::from_der(signer_certificate)
+        .map_err(|e| VerifyError::NotAPublisher(e.to_string()))?;
+    verify_bytes(&signed)?;
+    Ok(publisher)
+}
+
+/// The extended key usage of publisher certificates: code signing (1.3.6.1.5.5.7.3.3).
+const EKU_CODE_SIGNING: &[u8] = &[0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
+
+/// A signature and what it covers.
+struct Signed<'a> {
+    message: &'a [u8],
+    algorithm: Algorithm,
+    signature: &'a [u8],
+    signer_certificate: &'a [u8],
+}
+
+/// The signer certificate chains to the CA for `usage` at `at` and is not revoked.
+fn check(
+    ca_certificates: &[CertificateDer<'_>],
+    is_revoked: impl Fn(&[u8]) -> bool,
+    signed: &Signed<'_>,
+    at: std::time::SystemTime,
+    usage: webpki::KeyUsage,
+) -> Result<(), VerifyError> {
+    let leaf = CertificateDer::from(signed.signer_certificate);
     let end_entity = webpki::EndEntityCert::try_from(&leaf)
         .map_err(|e| VerifyError::Certificate(e.to_string()))?;
     let anchors = ca_certificates
@@ -134,36 +214,28 @@ pub fn verify(
         webpki::ring::ECDSA_P384_SHA384,
         webpki::ring::ED25519,
     ];
-    let time = UnixTime::since_unix_epoch(
-        now.duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default(),
-    );
+    let time =
+        UnixTime::since_unix_epoch(at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default());
     end_entity
-        .verify_for_usage(
-            algorithms,
-            &anchors,
-            &[],
-            time,
-            webpki::KeyUsage::client_auth(),
-            None,
-            None,
-        )
+        .verify_for_usage(algorithms, &anchors, &[], time, usage, None, None)
         .map_err(|e| VerifyError::Chain(e.to_string()))?;
-    if is_revoked(signer_certificate) {
+    if is_revoked(signed.signer_certificate) {
         return Err(VerifyError::Revoked);
     }
-    let identity = Identity::from_certificate(signer_certificate)
+    Ok(())
+}
+
+/// The signature over the message is the signer certificate's key's.
+fn verify_bytes(signed: &Signed<'_>) -> Result<(), VerifyError> {
+    let leaf = CertificateDer::from(signed.signer_certificate);
+    let end_entity = webpki::EndEntityCert::try_from(&leaf)
         .map_err(|e| VerifyError::Certificate(e.to_string()))?;
-    if identity.is_operator() {
-        return Err(VerifyError::NotASite(identity));
-    }
-    let algorithm: &dyn SignatureVerificationAlgorithm = match algorithm {
+    let algorithm: &dyn SignatureVerificationAlgorithm = match signed.algorithm {
         Algorithm::EcdsaP256Sha256 => webpki::ring::ECDSA_P256_SHA256,
     };
     end_entity
-        .verify_signature(algorithm, message, signature)
-        .map_err(|_| VerifyError::BadSignature)?;
-    Ok(identity)
+        .verify_signature(algorithm, signed.message, signed.signature)
+        .map_err(|_| VerifyError::BadSignature)
 }
 
 #[cfg(test)]
@@ -255,5 +327,80 @@ mod tests {
             ),
             Err(VerifyError::NotASite(alice))
         );
+    }
+
+    #[test]
+    fn a_publisher_signature_is_judged_at_the_given_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let authority = Authority::init(dir.path(), "test").unwrap();
+        let vendor = crate::Vendor::new("Contoso Ltd").unwrap();
+        let expires = time::OffsetDateTime::now_utc() + time::Duration::days(10);
+        authority
+            .issue_publisher("contoso", &vendor, expires)
+            .unwrap();
+        let contoso = Identity::publisher("contoso").unwrap();
+        let signer = Signer::load(&TlsFiles::in_pki_dir(dir.path(), &contoso)).unwrap();
+        let ca = vec![CertificateDer::from(
+            first_certificate(&std::fs::read(authority.certificate_path()).unwrap()).unwrap(),
+        )];
+        let (algorithm, signature, certificate) = signer.sign(b"update hash").unwrap();
+        let check = |message: &[u8], at: SystemTime, revoked: bool| {
+            verify_publisher(
+                &ca,
+                |_| revoked,
+                message,
+                algorithm,
+                &signature,
+                &certificate,
+                at,
+            )
+        };
+        let now = SystemTime::now();
+        let publisher = check(b"update hash", now, false).unwrap();
+        assert_eq!(
+            (publisher.name.as_str(), &publisher.vendor),
+            ("contoso", &vendor)
+        );
+        // Judged at a time after the certificate's end: refused; at a time before, accepted
+        // whatever the wall clock says.
+        let later = now + std::time::Duration::from_secs(30 * 24 * 3600);
+        assert!(matches!(
+            check(b"update hash", later, false),
+            Err(VerifyError::Chain(_))
+        ));
+        assert_eq!(
+            check(b"altered", now, false),
+            Err(VerifyError::BadSignature)
+        );
+        assert_eq!(check(b"update hash", now, true), Err(VerifyError::Revoked));
+        // A publisher cannot sign a catalog version, nor a site an update.
+        assert!(matches!(
+            verify(
+                &ca,
+                |_| false,
+                b"update hash",
+                algorithm,
+                &signature,
+                &certificate,
+                now
+            ),
+            Err(VerifyError::Chain(_))
+        ));
+        let cen = Identity::site("CEN").unwrap();
+        authority.issue(&cen, &[], DEFAULT_VALIDITY).unwrap();
+        let site = Signer::load(&TlsFiles::in_pki_dir(dir.path(), &cen)).unwrap();
+        let (algorithm, signature, certificate) = site.sign(b"update hash").unwrap();
+        assert!(matches!(
+            verify_publisher(
+                &ca,
+                |_| false,
+                b"update hash",
+                algorithm,
+                &signature,
+                &certificate,
+                now
+            ),
+            Err(VerifyError::Chain(_))
+        ));
     }
 }
