@@ -203,6 +203,15 @@ pub struct WsusUpstream {
     damaged: AtomicBool,
 }
 
+/// What one walk over the records found (see [`WsusUpstream::sweep`]).
+#[derive(Debug, Default)]
+struct Swept {
+    removed: usize,
+    tracked: usize,
+    /// The bytes of the tracked revisions' documents, by segment.
+    live: HashMap<u32, u64>,
+}
+
 /// What the tracker keeps under `R` for a revision.
 #[derive(Debug, Serialize, Deserialize)]
 struct RevisionRecord {
@@ -390,11 +399,11 @@ impl WsusUpstream {
             self.fetch_all(retry, batch_size, &mut report, &mut counts, progress)
                 .await?;
         }
-        if report.complete {
-            report.removed += self.remove_unnamed(&named)?;
-        }
+        let swept = self.sweep(report.complete.then_some(&named))?;
+        report.removed += swept.removed;
+        report.tracked = swept.tracked;
         self.tracker.flush()?;
-        report.tracked = self.reclaim()?;
+        self.reclaim(&swept.live)?;
         report.skipped.sort_by_key(|s| s.revision);
         Ok(report)
     }
@@ -584,15 +593,37 @@ impl WsusUpstream {
         after: Option<RevisionId>,
         limit: usize,
     ) -> Result<Vec<TrackedRevision>, WsusUpstreamError> {
+        Ok(tracked_of(self.records_after(after, limit)?))
+    }
+
+    fn records_after(
+        &self,
+        after: Option<RevisionId>,
+        limit: usize,
+    ) -> Result<Vec<RevisionRecord>, WsusUpstreamError> {
         let from = match after {
             Some(id) => successor(key(REVISION, id)),
             None => vec![REVISION],
         };
-        Ok(tracked_of(self.collect_records(
-            &[REVISION],
-            from,
-            limit,
-        )?))
+        self.collect_records(&[REVISION], from, limit)
+    }
+
+    /// Calls `each` with every tracked revision's record, `page` at a time, in order.
+    fn for_each_page(
+        &self,
+        page: usize,
+        mut each: impl FnMut(Vec<RevisionRecord>) -> Result<(), WsusUpstreamError>,
+    ) -> Result<(), WsusUpstreamError> {
+        let mut after = None;
+        loop {
+            let records = self.records_after(after, page)?;
+            let full = records.len() == page;
+            after = records.last().map(|last| last.tracked.id);
+            each(records)?;
+            if !full {
+                return Ok(());
+            }
+        }
     }
 
     /// Every tracked revision of one update (one, unless a scan is storing a newer one).
@@ -718,33 +749,28 @@ impl WsusUpstream {
         Ok(forgotten)
     }
 
-    /// Deletes every tracked revision not in `named`, returning how many.
-    fn remove_unnamed(&self, named: &HashSet<RevisionId>) -> Result<usize, WsusUpstreamError> {
-        let mut removed = 0;
-        let mut after = None;
-        loop {
-            let from = match after {
-                Some(id) => successor(key(REVISION, id)),
-                None => vec![REVISION],
-            };
-            let page = self.collect_records(&[REVISION], from, SCAN_PAGE)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.tracked.id);
+    /// One walk over every record: with `named` (a complete scan), deletes the revisions not
+    /// in it; counts the others and their documents' bytes in each segment.
+    fn sweep(&self, named: Option<&HashSet<RevisionId>>) -> Result<Swept, WsusUpstreamError> {
+        let mut swept = Swept::default();
+        self.for_each_page(SCAN_PAGE, |records| {
             let mut batch = WriteBatch::default();
-            for record in &page {
-                if !named.contains(&record.tracked.id) {
+            for record in records {
+                if named.is_some_and(|named| !named.contains(&record.tracked.id)) {
                     batch.delete(key(REVISION, record.tracked.id));
-                    removed += 1;
+                    swept.removed += 1;
+                } else {
+                    swept.tracked += 1;
+                    *swept.live.entry(record.document.segment).or_insert(0) +=
+                        u64::from(record.document.length);
                 }
             }
             if !batch.is_empty() {
                 self.tracker.apply(batch)?;
             }
-            if page.len() < SCAN_PAGE {
-                break;
-            }
-        }
-        Ok(removed)
+            Ok(())
+        })?;
+        Ok(swept)
     }
 
     fn clear(&self) -> Result<(), WsusUpstreamError> {
@@ -771,11 +797,10 @@ impl WsusUpstream {
         Ok(())
     }
 
-    /// Deletes the segments no record points into, and moves the live documents out of mostly
-    /// dead segments first when dead bytes outweigh live ones (and the options' bound).
-    /// Returns how many revisions are tracked.
-    fn reclaim(&self) -> Result<usize, WsusUpstreamError> {
-        let (tracked, live) = self.live_bytes()?;
+    /// Deletes the segments no record points into (`live`: the bytes records point at, by
+    /// segment, durable), and moves the live documents out of mostly dead segments first when
+    /// dead bytes outweigh live ones (and the options' bound).
+    fn reclaim(&self, live: &HashMap<u32, u64>) -> Result<(), WsusUpstreamError> {
         let current = self.documents.current();
         let segments = self.documents.segments()?;
         let total: u64 = segments.iter().map(|(_, size)| size).sum();
@@ -807,65 +832,39 @@ impl WsusUpstream {
                 self.documents.remove(segment)?;
             }
         }
-        Ok(tracked)
-    }
-
-    /// How many revisions are tracked, and the bytes of their documents in each segment.
-    fn live_bytes(&self) -> Result<(usize, HashMap<u32, u64>), WsusUpstreamError> {
-        let mut tracked = 0;
-        let mut live = HashMap::new();
-        let mut from = vec![REVISION];
-        loop {
-            let page = self.collect_records(&[REVISION], from, SCAN_PAGE)?;
-            tracked += page.len();
-            for record in &page {
-                *live.entry(record.document.segment).or_insert(0) +=
-                    u64::from(record.document.length);
-            }
-            match page.last() {
-                Some(last) if page.len() == SCAN_PAGE => {
-                    from = successor(key(REVISION, last.tracked.id));
-                }
-                _ => return Ok((tracked, live)),
-            }
-        }
+        Ok(())
     }
 
     /// Appends again the documents stored in `segments`, repointing their records, durable
     /// on return. Returns how many were moved.
     fn move_documents_out_of(&self, segments: &HashSet<u32>) -> Result<usize, WsusUpstreamError> {
         let mut moved = 0;
-        let mut from = vec![REVISION];
-        loop {
-            let page = self.collect_records(&[REVISION], from, MOVE_BATCH)?;
-            let mut records = Vec::new();
-            let mut documents = Vec::new();
-            for record in &page {
-                if segments.contains(&record.document.segment) {
-                    documents.push(self.documents.read(record.document)?);
-                    records.push(record);
-                }
+        self.for_each_page(MOVE_BATCH, |records| {
+            let records: Vec<RevisionRecord> = records
+                .into_iter()
+                .filter(|record| segments.contains(&record.document.segment))
+                .collect();
+            if records.is_empty() {
+                return Ok(());
             }
-            if !records.is_empty() {
-                let locations = self.documents.append(&documents)?;
-                let mut batch = WriteBatch::default();
-                for (record, document) in records.iter().zip(locations) {
-                    let moved_record = RevisionRecord {
-                        tracked: record.tracked.clone(),
-                        document,
-                    };
-                    batch.put(key(REVISION, record.tracked.id), encode(&moved_record));
-                }
-                self.tracker.apply(batch)?;
-                moved += records.len();
+            let documents = records
+                .iter()
+                .map(|record| self.documents.read(record.document))
+                .collect::<Result<Vec<_>, _>>()?;
+            let locations = self.documents.append(&documents)?;
+            let mut batch = WriteBatch::default();
+            for (record, document) in records.into_iter().zip(locations) {
+                let id = record.tracked.id;
+                let moved_record = RevisionRecord {
+                    tracked: record.tracked,
+                    document,
+                };
+                batch.put(key(REVISION, id), encode(&moved_record));
             }
-            match page.last() {
-                Some(last) if page.len() == MOVE_BATCH => {
-                    from = successor(key(REVISION, last.tracked.id));
-                }
-                _ => break,
-            }
-        }
+            self.tracker.apply(batch)?;
+            moved += documents.len();
+            Ok(())
+        })?;
         // The old copies are deleted only once nothing points at them.
         self.tracker.flush()?;
         Ok(moved)
