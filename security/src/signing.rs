@@ -132,20 +132,20 @@ pub fn verify(
         signature,
         signer_certificate,
     };
-    check(
+    signed.verify(
         ca_certificates,
         is_revoked,
-        &signed,
         now,
         webpki::KeyUsage::client_auth(),
-    )?;
-    let identity = Identity::from_certificate(signer_certificate)
-        .map_err(|e| VerifyError::Certificate(e.to_string()))?;
-    if identity.site_code().is_none() {
-        return Err(VerifyError::NotASite(identity));
-    }
-    verify_bytes(&signed)?;
-    Ok(identity)
+        |der| {
+            let identity = Identity::from_certificate(der)
+                .map_err(|e| VerifyError::Certificate(e.to_string()))?;
+            match identity.site_code() {
+                Some(_) => Ok(identity),
+                None => Err(VerifyError::NotASite(identity)),
+            }
+        },
+    )
 }
 
 /// Verifies a publisher's `signature` over `message` as of `at`: the certificate must chain
@@ -166,17 +166,16 @@ pub fn verify_publisher(
         signature,
         signer_certificate,
     };
-    check(
+    signed.verify(
         ca_certificates,
         is_revoked,
-        &signed,
         at,
         webpki::KeyUsage::required(EKU_CODE_SIGNING),
-    )?;
-    let publisher = PublisherCertificate::from_der(signer_certificate)
-        .map_err(|e| VerifyError::NotAPublisher(e.to_string()))?;
-    verify_bytes(&signed)?;
-    Ok(publisher)
+        |der| {
+            PublisherCertificate::from_der(der)
+                .map_err(|e| VerifyError::NotAPublisher(e.to_string()))
+        },
+    )
 }
 
 /// The extended key usage of publisher certificates: code signing (1.3.6.1.5.5.7.3.3).
@@ -190,52 +189,52 @@ struct Signed<'a> {
     signer_certificate: &'a [u8],
 }
 
-/// The signer certificate chains to the CA for `usage` at `at` and is not revoked.
-fn check(
-    ca_certificates: &[CertificateDer<'_>],
-    is_revoked: impl Fn(&[u8]) -> bool,
-    signed: &Signed<'_>,
-    at: std::time::SystemTime,
-    usage: webpki::KeyUsage,
-) -> Result<(), VerifyError> {
-    let leaf = CertificateDer::from(signed.signer_certificate);
-    let end_entity = webpki::EndEntityCert::try_from(&leaf)
-        .map_err(|e| VerifyError::Certificate(e.to_string()))?;
-    let anchors = ca_certificates
-        .iter()
-        .map(|ca| {
-            webpki::anchor_from_trusted_cert(ca)
-                .map(|a| a.to_owned())
-                .map_err(|e| VerifyError::Chain(format!("the CA certificate: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let algorithms: &[&dyn SignatureVerificationAlgorithm] = &[
-        webpki::ring::ECDSA_P256_SHA256,
-        webpki::ring::ECDSA_P384_SHA384,
-        webpki::ring::ED25519,
-    ];
-    let time =
-        UnixTime::since_unix_epoch(at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default());
-    end_entity
-        .verify_for_usage(algorithms, &anchors, &[], time, usage, None, None)
-        .map_err(|e| VerifyError::Chain(e.to_string()))?;
-    if is_revoked(signed.signer_certificate) {
-        return Err(VerifyError::Revoked);
+impl Signed<'_> {
+    /// Checks, in order: the signer certificate chains to the CA for `usage` at `at`, it is
+    /// not revoked, `identify` accepts who it names, and the signature over the message is
+    /// its key's. Returns what `identify` found.
+    fn verify<T>(
+        &self,
+        ca_certificates: &[CertificateDer<'_>],
+        is_revoked: impl Fn(&[u8]) -> bool,
+        at: std::time::SystemTime,
+        usage: webpki::KeyUsage,
+        identify: impl FnOnce(&[u8]) -> Result<T, VerifyError>,
+    ) -> Result<T, VerifyError> {
+        let leaf = CertificateDer::from(self.signer_certificate);
+        let end_entity = webpki::EndEntityCert::try_from(&leaf)
+            .map_err(|e| VerifyError::Certificate(e.to_string()))?;
+        let anchors = ca_certificates
+            .iter()
+            .map(|ca| {
+                webpki::anchor_from_trusted_cert(ca)
+                    .map(|a| a.to_owned())
+                    .map_err(|e| VerifyError::Chain(format!("the CA certificate: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let algorithms: &[&dyn SignatureVerificationAlgorithm] = &[
+            webpki::ring::ECDSA_P256_SHA256,
+            webpki::ring::ECDSA_P384_SHA384,
+            webpki::ring::ED25519,
+        ];
+        let time = UnixTime::since_unix_epoch(
+            at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default(),
+        );
+        end_entity
+            .verify_for_usage(algorithms, &anchors, &[], time, usage, None, None)
+            .map_err(|e| VerifyError::Chain(e.to_string()))?;
+        if is_revoked(self.signer_certificate) {
+            return Err(VerifyError::Revoked);
+        }
+        let signer = identify(self.signer_certificate)?;
+        let algorithm: &dyn SignatureVerificationAlgorithm = match self.algorithm {
+            Algorithm::EcdsaP256Sha256 => webpki::ring::ECDSA_P256_SHA256,
+        };
+        end_entity
+            .verify_signature(algorithm, self.message, self.signature)
+            .map_err(|_| VerifyError::BadSignature)?;
+        Ok(signer)
     }
-    Ok(())
-}
-
-/// The signature over the message is the signer certificate's key's.
-fn verify_bytes(signed: &Signed<'_>) -> Result<(), VerifyError> {
-    let leaf = CertificateDer::from(signed.signer_certificate);
-    let end_entity = webpki::EndEntityCert::try_from(&leaf)
-        .map_err(|e| VerifyError::Certificate(e.to_string()))?;
-    let algorithm: &dyn SignatureVerificationAlgorithm = match signed.algorithm {
-        Algorithm::EcdsaP256Sha256 => webpki::ring::ECDSA_P256_SHA256,
-    };
-    end_entity
-        .verify_signature(algorithm, signed.message, signed.signature)
-        .map_err(|_| VerifyError::BadSignature)
 }
 
 #[cfg(test)]
