@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
 const SITE_PREFIX: &str = "urn:sitesync:site:";
@@ -86,26 +87,18 @@ impl Identity {
     pub fn from_certificate(der: &[u8]) -> Result<Self, IdentityError> {
         let (_, certificate) = x509_parser::parse_x509_certificate(der)
             .map_err(|e| IdentityError::Unreadable(e.to_string()))?;
-        let names = certificate
-            .subject_alternative_name()
-            .map_err(|e| IdentityError::Unreadable(e.to_string()))?;
-        let mut found: Option<Identity> = None;
-        for name in names.iter().flat_map(|ext| ext.value.general_names.iter()) {
-            let GeneralName::URI(uri) = name else {
-                continue;
-            };
-            let Some(identity) = Self::from_uri(uri) else {
-                continue;
-            };
-            let identity = identity?;
-            match found.take() {
-                Some(previous) if previous != identity => {
-                    return Err(IdentityError::Ambiguous(previous, identity));
-                }
-                _ => found = Some(identity),
-            }
-        }
-        found.ok_or(IdentityError::Missing)
+        Self::from_parsed(&certificate)
+    }
+
+    /// [`Identity::from_certificate`] of a certificate already parsed.
+    pub(crate) fn from_parsed(certificate: &X509Certificate<'_>) -> Result<Self, IdentityError> {
+        single_uri_name(
+            certificate,
+            Self::from_uri,
+            IdentityError::Unreadable,
+            IdentityError::Ambiguous,
+        )?
+        .ok_or(IdentityError::Missing)
     }
 
     /// The site code, for a site identity.
@@ -129,6 +122,34 @@ impl fmt::Display for Identity {
             Self::Publisher(name) => write!(f, "publisher {name}"),
         }
     }
+}
+
+/// The one value among a certificate's URI names that `parse` recognizes (`None` if there
+/// is none): the same value named twice is one, two different values are `several`.
+pub(crate) fn single_uri_name<T: PartialEq, E>(
+    certificate: &X509Certificate<'_>,
+    parse: impl Fn(&str) -> Option<Result<T, E>>,
+    unreadable: impl Fn(String) -> E,
+    several: impl Fn(T, T) -> E,
+) -> Result<Option<T>, E> {
+    let names = certificate
+        .subject_alternative_name()
+        .map_err(|e| unreadable(e.to_string()))?;
+    let mut found: Option<T> = None;
+    for name in names.iter().flat_map(|ext| ext.value.general_names.iter()) {
+        let GeneralName::URI(uri) = name else {
+            continue;
+        };
+        let Some(value) = parse(uri) else {
+            continue;
+        };
+        let value = value?;
+        match found.take() {
+            Some(previous) if previous != value => return Err(several(previous, value)),
+            _ => found = Some(value),
+        }
+    }
+    Ok(found)
 }
 
 /// Operator and publisher names: 1 to 64 letters, digits, `.`, `_`, `-`.

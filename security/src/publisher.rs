@@ -12,9 +12,7 @@
 
 use std::fmt;
 
-use x509_parser::extensions::GeneralName;
-
-use crate::identity::{Identity, IdentityError};
+use crate::identity::{Identity, IdentityError, single_uri_name};
 
 const VENDOR_PREFIX: &str = "urn:sitesync:vendor:";
 /// The longest vendor name, in bytes of UTF-8.
@@ -135,31 +133,18 @@ pub struct PublisherCertificate {
 impl PublisherCertificate {
     /// Reads a DER certificate; the authority's signature on it is not checked here.
     pub fn from_der(der: &[u8]) -> Result<Self, PublisherError> {
-        let name = match Identity::from_certificate(der)? {
+        let (_, certificate) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| PublisherError::Unreadable(e.to_string()))?;
+        let name = match Identity::from_parsed(&certificate)? {
             Identity::Publisher(name) => name,
             other => return Err(PublisherError::NotAPublisher(other)),
         };
-        let (_, certificate) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| PublisherError::Unreadable(e.to_string()))?;
-        let names = certificate
-            .subject_alternative_name()
-            .map_err(|e| PublisherError::Unreadable(e.to_string()))?;
-        let mut vendor: Option<Vendor> = None;
-        for general in names.iter().flat_map(|ext| ext.value.general_names.iter()) {
-            let GeneralName::URI(uri) = general else {
-                continue;
-            };
-            let Some(found) = Vendor::from_uri(uri) else {
-                continue;
-            };
-            let found = found?;
-            match vendor.take() {
-                Some(previous) if previous != found => {
-                    return Err(PublisherError::SeveralVendors(previous, found));
-                }
-                _ => vendor = Some(found),
-            }
-        }
+        let vendor = single_uri_name(
+            &certificate,
+            Vendor::from_uri,
+            PublisherError::Unreadable,
+            PublisherError::SeveralVendors,
+        )?;
         Ok(Self {
             name,
             vendor: vendor.ok_or(PublisherError::NoVendor)?,
