@@ -442,14 +442,8 @@ impl NodeProcess {
                 let id = update
                     .id
                     .ok_or_else(|| tonic::Status::internal("an update without its id"))?;
-                let update_id = id
-                    .update_id
-                    .and_then(|u| u.guid.parse().ok())
-                    .ok_or_else(|| tonic::Status::internal("an update id that does not parse"))?;
-                let revision = sitesync_metadata::RevisionId {
-                    update_id,
-                    revision: id.revision,
-                };
+                let revision = sitesync_metadata::RevisionId::try_from(id)
+                    .map_err(|e| tonic::Status::internal(format!("an update id: {e}")))?;
                 out.insert(revision, state);
             }
             if page.next_page_token.is_empty() {
