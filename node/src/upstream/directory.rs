@@ -46,7 +46,7 @@ use crate::store::keys::successor;
 use std::fs::{self, File};
 use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -57,8 +57,8 @@ use sitesync_metadata::{
 };
 
 use super::{
-    RevisionPages, ScanProgress, ScanReport, SkippedDocument, TrackedRevision, TrackedRevisions,
-    UpstreamError,
+    Damage, RevisionPages, ScanProgress, ScanReport, SkippedDocument, TrackedRevision,
+    TrackedRevisions, UpstreamError,
 };
 use crate::store::{Backend, WriteBatch};
 
@@ -151,9 +151,9 @@ pub struct DirectoryUpstream {
     /// One scan (or reset) at a time; `document` marks records under it too, so it never
     /// overwrites a record a scan is writing.
     writer: Mutex<()>,
-    /// Set when a record was found corrupt: the next scan clears the index and reads every
+    /// Noted when a record is found corrupt: the next scan clears the index and reads every
     /// file again.
-    damaged: AtomicBool,
+    damage: Damage,
 }
 
 impl DirectoryUpstream {
@@ -170,7 +170,7 @@ impl DirectoryUpstream {
             tracker,
             limits,
             writer: Mutex::new(()),
-            damaged: AtomicBool::new(false),
+            damage: Damage::default(),
         };
         let format = upstream
             .tracker
@@ -210,7 +210,7 @@ impl DirectoryUpstream {
         progress: &mut dyn FnMut(ScanProgress),
     ) -> Result<ScanReport, UpstreamError> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if self.damaged.swap(false, Ordering::Relaxed) {
+        if self.damage.take() {
             tracing::warn!(
                 dir = %self.dir.display(),
                 "the catalog directory's index was found damaged; it is cleared and every file is read again"
@@ -221,13 +221,8 @@ impl DirectoryUpstream {
         self.noting_damage(outcome)
     }
 
-    /// Remembers that the index is damaged if `outcome` says so, for the next scan to start
-    /// over: it only caches what the directory holds.
     fn noting_damage<T>(&self, outcome: Result<T, UpstreamError>) -> Result<T, UpstreamError> {
-        if let Err(UpstreamError::Corrupt { .. }) = &outcome {
-            self.damaged.store(true, Ordering::Relaxed);
-        }
-        outcome
+        self.damage.noting(outcome, UpstreamError::is_damage)
     }
 
     fn scan_locked(

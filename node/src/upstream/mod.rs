@@ -27,6 +27,7 @@ pub mod wsus;
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sitesync_metadata::{
@@ -334,6 +335,11 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// Whether the error says the index is damaged: the next scan starts over.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, Self::Corrupt { .. })
+    }
+
     /// Whether the error concerns one document only: the sync skips that revision with a
     /// warning and goes on (issue 3, item 7). Every other error fails the sync.
     pub fn is_per_document(&self) -> bool {
@@ -344,5 +350,32 @@ impl UpstreamError {
                 | Self::DocumentUnreadable { .. }
                 | Self::DocumentInvalid { .. }
         )
+    }
+}
+
+/// Whether an upstream's index in the node database was found damaged. Any call that meets
+/// a damaged record notes it; the next scan takes it and starts over, which loses nothing:
+/// the index only caches what the upstream offers.
+#[derive(Debug, Default)]
+pub(crate) struct Damage(AtomicBool);
+
+impl Damage {
+    /// `outcome`, noting damage when `is_damage` says its error is.
+    pub(crate) fn noting<T, E>(
+        &self,
+        outcome: Result<T, E>,
+        is_damage: impl Fn(&E) -> bool,
+    ) -> Result<T, E> {
+        if let Err(error) = &outcome
+            && is_damage(error)
+        {
+            self.0.store(true, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    /// Whether damage was noted since the last call.
+    pub(crate) fn take(&self) -> bool {
+        self.0.swap(false, Ordering::Relaxed)
     }
 }

@@ -53,7 +53,6 @@ use std::collections::HashMap;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sitesync_metadata::{
@@ -66,7 +65,7 @@ use super::documents::{DocumentLog, DocumentLogError, DocumentLogOptions, Locati
 use super::{Session, WsusError};
 use crate::store::keys::successor;
 use crate::store::{Backend, BackendError, WriteBatch};
-use crate::upstream::{RevisionPages, ScanProgress, TrackedRevision, TrackedRevisions};
+use crate::upstream::{Damage, RevisionPages, ScanProgress, TrackedRevision, TrackedRevisions};
 
 /// The version of the tracker layout.
 const FORMAT_VERSION: u32 = 3;
@@ -179,6 +178,12 @@ pub enum WsusUpstreamError {
 }
 
 impl WsusUpstreamError {
+    /// Whether the error says the tracker is damaged (a record or a document): the next scan
+    /// starts over.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, Self::Corrupt { .. } | Self::Documents(_))
+    }
+
     /// Whether the error concerns one document only: the sync skips that revision and goes on.
     pub fn is_per_document(&self) -> bool {
         matches!(self, Self::NotTracked { .. })
@@ -198,9 +203,9 @@ pub struct WsusUpstream {
     writer: tokio::sync::Mutex<()>,
     /// The documents, in segment files.
     documents: DocumentLog,
-    /// Set when a record or document was found corrupt or missing: the next scan clears the
+    /// Noted when a record or document is found corrupt or missing: the next scan clears the
     /// tracker and fetches everything again.
-    damaged: AtomicBool,
+    damage: Damage,
 }
 
 /// What one walk over the records found (see [`WsusUpstream::sweep`]).
@@ -252,7 +257,7 @@ impl WsusUpstream {
             limits,
             writer: tokio::sync::Mutex::new(()),
             documents: DocumentLog::open(documents, options)?,
-            damaged: AtomicBool::new(false),
+            damage: Damage::default(),
         };
         let format = upstream
             .tracker
@@ -313,7 +318,7 @@ impl WsusUpstream {
     ) -> Result<WsusScanReport, WsusUpstreamError> {
         let _writer = self.writer.lock().await;
         let mut full = full;
-        if self.damaged.swap(false, Ordering::Relaxed) {
+        if self.damage.take() {
             tracing::warn!(
                 "the upstream server's index was found damaged; it is cleared and everything is fetched again"
             );
@@ -337,16 +342,11 @@ impl WsusUpstream {
         }
     }
 
-    /// Remembers that the tracker is damaged if `outcome` says so, for the next scan to start
-    /// over: it only caches the upstream.
     fn noting_damage<T>(
         &self,
         outcome: Result<T, WsusUpstreamError>,
     ) -> Result<T, WsusUpstreamError> {
-        if let Err(WsusUpstreamError::Corrupt { .. } | WsusUpstreamError::Documents(_)) = &outcome {
-            self.damaged.store(true, Ordering::Relaxed);
-        }
-        outcome
+        self.damage.noting(outcome, WsusUpstreamError::is_damage)
     }
 
     async fn scan_once(
