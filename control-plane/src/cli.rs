@@ -145,6 +145,133 @@ pub enum Command {
     /// Import an export file at the node (S12, `WSUSutil import`): the node verifies the
     /// whole file before it changes anything, then applies it as its sync.
     Import(ImportArgs),
+
+    /// Publish a custom update at the top site (S6, as System Center Updates Publisher
+    /// did): FILE is a short TOML or JSON description, or an update XML document. The
+    /// publisher's key signs it here; the node checks it against the publisher's delegation
+    /// and keeps it. `publish revise ID FILE` makes a new revision, `publish expire ID` the
+    /// expired one — only the publisher's key is needed, not the original file.
+    Publish(PublishArgs),
+
+    /// The publishers the top site delegates vendors to (S6): list them, add one, rotate a
+    /// publisher's key, revoke a publisher.
+    #[command(subcommand)]
+    Publishers(PublishersCommand),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct PublishArgs {
+    #[command(subcommand)]
+    pub command: Option<PublishCommand>,
+
+    /// The update: a TOML (`.toml`) or JSON (`.json`) description, or an update XML
+    /// document (`.xml`).
+    #[arg(value_name = "FILE", required = true)]
+    pub file: Option<PathBuf>,
+
+    /// For an update XML document: the product of the publisher's vendor it belongs to (a
+    /// description names its own).
+    #[arg(long, value_name = "PRODUCT")]
+    pub product: Option<String>,
+
+    #[command(flatten)]
+    pub publisher: PublisherArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PublishCommand {
+    /// A new revision of a published update, from a new description or document.
+    Revise(PublishReviseArgs),
+    /// The expired revision of a published update: it is withdrawn everywhere at the next
+    /// full sync.
+    Expire(PublishExpireArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PublishReviseArgs {
+    /// The published update's id.
+    #[arg(value_name = "ID")]
+    pub id: String,
+
+    /// The new revision's description or document.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// For an update XML document: its vendor's product.
+    #[arg(long, value_name = "PRODUCT")]
+    pub product: Option<String>,
+
+    #[command(flatten)]
+    pub publisher: PublisherArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishExpireArgs {
+    /// The published update's id.
+    #[arg(value_name = "ID")]
+    pub id: String,
+
+    #[command(flatten)]
+    pub publisher: PublisherArgs,
+}
+
+/// The publisher's key: its certificate and key files, or its name in a PKI directory.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PublisherArgs {
+    /// The publisher's certificate (PEM), from `sitesyncctl pki issue publisher`.
+    #[arg(
+        long,
+        env = "SITESYNC_PUBLISHER_CERT",
+        value_name = "FILE",
+        requires = "publisher_key",
+        conflicts_with = "publisher"
+    )]
+    pub publisher_cert: Option<PathBuf>,
+    /// The publisher's private key (PEM).
+    #[arg(
+        long,
+        env = "SITESYNC_PUBLISHER_KEY",
+        value_name = "FILE",
+        requires = "publisher_cert"
+    )]
+    pub publisher_key: Option<PathBuf>,
+    /// The publisher whose certificate and key the PKI directory (--pki-dir) holds under
+    /// `publishers/`.
+    #[arg(long, env = "SITESYNC_PUBLISHER", value_name = "NAME")]
+    pub publisher: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PublishersCommand {
+    /// Every delegation, retired ones included: publisher, vendor, key, from, until.
+    List,
+    /// Delegate the vendor of a publisher certificate to its key.
+    Add(PublishersAddArgs),
+    /// Delegate a publisher's new certificate and retire its other keys at once (key
+    /// rotation): revisions signed with the old key stay valid, new ones need the new key.
+    Rotate(PublishersAddArgs),
+    /// Retire every key of a publisher: its new revisions are refused, its accepted ones
+    /// stay valid.
+    Revoke(PublishersRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PublishersAddArgs {
+    /// The publisher's certificate (PEM).
+    #[arg(value_name = "CERTIFICATE")]
+    pub certificate_file: PathBuf,
+
+    /// The last day of the delegation (UTC, `YYYY-MM-DD`); by default the certificate's.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub expires: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishersRevokeArgs {
+    /// The publisher's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
 }
 
 #[derive(Debug, Args)]
@@ -460,6 +587,8 @@ pub enum StoreArg {
     UpdateServer,
     /// The site database (the ConfigMgr database).
     SiteDatabase,
+    /// The custom updates published at a top site (S6), selected or not.
+    Publications,
 }
 
 #[derive(Debug, Subcommand)]
@@ -510,6 +639,10 @@ pub struct UpdatesListArgs {
     /// Only updates of this MSRC severity or worse.
     #[arg(long, value_enum, value_name = "SEVERITY")]
     pub min_severity: Option<MsrcSeverityArg>,
+
+    /// Only custom updates this publisher published (S6), by name.
+    #[arg(long, value_name = "NAME")]
+    pub publisher: Option<String>,
 
     /// Which store to read; by default the site database (the update-server store at an
     /// internet-facing node).

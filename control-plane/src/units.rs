@@ -366,6 +366,17 @@ pub fn parse_anchor(text: &str) -> Result<v1::Anchor, String> {
     })
 }
 
+/// The last second of the day `date` (`YYYY-MM-DD`, UTC), given as `flag`.
+pub fn end_of_day(date: &str, flag: &str) -> anyhow::Result<time::OffsetDateTime> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let day = time::Date::parse(date, &format)
+        .map_err(|e| anyhow::anyhow!("{flag} {date}: not a date as YYYY-MM-DD ({e})"))?;
+    Ok(day
+        .with_hms(23, 59, 59)
+        .expect("23:59:59 is a time")
+        .assume_utc())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,7 +73,7 @@ fn generate_then_inspect_as_json() {
     let summary = stdout_json(&generated);
     assert_eq!(summary["documents"], 150);
     assert_eq!(summary["seed"], 5);
-    assert_eq!(summary["categories"], 51);
+    assert_eq!(summary["categories"], 50);
     assert_eq!(xml_files(&out), 150);
     let on_disk: u64 = fs::read_dir(&out)
         .unwrap()
@@ -129,7 +129,7 @@ fn generate_then_inspect_as_json() {
         }
     }
     let count = |field: &str, value: &str| documents.iter().filter(|d| d[field] == value).count();
-    assert_eq!(count("update_type", "Category"), 51);
+    assert_eq!(count("update_type", "Category"), 50);
     assert_eq!(count("category_type", "UpdateClassification"), 9);
     assert!(count("update_type", "Software") > 50);
     let categorized = documents

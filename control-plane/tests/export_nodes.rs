@@ -5,15 +5,15 @@
 //! (`--upstream import`) refuses the incremental file first, then imports both in order
 //! and reaches CEN's update-server digest.
 
-use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
 use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, write_catalog};
-use sitesync_tests::cluster::{HARNESS_OPERATOR, Hierarchy, Role, idle_after_success};
+use sitesync_tests::cluster::{Hierarchy, Role, idle_after_success};
 
 mod support;
+
+use support::sitesyncctl_as_harness as sitesyncctl;
 
 /// Documents in CEN's generated catalog.
 const DOCUMENTS: usize = 200;
@@ -21,60 +21,6 @@ const DOCUMENTS: usize = 200;
 const SEED: u64 = 17;
 /// One sync of a small catalog, in a debug build on a loaded machine.
 const SYNC: Duration = Duration::from_secs(240);
-
-/// A `sitesyncctl` run: its arguments and what it printed, for assertion messages.
-struct Run {
-    args: Vec<String>,
-    output: Output,
-}
-
-impl Run {
-    fn code(&self) -> Option<i32> {
-        self.output.status.code()
-    }
-
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.output.stdout).into_owned()
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.output.stderr).into_owned()
-    }
-
-    /// The command, its exit status, stdout and stderr.
-    fn describe(&self) -> String {
-        format!(
-            "sitesyncctl {}\nexit status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.args.join(" "),
-            self.code(),
-            self.stdout(),
-            self.stderr()
-        )
-    }
-
-    /// Stdout as JSON, after checking that the command succeeded.
-    fn json(&self) -> Value {
-        assert!(self.output.status.success(), "{}", self.describe());
-        serde_json::from_slice(&self.output.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.describe()))
-    }
-}
-
-/// Runs the built `sitesyncctl` against `node` (`host:port`) as the harness's operator of
-/// `pki_dir`, off the runtime's worker threads.
-async fn sitesyncctl(node: &str, pki_dir: &Path, args: &[&str]) -> Run {
-    let mut all = vec!["--operator", HARNESS_OPERATOR];
-    all.extend_from_slice(args);
-    let mut command: Command = support::tls_command(node, pki_dir, &all);
-    let args = std::iter::once(format!("--node {node} --pki-dir {}", pki_dir.display()))
-        .chain(all.iter().map(|a| (*a).to_owned()))
-        .collect();
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("the blocking task ends")
-        .expect("sitesyncctl runs");
-    Run { args, output }
-}
 
 fn is_digest(value: &Value) -> bool {
     value

@@ -499,6 +499,7 @@ impl Admin for FakeAdmin {
                     category_type: 0,
                 })
                 .collect(),
+            custom: None,
         }))
     }
 
@@ -631,6 +632,27 @@ impl Admin for FakeAdmin {
         &self,
         _: Request<v1::PublishUpdateRequest>,
     ) -> Result<Response<v1::PublishUpdateResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn list_publishers(
+        &self,
+        _: Request<v1::ListPublishersRequest>,
+    ) -> Result<Response<v1::ListPublishersResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn delegate_publisher(
+        &self,
+        _: Request<v1::DelegatePublisherRequest>,
+    ) -> Result<Response<v1::DelegatePublisherResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn revoke_publisher(
+        &self,
+        _: Request<v1::RevokePublisherRequest>,
+    ) -> Result<Response<v1::RevokePublisherResponse>, Status> {
         Err(Status::unimplemented("not in the fake"))
     }
 

@@ -299,6 +299,7 @@ fn inbound_seeds() -> Vec<(String, Vec<u8>)> {
             site_database_digest: Some(digest.into()),
             issued_at: Some(time),
             expires_at: Some(time),
+            delegations: Vec::new(),
         }
         .encode_to_vec(),
         algorithm: 1,
@@ -580,7 +581,7 @@ fn inbound_seeds() -> Vec<(String, Vec<u8>)> {
         PublishUpdateRequest,
         "document",
         v1::PublishUpdateRequest {
-            document: category.to_vec(),
+            documents: vec![category.to_vec()],
         }
     );
     seed!(

@@ -108,7 +108,11 @@ inbound! {
     ExportCatalogRequest => |m| optional(m.since, anchor),
     ImportCatalogChunk => nothing,
     PublishUpdateRequest => |m| {
-        let _ = parse_update(&m.document, &ParseLimits::default());
+        for document in &m.documents {
+            if parse_update(document, &ParseLimits::default()).is_ok() {
+                let _ = sitesync_metadata::custom::unseal(document);
+            }
+        }
     },
     GetClientPolicyRequest => nothing,
     // ClientPolicy (from clients).
@@ -203,7 +207,7 @@ inbound! {
     },
     PublishUpdateResponse => |m| {
         optional(m.id, convert::<RevisionId, _>);
-        optional(m.update_server, store_info);
+        optional(m.publications, store_info);
     },
     MachinePolicy => |m| {
         optional(m.catalog_digest, convert::<CatalogDigest, _>);
@@ -218,6 +222,33 @@ inbound! {
             optional(header.catalog_digest, convert::<CatalogDigest, _>);
         }
     },
+    // Custom updates' publishers (S6), appended.
+    ListPublishersRequest => nothing,
+    ListPublishersResponse => |m| {
+        for delegation in m.delegations {
+            publisher_delegation(delegation);
+        }
+    },
+    DelegatePublisherRequest => |m| timestamp(m.expires_at),
+    DelegatePublisherResponse => |m| {
+        optional(m.delegation, publisher_delegation);
+        for delegation in m.retired {
+            publisher_delegation(delegation);
+        }
+    },
+    RevokePublisherRequest => nothing,
+    RevokePublisherResponse => |m| {
+        for delegation in m.retired {
+            publisher_delegation(delegation);
+        }
+    },
+}
+
+/// What a node reads of a delegation: its times.
+fn publisher_delegation(delegation: v1::PublisherDelegation) {
+    timestamp(delegation.added_at);
+    timestamp(delegation.retired_at);
+    timestamp(delegation.expires_at);
 }
 
 /// Decodes one message, checks that prost's encoding of it decodes to the same message, and

@@ -6,6 +6,8 @@
 //!   the original bytes, and refuses hostile or malformed input with a typed [`ParseError`].
 //! - [`model`] is the domain model: one [`UpdateRevision`] per `(update id, revision number)`.
 //!   Required fields are plain values; only what the format itself leaves out is an `Option`.
+//! - [`custom`] writes, seals and checks custom updates (S6): the local publisher's
+//!   category tree, the publisher's seal and its vendor namespace.
 //! - [`digest`] is the order-independent [`CatalogDigest`] that both stores maintain
 //!   incrementally, so two stores compare in O(1).
 //! - [`generate`] writes deterministic, schema-valid catalogs for the demo, tests and
@@ -16,6 +18,7 @@
 //! types (`sitesync-proto`) depend on this crate, never the reverse.
 #![forbid(unsafe_code)]
 
+pub mod custom;
 pub mod digest;
 pub mod generate;
 pub mod model;

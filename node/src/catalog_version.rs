@@ -25,6 +25,7 @@ use sitesync_proto::v1;
 use sitesync_security::signing::{self, Algorithm, Signer, SigningError, VerifyError};
 use sitesync_security::{Identity, TlsContext};
 
+use crate::publishing::{CustomCheck, Delegation};
 use crate::store::{Backend, StoreError, StoreState, WriteBatch};
 
 /// How long a signed version is valid by default: two of the default weekly syncs.
@@ -36,6 +37,9 @@ const KEY_HELD: &[u8] = b"held";
 /// The key of the last version imported from an export file, at a node that signs its own
 /// (a top site whose upstream is imports): the versions it imports are another top site's.
 const KEY_IMPORTED: &[u8] = b"imported";
+
+/// At the top site, the publisher delegations it signs into the next version (S6).
+const KEY_DELEGATIONS: &[u8] = b"delegations";
 
 /// A signed catalog version as it travels between nodes. The signature covers the
 /// statement's protobuf encoding, so the statement moves as those bytes, unchanged, and
@@ -64,6 +68,61 @@ impl Held {
     /// between its phases.
     pub fn site_database_digest(&self) -> Option<CatalogDigest> {
         digest(self.version.site_database_digest.clone())
+    }
+
+    /// When the top site signed it.
+    pub fn issued_at(&self) -> Timestamp {
+        self.version
+            .issued_at
+            .and_then(|t| timestamp_from_wire(t).ok())
+            .unwrap_or(Timestamp(0))
+    }
+
+    /// The publisher delegations it carries (S6).
+    pub fn delegations(&self) -> Result<Vec<Delegation>, VersionError> {
+        self.version
+            .delegations
+            .iter()
+            .map(delegation_from_wire)
+            .collect()
+    }
+}
+
+fn delegation_from_wire(wire: &v1::PublisherDelegation) -> Result<Delegation, VersionError> {
+    let time = |t: &Option<prost_types::Timestamp>, what: &str| {
+        (*t).map(timestamp_from_wire).transpose().map_err(|e| {
+            VersionError::Malformed(format!("delegation of {}: {what}: {e}", wire.publisher))
+        })
+    };
+    let required = |t: Option<Timestamp>, what: &str| {
+        t.ok_or_else(|| {
+            VersionError::Malformed(format!(
+                "delegation of {}: {what} is missing",
+                wire.publisher
+            ))
+        })
+    };
+    Ok(Delegation {
+        publisher: wire.publisher.clone(),
+        vendor: wire.vendor.clone(),
+        public_key: wire.public_key.clone(),
+        certificate: wire.certificate.clone(),
+        added_at: required(time(&wire.added_at, "added_at")?, "added_at")?,
+        retired_at: time(&wire.retired_at, "retired_at")?,
+        expires_at: required(time(&wire.expires_at, "expires_at")?, "expires_at")?,
+    })
+}
+
+/// A delegation as the catalog version carries it.
+pub fn delegation_to_wire(delegation: &Delegation) -> v1::PublisherDelegation {
+    v1::PublisherDelegation {
+        publisher: delegation.publisher.clone(),
+        vendor: delegation.vendor.clone(),
+        public_key: delegation.public_key.clone(),
+        certificate: delegation.certificate.clone(),
+        added_at: Some(timestamp_to_wire(delegation.added_at)),
+        retired_at: delegation.retired_at.map(timestamp_to_wire),
+        expires_at: Some(timestamp_to_wire(delegation.expires_at)),
     }
 }
 
@@ -264,6 +323,82 @@ impl CatalogVersions {
         self.signs
     }
 
+    /// The publisher delegations: at the top site those it signs into the next version,
+    /// elsewhere those of the held version.
+    pub fn delegations(&self) -> Result<Vec<Delegation>, VersionError> {
+        if !self.signs {
+            return self.held().map_or(Ok(Vec::new()), |h| h.delegations());
+        }
+        Ok(self.stored_delegations()?)
+    }
+
+    fn stored_delegations(&self) -> Result<Vec<Delegation>, StoreError> {
+        match self.space.get(KEY_DELEGATIONS)? {
+            None => Ok(Vec::new()),
+            Some(bytes) => postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
+                what: format!("the publisher delegations do not decode: {e}"),
+            }),
+        }
+    }
+
+    /// At the top site: replaces the delegations the next version carries (durably).
+    pub fn set_delegations(&self, delegations: &[Delegation]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put(
+            KEY_DELEGATIONS.to_vec(),
+            postcard::to_allocvec(delegations).expect("postcard serializes plain structs"),
+        );
+        self.space.apply(batch)?;
+        self.space.flush()?;
+        Ok(())
+    }
+
+    /// What custom documents arriving with `held` are checked against: this hierarchy's CA
+    /// (and, for imports, the trusted ones) and `held`'s delegations.
+    pub fn custom_check(
+        &self,
+        held: &Held,
+        import: bool,
+    ) -> Result<Arc<CustomCheck>, VersionError> {
+        let cas = if import {
+            self.import_cas()
+        } else {
+            self.tls.current().ca.to_vec()
+        };
+        Ok(CustomCheck::new(
+            cas.into_iter().map(|c| c.into_owned()).collect(),
+            held.delegations()?,
+            held.number(),
+            held.issued_at(),
+        ))
+    }
+
+    /// What custom documents are judged against now: at the top site its current
+    /// delegations, as the next version will carry them; elsewhere the held version's.
+    pub fn current_check(&self, now: Timestamp) -> Result<Option<Arc<CustomCheck>>, VersionError> {
+        if self.signs {
+            return Ok(Some(CustomCheck::new(
+                self.ca(),
+                self.stored_delegations()?,
+                self.held().map_or(1, |h| h.number() + 1),
+                now,
+            )));
+        }
+        self.held()
+            .map(|held| self.custom_check(&held, false))
+            .transpose()
+    }
+
+    /// The hierarchy CA (DER), against which publishers' certificates are checked.
+    pub fn ca(&self) -> Vec<CertificateDer<'static>> {
+        self.tls
+            .current()
+            .ca
+            .iter()
+            .map(|c| c.clone().into_owned())
+            .collect()
+    }
+
     /// At the top site: signs the next version for the stores as they are and holds it.
     /// `site_database` is `None` between the phases.
     pub fn sign(
@@ -286,6 +421,11 @@ impl CatalogVersions {
             expires_at: Some(timestamp_to_wire(Timestamp(now.0.saturating_add(
                 i64::try_from(self.validity.as_millis()).unwrap_or(i64::MAX),
             )))),
+            delegations: self
+                .stored_delegations()?
+                .iter()
+                .map(delegation_to_wire)
+                .collect(),
         };
         let (message, encoded) = version.encode_for_signing();
         let (algorithm, signature, certificate) = signer.sign(&message)?;

@@ -40,6 +40,8 @@ pub mod hierarchy;
 pub mod metrics;
 pub mod node;
 pub mod policy;
+pub mod publish;
+pub mod publishing;
 pub mod startup;
 pub mod store;
 pub mod sync;

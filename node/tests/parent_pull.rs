@@ -36,7 +36,7 @@ async fn a_child_pulls_a_snapshot_then_the_tail_and_matches_its_parent() {
     let child = NodeDatabase::in_memory().unwrap();
     let limits = ParseLimits::default();
 
-    let first = pull(&client, child.update_server(), &limits, false, |_| {})
+    let first = pull(&client, child.update_server(), &limits, false, None, |_| {})
         .await
         .unwrap();
     assert!(first.snapshot);
@@ -59,7 +59,7 @@ async fn a_child_pulls_a_snapshot_then_the_tail_and_matches_its_parent() {
         .unwrap();
     let (id, _) = parent.run_sync(v1::SyncKind::Full).await;
     parent.finished(id).await;
-    let tail = pull(&client, child.update_server(), &limits, false, |_| {})
+    let tail = pull(&client, child.update_server(), &limits, false, None, |_| {})
         .await
         .unwrap();
     assert!(!tail.snapshot);
@@ -74,7 +74,7 @@ async fn a_child_pulls_a_snapshot_then_the_tail_and_matches_its_parent() {
     assert!(child.update_server().verify().unwrap().is_consistent());
 
     // Nothing new: no batch at all.
-    let idle = pull(&client, child.update_server(), &limits, false, |_| {})
+    let idle = pull(&client, child.update_server(), &limits, false, None, |_| {})
         .await
         .unwrap();
     assert_eq!((idle.batches, idle.new), (0, 0));
@@ -113,6 +113,7 @@ async fn a_child_on_another_log_gets_a_snapshot_that_removes_what_it_should_not_
         child.update_server(),
         &ParseLimits::default(),
         false,
+        None,
         |_| {},
     )
     .await
@@ -140,6 +141,7 @@ async fn a_child_anchored_ahead_of_its_parent_is_refused_and_keeps_its_store() {
         child.update_server(),
         &ParseLimits::default(),
         false,
+        None,
         |_| {},
     )
     .await
@@ -161,6 +163,7 @@ async fn a_child_anchored_ahead_of_its_parent_is_refused_and_keeps_its_store() {
         child.update_server(),
         &ParseLimits::default(),
         false,
+        None,
         |_| {},
     )
     .await
@@ -194,7 +197,7 @@ async fn a_journalled_pull_is_taken_back_exactly_and_pulled_again() {
     let (_pki, client) = client(&parent).await;
     let child = NodeDatabase::in_memory().unwrap();
     let limits = ParseLimits::default();
-    pull(&client, child.update_server(), &limits, true, |_| {})
+    pull(&client, child.update_server(), &limits, true, None, |_| {})
         .await
         .unwrap();
     let journal = Journal::new(child.update_server(), ANCHOR_KEY);
@@ -207,7 +210,7 @@ async fn a_journalled_pull_is_taken_back_exactly_and_pulled_again() {
         .unwrap();
     let (id, _) = parent.run_sync(v1::SyncKind::Full).await;
     parent.finished(id).await;
-    let tail = pull(&client, child.update_server(), &limits, true, |_| {})
+    let tail = pull(&client, child.update_server(), &limits, true, None, |_| {})
         .await
         .unwrap();
     assert_eq!(
@@ -231,7 +234,7 @@ async fn a_journalled_pull_is_taken_back_exactly_and_pulled_again() {
     assert!(child.update_server().verify().unwrap().is_consistent());
 
     // The same changes come again.
-    pull(&client, child.update_server(), &limits, true, |_| {})
+    pull(&client, child.update_server(), &limits, true, None, |_| {})
         .await
         .unwrap();
     assert_eq!(
@@ -340,6 +343,7 @@ async fn compressed_documents_beyond_what_a_batch_may_hold_are_refused() {
         child.update_server(),
         &ParseLimits::default(),
         false,
+        None,
         |_| {},
     )
     .await

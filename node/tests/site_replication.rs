@@ -148,6 +148,7 @@ async fn pull_update_server(parent: &TestNode, child: &NodeDatabase) {
         store,
         &sitesync_metadata::ParseLimits::default(),
         false,
+        None,
         |_| {},
     )
     .await

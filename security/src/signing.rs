@@ -36,7 +36,7 @@ pub enum SigningError {
     #[error("cannot sign: {0}")]
     Sign(String),
     #[error(
-        "the signer's key is not ECDSA P-256; issue the top site's certificate with `sitesyncctl pki issue site`"
+        "the signer's key is not ECDSA P-256; issue the certificate with `sitesyncctl pki issue`"
     )]
     KeyType,
 }
@@ -71,24 +71,31 @@ pub struct Signer {
 impl Signer {
     /// The key and leaf certificate of `files`.
     pub fn load(files: &TlsFiles) -> Result<Self, SigningError> {
+        Self::from_files(&files.certificate, &files.key)
+    }
+
+    /// The leaf certificate in `certificate` (PEM) and the key in `key` (PEM): a site's, or
+    /// a publisher's signing custom updates.
+    pub fn from_files(certificate: &Path, key: &Path) -> Result<Self, SigningError> {
         let file_error = |path: &Path, reason: String| SigningError::File {
             path: path.display().to_string(),
             reason,
         };
-        let pem = std::fs::read_to_string(&files.key)
-            .map_err(|e| file_error(&files.key, e.to_string()))?;
-        let key = KeyPair::from_pem(&pem)
-            .map_err(|e| file_error(&files.key, format!("not a private key: {e}")))?;
-        if key.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
+        let pem = std::fs::read_to_string(key).map_err(|e| file_error(key, e.to_string()))?;
+        let key_pair = KeyPair::from_pem(&pem)
+            .map_err(|e| file_error(key, format!("not a private key: {e}")))?;
+        if key_pair.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
             return Err(SigningError::KeyType);
         }
-        let certificate = CertificateDer::pem_file_iter(&files.certificate)
-            .map_err(|e| file_error(&files.certificate, e.to_string()))?
+        let key = key_pair;
+        let certificate_path = certificate;
+        let certificate = CertificateDer::pem_file_iter(certificate_path)
+            .map_err(|e| file_error(certificate_path, e.to_string()))?
             .next()
-            .ok_or_else(|| file_error(&files.certificate, "holds no certificate".into()))?
-            .map_err(|e| file_error(&files.certificate, e.to_string()))?;
+            .ok_or_else(|| file_error(certificate_path, "holds no certificate".into()))?
+            .map_err(|e| file_error(certificate_path, e.to_string()))?;
         let identity = Identity::from_certificate(&certificate)
-            .map_err(|e| file_error(&files.certificate, e.to_string()))?;
+            .map_err(|e| file_error(certificate_path, e.to_string()))?;
         Ok(Self {
             key,
             certificate,
@@ -181,6 +188,60 @@ pub fn verify_publisher(
 /// The extended key usage of publisher certificates: code signing (1.3.6.1.5.5.7.3.3).
 const EKU_CODE_SIGNING: &[u8] = &[0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
 
+/// Checks a publisher certificate (DER) without a signature, as the top site does before
+/// it delegates a vendor to its key: it chains to `ca_certificates` for code signing at
+/// `at`, is not in `is_revoked`, and names a publisher and a vendor.
+pub fn verify_publisher_certificate(
+    ca_certificates: &[CertificateDer<'_>],
+    is_revoked: impl Fn(&[u8]) -> bool,
+    certificate: &[u8],
+    at: std::time::SystemTime,
+) -> Result<PublisherCertificate, VerifyError> {
+    let leaf = CertificateDer::from(certificate);
+    chained(
+        &leaf,
+        ca_certificates,
+        at,
+        webpki::KeyUsage::required(EKU_CODE_SIGNING),
+    )?;
+    if is_revoked(certificate) {
+        return Err(VerifyError::Revoked);
+    }
+    PublisherCertificate::from_der(certificate)
+        .map_err(|e| VerifyError::NotAPublisher(e.to_string()))
+}
+
+/// `leaf` as an end-entity certificate that chains to one of `ca_certificates` for `usage`
+/// at `at`.
+fn chained<'a>(
+    leaf: &'a CertificateDer<'a>,
+    ca_certificates: &[CertificateDer<'_>],
+    at: std::time::SystemTime,
+    usage: webpki::KeyUsage,
+) -> Result<webpki::EndEntityCert<'a>, VerifyError> {
+    let end_entity = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| VerifyError::Certificate(e.to_string()))?;
+    let anchors = ca_certificates
+        .iter()
+        .map(|ca| {
+            webpki::anchor_from_trusted_cert(ca)
+                .map(|a| a.to_owned())
+                .map_err(|e| VerifyError::Chain(format!("the CA certificate: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let algorithms: &[&dyn SignatureVerificationAlgorithm] = &[
+        webpki::ring::ECDSA_P256_SHA256,
+        webpki::ring::ECDSA_P384_SHA384,
+        webpki::ring::ED25519,
+    ];
+    let time =
+        UnixTime::since_unix_epoch(at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default());
+    end_entity
+        .verify_for_usage(algorithms, &anchors, &[], time, usage, None, None)
+        .map_err(|e| VerifyError::Chain(e.to_string()))?;
+    Ok(end_entity)
+}
+
 /// A signature and what it covers.
 struct Signed<'a> {
     message: &'a [u8],
@@ -202,27 +263,7 @@ impl Signed<'_> {
         identify: impl FnOnce(&[u8]) -> Result<T, VerifyError>,
     ) -> Result<T, VerifyError> {
         let leaf = CertificateDer::from(self.signer_certificate);
-        let end_entity = webpki::EndEntityCert::try_from(&leaf)
-            .map_err(|e| VerifyError::Certificate(e.to_string()))?;
-        let anchors = ca_certificates
-            .iter()
-            .map(|ca| {
-                webpki::anchor_from_trusted_cert(ca)
-                    .map(|a| a.to_owned())
-                    .map_err(|e| VerifyError::Chain(format!("the CA certificate: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let algorithms: &[&dyn SignatureVerificationAlgorithm] = &[
-            webpki::ring::ECDSA_P256_SHA256,
-            webpki::ring::ECDSA_P384_SHA384,
-            webpki::ring::ED25519,
-        ];
-        let time = UnixTime::since_unix_epoch(
-            at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default(),
-        );
-        end_entity
-            .verify_for_usage(algorithms, &anchors, &[], time, usage, None, None)
-            .map_err(|e| VerifyError::Chain(e.to_string()))?;
+        let end_entity = chained(&leaf, ca_certificates, at, usage)?;
         if is_revoked(self.signer_certificate) {
             return Err(VerifyError::Revoked);
         }

@@ -25,6 +25,7 @@ mod import;
 mod messages;
 mod pki;
 mod policy;
+mod publish;
 mod settings;
 mod status;
 mod sync;
@@ -73,6 +74,10 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(args) => on_node(cli, |node| policy::run(node, args, output)),
         Command::Export(args) => export::run(cli, args),
         Command::Import(args) => import::run(cli, args),
+        Command::Publish(args) => publish::run(cli, args),
+        Command::Publishers(command) => {
+            on_node(cli, |node| publish::publishers(node, command, cli.output))
+        }
     }
 }
 

@@ -127,14 +127,7 @@ fn issue_publisher(
 ) -> anyhow::Result<(Issued, Option<String>)> {
     let vendor = Vendor::new(vendor)?;
     let not_after = match expires {
-        Some(date) => {
-            let format = time::macros::format_description!("[year]-[month]-[day]");
-            let day = time::Date::parse(date, &format)
-                .map_err(|e| anyhow::anyhow!("--expires {date}: not a date as YYYY-MM-DD ({e})"))?;
-            day.with_hms(23, 59, 59)
-                .expect("23:59:59 is a time")
-                .assume_utc()
-        }
+        Some(date) => crate::units::end_of_day(date, "--expires")?,
         None => time::OffsetDateTime::now_utc() + validity,
     };
     let issued = authority.issue_publisher(name, &vendor, not_after)?;

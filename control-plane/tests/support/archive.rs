@@ -54,6 +54,7 @@ impl ExportFixture {
             site_database_digest: Some(v1::CatalogDigest { value: vec![9; 32] }),
             issued_at: Some(time(1_738_310_400)),
             expires_at: Some(time(1_738_915_200)),
+            delegations: Vec::new(),
         }
         .encode_for_signing();
         let header = v1::ArchiveHeader {

@@ -13,6 +13,9 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+use sitesync_tests::cluster::HARNESS_OPERATOR;
+
 /// Runs the built `sitesyncctl` against `node` over plaintext (`--insecure`): for the
 /// fake node, which serves plaintext. No `SITESYNC_*` setting of the test's environment
 /// chooses the node or its certificates instead.
@@ -150,4 +153,58 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A `sitesyncctl` run: its arguments and what it printed, for assertion messages.
+pub struct Run {
+    pub args: Vec<String>,
+    pub output: Output,
+}
+
+impl Run {
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// The command, its exit status, stdout and stderr.
+    pub fn describe(&self) -> String {
+        format!(
+            "sitesyncctl {}\nexit status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.args.join(" "),
+            self.code(),
+            self.stdout(),
+            self.stderr()
+        )
+    }
+
+    /// Stdout as JSON, after checking that the command succeeded.
+    pub fn json(&self) -> Value {
+        assert!(self.output.status.success(), "{}", self.describe());
+        serde_json::from_slice(&self.output.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.describe()))
+    }
+}
+
+/// Runs the built `sitesyncctl` against `node` (`host:port`) as the harness's operator of
+/// `pki_dir`, off the runtime's worker threads.
+pub async fn sitesyncctl_as_harness(node: &str, pki_dir: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["--operator", HARNESS_OPERATOR];
+    all.extend_from_slice(args);
+    let mut command: Command = tls_command(node, pki_dir, &all);
+    let args = std::iter::once(format!("--node {node} --pki-dir {}", pki_dir.display()))
+        .chain(all.iter().map(|a| (*a).to_owned()))
+        .collect();
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("the blocking task ends")
+        .expect("sitesyncctl runs");
+    Run { args, output }
 }

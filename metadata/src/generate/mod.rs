@@ -47,7 +47,7 @@
 //! gives the same bytes whatever crate versions are in the lock file. Nothing reads the clock.
 
 mod plan;
-mod render;
+pub(crate) mod render;
 mod rng;
 mod stream;
 mod taxonomy;

@@ -13,8 +13,8 @@ use crate::model::{MsrcSeverity, RevisionId, UpdateId};
 use super::rng::{SplitMix64, mix};
 use super::taxonomy::Flavor::{self, *};
 use super::taxonomy::{
-    Class, DRIVERS, EN_ONLY, LANGUAGES, LOCAL_APPS, LOCAL_PUBLISHER_ID, MICROSOFT_UPDATE_PUBLISHER,
-    PRODUCTS, ProductDef, Taxonomy,
+    Class, DRIVERS, EN_ONLY, LANGUAGES, LOCAL_APPS, MICROSOFT_UPDATE_PUBLISHER, PRODUCTS,
+    ProductDef, THIRD_PARTY_PUBLISHER_ID, Taxonomy,
 };
 use super::timeline::{TIMELINE_END, TIMELINE_START, year_of};
 
@@ -134,7 +134,7 @@ impl Planner {
                 (UpdateRollups, 10),
             ],
             Definitions => &[(Definition, 95), (Updates, 5)],
-            LocalPublisher | ThirdParty => &[(Updates, 60), (Security, 30), (Critical, 10)],
+            LineOfBusiness | ThirdParty => &[(Updates, 60), (Security, 30), (Critical, 10)],
         };
         let total: u64 = weights.iter().map(|w| w.1).sum();
         let mut roll = self.rng.below(total);
@@ -249,7 +249,7 @@ impl Planner {
         let year = year_of(when);
         // Microsoft stopped numbering security bulletins in 2017; local updates never had
         // them.
-        let bulletin = if year >= 2017 || matches!(flavor, LocalPublisher | ThirdParty) {
+        let bulletin = if year >= 2017 || matches!(flavor, LineOfBusiness | ThirdParty) {
             None
         } else {
             let number = match self.bulletin {
@@ -280,7 +280,7 @@ impl Planner {
             (None, None)
         };
         let kb = match def.flavor {
-            LocalPublisher | ThirdParty => None,
+            LineOfBusiness | ThirdParty => None,
             Definitions if def.name == "Windows Defender" => Some(915_597),
             Definitions => Some(977_939),
             _ => Some(self.kb_at(when)),
@@ -438,7 +438,7 @@ impl Planner {
             _ => def.name.to_owned(),
         };
         match (def.flavor, class) {
-            (LocalPublisher, _) => {
+            (LineOfBusiness, _) => {
                 let app = *self.rng.pick(&LOCAL_APPS);
                 let version = format!(
                     "{}.{}.{}",
@@ -485,7 +485,7 @@ impl Planner {
 
 fn publisher_of(flavor: Flavor) -> &'static str {
     match flavor {
-        LocalPublisher | ThirdParty => LOCAL_PUBLISHER_ID,
+        LineOfBusiness | ThirdParty => THIRD_PARTY_PUBLISHER_ID,
         _ => MICROSOFT_UPDATE_PUBLISHER,
     }
 }

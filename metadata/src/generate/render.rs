@@ -27,15 +27,18 @@ use super::taxonomy::{
 };
 use super::timeline::{DAY_MS, TIMELINE_START, iso8601};
 
-const NS_UPD: &str = "http://schemas.microsoft.com/msus/2002/12/Update";
+/// The namespaces of update documents, as the fixtures declare them (the custom-update
+/// writer uses them too).
+pub(crate) const NS_UPD: &str = "http://schemas.microsoft.com/msus/2002/12/Update";
 const NS_PUB: &str = "http://schemas.microsoft.com/msus/2002/12/Publishing";
-const NS_LAR: &str = "http://schemas.microsoft.com/msus/2002/12/LogicalApplicabilityRules";
+pub(crate) const NS_LAR: &str =
+    "http://schemas.microsoft.com/msus/2002/12/LogicalApplicabilityRules";
 const NS_BAR: &str = "http://schemas.microsoft.com/msus/2002/12/BaseApplicabilityRules";
-const NS_CAT: &str = "http://schemas.microsoft.com/msus/2002/12/UpdateHandlers/Category";
-const NS_CMD: &str =
+pub(crate) const NS_CAT: &str = "http://schemas.microsoft.com/msus/2002/12/UpdateHandlers/Category";
+pub(crate) const NS_CMD: &str =
     "http://schemas.microsoft.com/msus/2002/12/UpdateHandlers/CommandLineInstallation";
 const NS_DRV: &str = "http://schemas.microsoft.com/msus/2002/12/UpdateHandlers/WindowsDriver";
-const NS_XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
+pub(crate) const NS_XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
 
 /// Appends formatted text to a `String` (which cannot fail).
 macro_rules! put {
@@ -157,7 +160,7 @@ fn files_of(plan: &UpdatePlan) -> Vec<FileSpec> {
                 vec!["mpas-fe.exe".to_owned(), "AM_Delta.exe".to_owned()]
             }
         }
-        (_, LocalPublisher) => vec![format!("{}.msi", plan.title.replace(' ', ""))],
+        (_, LineOfBusiness) => vec![format!("{}.msi", plan.title.replace(' ', ""))],
         (_, ThirdParty) => vec![format!("{}-{:08x}.exe", def.stem, rng.next_u64() as u32)],
     };
     names
@@ -536,7 +539,7 @@ fn render_handler(out: &mut String, plan: &UpdatePlan, files: &[FileSpec]) {
     };
     let arguments = match PRODUCTS[plan.product].flavor {
         Definitions => "-q",
-        LocalPublisher => "/qn /norestart",
+        LineOfBusiness => "/qn /norestart",
         _ => "/quiet /norestart",
     };
     put!(

@@ -13,18 +13,16 @@ use crate::model::{CategoryType, UpdateId};
 use super::timeline::{DAY_MS, iso8601, year_start};
 
 const MICROSOFT: &str = "56309036-4c77-4dd9-951a-99ee9c246a94";
-const LOCAL_PUBLISHER: &str = "7c40e8c2-01ae-47f5-9af2-6e75a0582518";
 const CONTOSO: &str = "c0a1e7d4-5b2f-4e8a-9c31-7d2b6f4e8a10";
 /// The publisher ids of the fixtures: categories, and software updates.
 pub(super) const MICROSOFT_CATEGORY_PUBLISHER: &str = "42f20e12-2856-447d-a8b2-68f06c2e9b45";
 pub(super) const MICROSOFT_UPDATE_PUBLISHER: &str = "bccf8ca0-2819-4598-8d15-c1506e363e92";
-pub(super) const LOCAL_PUBLISHER_ID: &str = "9a3f5d7e-2b41-4c8d-8e6f-0d1c2b3a4f5e";
+pub(super) const THIRD_PARTY_PUBLISHER_ID: &str = "3c5e7a9b-1d2f-4a6c-8e0b-2d4f6a8c0e1f";
 
 /// `(id, revision, name, created)` of a company.
 #[rustfmt::skip]
-const COMPANIES: [(&str, u32, &str, &str); 3] = [
+const COMPANIES: [(&str, u32, &str, &str); 2] = [
     (MICROSOFT, 101, "Microsoft", "2005-09-22T00:05:11.471Z"),
-    (LOCAL_PUBLISHER, 100, "Local Publisher", "2007-03-05T18:22:40.120Z"),
     (CONTOSO, 100, "Contoso Ltd", "2008-06-12T09:14:03.507Z"),
 ];
 
@@ -65,8 +63,8 @@ pub(super) enum Flavor {
     ServerApp,
     /// Antimalware definitions.
     Definitions,
-    /// Custom updates published locally (System Center Updates Publisher).
-    LocalPublisher,
+    /// A third-party vendor's line-of-business applications (MSI packages).
+    LineOfBusiness,
     /// A third-party vendor's catalog.
     ThirdParty,
 }
@@ -136,7 +134,7 @@ pub(super) const PRODUCTS: [ProductDef; 30] = [
     product("a0dd7e72-90ec-41e3-b370-c86a245cd44f", "Visual Studio 2005", DEVELOPER_TOOLS, ServerApp, (2006, 2016), 2, "VS80sp1"),
     product("e3fde9f8-14d6-4b5c-911c-fba9e0fc9887", "Visual Studio 2008", DEVELOPER_TOOLS, ServerApp, (2008, 2018), 2, "VS90sp1"),
     product("9f3dd20a-1004-470e-ba65-3dc62d982958", "Silverlight", SILVERLIGHT, ServerApp, (2008, 2021), 2, "Silverlight"),
-    product("5cc25303-143f-40f3-a2ff-803a1db69955", "Locally published packages", LOCAL_PUBLISHER, LocalPublisher, (2007, 2025), 3, ""),
+    product("5cc25303-143f-40f3-a2ff-803a1db69955", "Contoso Line-of-Business Apps", CONTOSO, LineOfBusiness, (2007, 2025), 3, ""),
     product("5b1e0a6c-8d2f-4c3b-a4e5-f6a7b8c9d0e1", "Contoso Line-of-Business Suite", CONTOSO, ThirdParty, (2008, 2025), 2, "ContosoLOB"),
 ];
 

@@ -20,6 +20,8 @@
 use std::collections::BTreeSet;
 
 use sitesync_metadata::{ContentHash, ParseLimits, RevisionId, UpdateId, parse_update_owned};
+
+use crate::publishing::CustomCheck;
 use sitesync_proto::{HeldReference, MAX_MESSAGE_BYTES, RevisionDocument, decompress_document};
 
 use super::journal::Journal;
@@ -184,6 +186,9 @@ pub struct DocumentReader<'a> {
     /// the same bytes, as its update's latest revision, takes its summary from there, and a
     /// revision named by reference takes its document from there.
     pub parsed_in: Option<&'a CatalogStore>,
+    /// With signed catalog versions: custom updates are checked against the offered
+    /// version's publisher delegations before they are stored (S6).
+    pub custom: Option<&'a CustomCheck>,
 }
 
 impl DocumentReader<'_> {
@@ -239,6 +244,9 @@ impl DocumentReader<'_> {
             reason: e.to_string(),
         })?;
         document.check_identity(revision.id)?;
+        if let Some(custom) = self.custom {
+            custom.check(&revision)?;
+        }
         Ok(match compressed {
             // Kept as it came: the store need not compress the document again.
             Some(compressed) => CatalogChange::PutSummarized(SummarizedRevision {

@@ -20,6 +20,7 @@
 //! duplicate (SPEC invariants 2 and 3).
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sitesync_metadata::{CatalogDigest, ParseLimits};
@@ -30,6 +31,7 @@ use super::{
     Anchor, ChangesMessage, FeedError, ParentFeed, StorePosition, SubscribeRequest,
     SubscriptionMessage,
 };
+use crate::publishing::CustomCheck;
 use crate::store::{CatalogStore, StoreError};
 
 /// The update-server store's metadata key holding its anchor in the parent's log.
@@ -65,6 +67,7 @@ pub async fn pull(
     store: &CatalogStore,
     limits: &ParseLimits,
     journal: bool,
+    custom: Option<Arc<CustomCheck>>,
     mut progress: impl FnMut(&FeedOutcome),
 ) -> Result<FeedOutcome, FeedError> {
     let mut outcome = FeedOutcome::default();
@@ -76,7 +79,15 @@ pub async fn pull(
     };
     for _ in 0..MAX_ROUNDS {
         let batches_before = outcome.batches;
-        let target_digest = pull_once(parent, target, limits, &mut outcome, &mut progress).await?;
+        let target_digest = pull_once(
+            parent,
+            target,
+            limits,
+            custom.clone(),
+            &mut outcome,
+            &mut progress,
+        )
+        .await?;
         if store.digest() == target_digest {
             outcome.digest = target_digest;
             return Ok(outcome);
@@ -98,6 +109,7 @@ async fn pull_once(
     parent: &dyn ParentFeed,
     target: Target<'_>,
     limits: &ParseLimits,
+    custom: Option<Arc<CustomCheck>>,
     outcome: &mut FeedOutcome,
     progress: &mut impl FnMut(&FeedOutcome),
 ) -> Result<CatalogDigest, FeedError> {
@@ -126,10 +138,12 @@ async fn pull_once(
             }
             Some(ChangesMessage::Batch(batch)) if planned => {
                 let limits = *limits;
+                let custom = custom.clone();
                 let next = tokio::task::spawn_blocking(move || {
                     let reader = DocumentReader {
                         limits: &limits,
                         parsed_in: None,
+                        custom: custom.as_deref(),
                     };
                     apply::read(batch, &reader)
                 });
@@ -184,6 +198,8 @@ pub struct ReplicationLimits {
     /// Keep an undo journal of what is applied ([`super::journal`]), so that a catalog
     /// that turns out not to be the signed one can be taken back.
     pub journal: bool,
+    /// With signed catalog versions: what custom updates are checked against (S6).
+    pub custom: Option<Arc<CustomCheck>>,
 }
 
 /// How far a [`replicate`] call goes.
@@ -302,6 +318,7 @@ impl Stream<'_> {
         let reader = DocumentReader {
             limits: &limits.parse,
             parsed_in: stores.update_server,
+            custom: limits.custom.as_deref(),
         };
         let mut subscription = parent
             .subscribe(SubscribeRequest {

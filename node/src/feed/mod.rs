@@ -267,6 +267,10 @@ pub enum FeedError {
     Protocol(String),
     #[error("the parent sent a document that does not parse ({id}): {reason}")]
     Document { id: RevisionId, reason: String },
+    /// A custom update whose publisher signature, delegation or vendor namespace does not
+    /// hold (S6).
+    #[error("the parent sent a custom update this node refuses: {0}")]
+    Custom(Box<crate::publishing::CustomError>),
     #[error(
         "the parent sent {id} by reference, but this node's update-server store does not hold it with the same bytes"
     )]
@@ -297,6 +301,12 @@ pub enum FeedError {
     /// An export file that cannot be applied where the store stands, or cannot be read.
     #[error("{0}")]
     File(String),
+}
+
+impl From<crate::publishing::CustomError> for FeedError {
+    fn from(error: crate::publishing::CustomError) -> Self {
+        Self::Custom(Box::new(error))
+    }
 }
 
 impl FeedError {

@@ -88,13 +88,11 @@ pub fn rule_for(path: &str, client_policy_needs_certificate: bool) -> Option<Rul
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     Some(match service {
         "sitesync.v1.Admin" => match method {
-            "RunSync" | "SetSyncSettings" | "ExportCatalog" | "ImportCatalog" | "PublishUpdate" => {
-                Rule::Operator
-            }
+            "RunSync" | "SetSyncSettings" | "ExportCatalog" | "ImportCatalog" | "PublishUpdate"
+            | "DelegatePublisher" | "RevokePublisher" => Rule::Operator,
             "GetSiteStatus" | "GetHierarchy" | "WatchSync" | "ListStatusMessages"
-            | "ListUpdates" | "GetUpdate" | "GetSyncSettings" | "GetClientPolicy" => {
-                Rule::AnyIdentity
-            }
+            | "ListUpdates" | "GetUpdate" | "GetSyncSettings" | "GetClientPolicy"
+            | "ListPublishers" => Rule::AnyIdentity,
             _ => return None,
         },
         "sitesync.v1.UpdateServer" => match method {

@@ -54,6 +54,8 @@ pub fn record(update: UpdateId) -> Vec<u8> {
 pub const UPDATE_SERVER_DOCUMENTS: u8 = b'u';
 /// The tag of the site database's documents in the shared documents space.
 pub const SITE_DATABASE_DOCUMENTS: u8 = b's';
+/// The tag of the published custom updates' documents (a top site's).
+pub const PUBLICATIONS_DOCUMENTS: u8 = b'p';
 
 /// Where a document sits in the documents space: the store that wrote it (its tag) and the
 /// change-log sequence number of the put that stored it there.

@@ -1,14 +1,17 @@
-//! A node's two stores, on one sled database.
+//! A node's stores, on one sled database.
 //!
 //! - [`UpdateServerStore`]: every revision the node's update server has synced from its
 //!   upstream (the WSUS database). Downstream nodes pull from it.
 //! - [`SiteDatabase`]: the site's view (the ConfigMgr site database). Phase 2 of a sync
 //!   copies into it; child sites replicate from it.
+//! - [`Publications`]: at a top site, the custom updates published there (S6), selected
+//!   or not; phase 1 takes them into the update-server store while `Local publisher` is
+//!   selected. Empty elsewhere.
 //!
-//! Each store has an index of its own; their documents share one space, so a revision both
-//! hold is stored once ([`DocumentSpace`]).
+//! Each store has an index of its own; their documents share one space, so a revision more
+//! than one holds is stored once ([`DocumentSpace`]).
 //!
-//! Both are [`CatalogStore`]s (see [`catalog`]) over the small [`Backend`] interface (see
+//! All are [`CatalogStore`]s (see [`catalog`]) over the small [`Backend`] interface (see
 //! [`backend`]): sled on disk in production, memory in fast tests. [`keys`] is the layout.
 
 pub mod backend;
@@ -45,6 +48,17 @@ pub struct UpdateServerStore(CatalogStore);
 #[derive(Debug)]
 pub struct SiteDatabase(CatalogStore);
 
+/// The published custom updates (see the module documentation).
+#[derive(Debug)]
+pub struct Publications(CatalogStore);
+
+impl Deref for Publications {
+    type Target = CatalogStore;
+    fn deref(&self) -> &CatalogStore {
+        &self.0
+    }
+}
+
 impl Deref for UpdateServerStore {
     type Target = CatalogStore;
     fn deref(&self) -> &CatalogStore {
@@ -73,6 +87,7 @@ pub struct NodeDatabase {
     memory_spaces: Mutex<HashMap<String, Arc<MemoryBackend>>>,
     update_server: UpdateServerStore,
     site_database: SiteDatabase,
+    publications: Publications,
     documents: Arc<DocumentSpace>,
 }
 
@@ -100,6 +115,11 @@ impl NodeDatabase {
                 &documents,
                 keys::SITE_DATABASE_DOCUMENTS,
             )?),
+            publications: Publications(CatalogStore::open(
+                tree("publications.index")?,
+                &documents,
+                keys::PUBLICATIONS_DOCUMENTS,
+            )?),
             documents,
             db: Some(db),
             path: path.to_owned(),
@@ -114,6 +134,7 @@ impl NodeDatabase {
         Ok(Self {
             update_server: UpdateServerStore(store(keys::UPDATE_SERVER_DOCUMENTS)?),
             site_database: SiteDatabase(store(keys::SITE_DATABASE_DOCUMENTS)?),
+            publications: Publications(store(keys::PUBLICATIONS_DOCUMENTS)?),
             documents,
             db: None,
             path: std::path::PathBuf::new(),
@@ -127,6 +148,10 @@ impl NodeDatabase {
 
     pub fn site_database(&self) -> &SiteDatabase {
         &self.site_database
+    }
+
+    pub fn publications(&self) -> &Publications {
+        &self.publications
     }
 
     /// The documents both stores keep.

@@ -78,6 +78,16 @@ impl Default for SyncSettings {
 }
 
 impl SyncSettings {
+    /// Whether the products name the built-in `Local publisher` company (S6).
+    pub fn names_local_publisher(&self) -> bool {
+        self.products.iter().any(|p| match p {
+            CategorySelector::Id(id) => *id == sitesync_metadata::custom::LOCAL_PUBLISHER,
+            CategorySelector::Name(name) => {
+                name.eq_ignore_ascii_case(sitesync_metadata::custom::LOCAL_PUBLISHER_NAME)
+            }
+        })
+    }
+
     /// Whether two settings select the same updates (the schedule aside).
     pub fn same_selection(&self, other: &Self) -> bool {
         self.products == other.products
@@ -136,6 +146,12 @@ impl CatalogFilter {
                 .map(|l| l.to_ascii_lowercase())
                 .collect(),
         })
+    }
+
+    /// Whether the chosen products take in category `id` (every category when every
+    /// product is chosen).
+    pub fn takes_category(&self, id: UpdateId) -> bool {
+        self.products.as_ref().is_none_or(|p| p.contains(&id))
     }
 
     /// What to ask an upstream server's update list for (GetRevisionIdList): the chosen

@@ -23,6 +23,7 @@
 //! ([`crate::feed`]), followed from the last anchor applied.
 
 pub mod directory;
+pub mod published;
 pub mod wsus;
 
 use std::io;
@@ -38,6 +39,7 @@ use sitesync_metadata::{
 use crate::store::BackendError;
 
 pub use directory::DirectoryUpstream;
+pub use published::{WithPublications, WithPublicationsError};
 pub use wsus::{WsusUpstream, WsusUpstreamError};
 
 /// Revisions read a page at a time, in (update id, revision) order.
@@ -119,6 +121,12 @@ pub trait Offered {
     /// Whether the error concerns that one document only: the sync skips the revision with a
     /// 6790 warning and goes on. Every other error fails the sync.
     fn is_per_document(error: &Self::Error) -> bool;
+
+    /// Whether `id` is a custom update (or category) published at this site, not the
+    /// upstream's (S6).
+    fn is_published(&self, _id: UpdateId) -> bool {
+        false
+    }
 }
 
 impl Offered for DirectoryUpstream {

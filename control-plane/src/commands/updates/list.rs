@@ -97,6 +97,7 @@ fn filter(args: &UpdatesListArgs) -> v1::UpdateFilter {
                 .to_owned()
         }),
         text: args.text.clone(),
+        publisher: args.publisher.clone(),
         superseded: args.superseded.then_some(true),
         expired: args.expired.then_some(true),
         update_types: args

@@ -25,6 +25,7 @@ pub fn store_selector(store: Option<StoreArg>) -> v1::StoreSelector {
         None => v1::StoreSelector::Unspecified,
         Some(StoreArg::UpdateServer) => v1::StoreSelector::UpdateServer,
         Some(StoreArg::SiteDatabase) => v1::StoreSelector::SiteDatabase,
+        Some(StoreArg::Publications) => v1::StoreSelector::Publications,
     }
 }
 

@@ -77,9 +77,44 @@ pub struct UpdateDetailView {
     pub superseded_by: Vec<String>,
     /// The categories it belongs to, with names where the store holds them.
     pub resolved_categories: Vec<CategoryView>,
+    /// For a custom update (S6): its publisher and whether its seal holds; null otherwise.
+    pub custom: Option<CustomView>,
     /// Not serialized: the parsed revision, for the table.
     #[serde(skip)]
     parsed: UpdateRevision,
+}
+
+/// A custom update's seal, as the node judged it.
+#[derive(Debug, Serialize)]
+pub struct CustomView {
+    pub publisher: String,
+    pub vendor: String,
+    pub product: String,
+    pub key_id: String,
+    /// 0 when the top site has not accepted it.
+    pub accepted_version: u64,
+    pub accepted_at: Option<String>,
+    /// `valid` or `refused`.
+    pub signature: &'static str,
+    pub verdict: String,
+}
+
+impl CustomView {
+    fn new(wire: v1::CustomUpdateInfo) -> Self {
+        Self {
+            publisher: printable(&wire.publisher),
+            vendor: printable(&wire.vendor),
+            product: printable(&wire.product),
+            key_id: printable(&wire.key_id),
+            accepted_version: wire.accepted_version,
+            accepted_at: wire
+                .accepted_at
+                .and_then(|t| sitesync_proto::convert::timestamp_from_wire(t).ok())
+                .map(|t| t.to_string()),
+            signature: if wire.valid { "valid" } else { "refused" },
+            verdict: printable(&wire.verdict),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -123,6 +158,7 @@ impl UpdateDetailView {
                     .map(view::category_type_name),
                 })
                 .collect(),
+            custom: response.custom.map(CustomView::new),
             parsed,
         })
     }
@@ -223,6 +259,19 @@ impl UpdateDetailView {
                 text
             })),
         ));
+        if let Some(custom) = &self.custom {
+            rows.push(("publisher", custom.publisher.clone()));
+            rows.push(("vendor", custom.vendor.clone()));
+            rows.push(("publisher key", custom.key_id.clone()));
+            rows.push((
+                "accepted",
+                match &custom.accepted_at {
+                    Some(at) => format!("at catalog version {}, {at}", custom.accepted_version),
+                    None => "not yet".to_owned(),
+                },
+            ));
+            rows.push(("signature", wrap(&custom.verdict, WRAP_WIDTH)));
+        }
         rows.push((
             "document",
             format!("{} bytes, sha256 {}", r.document_bytes, r.content_sha256),
@@ -332,6 +381,7 @@ mod tests {
                     },
                 })
                 .collect(),
+            custom: None,
         }
     }
 

@@ -24,11 +24,21 @@ impl SyncManager {
         let store = self.inner.node.database.update_server();
         let name = file.address().to_owned();
         let offered = self.verify_imported_version(file)?;
+        let custom = match &self.inner.node.catalog_versions {
+            Some(versions) => Some(versions.custom_check(&offered, true).map_err(|source| {
+                SyncError::ImportVersion {
+                    file: name.clone(),
+                    source: Box::new(source),
+                }
+            })?),
+            None => None,
+        };
         let outcome = tokio::runtime::Handle::current().block_on(follow::pull(
             file,
             store,
             &ParseLimits::default(),
             true,
+            custom,
             |o: &FeedOutcome| {
                 run.progress = (o.batches, 0);
                 self.publish(run);
@@ -108,16 +118,16 @@ impl SyncManager {
     }
 
     /// Takes back what this import (and any import cut off before it) applied.
-    fn take_back(&self, journal: &Journal<'_>) {
+    pub(super) fn take_back(&self, journal: &Journal<'_>) {
         match journal.undo(&ParseLimits::default()) {
             Ok(restored) => {
                 warn!(
                     restored,
-                    "the import failed; the update server is restored to before it"
+                    "the phase failed; the store is restored to before it"
                 )
             }
             Err(e) => {
-                warn!(error = %e, "the import failed and could not be taken back yet; the next import takes it back or completes it")
+                warn!(error = %e, "the phase failed and could not be taken back yet; the next sync takes it back or completes it")
             }
         }
     }

@@ -12,7 +12,9 @@ use crate::feed::follow::{
     self, PULL_ANCHOR_KEY, REPLICATION_ANCHOR_KEY, ReplicaStores, ReplicationLimits,
     ReplicationTarget,
 };
+use crate::feed::journal::Journal;
 use crate::feed::{FeedError, ParentFeed};
+use crate::publishing::CustomCheck;
 
 impl SyncManager {
     /// Phase 1 at a child site: the parent's update server, pulled until the digests match,
@@ -24,6 +26,7 @@ impl SyncManager {
     ) -> Result<Option<Held>, SyncError> {
         let store = self.inner.node.database.update_server();
         let offered = self.verify_offered(parent)?;
+        let custom = self.custom_check(parent, offered.as_ref())?;
         let target = (&**store, PULL_ANCHOR_KEY, "update server");
         // The sync runs on the blocking pool; the pull is asynchronous network work.
         let outcome = tokio::runtime::Handle::current().block_on(follow::pull(
@@ -31,6 +34,7 @@ impl SyncManager {
             store,
             &ParseLimits::default(),
             offered.is_some(),
+            custom,
             |o: &FeedOutcome| {
                 run.progress = (o.batches, 0);
                 self.publish(run);
@@ -45,6 +49,15 @@ impl SyncManager {
                 return Err(SyncError::CatalogVersion {
                     parent: parent.address().to_owned(),
                     source: VersionError::Unsettled,
+                });
+            }
+            // A custom update that is not genuine (S6): the pull is taken back, so the
+            // node keeps the catalog it had.
+            (Err(source @ FeedError::Custom(_)), Some(_)) => {
+                self.take_back(&Journal::new(store, PULL_ANCHOR_KEY));
+                return Err(SyncError::Parent {
+                    parent: parent.address().to_owned(),
+                    source,
                 });
             }
             (Err(source), _) => {
@@ -89,6 +102,7 @@ impl SyncManager {
                 ReplicationTarget::ParentPosition,
                 &ReplicationLimits {
                     journal: offered.is_some(),
+                    custom: self.custom_check(parent, offered)?,
                     ..ReplicationLimits::default()
                 },
                 |o| {
@@ -97,9 +111,14 @@ impl SyncManager {
                     std::ops::ControlFlow::Continue(())
                 },
             ))
-            .map_err(|source| SyncError::Replication {
-                parent: parent.address().to_owned(),
-                source,
+            .map_err(|source| {
+                if offered.is_some() && matches!(source, FeedError::Custom(_)) {
+                    self.take_back(&Journal::new(site, REPLICATION_ANCHOR_KEY));
+                }
+                SyncError::Replication {
+                    parent: parent.address().to_owned(),
+                    source,
+                }
             })?;
         run.counts.site_database.add_pulled(&outcome.changes);
         if let Some(offered) = offered {
@@ -115,5 +134,24 @@ impl SyncManager {
             "site database replicated from the parent"
         );
         Ok(())
+    }
+
+    /// What custom updates from `parent` are checked against: the offered version's
+    /// delegations (none without signed versions).
+    fn custom_check(
+        &self,
+        parent: &dyn ParentFeed,
+        offered: Option<&Held>,
+    ) -> Result<Option<std::sync::Arc<CustomCheck>>, SyncError> {
+        match (&self.inner.node.catalog_versions, offered) {
+            (Some(versions), Some(offered)) => versions
+                .custom_check(offered, false)
+                .map(Some)
+                .map_err(|source| SyncError::CatalogVersion {
+                    parent: parent.address().to_owned(),
+                    source,
+                }),
+            _ => Ok(None),
+        }
     }
 }

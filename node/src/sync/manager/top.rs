@@ -8,13 +8,30 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use sitesync_metadata::custom::LOCAL_PUBLISHER;
 use sitesync_metadata::{UpdateId, UpdateType};
 use tracing::info;
 
 use super::super::settings::{Candidate, CatalogFilter, SyncSettings, included_updates};
 use super::{LOG_PAGE, SyncError, SyncKind, SyncManager, SyncRun};
 use crate::store::{ApplyOutcome, CatalogChange, HeldUpdate, StoreError};
-use crate::upstream::{DirectoryUpstream, Offered, ScanProgress, WsusUpstream};
+use crate::upstream::published::local_revisions;
+use crate::upstream::{
+    DirectoryUpstream, Offered, ScanProgress, TrackedRevision, WithPublications,
+    WithPublicationsError, WsusUpstream,
+};
+
+impl<E> From<WithPublicationsError<E>> for SyncError
+where
+    SyncError: From<E>,
+{
+    fn from(error: WithPublicationsError<E>) -> Self {
+        match error {
+            WithPublicationsError::Upstream(e) => e.into(),
+            WithPublicationsError::Publications(e) => e.into(),
+        }
+    }
+}
 
 /// Changes applied per store batch, and the bytes of documents after which a batch is cut.
 const BATCH_CHANGES: usize = 500;
@@ -42,7 +59,8 @@ impl SyncManager {
         for skipped in &report.skipped {
             self.skipped(run, &skipped.file.display().to_string(), &skipped.reason);
         }
-        self.bring_store_to(run, upstream, settings, report.tracked as u64, clock)
+        let offered = self.with_publications(upstream, settings)?;
+        self.bring_store_to(run, &offered, settings, report.tracked as u64, clock)
     }
 
     /// Phase 1 from an upstream WSUS server (S1, S3, S4): a full sync asks for the complete
@@ -57,9 +75,27 @@ impl SyncManager {
     ) -> Result<(), SyncError> {
         let clock = Instant::now();
         let full = run.kind == SyncKind::Full;
-        let select = |categories: &[crate::upstream::TrackedRevision]| {
-            CatalogFilter::resolve(settings, categories)
-                .map(|filter| filter.upstream_lists(categories))
+        // The settings may name the local publisher's categories (S6), which the server
+        // does not hold: they resolve here and are not asked for.
+        let local: Vec<TrackedRevision> = local_revisions(self.inner.node.database.publications())?
+            .into_iter()
+            .filter(|r| r.category_type.is_some())
+            .collect();
+        let select = |categories: &[TrackedRevision]| {
+            let mut all = categories.to_vec();
+            all.extend(local.iter().cloned());
+            CatalogFilter::resolve(settings, &all)
+                .map(|filter| {
+                    let (mut products, classifications) = filter.upstream_lists(categories);
+                    let chosen = !products.is_empty();
+                    products.retain(|id| !local.iter().any(|l| l.id.update_id == *id));
+                    if chosen && products.is_empty() {
+                        // Only custom products are chosen: ask for a category the server
+                        // does not hold, so it lists no update (an empty list means all).
+                        products.push(LOCAL_PUBLISHER);
+                    }
+                    (products, classifications)
+                })
                 .map_err(|e| e.to_string())
         };
         let scanned = tokio::runtime::Handle::current().block_on(upstream.scan_selecting(
@@ -93,7 +129,8 @@ impl SyncManager {
                 &skipped.reason,
             );
         }
-        self.bring_store_to(run, upstream, settings, report.tracked as u64, clock)
+        let offered = self.with_publications(upstream, settings)?;
+        self.bring_store_to(run, &offered, settings, report.tracked as u64, clock)
     }
 
     /// Shows a scan's progress (documents read of those to read) as sync `id`'s, to status
@@ -115,6 +152,19 @@ impl SyncManager {
                 }
             });
         }
+    }
+
+    /// `upstream` with what the local publisher offers beside it ([`WithPublications`]).
+    fn with_publications<'a, U: Offered>(
+        &'a self,
+        upstream: &'a U,
+        settings: &SyncSettings,
+    ) -> Result<WithPublications<'a, U>, crate::store::StoreError> {
+        WithPublications::new(
+            upstream,
+            self.inner.node.database.publications(),
+            settings.names_local_publisher(),
+        )
     }
 
     /// Chooses the wanted updates among those `upstream` offers and brings the update-server
@@ -146,7 +196,14 @@ impl SyncManager {
         let filter = CatalogFilter::resolve(settings, &categories)
             .map_err(|e| SyncError::Settings(e.to_string()))?;
         let mut included = included_updates(&filter, &candidates);
-        included.extend(categories.iter().map(|c| c.id.update_id));
+        // Categories always sync (they are what operators choose from), except a local
+        // publisher's vendors and products, which follow `Local publisher` (S6).
+        included.extend(
+            categories
+                .iter()
+                .map(|c| c.id.update_id)
+                .filter(|&id| !upstream.is_published(id) || filter.takes_category(id)),
+        );
         drop(candidates);
         info!(sync_id = run.id, included = included.len(), elapsed = ?clock.elapsed(), "selection resolved");
 

@@ -2,6 +2,7 @@
 //! messages, updates, sync settings and the client policy.
 
 mod archive;
+mod publishing;
 mod settings;
 mod updates;
 
@@ -69,8 +70,9 @@ impl AdminService {
             Ok(v1::StoreSelector::SiteDatabase | v1::StoreSelector::Unspecified) => {
                 Ok((self.node.database.site_database(), 1))
             }
+            Ok(v1::StoreSelector::Publications) => Ok((self.node.database.publications(), 2)),
             Err(_) => Err(Status::invalid_argument(format!(
-                "store: {selector} is not a store; use UPDATE_SERVER or SITE_DATABASE"
+                "store: {selector} is not a store; use UPDATE_SERVER, SITE_DATABASE or PUBLICATIONS"
             ))),
         }
     }
@@ -400,6 +402,17 @@ impl v1::admin_server::Admin for AdminService {
             None => None,
         };
         let text = filter.text.as_ref().map(|t| t.to_lowercase());
+        // A custom update's publisher is in its seal: read only when asked for.
+        let publisher = |s: &UpdateSummary| {
+            filter.publisher.as_ref().is_none_or(|wanted| {
+                store
+                    .document(s.id)
+                    .ok()
+                    .flatten()
+                    .and_then(|d| sitesync_metadata::custom::unseal(&d).ok().flatten())
+                    .is_some_and(|(seal, _)| seal.publisher.eq_ignore_ascii_case(wanted))
+            })
+        };
         let kb = filter
             .kb_article
             .as_ref()
@@ -425,6 +438,7 @@ impl v1::admin_server::Admin for AdminService {
                     (Some(set), Some(wanted)) => set.contains(&s.id.update_id) == wanted,
                     _ => true,
                 }
+                && publisher(s)
         };
         let page_size = match request.page_size as usize {
             0 => DEFAULT_PAGE,
@@ -515,6 +529,7 @@ impl v1::admin_server::Admin for AdminService {
             }
             by
         };
+        let custom = self.custom_info(&revision)?;
         let categories = revision
             .categories()
             .map(|category| {
@@ -533,6 +548,7 @@ impl v1::admin_server::Admin for AdminService {
             .collect::<Result<Vec<_>, crate::store::StoreError>>()?;
         Ok(Response::new(v1::GetUpdateResponse {
             revision: Some((&revision).into()),
+            custom,
             revisions_held: held.iter().map(|r| r.revision).collect(),
             superseded_by,
             categories,
@@ -592,11 +608,37 @@ impl v1::admin_server::Admin for AdminService {
 
     async fn publish_update(
         &self,
-        _request: Request<v1::PublishUpdateRequest>,
+        request: Request<v1::PublishUpdateRequest>,
     ) -> Result<Response<v1::PublishUpdateResponse>, Status> {
-        Err(Status::unimplemented(
-            "publishing custom updates is not available in this version of sitesync",
-        ))
+        let service = self.clone();
+        let request = request.into_inner();
+        tokio::task::spawn_blocking(move || service.publish(request))
+            .await
+            .map_err(|e| Status::internal(format!("publishing stopped: {e}")))?
+            .map(Response::new)
+    }
+
+    async fn list_publishers(
+        &self,
+        _request: Request<v1::ListPublishersRequest>,
+    ) -> Result<Response<v1::ListPublishersResponse>, Status> {
+        self.list_publishers().map(Response::new)
+    }
+
+    async fn delegate_publisher(
+        &self,
+        request: Request<v1::DelegatePublisherRequest>,
+    ) -> Result<Response<v1::DelegatePublisherResponse>, Status> {
+        self.delegate_publisher(request.into_inner())
+            .map(Response::new)
+    }
+
+    async fn revoke_publisher(
+        &self,
+        request: Request<v1::RevokePublisherRequest>,
+    ) -> Result<Response<v1::RevokePublisherResponse>, Status> {
+        self.revoke_publisher(request.into_inner())
+            .map(Response::new)
     }
 
     async fn get_client_policy(

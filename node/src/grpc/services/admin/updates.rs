@@ -17,7 +17,7 @@ type SupersededAt = (u64, Arc<HashSet<UpdateId>>);
 /// listing filters on it, and recomputing it costs a walk of the store, so it is kept until
 /// the store's log moves.
 #[derive(Debug, Clone, Default)]
-pub(super) struct SupersededCache(Arc<Mutex<[Option<SupersededAt>; 2]>>);
+pub(super) struct SupersededCache(Arc<Mutex<[Option<SupersededAt>; 3]>>);
 
 impl SupersededCache {
     pub(super) fn superseded_in(
