@@ -486,6 +486,58 @@ async fn the_product_local_publisher_takes_in_no_upstream_update() {
     assert!(summaries.len() > 20, "the categories sync");
 }
 
+/// S6: custom updates come only from publishing at the top site. An upstream document
+/// posing as one — the Local publisher category, a vendor under it, a sealed document — is
+/// skipped with 6790 and never enters the stores; the rest syncs.
+#[tokio::test]
+async fn upstream_documents_posing_as_custom_updates_are_skipped() {
+    use sitesync_metadata::custom::{self, describe};
+    let upstream = tempfile::tempdir().unwrap();
+    fixtures_into(upstream.path());
+    let now = sitesync_metadata::Timestamp(1_790_000_000_000);
+    let root = String::from_utf8(custom::local_publisher_document())
+        .unwrap()
+        .replace("Local publisher", "Local publisher (upstream)");
+    let vendor = describe::render_vendor_category("Northwind Traders", now);
+    let sealed = custom::seal(
+        &describe::render_product_category("Northwind Traders", "Agent", now),
+        &custom::Seal {
+            publisher: "lob".into(),
+            vendor: "Northwind Traders".into(),
+            product: "Agent".into(),
+            signature: vec![1; 64],
+            certificate: vec![2; 300],
+            accepted: None,
+        },
+    )
+    .unwrap();
+    for (name, document) in [
+        ("root.xml", root.into_bytes()),
+        ("vendor.xml", vendor),
+        ("sealed.xml", sealed),
+    ] {
+        std::fs::write(upstream.path().join(name), document).unwrap();
+    }
+    let mut node = TestNode::start(upstream.path(), "").await;
+    let run = node.finished(1).await;
+    assert_eq!(
+        run.result,
+        Some(SyncResult::Succeeded),
+        "{:?}",
+        run.failure_reason
+    );
+    assert_eq!(run.counts.skipped, 3);
+    assert_eq!(run.counts.update_server.new, 5);
+    let store = node.started.node.database.update_server();
+    assert!(store.latest(custom::LOCAL_PUBLISHER).unwrap().is_none());
+    assert!(
+        store
+            .latest(custom::vendor_category_id("Northwind Traders"))
+            .unwrap()
+            .is_none()
+    );
+}
+
 /// Records another version of the node wrote (or damaged ones) do not keep a node from
 /// starting: the last run is forgotten, and an unreadable in-progress marker means a full
 /// sync is run again, which is always safe.

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use sitesync_metadata::custom::{LOCAL_PUBLISHER, local_publisher_document};
+use sitesync_metadata::custom::{self, LOCAL_PUBLISHER, local_publisher_document};
 use sitesync_metadata::{ParseLimits, RevisionId, UpdateId, UpdateRevision, parse_update};
 
 use super::{Offered, TrackedRevision};
@@ -35,6 +35,12 @@ pub enum WithPublicationsError<E> {
     Upstream(E),
     #[error("the published custom updates: {0}")]
     Publications(#[from] StoreError),
+    /// An upstream document that claims to be a local publisher's: custom updates come
+    /// only from publishing at this site.
+    #[error(
+        "{0} claims a place under `Local publisher` (a publisher's seal, or the Local publisher category), which only this site's publishing gives; the upstream's document is skipped"
+    )]
+    Foreign(RevisionId),
 }
 
 impl<'a, U: Offered> WithPublications<'a, U> {
@@ -116,10 +122,17 @@ impl<U: Offered> Offered for WithPublications<'_, U> {
 
     fn parsed(&self, id: RevisionId) -> Result<UpdateRevision, Self::Error> {
         if !self.local_ids.contains(&id.update_id) {
-            return self
+            let revision = self
                 .upstream
                 .parsed(id)
-                .map_err(WithPublicationsError::Upstream);
+                .map_err(WithPublicationsError::Upstream)?;
+            let claims_local = id.update_id == LOCAL_PUBLISHER
+                || revision.categories().any(|c| c == LOCAL_PUBLISHER)
+                || !matches!(custom::unseal(&revision.document), Ok(None));
+            if claims_local {
+                return Err(WithPublicationsError::Foreign(id));
+            }
+            return Ok(revision);
         }
         if id.update_id == LOCAL_PUBLISHER {
             let document = local_publisher_document();
@@ -140,6 +153,7 @@ impl<U: Offered> Offered for WithPublications<'_, U> {
         match error {
             WithPublicationsError::Upstream(e) => U::is_per_document(e),
             WithPublicationsError::Publications(_) => false,
+            WithPublicationsError::Foreign(_) => true,
         }
     }
 

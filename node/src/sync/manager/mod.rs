@@ -250,6 +250,10 @@ pub enum SyncError {
     Status(#[from] super::status::StatusError),
     #[error("sync settings: {0}")]
     Settings(String),
+    /// An upstream document posing as a local publisher's (S6); skipped per document, so
+    /// this only names it should it reach a sync's end.
+    #[error("{0}")]
+    ForeignCustom(String),
     #[error(
         "settings changed meanwhile (now at revision {current}, the change was made against {expected}); read them again and retry"
     )]

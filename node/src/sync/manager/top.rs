@@ -29,6 +29,9 @@ where
         match error {
             WithPublicationsError::Upstream(e) => e.into(),
             WithPublicationsError::Publications(e) => e.into(),
+            WithPublicationsError::Foreign(id) => SyncError::ForeignCustom(format!(
+                "the upstream offers {id} under `Local publisher`, which only this site's publishing gives"
+            )),
         }
     }
 }
