@@ -518,7 +518,7 @@ async fn upstream_documents_posing_as_custom_updates_are_skipped() {
     ] {
         std::fs::write(upstream.path().join(name), document).unwrap();
     }
-    let mut node = TestNode::start(upstream.path(), "").await;
+    let node = TestNode::start(upstream.path(), "").await;
     let run = node.finished(1).await;
     assert_eq!(
         run.result,
