@@ -635,6 +635,51 @@ async fn hostile_custom_documents_are_refused_at_the_top_site() {
         .await;
     assert_eq!(run.code(), Some(1), "{}", run.describe());
     assert!(run.stderr().contains(WINDOWS_7), "{}", run.describe());
+
+    // A well-formed update document of the vendor's product is published as it is, under
+    // its own identity; the same document as its next revision is refused.
+    let good = lab.hierarchy.dir().join("agent.xml");
+    std::fs::write(&good, update(&own_product)).unwrap();
+    let published = lab
+        .json(
+            "CEN",
+            &[
+                "publish",
+                &arg(&good),
+                "--product",
+                PRODUCT,
+                "--publisher",
+                "lob",
+            ],
+        )
+        .await;
+    assert_eq!(
+        published["update_id"],
+        "0d3c2b1a-0000-4000-8000-00000000beef"
+    );
+    assert_eq!(published["revision"], 100);
+    let same = "0d3c2b1a-0000-4000-8000-00000000beef";
+    let run = lab
+        .ctl(
+            "CEN",
+            &[
+                "publish",
+                "revise",
+                same,
+                &arg(&good),
+                "--product",
+                PRODUCT,
+                "--publisher",
+                "lob",
+            ],
+        )
+        .await;
+    assert_eq!(run.code(), Some(1), "{}", run.describe());
+    assert!(
+        run.stderr().contains("at revision 101 or above"),
+        "{}",
+        run.describe()
+    );
 }
 
 /// `unsealed` sealed by `signer` as publisher `name` for `vendor` and `product`.

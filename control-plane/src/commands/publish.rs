@@ -42,8 +42,14 @@ pub fn run(cli: &Cli, args: &PublishArgs) -> anyhow::Result<ExitCode> {
             let publisher = Publisher::load(cli, &args.publisher)?;
             let update = Update::read(file, args.product.as_deref(), &publisher)?;
             super::on_node(cli, |node| async move {
-                let id = UpdateId::from_bytes(*uuid::Uuid::new_v4().as_bytes());
-                let documents = update.sealed(&publisher, id, FIRST_REVISION)?;
+                let (id, revision) = match &update {
+                    Update::Document { id, .. } => (id.update_id, id.revision),
+                    Update::Described(_) => (
+                        UpdateId::from_bytes(*uuid::Uuid::new_v4().as_bytes()),
+                        FIRST_REVISION,
+                    ),
+                };
+                let documents = update.sealed(&publisher, id, revision)?;
                 send(node, documents, &publisher, output).await
             })
         }
@@ -162,7 +168,11 @@ impl Publisher {
 /// What FILE holds: a checked description, or an update document.
 enum Update {
     Described(Box<describe::Checked>),
-    Document { document: Vec<u8>, product: String },
+    Document {
+        document: Vec<u8>,
+        product: String,
+        id: RevisionId,
+    },
 }
 
 impl Update {
@@ -232,6 +242,7 @@ impl Update {
         Ok(Self::Document {
             document: bytes,
             product: product.to_owned(),
+            id: revision.id,
         })
     }
 
@@ -262,7 +273,19 @@ impl Update {
                 },
                 now,
             ),
-            Self::Document { document, .. } => document.clone(),
+            Self::Document {
+                document, id: own, ..
+            } => {
+                // A document keeps its own identity: it must be the revision asked for.
+                if own.update_id != id || own.revision < revision {
+                    bail!(
+                        "the document is revision {} of update {}; expected update {id} at revision {revision} or above",
+                        own.revision,
+                        own.update_id
+                    );
+                }
+                document.clone()
+            }
         };
         Ok(vec![
             publisher.seal(&describe::render_vendor_category(vendor, now), "")?,
