@@ -485,6 +485,18 @@ async fn hostile_custom_documents_are_refused_at_the_top_site() {
     lab.issue_publisher("lob", VENDOR).await;
     lab.issue_publisher("rogue", VENDOR).await;
     lab.delegate("lob").await;
+    // The names of the upstream catalog's categories are never a vendor to delegate.
+    for (name, vendor) in [("windows", "windows 7"), ("classes", "Security Updates")] {
+        lab.issue_publisher(name, vendor).await;
+        let certificate = arg(&lab.publisher_file(name, "pem"));
+        let refused = lab.ctl("CEN", &["publishers", "add", &certificate]).await;
+        assert_eq!(refused.code(), Some(1), "{}", refused.describe());
+        assert!(
+            refused.stderr().contains("no publisher may take"),
+            "{}",
+            refused.describe()
+        );
+    }
     let lob = lab.signer("lob");
     let rogue = lab.signer("rogue");
     let update = |product_category: &str| {

@@ -225,6 +225,7 @@ pub struct DelegationChange {
 /// other active keys are retired at the same moment.
 pub fn delegate(
     versions: Option<&CatalogVersions>,
+    update_server: &CatalogStore,
     certificate: &[u8],
     expires_at: Option<Timestamp>,
     rotate: bool,
@@ -240,6 +241,18 @@ pub fn delegate(
     )
     .map_err(|e| PublishError::Invalid(format!("the publisher certificate: {e}")))?;
     let added = Delegation::of_certificate(&der, now, expires_at)?;
+    if custom::classification_named(&added.vendor).is_some() {
+        return Err(PublishError::Invalid(format!(
+            "vendor `{}` is the name of an update classification, which no publisher may take",
+            added.vendor
+        )));
+    }
+    if let Some(taken) = upstream_category_named(update_server, &added.vendor)? {
+        return Err(PublishError::Invalid(format!(
+            "vendor `{}` is the name of {taken} of the upstream catalog, which no publisher may take: issue the publisher a certificate for its own company name",
+            added.vendor
+        )));
+    }
     let mut delegations = versions.delegations()?;
     if delegations
         .iter()
@@ -303,6 +316,47 @@ pub fn revoke(
     Ok(DelegationChange {
         added: None,
         retired,
+    })
+}
+
+/// The upstream category (company, product family, product, classification) the update
+/// server holds under `name`, case-insensitively, if any: such names are the upstream's.
+fn upstream_category_named(
+    update_server: &CatalogStore,
+    name: &str,
+) -> Result<Option<String>, PublishError> {
+    let mut after = None;
+    loop {
+        let page = update_server.summaries(after, 1_000)?;
+        let Some(last) = page.last() else {
+            return Ok(None);
+        };
+        after = Some(last.id.update_id);
+        let found = page.iter().find(|s| {
+            s.update_type == UpdateType::Category
+                && s.title.eq_ignore_ascii_case(name)
+                && !s.categories.contains(&custom::LOCAL_PUBLISHER)
+                && s.id.update_id != custom::LOCAL_PUBLISHER
+                && !is_custom_product(update_server, s)
+        });
+        if let Some(found) = found {
+            let level = found
+                .category_type
+                .map_or("a category".to_owned(), |t| format!("the {t:?} category"));
+            return Ok(Some(format!("{level} {}", found.id.update_id)));
+        }
+    }
+}
+
+/// Whether a category summary is a local publisher's product (its parent is a vendor
+/// family under `Local publisher`).
+fn is_custom_product(store: &CatalogStore, summary: &crate::store::UpdateSummary) -> bool {
+    summary.categories.iter().any(|parent| {
+        store
+            .latest(*parent)
+            .ok()
+            .flatten()
+            .is_some_and(|p| p.categories.contains(&custom::LOCAL_PUBLISHER))
     })
 }
 

@@ -127,6 +127,7 @@ impl AdminService {
             .map_err(|e| Status::invalid_argument(format!("expires_at: {e}")))?;
         let change = publish::delegate(
             self.node.catalog_versions.as_ref(),
+            self.node.database.update_server(),
             &request.certificate,
             expires_at,
             request.rotate,
