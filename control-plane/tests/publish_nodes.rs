@@ -99,6 +99,22 @@ impl Lab {
             .await
     }
 
+    /// The software updates `site`'s site database holds of publisher `lob`, as listed.
+    async fn software_of_lob(&self, site: &str) -> Value {
+        self.json(
+            site,
+            &[
+                "updates",
+                "list",
+                "--publisher",
+                "lob",
+                "--type",
+                "software",
+            ],
+        )
+        .await
+    }
+
     /// Publisher `name`'s key from the PKI directory.
     fn signer(&self, name: &str) -> Signer {
         Signer::from_files(
@@ -256,19 +272,7 @@ async fn custom_updates_are_published_revised_expired_and_deselected_at_every_si
         assert_eq!(shown["custom"]["publisher"], "lob", "{site}: {shown}");
         assert_eq!(shown["custom"]["vendor"], VENDOR, "{site}: {shown}");
         assert_eq!(shown["custom"]["signature"], "valid", "{site}: {shown}");
-        let listed_here = lab
-            .json(
-                site,
-                &[
-                    "updates",
-                    "list",
-                    "--publisher",
-                    "lob",
-                    "--type",
-                    "software",
-                ],
-            )
-            .await;
+        let listed_here = lab.software_of_lob(site).await;
         assert_eq!(listed(&listed_here), std::slice::from_ref(&id), "{site}");
     }
     let table = lab.ctl("SE1", &["updates", "show", &id]).await;
@@ -345,19 +349,7 @@ async fn custom_updates_are_published_revised_expired_and_deselected_at_every_si
         .await;
     lab.sync_everywhere(&sites).await;
     for site in ["CEN", "PR1", "SE1"] {
-        let here = lab
-            .json(
-                site,
-                &[
-                    "updates",
-                    "list",
-                    "--publisher",
-                    "lob",
-                    "--type",
-                    "software",
-                ],
-            )
-            .await;
+        let here = lab.software_of_lob(site).await;
         assert!(listed(&here).is_empty(), "{site} still holds {here}");
         let gone = lab.ctl(site, &["updates", "show", &id]).await;
         assert_eq!(gone.code(), Some(1), "{site}: {}", gone.describe());

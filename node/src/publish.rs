@@ -13,7 +13,7 @@ use sitesync_metadata::{
 use sitesync_security::signing;
 
 use crate::catalog_version::{CatalogVersions, VersionError};
-use crate::publishing::{CustomError, Delegation, check_for_publishing};
+use crate::publishing::{CustomError, Delegation, check_for_publishing, held_seal};
 use crate::store::{ApplyOutcome, CatalogChange, CatalogStore, StoreError, StoreState};
 
 /// A publish request holds the vendor's category, the product's and the update.
@@ -174,10 +174,7 @@ fn check_update(
                     id.update_id
                 )));
             }
-            let held_vendor = publications
-                .document(latest.id)?
-                .and_then(|d| custom::unseal(&d).ok().flatten())
-                .map(|(seal, _)| seal.vendor);
+            let held_vendor = held_seal(publications, latest.id)?.map(|seal| seal.vendor);
             if held_vendor.as_deref() != Some(vendor) {
                 return Err(PublishError::Invalid(format!(
                     "update {} is published for vendor `{}`, not `{vendor}`",
@@ -189,10 +186,9 @@ fn check_update(
     }
     for superseded in &revision.superseded {
         let of_vendor = match publications.latest(superseded.update_id)? {
-            Some(latest) => publications
-                .document(latest.id)?
-                .and_then(|d| custom::unseal(&d).ok().flatten())
-                .is_some_and(|(seal, _)| seal.vendor == vendor),
+            Some(latest) => {
+                held_seal(publications, latest.id)?.is_some_and(|seal| seal.vendor == vendor)
+            }
             None => false,
         };
         if !of_vendor {

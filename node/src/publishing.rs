@@ -22,11 +22,12 @@ use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
-use sitesync_metadata::custom::{self, Seal};
-use sitesync_metadata::{Timestamp, UpdateRevision, UpdateType};
+use sitesync_metadata::custom::{self, Seal, key_id};
+use sitesync_metadata::{RevisionId, Timestamp, UpdateRevision, UpdateType};
 use sitesync_security::signing::{self, Algorithm};
 use sitesync_security::{PublisherCertificate, Vendor};
+
+use crate::store::{CatalogStore, StoreError};
 
 /// One publisher key delegated a vendor namespace (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,14 +96,6 @@ impl Delegation {
     pub fn is_active(&self, now: Timestamp) -> bool {
         self.retired_at.is_none() && now < self.expires_at
     }
-}
-
-/// The key id of a SubjectPublicKeyInfo (see [`Delegation::key_id`]).
-pub fn key_id(public_key: &[u8]) -> String {
-    Sha256::digest(public_key)[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Why a custom document is refused. Every message names the vendor and the key.
@@ -250,6 +243,15 @@ impl CustomCheck {
         )
         .map(Some)
     }
+}
+
+/// The seal of revision `id` as `store` holds it; `None` when it has none (an upstream
+/// update) or the store does not hold it.
+pub fn held_seal(store: &CatalogStore, id: RevisionId) -> Result<Option<Seal>, StoreError> {
+    Ok(store
+        .document(id)?
+        .and_then(|d| custom::unseal(&d).ok().flatten())
+        .map(|(seal, _)| seal))
 }
 
 /// A custom document's seal as a node judges it now (for operators).

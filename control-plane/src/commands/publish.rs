@@ -433,23 +433,13 @@ impl DelegationView {
         Self {
             publisher: printable(&wire.publisher),
             vendor: printable(&wire.vendor),
-            key_id: key_id(&wire.public_key),
+            key_id: custom::key_id(&wire.public_key),
             added_at: time(&wire.added_at).map(|t| t.to_string()),
             retired_at: time(&wire.retired_at).map(|t| t.to_string()),
             expires_at: expires.map(|t| t.to_string()),
             state,
         }
     }
-}
-
-/// The key id operators see: the first 8 bytes of the SHA-256 of the key, hex (as the
-/// node names keys in its messages).
-fn key_id(public_key: &[u8]) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(public_key)[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn delegation_table(delegations: &[DelegationView]) -> Table {

@@ -108,6 +108,16 @@ pub fn classification_named(text: &str) -> Option<UpdateId> {
         .map(|(id, _)| *id)
 }
 
+/// How operators and messages name a publisher key: the first 8 bytes of the SHA-256 of
+/// its SubjectPublicKeyInfo (DER), hex.
+pub fn key_id(public_key: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(public_key)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The built-in `Local publisher` company document: the same bytes at every node, so it
 /// needs no signature (a node recognises it by its content).
 pub fn local_publisher_document() -> Vec<u8> {

@@ -67,8 +67,15 @@ impl<'a, U: Offered> WithPublications<'a, U> {
     }
 }
 
+impl<U> WithPublications<'_, U> {
+    /// The local categories offered: the built-in company, vendors, products.
+    pub fn local_categories(&self) -> impl Iterator<Item = &TrackedRevision> {
+        self.local.iter().filter(|r| r.category_type.is_some())
+    }
+}
+
 /// The built-in company and every published revision, in (update id, revision) order.
-pub fn local_revisions(publications: &CatalogStore) -> Result<Vec<TrackedRevision>, StoreError> {
+fn local_revisions(publications: &CatalogStore) -> Result<Vec<TrackedRevision>, StoreError> {
     let root = local_publisher_document();
     let root = parse_update(&root, &ParseLimits::default()).map_err(|e| StoreError::Corrupt {
         what: format!("the built-in Local publisher category does not parse: {e}"),

@@ -15,7 +15,6 @@ use tracing::info;
 use super::super::settings::{Candidate, CatalogFilter, SyncSettings, included_updates};
 use super::{LOG_PAGE, SyncError, SyncKind, SyncManager, SyncRun};
 use crate::store::{ApplyOutcome, CatalogChange, HeldUpdate, StoreError};
-use crate::upstream::published::local_revisions;
 use crate::upstream::{
     DirectoryUpstream, Offered, ScanProgress, TrackedRevision, WithPublications,
     WithPublicationsError, WsusUpstream,
@@ -80,10 +79,8 @@ impl SyncManager {
         let full = run.kind == SyncKind::Full;
         // The settings may name the local publisher's categories (S6), which the server
         // does not hold: they resolve here and are not asked for.
-        let local: Vec<TrackedRevision> = local_revisions(self.inner.node.database.publications())?
-            .into_iter()
-            .filter(|r| r.category_type.is_some())
-            .collect();
+        let offered = self.with_publications(upstream, settings)?;
+        let local: Vec<TrackedRevision> = offered.local_categories().cloned().collect();
         let select = |categories: &[TrackedRevision]| {
             let mut all = categories.to_vec();
             all.extend(local.iter().cloned());
@@ -132,7 +129,6 @@ impl SyncManager {
                 &skipped.reason,
             );
         }
-        let offered = self.with_publications(upstream, settings)?;
         self.bring_store_to(run, &offered, settings, report.tracked as u64, clock)
     }
 

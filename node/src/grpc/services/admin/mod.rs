@@ -405,12 +405,10 @@ impl v1::admin_server::Admin for AdminService {
         // A custom update's publisher is in its seal: read only when asked for.
         let publisher = |s: &UpdateSummary| {
             filter.publisher.as_ref().is_none_or(|wanted| {
-                store
-                    .document(s.id)
+                crate::publishing::held_seal(store, s.id)
                     .ok()
                     .flatten()
-                    .and_then(|d| sitesync_metadata::custom::unseal(&d).ok().flatten())
-                    .is_some_and(|(seal, _)| seal.publisher.eq_ignore_ascii_case(wanted))
+                    .is_some_and(|seal| seal.publisher.eq_ignore_ascii_case(wanted))
             })
         };
         let kb = filter
