@@ -494,6 +494,44 @@ pub enum CatalogCommand {
     Generate(GenerateArgs),
     /// Parse update documents and print what they say.
     Inspect(InspectArgs),
+    /// Build the legacy scan catalog at the catalog host now (S13) and print what it
+    /// built; the node builds it by itself every refresh (7 days by default).
+    BuildLegacy,
+    /// The legacy scan catalog the node holds and serves: its build, counts, expiry, the
+    /// next build (at the host) and the last error.
+    LegacyStatus,
+    /// Download the node's legacy scan catalog into a directory, as an offline client
+    /// does: the index is checked (signature, not expired, not older than the one DIR
+    /// holds) before any shard is fetched; only shards DIR lacks are fetched, an
+    /// interrupted download resumes, and DIR's catalog is replaced only once all is there.
+    Download(LegacyDownloadArgs),
+    /// Check a downloaded legacy scan catalog offline: signature, expiry, that its build is
+    /// not older than one DIR held before, and every shard's length and SHA-256.
+    Verify(LegacyVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LegacyDownloadArgs {
+    /// The directory to keep the catalog in; created if missing.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// A CA certificate (PEM) the index's signer must chain to; repeat for several. The
+    /// CA of --pki-dir (or --ca) is trusted too.
+    #[arg(long, value_name = "CA_PEM")]
+    pub trust: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LegacyVerifyArgs {
+    /// The catalog directory, as `catalog download` wrote it.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// A CA certificate (PEM) the index's signer must chain to; repeat for several. The
+    /// CA of --pki-dir (or --ca) is trusted too.
+    #[arg(long, value_name = "CA_PEM")]
+    pub trust: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

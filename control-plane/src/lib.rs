@@ -24,5 +24,6 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod output;
+pub mod trust;
 pub mod units;
 pub mod views;

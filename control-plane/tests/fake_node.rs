@@ -663,6 +663,24 @@ impl Admin for FakeAdmin {
         self.check()?;
         Ok(Response::new(policy()))
     }
+
+    async fn build_legacy_catalog(
+        &self,
+        _: Request<v1::BuildLegacyCatalogRequest>,
+    ) -> Result<Response<v1::LegacyCatalogStatus>, Status> {
+        self.check()?;
+        Err(Status::failed_precondition(
+            "the fake node is not the legacy catalog host",
+        ))
+    }
+
+    async fn get_legacy_catalog_status(
+        &self,
+        _: Request<v1::GetLegacyCatalogStatusRequest>,
+    ) -> Result<Response<v1::LegacyCatalogStatus>, Status> {
+        self.check()?;
+        Ok(Response::new(v1::LegacyCatalogStatus::default()))
+    }
 }
 
 fn policy() -> v1::MachinePolicy {

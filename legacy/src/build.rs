@@ -159,22 +159,11 @@ pub fn build<E: std::error::Error + 'static>(
         source,
     })?;
 
-    // Shards neither this index nor the one before it names are gone for good (a client
-    // in the middle of downloading the previous catalog still finds its shards).
-    let keep: HashSet<String> = index
-        .shards
-        .iter()
-        .map(|s| shard_file_name(&s.sha256))
-        .chain(previous)
-        .collect();
-    if let Ok(entries) = std::fs::read_dir(&shards_dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !keep.contains(&name) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
+    crate::fetch::record_held_build(dir, index.build).map_err(|source| BuildError::Io {
+        path: dir.join(crate::HELD_BUILD_FILE),
+        source,
+    })?;
+    remove_unnamed_shards(&shards_dir, &index, previous);
     let total_bytes = index.shards.iter().map(|s| s.bytes).sum::<u64>() + index_bytes.len() as u64;
     Ok(BuildReport {
         signed,
@@ -243,8 +232,33 @@ impl OpenShard {
     }
 }
 
+/// Removes the shards (and partial downloads) neither `index` nor the one before it
+/// (`previous`) names: a client in the middle of downloading the previous catalog still
+/// finds its shards.
+pub(crate) fn remove_unnamed_shards(
+    shards_dir: &Path,
+    index: &v1::LegacyCatalogIndex,
+    previous: Vec<String>,
+) {
+    let keep: HashSet<String> = index
+        .shards
+        .iter()
+        .map(|s| shard_file_name(&s.sha256))
+        .chain(previous)
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(shards_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let shard = name.strip_suffix(".partial").unwrap_or(&name);
+            if !keep.contains(shard) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// The shard names of the index `dir` holds now, if it can be read.
-fn previous_shards(dir: &Path) -> Vec<String> {
+pub(crate) fn previous_shards(dir: &Path) -> Vec<String> {
     let Ok(bytes) = std::fs::read(dir.join(INDEX_FILE)) else {
         return Vec::new();
     };

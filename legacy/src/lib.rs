@@ -13,14 +13,40 @@
 //!   the hierarchy, the top site it names), that it has not expired, that it is not older
 //!   than the one held, and every shard's length and SHA-256. Each refusal says which.
 //!
-//! Directory layout: `index.bin` (an encoded [`v1::SignedLegacyCatalogIndex`]) and
-//! `shards/<sha256 hex>.lz4`.
+//! - [`fetch`] takes a node's catalog into a directory over
+//!   `ClientPolicy.GetLegacyScanCatalog`: the index checked first, then only the shards
+//!   missing or damaged, each resumable, the index written last.
+//!
+//! Directory layout: `index.bin` (an encoded [`v1::SignedLegacyCatalogIndex`]),
+//! `shards/<sha256 hex>.lz4` and `held-build` (the newest build the directory has held).
 
 pub mod build;
+pub mod fetch;
 pub mod shard;
 pub mod verify;
 
 pub use sitesync_proto::v1;
+
+/// The index as signed and stored in `index.bin`.
+pub type SignedIndex = v1::SignedLegacyCatalogIndex;
+/// What an index says.
+pub type Index = v1::LegacyCatalogIndex;
+/// One shard's entry in an index.
+pub type ShardEntry = v1::LegacyCatalogShard;
+
+/// When `index` was built, if it says.
+pub fn built_at(index: &Index) -> Option<sitesync_metadata::Timestamp> {
+    index
+        .built_at
+        .and_then(|t| sitesync_proto::convert::timestamp_from_wire(t).ok())
+}
+
+/// When `index` expires, if it says.
+pub fn expires_at(index: &Index) -> Option<sitesync_metadata::Timestamp> {
+    index
+        .expires_at
+        .and_then(|t| sitesync_proto::convert::timestamp_from_wire(t).ok())
+}
 
 /// The format this crate writes and the only one it reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -30,6 +56,9 @@ pub const LEGACY_INDEX_SIGNATURE_CONTEXT: &[u8] = b"sitesync.v1.LegacyCatalogInd
 
 /// The index's file name in a catalog directory.
 pub const INDEX_FILE: &str = "index.bin";
+
+/// The newest build a catalog directory has held, so an older index put back is refused.
+pub const HELD_BUILD_FILE: &str = "held-build";
 
 /// The shards' directory in a catalog directory.
 pub const SHARDS_DIR: &str = "shards";

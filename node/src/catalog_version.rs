@@ -399,6 +399,21 @@ impl CatalogVersions {
             .collect()
     }
 
+    /// The key that signs catalog versions (read from the certificate files now, so a
+    /// rotated certificate signs from then on): at the top site, it also signs the legacy
+    /// scan catalog's index.
+    pub fn signer(&self) -> Result<Signer, SigningError> {
+        Signer::load(self.tls.files())
+    }
+
+    /// The CA certificates and revocation check of the hierarchy, for checking what the
+    /// top site signed.
+    pub fn trust(&self) -> (Vec<CertificateDer<'static>>, impl Fn(&[u8]) -> bool + use<>) {
+        let material = self.tls.current();
+        let cas = self.ca();
+        (cas, move |der: &[u8]| material.is_revoked(der))
+    }
+
     /// At the top site: signs the next version for the stores as they are and holds it.
     /// `site_database` is `None` between the phases.
     pub fn sign(

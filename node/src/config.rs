@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Deserialize;
 use sitesync_security::TlsFiles;
@@ -124,6 +125,86 @@ pub struct NodeConfig {
     /// CA certificates (PEM files) of other hierarchies whose export files this node
     /// imports, besides its own hierarchy's (`[import] trust`).
     pub import_trust: Vec<PathBuf>,
+    /// The legacy scan catalog (S13): whether this site builds it, and how.
+    pub legacy_catalog: LegacyCatalogConfig,
+}
+
+/// How often the host builds the catalog unless configured otherwise (S13).
+pub const DEFAULT_LEGACY_REFRESH: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// How often a site asks its parent for a newer build unless configured otherwise.
+pub const DEFAULT_LEGACY_POLL: Duration = Duration::from_secs(10 * 60);
+
+/// The classifications the catalog holds unless configured otherwise: those of
+/// Microsoft's `wsusscn2.cab`.
+pub const DEFAULT_LEGACY_CLASSIFICATIONS: [&str; 3] =
+    ["Security Updates", "Update Rollups", "Service Packs"];
+
+/// `[legacy_catalog]`, validated: the whole-catalog file older clients scan offline (S13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyCatalogConfig {
+    /// This site builds the catalog (the top site: the index is signed with its catalog
+    /// key). Every other site fetches it from its parent.
+    pub host: bool,
+    /// How often the host builds it, unless `sitesyncctl settings set
+    /// --legacy-catalog-refresh` changed it since.
+    pub refresh: Duration,
+    /// The update classifications it holds, by name or id.
+    pub classifications: Vec<String>,
+    /// How often a site asks its parent whether a newer build is there.
+    pub poll: Duration,
+}
+
+impl Default for LegacyCatalogConfig {
+    fn default() -> Self {
+        Self {
+            host: false,
+            refresh: DEFAULT_LEGACY_REFRESH,
+            classifications: DEFAULT_LEGACY_CLASSIFICATIONS
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
+            poll: DEFAULT_LEGACY_POLL,
+        }
+    }
+}
+
+/// `[legacy_catalog]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLegacyCatalog {
+    #[serde(default)]
+    host: bool,
+    refresh: Option<String>,
+    classifications: Option<Vec<String>>,
+    poll: Option<String>,
+}
+
+/// A duration for `[legacy_catalog]`: a whole number and a unit (`s`, `m`, `h`, `d`, `w`).
+fn legacy_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` has no unit (s, m, h, d or w)"))?;
+    let (number, unit) = text.split_at(digits_end);
+    let count: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` does not start with a whole number"))?;
+    let seconds = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        other => return Err(format!("unknown unit `{other}` (use s, m, h, d or w)")),
+    };
+    if count == 0 {
+        return Err("it must be longer than zero".into());
+    }
+    count
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{text}` is too long"))
 }
 
 /// How a node secures its connections: mutual TLS unless an operator explicitly says not to.
@@ -231,6 +312,7 @@ struct FileConfig {
     tls: Option<FileTls>,
     metrics: Option<FileMetrics>,
     import: Option<FileImport>,
+    legacy_catalog: Option<FileLegacyCatalog>,
 }
 
 /// `[import]` as written.
@@ -368,17 +450,14 @@ impl FileUpstream {
                 if let Some(name) = self.account_name {
                     settings.account_name = name;
                 }
-                let seconds = |key: &'static str,
-                               value: Option<u64>,
-                               default: std::time::Duration| {
-                    match value {
-                        None => Ok(default),
-                        Some(s) if (1..=3600).contains(&s) => Ok(std::time::Duration::from_secs(s)),
-                        Some(s) => Err(invalid(
-                            key,
-                            format!("{s} is out of range: use 1 to 3600 (seconds)"),
-                        )),
-                    }
+                let seconds = |key: &'static str, value: Option<u64>, default: Duration| match value
+                {
+                    None => Ok(default),
+                    Some(s) if (1..=3600).contains(&s) => Ok(Duration::from_secs(s)),
+                    Some(s) => Err(invalid(
+                        key,
+                        format!("{s} is out of range: use 1 to 3600 (seconds)"),
+                    )),
                 };
                 settings.connect_timeout = seconds(
                     "upstream.connect_timeout_secs",
@@ -679,7 +758,53 @@ impl NodeConfig {
             });
         }
 
+        let legacy = parsed.legacy_catalog.unwrap_or_default();
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
+            key,
+            origin: file_source.clone(),
+            reason,
+        };
+        let mut legacy_catalog = LegacyCatalogConfig {
+            host: legacy.host,
+            ..LegacyCatalogConfig::default()
+        };
+        if let Some(refresh) = &legacy.refresh {
+            legacy_catalog.refresh =
+                legacy_duration(refresh).map_err(|e| invalid("legacy_catalog.refresh", e))?;
+        }
+        if let Some(poll) = &legacy.poll {
+            legacy_catalog.poll =
+                legacy_duration(poll).map_err(|e| invalid("legacy_catalog.poll", e))?;
+        }
+        if let Some(classifications) = legacy.classifications {
+            if classifications.iter().any(|c| c.trim().is_empty()) {
+                return Err(invalid(
+                    "legacy_catalog.classifications",
+                    "an empty name: give update classifications by name (`Security Updates`) or id"
+                        .into(),
+                ));
+            }
+            if classifications.is_empty() {
+                return Err(invalid(
+                    "legacy_catalog.classifications",
+                    "an empty list would build an empty catalog: name at least one classification, or drop the key for the default".into(),
+                ));
+            }
+            legacy_catalog.classifications = classifications;
+        }
+        if legacy_catalog.host {
+            let top = role == Role::Site
+                && !matches!(upstream, UpstreamConfig::Parent(_) | UpstreamConfig::Import);
+            if !top || security == SecurityConfig::Insecure {
+                return Err(invalid(
+                    "legacy_catalog.host",
+                    "only the top site can host the legacy scan catalog (its index is signed with the top site's catalog key, which needs TLS); every other site fetches it from its parent: drop `host` here".into(),
+                ));
+            }
+        }
+
         Ok(Self {
+            legacy_catalog,
             site_code,
             role,
             data_dir,
@@ -1168,11 +1293,8 @@ mod tests {
         );
         assert_eq!(settings.protocol_version.as_str(), "1.7");
         assert_eq!(settings.account_name, "cen.example");
-        assert_eq!(settings.connect_timeout, std::time::Duration::from_secs(10));
-        assert_eq!(
-            settings.request_timeout,
-            std::time::Duration::from_secs(600)
-        );
+        assert_eq!(settings.connect_timeout, Duration::from_secs(10));
+        assert_eq!(settings.request_timeout, Duration::from_secs(600));
         assert_eq!(settings.retry.attempts, 3);
 
         // The flag names the server; the file's other keys still apply.

@@ -25,7 +25,8 @@
 //!
 //! Around them: [`config`] (defaults → TOML → environment → flags), [`node`] (a running
 //! node's shared state), [`metrics`] (what `/metrics` serves to Prometheus), [`policy`]
-//! (the client policy published after each sync, S8), [`clock`] (the time seam and the one
+//! (the client policy published after each sync, S8), [`legacy_catalog`] (the legacy scan
+//! catalog, S13: built at the host, fetched from the parent elsewhere), [`clock`] (the time seam and the one
 //! reconnect backoff), [`telemetry`] (logs and traces), [`allocator`] and [`startup`] (the
 //! composition root that opens it all).
 #![forbid(unsafe_code)]
@@ -37,6 +38,7 @@ pub mod config;
 pub mod feed;
 pub mod grpc;
 pub mod hierarchy;
+pub mod legacy_catalog;
 pub mod metrics;
 pub mod node;
 pub mod policy;

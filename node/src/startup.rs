@@ -8,6 +8,7 @@ use sitesync_metadata::ParseLimits;
 
 use crate::clock::Clock;
 use crate::config::{NodeConfig, SecurityConfig, UpstreamConfig};
+use crate::grpc::client::legacy::GrpcParentCatalog;
 use crate::grpc::client::parent::GrpcParent;
 use crate::grpc::client::peers::GrpcPeers;
 use crate::grpc::connect;
@@ -15,6 +16,7 @@ use crate::hierarchy::peers::Peers;
 use crate::hierarchy::{
     Children, Hierarchy, HierarchyError, Outbox, ReceivedRequests, StatusForwarding,
 };
+use crate::legacy_catalog::{LegacyCatalog, ParentLegacyCatalog};
 use crate::metrics::state::StateCollector;
 use crate::node::NodeState;
 use crate::policy::PolicyStore;
@@ -67,6 +69,8 @@ pub struct Started {
     pub node: Arc<NodeState>,
     pub sync: SyncManager,
     pub hierarchy: Arc<Hierarchy>,
+    /// The legacy scan catalog this site builds or takes from its parent (S13).
+    pub legacy: LegacyCatalog,
 }
 
 /// The transport the configuration asks for: mutual TLS with the configured certificates,
@@ -150,12 +154,14 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
             ParseLimits::default(),
         )?))
     };
+    let mut parent_catalog: Option<Arc<dyn ParentLegacyCatalog>> = None;
     let upstream = match &config.upstream {
         UpstreamConfig::Parent(address) => {
             // Calls have no overall time limit (a first sync streams for as long as it
             // takes); keep-alive notices a vanished parent.
             let channel = connect::channel(&node.transport, address, None)
                 .map_err(|e| SyncError::Settings(e.to_string()))?;
+            parent_catalog = Some(Arc::new(GrpcParentCatalog::new(channel.clone())));
             UpstreamSource::Parent(Arc::new(GrpcParent::new(address.as_str(), channel)))
         }
         UpstreamConfig::Directory(dir) => open_directory(dir.clone())?,
@@ -227,10 +233,12 @@ pub fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<Started, Start
     node.metrics
         .register_collector(Box::new(StateCollector::new(&hierarchy)));
     hierarchy.spawn_tasks(sync.clone(), peers.clone());
+    let legacy = LegacyCatalog::start(node.clone(), sync.clone(), parent_catalog)?;
     crate::hierarchy::reporting::spawn_reporting(node.clone(), sync.clone(), peers);
     Ok(Started {
         node,
         sync,
         hierarchy,
+        legacy,
     })
 }

@@ -55,7 +55,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             client::runtime()?.block_on(tree::watch::run(&cli.node, args.interval, output))
         }
         Command::Tree(_) => on_node(cli, |node| tree::run(node, output)),
-        Command::Catalog(command) => catalog::run(command, output),
+        Command::Catalog(command) => catalog::run(cli, command, output),
         Command::Demo(args) => demo::run(args, output),
         Command::Pki(command) => pki::run(command, output),
         Command::Status => on_node(cli, |node| status::run(node, output)),

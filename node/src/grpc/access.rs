@@ -89,10 +89,17 @@ pub fn rule_for(path: &str, client_policy_needs_certificate: bool) -> Option<Rul
     Some(match service {
         "sitesync.v1.Admin" => match method {
             "RunSync" | "SetSyncSettings" | "ExportCatalog" | "ImportCatalog" | "PublishUpdate"
-            | "DelegatePublisher" | "RevokePublisher" => Rule::Operator,
-            "GetSiteStatus" | "GetHierarchy" | "WatchSync" | "ListStatusMessages"
-            | "ListUpdates" | "GetUpdate" | "GetSyncSettings" | "GetClientPolicy"
-            | "ListPublishers" => Rule::AnyIdentity,
+            | "DelegatePublisher" | "RevokePublisher" | "BuildLegacyCatalog" => Rule::Operator,
+            "GetSiteStatus"
+            | "GetHierarchy"
+            | "WatchSync"
+            | "ListStatusMessages"
+            | "ListUpdates"
+            | "GetUpdate"
+            | "GetSyncSettings"
+            | "GetClientPolicy"
+            | "ListPublishers"
+            | "GetLegacyCatalogStatus" => Rule::AnyIdentity,
             _ => return None,
         },
         "sitesync.v1.UpdateServer" => match method {

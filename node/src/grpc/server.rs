@@ -73,6 +73,7 @@ pub async fn serve_with_health_listener(
         node,
         sync,
         hierarchy,
+        legacy,
     } = started;
     let relations: Arc<dyn Relations> = hierarchy.clone();
     health_reporter
@@ -109,6 +110,7 @@ pub async fn serve_with_health_listener(
         node.clone(),
         sync.clone(),
         hierarchy.clone(),
+        legacy.clone(),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -117,7 +119,7 @@ pub async fn serve_with_health_listener(
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let client_policy = v1::client_policy_server::ClientPolicyServer::new(
-        ClientPolicyService::new(node.clone(), sync),
+        ClientPolicyService::new(node.clone(), sync, legacy),
     );
     let (tls, client_policy_needs_certificate) = match (&node.transport, &node.config.security) {
         (

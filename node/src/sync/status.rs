@@ -98,18 +98,35 @@ pub enum StatusMessageId {
     SyncingSiteDatabase = 6705,
     /// 6706: the internet-facing update server syncs from this site's update server.
     SyncingInternetUpdateServer = 6706,
+    /// 6780 (sitesync's own): a legacy scan catalog build started (S13).
+    LegacyCatalogBuildStarted = 6780,
+    /// 6781 (sitesync's own): a legacy scan catalog build is done; the text gives its build
+    /// number, counts and what it wrote.
+    LegacyCatalogBuilt = 6781,
+    /// 6782 (sitesync's own): a legacy scan catalog build failed; the text says why.
+    LegacyCatalogBuildFailed = 6782,
+    /// 6783 (sitesync's own): a site took a new legacy scan catalog build from its parent.
+    LegacyCatalogReceived = 6783,
+    /// 6784 (sitesync's own): taking the parent's legacy scan catalog failed; the text
+    /// says why. The site keeps serving the build it held.
+    LegacyCatalogFetchFailed = 6784,
     /// 6790 (sitesync's own): a document was skipped; the text names it and the reason.
     DocumentSkipped = 6790,
 }
 
 impl StatusMessageId {
-    pub const ALL: [StatusMessageId; 7] = [
+    pub const ALL: [StatusMessageId; 12] = [
         Self::SyncStarted,
         Self::SyncDone,
         Self::SyncFailed,
         Self::SyncingUpdateServer,
         Self::SyncingSiteDatabase,
         Self::SyncingInternetUpdateServer,
+        Self::LegacyCatalogBuildStarted,
+        Self::LegacyCatalogBuilt,
+        Self::LegacyCatalogBuildFailed,
+        Self::LegacyCatalogReceived,
+        Self::LegacyCatalogFetchFailed,
         Self::DocumentSkipped,
     ];
 
@@ -125,8 +142,8 @@ impl StatusMessageId {
     /// The severity a message with this id has.
     pub fn severity(self) -> Severity {
         match self {
-            Self::SyncFailed => Severity::Error,
-            Self::DocumentSkipped => Severity::Warning,
+            Self::SyncFailed | Self::LegacyCatalogBuildFailed => Severity::Error,
+            Self::DocumentSkipped | Self::LegacyCatalogFetchFailed => Severity::Warning,
             _ => Severity::Informational,
         }
     }
@@ -140,6 +157,11 @@ impl StatusMessageId {
             Self::SyncingUpdateServer => "SyncingUpdateServer",
             Self::SyncingSiteDatabase => "SyncingSiteDatabase",
             Self::SyncingInternetUpdateServer => "SyncingInternetUpdateServer",
+            Self::LegacyCatalogBuildStarted => "LegacyCatalogBuildStarted",
+            Self::LegacyCatalogBuilt => "LegacyCatalogBuilt",
+            Self::LegacyCatalogBuildFailed => "LegacyCatalogBuildFailed",
+            Self::LegacyCatalogReceived => "LegacyCatalogReceived",
+            Self::LegacyCatalogFetchFailed => "LegacyCatalogFetchFailed",
             Self::DocumentSkipped => "DocumentSkipped",
         }
     }
@@ -159,6 +181,11 @@ impl StatusMessageId {
             Self::SyncingInternetUpdateServer => {
                 "WSUS synchronization in progress; current phase: synchronizing the internet-facing update server"
             }
+            Self::LegacyCatalogBuildStarted => "legacy scan catalog build started",
+            Self::LegacyCatalogBuilt => "legacy scan catalog build done",
+            Self::LegacyCatalogBuildFailed => "legacy scan catalog build failed",
+            Self::LegacyCatalogReceived => "legacy scan catalog taken from the parent",
+            Self::LegacyCatalogFetchFailed => "taking the parent's legacy scan catalog failed",
             Self::DocumentSkipped => "an update document was skipped",
         }
     }
@@ -173,7 +200,7 @@ impl fmt::Display for StatusMessageId {
 /// The text or number given is not a status message id sitesync raises.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`{0}` is not a status message id; use 6701 (started), 6702 (done), 6703 (failed), 6704 (syncing the update server), 6705 (syncing the site database), 6706 (syncing the internet-facing update server) or 6790 (document skipped)"
+    "`{0}` is not a status message id; use 6701 (started), 6702 (done), 6703 (failed), 6704 (syncing the update server), 6705 (syncing the site database), 6706 (syncing the internet-facing update server), 6780-6784 (legacy scan catalog: build started, done, failed; taken from the parent, failed) or 6790 (document skipped)"
 )]
 pub struct UnknownStatusMessageId(pub String);
 

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 
 use super::super::wire::{machine_policy, own_site_state, wire_message, wire_run};
 use crate::hierarchy::site_states::{self, SiteStates};
+use crate::legacy_catalog::LegacyCatalog;
 use crate::node::NodeState;
 use crate::store::{CatalogStore, UpdateSummary};
 use crate::sync::manager::{
@@ -37,6 +38,7 @@ pub struct AdminService {
     node: Arc<NodeState>,
     sync: SyncManager,
     hierarchy: Arc<crate::hierarchy::Hierarchy>,
+    legacy: LegacyCatalog,
     /// Which updates some held update supersedes, per store.
     superseded: SupersededCache,
 }
@@ -46,11 +48,13 @@ impl AdminService {
         node: Arc<NodeState>,
         sync: SyncManager,
         hierarchy: Arc<crate::hierarchy::Hierarchy>,
+        legacy: LegacyCatalog,
     ) -> Self {
         Self {
             node,
             sync,
             hierarchy,
+            legacy,
             superseded: SupersededCache::default(),
         }
     }
@@ -557,7 +561,7 @@ impl v1::admin_server::Admin for AdminService {
         &self,
         _request: Request<v1::GetSyncSettingsRequest>,
     ) -> Result<Response<v1::SyncSettings>, Status> {
-        Ok(Response::new(wire_settings(&self.sync.settings()?)))
+        Ok(Response::new(self.wire_settings(&self.sync.settings()?)))
     }
 
     async fn set_sync_settings(
@@ -568,14 +572,35 @@ impl v1::admin_server::Admin for AdminService {
         let wire = request
             .settings
             .ok_or_else(|| Status::invalid_argument("settings is required"))?;
+        let legacy_refresh = match wire.legacy_catalog_refresh {
+            None => None,
+            Some(_) if !self.legacy.is_host() => {
+                return Err(Status::failed_precondition(
+                    "settings.legacy_catalog_refresh: this site is not the legacy catalog host; set it at the top site that has [legacy_catalog] host = true",
+                ));
+            }
+            Some(d) if d.seconds >= 60 && d.nanos == 0 => {
+                Some(Duration::from_secs(d.seconds as u64))
+            }
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "settings.legacy_catalog_refresh: give a whole number of seconds, at least one minute",
+                ));
+            }
+        };
         let before = self.sync.settings()?;
         let settings = settings_from_wire(wire, &before)?;
         let saved = self
             .sync
             .set_settings(settings, request.expected_revision)?;
+        if let Some(refresh) = legacy_refresh {
+            self.legacy
+                .set_refresh(refresh)
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
         Ok(Response::new(v1::SetSyncSettingsResponse {
             next_sync_full: !saved.same_selection(&before),
-            settings: Some(wire_settings(&saved)),
+            settings: Some(self.wire_settings(&saved)),
         }))
     }
 
@@ -644,6 +669,64 @@ impl v1::admin_server::Admin for AdminService {
         _request: Request<v1::GetClientPolicyRequest>,
     ) -> Result<Response<v1::MachinePolicy>, Status> {
         machine_policy(&self.node, &self.sync).map(Response::new)
+    }
+
+    async fn build_legacy_catalog(
+        &self,
+        _request: Request<v1::BuildLegacyCatalogRequest>,
+    ) -> Result<Response<v1::LegacyCatalogStatus>, Status> {
+        use crate::legacy_catalog::LegacyError;
+        match self.legacy.build_now().await {
+            Ok(_) => Ok(Response::new(legacy_status(&self.legacy))),
+            Err(e @ LegacyError::NotHost) => Err(Status::failed_precondition(e.to_string())),
+            Err(e @ LegacyError::Stopping) => Err(Status::unavailable(e.to_string())),
+            Err(e) => Err(Status::failed_precondition(e.to_string())),
+        }
+    }
+
+    async fn get_legacy_catalog_status(
+        &self,
+        _request: Request<v1::GetLegacyCatalogStatusRequest>,
+    ) -> Result<Response<v1::LegacyCatalogStatus>, Status> {
+        Ok(Response::new(legacy_status(&self.legacy)))
+    }
+}
+
+impl AdminService {
+    /// The settings on the wire, with the legacy catalog's refresh at the host.
+    fn wire_settings(&self, settings: &crate::sync::settings::SyncSettings) -> v1::SyncSettings {
+        v1::SyncSettings {
+            legacy_catalog_refresh: self
+                .legacy
+                .is_host()
+                .then(|| settings::prost_duration(self.legacy.refresh())),
+            ..wire_settings(settings)
+        }
+    }
+}
+
+fn legacy_status(legacy: &LegacyCatalog) -> v1::LegacyCatalogStatus {
+    use sha2::Digest as _;
+    let status = legacy.status();
+    let (index, index_sha256, total_bytes) = match status.held {
+        Some(held) => (
+            Some(held.index),
+            sha2::Sha256::digest(&held.file).to_vec(),
+            held.total_bytes,
+        ),
+        None => (None, Vec::new(), 0),
+    };
+    v1::LegacyCatalogStatus {
+        host: status.host,
+        index,
+        index_sha256,
+        total_bytes,
+        next_build_at: status.next_build_at.map(timestamp_to_wire),
+        refresh: Some(settings::prost_duration(status.refresh)),
+        last_error: status.last_error.unwrap_or_default(),
+        shards_written: status.outcome.shards_written as u32,
+        bytes_written: status.outcome.bytes_written,
+        shards_reused: status.outcome.shards_reused as u32,
     }
 }
 
