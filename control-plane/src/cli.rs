@@ -580,7 +580,8 @@ pub struct MessagesArgs {
     pub sites: Vec<String>,
 
     /// Only these message ids (6701 started, 6702 done, 6703 failed, 6704, 6705, 6706
-    /// phases, 6790 document skipped); repeat or separate with commas.
+    /// phases, 6790 document skipped, 6791-6795 legacy scan catalog); repeat or separate
+    /// with commas.
     #[arg(long = "id", value_name = "ID", value_delimiter = ',')]
     pub ids: Vec<u32>,
 

@@ -379,6 +379,11 @@ pub fn status_message_name(raw: i32) -> Option<&'static str> {
         Id::SyncSiteDatabase => "sync_site_database",
         Id::SyncInternetUpdateServer => "sync_internet_update_server",
         Id::DocumentSkipped => "document_skipped",
+        Id::LegacyCatalogBuildStarted => "legacy_catalog_build_started",
+        Id::LegacyCatalogBuilt => "legacy_catalog_built",
+        Id::LegacyCatalogBuildFailed => "legacy_catalog_build_failed",
+        Id::LegacyCatalogReceived => "legacy_catalog_received",
+        Id::LegacyCatalogFetchFailed => "legacy_catalog_fetch_failed",
         Id::Unspecified => return None,
     })
 }

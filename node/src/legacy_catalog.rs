@@ -12,8 +12,8 @@
 //! - Every site serves what it holds from `<data_dir>/legacy-catalog` over
 //!   `ClientPolicy.GetLegacyScanCatalog`.
 //!
-//! Status messages: 6780 a build started, 6781 a build is done, 6782 a build failed, 6783
-//! a site took a new build from its parent, 6784 taking it failed.
+//! Status messages: 6791 a build started, 6792 a build is done, 6793 a build failed, 6794
+//! a site took a new build from its parent, 6795 taking it failed.
 //!
 //! What a build holds: the latest revision of every update that is not expired and belongs
 //! to one of the configured classifications (`Security Updates`, `Update Rollups` and

@@ -5,7 +5,7 @@
 //! [`COMPONENT`]: 6701 started, 6704 phase "syncing the update server", 6705 phase "syncing
 //! the site database", 6706 phase "syncing the internet-facing update server", 6702 done,
 //! 6703 failed with the reason. Ids from 6790 up are sitesync's own (6790: a document was
-//! skipped). Each [`StatusLog::append`] gives the message the next sequence number of its
+//! skipped; 6791–6795: the legacy scan catalog, see [`crate::legacy_catalog`]). Each [`StatusLog::append`] gives the message the next sequence number of its
 //! site and is durable before it returns.
 //!
 //! Messages also travel up the hierarchy so the top site sees the whole tree:
@@ -98,18 +98,18 @@ pub enum StatusMessageId {
     SyncingSiteDatabase = 6705,
     /// 6706: the internet-facing update server syncs from this site's update server.
     SyncingInternetUpdateServer = 6706,
-    /// 6780 (sitesync's own): a legacy scan catalog build started (S13).
-    LegacyCatalogBuildStarted = 6780,
-    /// 6781 (sitesync's own): a legacy scan catalog build is done; the text gives its build
+    /// 6791 (sitesync's own): a legacy scan catalog build started (S13).
+    LegacyCatalogBuildStarted = 6791,
+    /// 6792 (sitesync's own): a legacy scan catalog build is done; the text gives its build
     /// number, counts and what it wrote.
-    LegacyCatalogBuilt = 6781,
-    /// 6782 (sitesync's own): a legacy scan catalog build failed; the text says why.
-    LegacyCatalogBuildFailed = 6782,
-    /// 6783 (sitesync's own): a site took a new legacy scan catalog build from its parent.
-    LegacyCatalogReceived = 6783,
-    /// 6784 (sitesync's own): taking the parent's legacy scan catalog failed; the text
+    LegacyCatalogBuilt = 6792,
+    /// 6793 (sitesync's own): a legacy scan catalog build failed; the text says why.
+    LegacyCatalogBuildFailed = 6793,
+    /// 6794 (sitesync's own): a site took a new legacy scan catalog build from its parent.
+    LegacyCatalogReceived = 6794,
+    /// 6795 (sitesync's own): taking the parent's legacy scan catalog failed; the text
     /// says why. The site keeps serving the build it held.
-    LegacyCatalogFetchFailed = 6784,
+    LegacyCatalogFetchFailed = 6795,
     /// 6790 (sitesync's own): a document was skipped; the text names it and the reason.
     DocumentSkipped = 6790,
 }
@@ -122,12 +122,12 @@ impl StatusMessageId {
         Self::SyncingUpdateServer,
         Self::SyncingSiteDatabase,
         Self::SyncingInternetUpdateServer,
+        Self::DocumentSkipped,
         Self::LegacyCatalogBuildStarted,
         Self::LegacyCatalogBuilt,
         Self::LegacyCatalogBuildFailed,
         Self::LegacyCatalogReceived,
         Self::LegacyCatalogFetchFailed,
-        Self::DocumentSkipped,
     ];
 
     /// The number operators know the message by.
@@ -200,7 +200,7 @@ impl fmt::Display for StatusMessageId {
 /// The text or number given is not a status message id sitesync raises.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`{0}` is not a status message id; use 6701 (started), 6702 (done), 6703 (failed), 6704 (syncing the update server), 6705 (syncing the site database), 6706 (syncing the internet-facing update server), 6780-6784 (legacy scan catalog: build started, done, failed; taken from the parent, failed) or 6790 (document skipped)"
+    "`{0}` is not a status message id; use 6701 (started), 6702 (done), 6703 (failed), 6704 (syncing the update server), 6705 (syncing the site database), 6706 (syncing the internet-facing update server), 6790 (document skipped) or 6791-6795 (legacy scan catalog: build started, done, failed; taken from the parent, failed)"
 )]
 pub struct UnknownStatusMessageId(pub String);
 
