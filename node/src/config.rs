@@ -153,6 +153,9 @@ pub struct LegacyCatalogConfig {
     pub classifications: Vec<String>,
     /// How often a site asks its parent whether a newer build is there.
     pub poll: Duration,
+    /// Updates per shard, on average: smaller shards mean less to download again after a
+    /// change, and more files.
+    pub shard_updates: u16,
 }
 
 impl Default for LegacyCatalogConfig {
@@ -165,6 +168,7 @@ impl Default for LegacyCatalogConfig {
                 .map(|c| (*c).to_owned())
                 .collect(),
             poll: DEFAULT_LEGACY_POLL,
+            shard_updates: 64,
         }
     }
 }
@@ -178,6 +182,7 @@ struct FileLegacyCatalog {
     refresh: Option<String>,
     classifications: Option<Vec<String>>,
     poll: Option<String>,
+    shard_updates: Option<u16>,
 }
 
 /// A duration for `[legacy_catalog]`: a whole number and a unit (`s`, `m`, `h`, `d`, `w`).
@@ -775,6 +780,15 @@ impl NodeConfig {
         if let Some(poll) = &legacy.poll {
             legacy_catalog.poll =
                 legacy_duration(poll).map_err(|e| invalid("legacy_catalog.poll", e))?;
+        }
+        if let Some(updates) = legacy.shard_updates {
+            if updates == 0 {
+                return Err(invalid(
+                    "legacy_catalog.shard_updates",
+                    "give the updates a shard holds on average, at least 1 (64 by default)".into(),
+                ));
+            }
+            legacy_catalog.shard_updates = updates;
         }
         if let Some(classifications) = legacy.classifications {
             if classifications.iter().any(|c| c.trim().is_empty()) {

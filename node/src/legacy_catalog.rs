@@ -470,7 +470,8 @@ impl LegacyCatalog {
             );
         };
         let (cas, is_revoked) = versions.trust();
-        let now = node.network_clock.now();
+        // The sync clock, as catalog versions are judged by.
+        let now = node.clock.now();
         let held_before = self.held().map(|h| h.index.build);
         let check: Check = Box::new(move |signed, held| {
             sitesync_legacy::verify::check_index(signed, &cas, is_revoked, now, held)
@@ -593,12 +594,14 @@ fn build_from_site_database(
             })?;
             Ok((id, document))
         });
-    sitesync_legacy::build::build(dir, revisions, meta, &signer, ShardPolicy::default()).map_err(
-        |e| match e {
-            BuildError::Source(e) => LegacyError::Store(e),
-            other => LegacyError::Build(other.to_string()),
-        },
-    )
+    let policy = ShardPolicy {
+        span: node.config.legacy_catalog.shard_updates,
+        ..ShardPolicy::default()
+    };
+    sitesync_legacy::build::build(dir, revisions, meta, &signer, policy).map_err(|e| match e {
+        BuildError::Source(e) => LegacyError::Store(e),
+        other => LegacyError::Build(other.to_string()),
+    })
 }
 
 /// The revisions a build holds, in (update id, revision) order.
