@@ -211,7 +211,11 @@ async fn download_and_verify_refuse_a_damaged_truncated_older_or_expired_catalog
     // attempt refused for the truncated one was kept: only the rest is fetched.
     let second = lab.download(&client).await.json();
     assert_eq!(second["index"]["build"], 2, "{second}");
-    assert_eq!(second["shards_fetched"].as_u64().unwrap(), written - 1, "{second}");
+    assert_eq!(
+        second["shards_fetched"].as_u64().unwrap(),
+        written - 1,
+        "{second}"
+    );
     lab.holds(&client, 2).await;
 
     // An older index served again (build 1 put back at the node): a rollback, refused.

@@ -38,16 +38,51 @@ struct Lab {
 impl Lab {
     /// A top site `CEN` with a small generated catalog, synced once.
     async fn new(seed: u64) -> Self {
-        let hierarchy = Hierarchy::new().unwrap();
+        Self::with_top_config(seed, "").await
+    }
+
+    /// [`Lab::new`] with `config` for the top site only.
+    async fn with_top_config(seed: u64, config: &str) -> Self {
+        let mut hierarchy = Hierarchy::new().unwrap();
         write_catalog(hierarchy.catalog(), &CatalogSpec::new(120, seed), |_| {}).unwrap();
         let pki = hierarchy.pki_dir().to_owned();
+        hierarchy.set_config(config);
         let mut lab = Self { hierarchy, pki };
         lab.hierarchy.start_top("CEN").await.unwrap();
+        lab.hierarchy.set_config("");
         lab.node("CEN")
             .wait_status("first sync", CONVERGE, idle_after_success)
             .await
             .unwrap();
         lab
+    }
+
+    /// Builds the legacy scan catalog at `CEN`, downloads it, and says whether it holds
+    /// update `id` (reading every shard one revision at a time).
+    async fn legacy_catalog_holds(&self, id: &str) -> bool {
+        let built = self.json("CEN", &["catalog", "build-legacy"]).await;
+        assert!(built["index"]["build"].as_u64().is_some(), "{built}");
+        let dir = self.hierarchy.dir().join("legacy-client");
+        let downloaded = self
+            .json(
+                "CEN",
+                &["catalog", "download", "--out", &dir.display().to_string()],
+            )
+            .await;
+        assert_eq!(downloaded["index"]["build"], built["index"]["build"]);
+        let id: UpdateId = id.parse().unwrap();
+        let signed = sitesync_legacy::verify::read_index(&dir).unwrap();
+        let index =
+            <sitesync_legacy::Index as prost::Message>::decode(signed.index.as_slice()).unwrap();
+        index.shards.iter().any(|shard| {
+            let path = dir
+                .join("shards")
+                .join(sitesync_legacy::shard_file_name(&shard.sha256));
+            let mut reader =
+                sitesync_legacy::shard::ShardReader::new(std::fs::File::open(path).unwrap());
+            std::iter::from_fn(|| reader.next_revision().unwrap())
+                .any(|(revision, _)| revision.update_id == id)
+        })
     }
 
     fn node(&self, site: &str) -> &NodeProcess {
@@ -230,7 +265,9 @@ fn listed(list: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_updates_are_published_revised_expired_and_deselected_at_every_site() {
-    let mut lab = Lab::new(23).await;
+    // The top site also hosts the legacy scan catalog (S13), which follows the custom
+    // update in and, once it is expired, out.
+    let mut lab = Lab::with_top_config(23, "[legacy_catalog]\nhost = true\n").await;
     lab.issue_publisher("lob", VENDOR).await;
     let added = lab
         .json(
@@ -275,6 +312,10 @@ async fn custom_updates_are_published_revised_expired_and_deselected_at_every_si
         let listed_here = lab.software_of_lob(site).await;
         assert_eq!(listed(&listed_here), std::slice::from_ref(&id), "{site}");
     }
+    assert!(
+        lab.legacy_catalog_holds(&id).await,
+        "a published security update is in the next legacy catalog"
+    );
     let table = lab.ctl("SE1", &["updates", "show", &id]).await;
     assert!(
         table.stdout().contains("publisher key"),
@@ -322,6 +363,10 @@ async fn custom_updates_are_published_revised_expired_and_deselected_at_every_si
         assert_eq!(shown["publication_state"], "Expired", "{site}: {shown}");
         assert_eq!(shown["custom"]["signature"], "valid", "{site}: {shown}");
     }
+    assert!(
+        !lab.legacy_catalog_holds(&id).await,
+        "an expired custom update is gone from the next legacy catalog"
+    );
     // An expired update takes no further revision.
     let refused = lab
         .ctl(
