@@ -380,6 +380,11 @@ impl NodeProcess {
         result
     }
 
+    /// The harness's channel to this node (mutual TLS as its operator), for any service.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     /// An Admin client for this node.
     pub fn admin(&self) -> AdminClient<Channel> {
         AdminClient::new(self.channel.clone())
