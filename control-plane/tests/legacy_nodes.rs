@@ -198,8 +198,9 @@ async fn download_and_verify_refuse_a_damaged_truncated_older_or_expired_catalog
     lab.holds(&client, 1).await;
     std::fs::write(&damaged, &keep).unwrap();
 
-    // A truncated shard: refused by its length.
-    let cut = lab.served().join("shards").join(&fresh[1]);
+    // A truncated shard (the same one: the client does not hold it, while others fetched
+    // beside it were kept): refused by its length.
+    let cut = lab.served().join("shards").join(&fresh[0]);
     let keep_cut = std::fs::read(&cut).unwrap();
     truncate(&cut);
     let run = lab.download(&client).await;

@@ -50,6 +50,9 @@ impl From<tonic::Status> for FetchError {
     }
 }
 
+/// Shards downloaded at once.
+const SHARDS_IN_FLIGHT: usize = 4;
+
 /// What a fetch did.
 #[derive(Debug, Clone)]
 pub struct FetchReport {
@@ -69,6 +72,16 @@ pub struct FetchReport {
     pub shards_held: usize,
     /// The whole catalog's size: every shard and the index.
     pub total_bytes: u64,
+}
+
+/// How a fetch judges the shards a directory already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldShards {
+    /// By length and SHA-256: a damaged shard is fetched again (a client's download).
+    Hashed,
+    /// By length only: cheap enough to run every few minutes (a site asking its parent).
+    /// Every shard's SHA-256 was checked when it arrived.
+    Sized,
 }
 
 /// What a fetch is doing, for a progress bar or a log line.
@@ -104,10 +117,11 @@ pub fn record_held_build(dir: &Path, build: u64) -> std::io::Result<()> {
 
 /// Fetches the catalog the node behind `client` serves into `dir`. `check` judges the
 /// index before any shard is fetched (see [`crate::verify::check_index`]), given the build
-/// `dir` holds.
+/// `dir` holds; `held` says how the shards `dir` holds are judged.
 pub async fn fetch(
     client: &mut ClientPolicyClient<Channel>,
     dir: &Path,
+    held: HeldShards,
     check: impl FnOnce(
         &v1::SignedLegacyCatalogIndex,
         Option<u64>,
@@ -147,17 +161,77 @@ pub async fn fetch(
         index: index.clone(),
     };
     for shard in &index.shards {
-        match check_shard(dir, shard) {
-            Ok(()) => report.shards_held += 1,
-            Err(_) => wanted.push(shard),
+        let whole = match held {
+            HeldShards::Hashed => check_shard(dir, shard).is_ok(),
+            HeldShards::Sized => std::fs::metadata(shards_dir.join(shard_file_name(&shard.sha256)))
+                .is_ok_and(|m| m.len() == shard.bytes),
+        };
+        if whole {
+            report.shards_held += 1;
+        } else {
+            wanted.push(shard);
         }
     }
     progress(Progress::Plan {
         shards: wanted.len(),
         bytes: wanted.iter().map(|s| s.bytes).sum(),
     });
-    for shard in wanted {
-        fetch_shard(client, &shards_dir, shard, &mut report, &mut progress).await?;
+    // A few shards at a time: a catalog is many small files, and one at a time would wait
+    // a round trip for each.
+    let mut pending = wanted.into_iter().cloned();
+    let mut tasks = tokio::task::JoinSet::new();
+    let (received, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    for shard in pending.by_ref().take(SHARDS_IN_FLIGHT) {
+        tasks.spawn(fetch_shard(
+            client.clone(),
+            shards_dir.clone(),
+            shard,
+            received.clone(),
+        ));
+    }
+    let mut failure = None;
+    let mut count = |bytes: u64, report: &mut FetchReport| {
+        report.bytes_fetched += bytes;
+        progress(Progress::Received { bytes });
+    };
+    loop {
+        tokio::select! {
+            Some(bytes) = arrivals.recv() => count(bytes, &mut report),
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(resumed))) => {
+                    report.shards_fetched += 1;
+                    if resumed > 0 {
+                        report.shards_resumed += 1;
+                        report.bytes_resumed += resumed;
+                    }
+                    // After a failure, the shards in flight finish (each is kept if it
+                    // arrived whole) and no more are asked for.
+                    if failure.is_none()
+                        && let Some(shard) = pending.next()
+                    {
+                        tasks.spawn(fetch_shard(
+                            client.clone(),
+                            shards_dir.clone(),
+                            shard,
+                            received.clone(),
+                        ));
+                    }
+                }
+                Some(Ok(Err(e))) => {
+                    failure.get_or_insert(e);
+                }
+                Some(Err(e)) => {
+                    failure.get_or_insert(FetchError::Stream(format!("a shard's download stopped: {e}")));
+                }
+            },
+        }
+    }
+    while let Ok(bytes) = arrivals.try_recv() {
+        count(bytes, &mut report);
+    }
+    if let Some(e) = failure {
+        return Err(e);
     }
 
     // The commit: from here the directory holds the new catalog.
@@ -175,14 +249,14 @@ pub async fn fetch(
 }
 
 /// Fetches one shard into `shards/<name>.partial` (resuming what is there) and, once it is
-/// whole and has its SHA-256, renames it into place.
+/// whole and has its SHA-256, renames it into place. Sends the bytes as they arrive to
+/// `received`; returns the bytes it resumed from.
 async fn fetch_shard(
-    client: &mut ClientPolicyClient<Channel>,
-    shards_dir: &Path,
-    shard: &v1::LegacyCatalogShard,
-    report: &mut FetchReport,
-    progress: &mut impl FnMut(Progress),
-) -> Result<(), FetchError> {
+    mut client: ClientPolicyClient<Channel>,
+    shards_dir: PathBuf,
+    shard: v1::LegacyCatalogShard,
+    received: tokio::sync::mpsc::UnboundedSender<u64>,
+) -> Result<u64, FetchError> {
     let name = shard_file_name(&shard.sha256);
     let path = shards_dir.join(&name);
     let partial = shards_dir.join(format!("{name}.partial"));
@@ -201,20 +275,19 @@ async fn fetch_shard(
         .open(&partial)
         .map_err(io(&partial))?;
     file.set_len(offset).map_err(io(&partial))?;
-    if offset > 0 {
-        report.shards_resumed += 1;
-        report.bytes_resumed += offset;
-    }
     let mut writer = std::io::BufWriter::new(file);
     std::io::Seek::seek(&mut writer, std::io::SeekFrom::Start(offset)).map_err(io(&partial))?;
-    let received = receive(client, shard.sha256.clone(), offset, shard.bytes, |data| {
-        writer.write_all(data).map_err(io(&partial))?;
-        report.bytes_fetched += data.len() as u64;
-        progress(Progress::Received {
-            bytes: data.len() as u64,
-        });
-        Ok(())
-    })
+    let outcome = receive(
+        &mut client,
+        shard.sha256.clone(),
+        offset,
+        shard.bytes,
+        |data| {
+            writer.write_all(data).map_err(io(&partial))?;
+            let _ = received.send(data.len() as u64);
+            Ok(())
+        },
+    )
     .await;
     let file = writer.into_inner().map_err(|e| FetchError::Io {
         path: partial.clone(),
@@ -222,10 +295,11 @@ async fn fetch_shard(
     })?;
     file.sync_all().map_err(io(&partial))?;
     drop(file);
-    match received {
+    match outcome {
         Ok(()) => {}
         // A shard the node holds shorter than the index says: refused below by length.
         Err(FetchError::Stream(_)) if shard_len(&partial) != shard.bytes => {}
+        // Interrupted: the partial file stays, and the next download resumes from it.
         Err(e) => return Err(e),
     }
     let found = shard_len(&partial);
@@ -243,8 +317,7 @@ async fn fetch_shard(
         return Err(CatalogError::ShardDigest { name }.into());
     }
     std::fs::rename(&partial, &path).map_err(io(&path))?;
-    report.shards_fetched += 1;
-    Ok(())
+    Ok(offset)
 }
 
 fn shard_len(path: &Path) -> u64 {

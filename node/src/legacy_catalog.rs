@@ -215,7 +215,8 @@ impl LegacyCatalog {
         );
         self.inner.space.apply(batch)?;
         self.inner.space.flush()?;
-        // Wake the task, which computes the next build again.
+        // Wake the task with a request nobody waits for: it computes the next build again
+        // rather than build.
         let (answer, _) = oneshot::channel();
         let _ = self.inner.requests.try_send(answer);
         Ok(())
@@ -349,9 +350,13 @@ impl LegacyCatalog {
                 // A scheduled build that failed is tried again after a while, not at once.
                 tokio::select! {
                     () = node.clock.sleep(FETCH_RETRY) => {}
-                    request = requests.recv() => if let Some(answer) = request {
-                        let result = self.build(&sync, "operator").await;
-                        let _ = answer.send(result);
+                    request = requests.recv() => match request {
+                        Some(answer) if !answer.is_closed() => {
+                            let result = self.build(&sync, "operator").await;
+                            let _ = answer.send(result);
+                        }
+                        Some(_) => {}
+                        None => return,
                     },
                 }
             }
@@ -432,29 +437,17 @@ impl LegacyCatalog {
         result
     }
 
-    /// Elsewhere: asks the parent every `poll` (and after each sync) for a newer build.
+    /// Elsewhere: asks the parent every `poll` for a newer build (a failed attempt is tried
+    /// again within a minute).
     async fn fetch_loop(self, sync: SyncManager, parent: Arc<dyn ParentLegacyCatalog>) {
         let node = self.inner.node.clone();
         let poll = node.config.legacy_catalog.poll;
-        let mut synced = sync.watch();
         loop {
             let wait = match self.fetch(&sync, parent.as_ref()).await {
                 Ok(_) => poll,
                 Err(_) => poll.min(FETCH_RETRY),
             };
-            let network = node.network_clock.clone();
-            let deadline = network.now().saturating_add(wait);
-            tokio::select! {
-                () = network.sleep_until(deadline) => {}
-                changed = synced.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    // A finished sync may come with a new build: look soon, not at once
-                    // for every progress update.
-                    network.sleep(Duration::from_secs(1)).await;
-                }
-            }
+            node.network_clock.sleep(wait).await;
         }
     }
 

@@ -88,6 +88,7 @@ async fn download(node: &TestNode, dir: &Path) -> FetchReport {
     fetch(
         &mut client,
         dir,
+        sitesync_legacy::fetch::HeldShards::Hashed,
         |signed, held| check_index(signed, &cas, is_revoked, now, held),
         |_| {},
     )

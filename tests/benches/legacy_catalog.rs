@@ -120,6 +120,7 @@ async fn download(
     let report = fetch(
         &mut client,
         dir,
+        sitesync_legacy::fetch::HeldShards::Hashed,
         |signed, held| check_index(signed, cas, |_| false, now(), held),
         |_| {},
     )

@@ -99,12 +99,17 @@ pub async fn download(
     let check = |signed: &v1::SignedLegacyCatalogIndex, held: Option<u64>| {
         check_index(signed, &trust.cas, |der| trust.is_revoked(der), now, held)
     };
-    let result =
-        sitesync_legacy::fetch::fetch(&mut node.client_policy, &args.out, check, |p| match p {
+    let result = sitesync_legacy::fetch::fetch(
+        &mut node.client_policy,
+        &args.out,
+        sitesync_legacy::fetch::HeldShards::Hashed,
+        check,
+        |p| match p {
             Progress::Plan { bytes, .. } => bar.set_length(bytes),
             Progress::Received { bytes } => bar.inc(bytes),
-        })
-        .await;
+        },
+    )
+    .await;
     bar.finish_and_clear();
     let report = match result {
         Ok(report) => report,

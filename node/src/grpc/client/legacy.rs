@@ -24,7 +24,14 @@ impl ParentLegacyCatalog for GrpcParentCatalog {
     fn fetch<'a>(&'a self, dir: &'a Path, check: Check) -> FetchFuture<'a> {
         Box::pin(async move {
             let mut client = ClientPolicyClient::new(self.channel.clone());
-            sitesync_legacy::fetch::fetch(&mut client, dir, check, |_| {}).await
+            sitesync_legacy::fetch::fetch(
+                &mut client,
+                dir,
+                sitesync_legacy::fetch::HeldShards::Sized,
+                check,
+                |_| {},
+            )
+            .await
         })
     }
 }
