@@ -41,6 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sitesync_metadata::generate::{CatalogSpec, write_catalog};
 use sitesync_proto::v1;
 use sitesync_tests::cluster::{Hierarchy, NodeProcess, Role};
+use sitesync_tests::measure::{median, peak_mib};
 
 /// How long any one wait may take before the benchmark gives up.
 const PATIENCE: Duration = Duration::from_secs(1_800);
@@ -110,17 +111,6 @@ fn seconds(nanos: i128) -> f64 {
     nanos as f64 / 1e9
 }
 
-/// A process's peak resident memory (VmHWM), MiB.
-fn peak_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let kb: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/<pid>/status");
-    kb / 1024.0
-}
-
 fn node_peak_mib(node: &NodeProcess) -> f64 {
     peak_mib(node.pid().expect("the node runs"))
 }
@@ -131,18 +121,6 @@ fn dir_bytes(dir: &Path) -> u64 {
         .expect("read the catalog directory")
         .map(|entry| entry.expect("an entry").metadata().expect("metadata").len())
         .sum()
-}
-
-/// The middle value; the mean of the two middle ones for an even count.
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    if sorted.len().is_multiple_of(2) {
-        (sorted[middle - 1] + sorted[middle]) / 2.0
-    } else {
-        sorted[middle]
-    }
 }
 
 fn mb(bytes: u64) -> f64 {

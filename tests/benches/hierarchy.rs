@@ -46,6 +46,7 @@ use sitesync_proto::v1;
 use sitesync_proto::v1::update_server_client::UpdateServerClient;
 use sitesync_proto::v1::update_server_server::{UpdateServer, UpdateServerServer};
 use sitesync_tests::cluster::{Hierarchy, NodeProcess};
+use sitesync_tests::measure::median;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status};
@@ -306,18 +307,6 @@ async fn one_cascade(hierarchy: &Hierarchy, changes: &CatalogChanges) -> (f64, f
         last = last.max(message_time(node, v1::StatusMessageId::SyncDone, &run.sync_id).await);
     }
     (seconds(top_done - top_started), seconds(last - top_done))
-}
-
-/// The middle value; the mean of the two middle ones for an even count.
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    if sorted.len().is_multiple_of(2) {
-        (sorted[middle - 1] + sorted[middle]) / 2.0
-    } else {
-        sorted[middle]
-    }
 }
 
 async fn tracing_overhead(base: usize, new_updates: usize, pairs: usize) {

@@ -41,6 +41,7 @@ use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, write_catalog};
 use sitesync_proto::v1;
 use sitesync_proto::v1::client_policy_client::ClientPolicyClient;
 use sitesync_tests::cluster::{Hierarchy, NodeProcess, idle_after_success};
+use sitesync_tests::measure::{median, peak_mib, reset_peak};
 
 const PATIENCE: Duration = Duration::from_secs(3_600);
 const MEMORY_TARGET_MIB: f64 = 256.0;
@@ -53,35 +54,6 @@ fn main() {
         .build()
         .expect("a runtime");
     runtime.block_on(run());
-}
-
-fn peak_mib(node: &NodeProcess) -> f64 {
-    let pid = node.pid().expect("the node runs");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let kb: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kb / 1024.0
-}
-
-/// Resets the process's peak resident memory to its current size (`clear_refs` 5), so the
-/// next [`peak_mib`] covers only what follows.
-fn reset_peak(node: &NodeProcess) {
-    let pid = node.pid().expect("the node runs");
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("clear_refs");
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    if sorted.len().is_multiple_of(2) {
-        (sorted[middle - 1] + sorted[middle]) / 2.0
-    } else {
-        sorted[middle]
-    }
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -186,7 +158,7 @@ async fn run() {
     top.restart().await.expect("restarted");
     top.status().await.expect("status");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let start_peak = peak_mib(top);
+    let start_peak = peak_mib(top.pid().expect("the node runs"));
     top.stop().await;
     let config = hierarchy.dir().join("CEN").join("node.toml");
     std::fs::write(&config, "[legacy_catalog]\nhost = true\n").expect("the config");
@@ -204,7 +176,7 @@ async fn run() {
     };
     let index = status.index.clone().expect("an index");
     let build = build_seconds(top).await;
-    let build_peak = peak_mib(top);
+    let build_peak = peak_mib(top.pid().expect("the node runs"));
     println!(
         "build 1: {:.2} s; {} revisions of {} updates in {} shards, {:.1} MiB; node VmHWM after start and build {:.1} MiB (started without building: {start_peak:.1} MiB)",
         build,
@@ -224,7 +196,7 @@ async fn run() {
             .expect("the CA")
     };
     let served = top.data_dir.join("legacy-catalog");
-    reset_peak(top);
+    reset_peak(top.pid().expect("the node runs"));
     let scratch = tempfile::tempdir().expect("a directory");
     let (mut copies, mut downloads) = (Vec::new(), Vec::new());
     for turn in 0..DOWNLOADS {
@@ -245,7 +217,7 @@ async fn run() {
         copies.push(copy);
         downloads.push(seconds);
     }
-    let serve_peak = peak_mib(top);
+    let serve_peak = peak_mib(top.pid().expect("the node runs"));
     println!("node VmHWM while serving the downloads: {serve_peak:.1} MiB");
     let total = status.total_bytes;
     println!(
@@ -265,8 +237,8 @@ async fn run() {
     top.wait_status("the manual sync", PATIENCE, idle_after_success)
         .await
         .expect("synced");
-    let sync_peak = peak_mib(top);
-    reset_peak(top);
+    let sync_peak = peak_mib(top.pid().expect("the node runs"));
+    reset_peak(top.pid().expect("the node runs"));
     let started = Instant::now();
     let rebuilt = top
         .admin()
@@ -277,7 +249,7 @@ async fn run() {
     let rebuild = started.elapsed().as_secs_f64();
     let client = scratch.path().join(format!("client-{}", DOWNLOADS - 1));
     let (report, seconds) = download(top, &client, &cas).await;
-    let rebuild_peak = peak_mib(top);
+    let rebuild_peak = peak_mib(top.pid().expect("the node runs"));
     let peak = rebuild_peak.max(build_peak).max(serve_peak);
     println!(
         "after 100 changes: rebuild {:.2} s wrote {} of {} shards ({:.2} MiB); the client fetched {} shards, {:.2} MiB of {:.1} MiB ({:.1} %) in {:.2} s",

@@ -59,6 +59,7 @@ use std::time::{Duration, Instant};
 use sitesync_metadata::generate::{CatalogChanges, CatalogSpec, write_catalog};
 use sitesync_proto::v1;
 use sitesync_tests::cluster::{Hierarchy, NodeProcess};
+use sitesync_tests::measure::{median, peak_mib};
 use sitesync_tests::wsus_upstream::{FakeWsus, FakeWsusOptions};
 use sitesync_wsus::Operation;
 
@@ -198,17 +199,6 @@ fn machine_busy_seconds() -> f64 {
     (ticks.iter().sum::<f64>() - ticks[3] - ticks[4]) / USER_HZ
 }
 
-/// A process's peak resident memory (VmHWM), MiB.
-fn peak_mib(pid: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let kb: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/<pid>/status");
-    kb / 1024.0
-}
-
 fn node_pid(node: &NodeProcess) -> String {
     node.pid().expect("the node runs").to_string()
 }
@@ -233,18 +223,6 @@ async fn message_time(node: &NodeProcess, id: v1::StatusMessageId, sync_id: &str
 
 fn seconds(nanos: i128) -> f64 {
     nanos as f64 / 1e9
-}
-
-/// The middle value; the mean of the two middle ones for an even count.
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    if sorted.len().is_multiple_of(2) {
-        (sorted[middle - 1] + sorted[middle]) / 2.0
-    } else {
-        sorted[middle]
-    }
 }
 
 fn verdict(pass: bool) -> &'static str {

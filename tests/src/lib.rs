@@ -9,6 +9,7 @@
 //!   [`cluster::NodeProcess`]), started, killed and restarted on the same data directory and
 //!   port, and driven through the Admin client; shared by `tests/hierarchy.rs` and
 //!   `benches/hierarchy.rs`.
+//! - [`measure`]: peak resident memory of a process, and medians, for the benchmarks.
 //! - [`metrics`]: a node's `/metrics`, scraped and parsed as Prometheus does.
 //! - [`otlp`]: an OTLP trace collector the tracing tests send spans to.
 //! - [`wsus_upstream`]: a fake upstream WSUS server over real HTTP or HTTPS, speaking the
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod measure;
 pub mod metrics;
 pub mod otlp;
 pub use sitesync_wsus_fake as wsus_upstream;
