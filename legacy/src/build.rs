@@ -259,20 +259,13 @@ pub(crate) fn remove_unnamed_shards(
 
 /// The shard names of the index `dir` holds now, if it can be read.
 pub(crate) fn previous_shards(dir: &Path) -> Vec<String> {
-    let Ok(bytes) = std::fs::read(dir.join(INDEX_FILE)) else {
-        return Vec::new();
-    };
-    let Ok(signed) = v1::SignedLegacyCatalogIndex::decode(bytes.as_slice()) else {
-        return Vec::new();
-    };
-    let Ok(index) = v1::LegacyCatalogIndex::decode(signed.index.as_slice()) else {
-        return Vec::new();
-    };
-    index
-        .shards
-        .iter()
-        .map(|s| shard_file_name(&s.sha256))
-        .collect()
+    crate::verify::held_index(dir).map_or_else(Vec::new, |held| {
+        held.index
+            .shards
+            .iter()
+            .map(|s| shard_file_name(&s.sha256))
+            .collect()
+    })
 }
 
 /// Writes `bytes` to `path` through a temporary file beside it, synced, then renamed.

@@ -9,7 +9,7 @@
 //! length and SHA-256 are the index's. The index is written last, atomically: until then
 //! the directory's catalog is the one it held, whatever failed.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use prost::Message as _;
@@ -19,7 +19,7 @@ use sitesync_proto::v1::client_policy_client::ClientPolicyClient;
 use tonic::transport::Channel;
 
 use crate::build::write_atomically;
-use crate::verify::{CatalogError, check_shard};
+use crate::verify::{CatalogError, check_shard, file_digest};
 use crate::{HELD_BUILD_FILE, INDEX_FILE, MAX_INDEX_BYTES, SHARDS_DIR, shard_file_name};
 
 /// Why a fetch failed. The directory's catalog is as it was.
@@ -96,11 +96,7 @@ pub enum Progress {
 /// The build a directory holds: the higher of its index's (read, not verified) and the one
 /// recorded by the last fetch or build (so an older index put back by hand is refused).
 pub fn held_build(dir: &Path) -> Option<u64> {
-    let from_index = crate::verify::read_index(dir).ok().and_then(|signed| {
-        v1::LegacyCatalogIndex::decode(signed.index.as_slice())
-            .ok()
-            .map(|index| index.build)
-    });
+    let from_index = crate::verify::held_index(dir).map(|held| held.index.build);
     let recorded = std::fs::read_to_string(dir.join(HELD_BUILD_FILE))
         .ok()
         .and_then(|text| text.trim().parse::<u64>().ok());
@@ -312,7 +308,7 @@ async fn fetch_shard(
         }
         .into());
     }
-    if file_sha256(&partial).map_err(io(&partial))? != shard.sha256 {
+    if file_digest(&partial).map_err(io(&partial))?.1 != shard.sha256 {
         let _ = std::fs::remove_file(&partial);
         return Err(CatalogError::ShardDigest { name }.into());
     }
@@ -322,19 +318,6 @@ async fn fetch_shard(
 
 fn shard_len(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
-}
-
-fn file_sha256(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 64 << 10];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            return Ok(hasher.finalize().to_vec());
-        }
-        hasher.update(&buffer[..n]);
-    }
 }
 
 /// Streams one file (the index when `shard` is empty) from `offset`, handing each chunk to

@@ -92,6 +92,45 @@ pub fn read_index(dir: &Path) -> Result<v1::SignedLegacyCatalogIndex, CatalogErr
         .map_err(|e| CatalogError::Malformed(e.to_string()))
 }
 
+/// The index a directory holds, as stored and decoded (not checked).
+#[derive(Debug, Clone)]
+pub struct HeldIndex {
+    /// `index.bin`'s bytes.
+    pub file: Vec<u8>,
+    pub index: v1::LegacyCatalogIndex,
+}
+
+impl HeldIndex {
+    /// Every shard and the index.
+    pub fn total_bytes(&self) -> u64 {
+        self.index.shards.iter().map(|s| s.bytes).sum::<u64>() + self.file.len() as u64
+    }
+}
+
+/// The index `dir` holds, if there is one that decodes.
+pub fn held_index(dir: &Path) -> Option<HeldIndex> {
+    let file = std::fs::read(dir.join(INDEX_FILE)).ok()?;
+    let signed = v1::SignedLegacyCatalogIndex::decode(file.as_slice()).ok()?;
+    let index = v1::LegacyCatalogIndex::decode(signed.index.as_slice()).ok()?;
+    Some(HeldIndex { file, index })
+}
+
+/// A file's length and SHA-256, read a block at a time.
+pub fn file_digest(path: &Path) -> std::io::Result<(u64, Vec<u8>)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 << 10];
+    let mut length = 0u64;
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            return Ok((length, hasher.finalize().to_vec()));
+        }
+        length += n as u64;
+        hasher.update(&buffer[..n]);
+    }
+}
+
 /// Checks an index before anything else is read: its signature is a site's of the
 /// hierarchy (`cas`) and the top site's it names, its format is this crate's, it has not
 /// expired at `now`, and it is not older than build `held`.
@@ -168,8 +207,8 @@ pub fn check_index(
 pub fn check_shard(dir: &Path, shard: &v1::LegacyCatalogShard) -> Result<(), CatalogError> {
     let name = shard_file_name(&shard.sha256);
     let path = dir.join(SHARDS_DIR).join(&name);
-    let mut file = match std::fs::File::open(&path) {
-        Ok(file) => file,
+    let (found, sha256) = match file_digest(&path) {
+        Ok(digest) => digest,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(CatalogError::ShardMissing { name });
         }
@@ -180,22 +219,6 @@ pub fn check_shard(dir: &Path, shard: &v1::LegacyCatalogShard) -> Result<(), Cat
             });
         }
     };
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 64 << 10];
-    let mut found = 0u64;
-    loop {
-        let n = file
-            .read(&mut buffer)
-            .map_err(|e| CatalogError::Unreadable {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        if n == 0 {
-            break;
-        }
-        found += n as u64;
-        hasher.update(&buffer[..n]);
-    }
     if found != shard.bytes {
         return Err(CatalogError::ShardLength {
             name,
@@ -203,7 +226,7 @@ pub fn check_shard(dir: &Path, shard: &v1::LegacyCatalogShard) -> Result<(), Cat
             found,
         });
     }
-    if hasher.finalize().as_slice() != shard.sha256.as_slice() {
+    if sha256 != shard.sha256 {
         return Err(CatalogError::ShardDigest { name });
     }
     Ok(())

@@ -20,7 +20,7 @@
 //! `Service Packs` by default, as Microsoft's file), with every update those name as a
 //! category, prerequisite or bundled update, transitively (unless expired).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sitesync_legacy::build::{BuildError, IndexMeta, ShardPolicy};
-use sitesync_legacy::verify::CatalogError;
+use sitesync_legacy::verify::{CatalogError, HeldIndex, held_index};
 use sitesync_metadata::{CategoryType, PublicationState, RevisionId, Timestamp, UpdateId};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -37,6 +37,7 @@ use crate::clock::TimestampExt as _;
 use crate::node::NodeState;
 use crate::store::{Backend, CatalogStore, StoreError, WriteBatch};
 use crate::sync::manager::SyncManager;
+use crate::sync::settings::{CategorySelector, categories_in_store};
 use crate::sync::status::StatusMessageId;
 
 /// The catalog's directory under the data directory.
@@ -69,8 +70,6 @@ pub enum LegacyError {
     Store(#[from] StoreError),
     #[error("building the catalog: {0}")]
     Build(String),
-    #[error("taking the parent's catalog: {0}")]
-    Fetch(String),
 }
 
 /// What the latest build (at the host) or fetch (elsewhere) did.
@@ -86,21 +85,11 @@ pub struct Outcome {
 pub struct CatalogStatus {
     pub host: bool,
     /// The index held, as served (encoded), and its decoded form.
-    pub held: Option<Held>,
+    pub held: Option<HeldIndex>,
     pub next_build_at: Option<Timestamp>,
     pub refresh: Duration,
     pub last_error: Option<String>,
     pub outcome: Outcome,
-}
-
-/// An index a site holds.
-#[derive(Debug, Clone)]
-pub struct Held {
-    /// The index file's bytes.
-    pub file: Vec<u8>,
-    pub index: sitesync_legacy::Index,
-    /// Every shard and the index.
-    pub total_bytes: u64,
 }
 
 /// What a site's parent gives: its catalog, fetched into a directory (implemented over
@@ -151,7 +140,6 @@ struct Inner {
 struct State {
     last_error: Option<String>,
     outcome: Outcome,
-    next_build_at: Option<Timestamp>,
 }
 
 impl LegacyCatalog {
@@ -241,8 +229,8 @@ impl LegacyCatalog {
     }
 
     /// The index this site holds, if any (read from disk: what is served).
-    pub fn held(&self) -> Option<Held> {
-        held_in(&self.inner.dir)
+    pub fn held(&self) -> Option<HeldIndex> {
+        held_index(&self.inner.dir)
     }
 
     pub fn status(&self) -> CatalogStatus {
@@ -250,10 +238,26 @@ impl LegacyCatalog {
         CatalogStatus {
             host: self.is_host(),
             held: self.held(),
-            next_build_at: state.next_build_at,
+            next_build_at: self.next_build_at(),
             refresh: self.refresh(),
             last_error: state.last_error.clone(),
             outcome: state.outcome.clone(),
+        }
+    }
+
+    /// At the host: when the next build is due — `refresh` after the last, or now when
+    /// there is none and the site has synced; `None` before the first sync and elsewhere.
+    pub fn next_build_at(&self) -> Option<Timestamp> {
+        if !self.is_host() {
+            return None;
+        }
+        match self.held() {
+            Some(held) => Some(
+                sitesync_legacy::built_at(&held.index)
+                    .unwrap_or(Timestamp(0))
+                    .saturating_add(self.refresh()),
+            ),
+            None => has_synced(&self.inner.node).then(|| self.inner.node.clock.now()),
         }
     }
 
@@ -311,27 +315,16 @@ impl LegacyCatalog {
         let node = self.inner.node.clone();
         let mut synced = sync.watch();
         loop {
-            let due = match self.held() {
-                Some(held) => sitesync_legacy::built_at(&held.index)
-                    .unwrap_or(Timestamp(0))
-                    .saturating_add(self.refresh()),
-                // None yet: once the site has a signed catalog to build from.
-                None if has_synced(&node) => node.clock.now(),
-                None => Timestamp(i64::MAX),
-            };
-            self.inner
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .next_build_at = (due.0 != i64::MAX).then_some(due);
+            let due = self.next_build_at();
             let answer = tokio::select! {
-                () = node.clock.sleep_until(due) => None,
+                () = node.clock.sleep_until(due.unwrap_or(Timestamp(i64::MAX))) => None,
                 request = requests.recv() => match request {
                     Some(answer) if answer.is_closed() => continue,
                     Some(answer) => Some(answer),
                     None => return,
                 },
-                changed = synced.changed() => {
+                // Before the first build: a sync that completes makes it due.
+                changed = synced.changed(), if due.is_none() => {
                     if changed.is_err() {
                         return;
                     }
@@ -532,27 +525,17 @@ impl LegacyCatalog {
     }
 }
 
-/// Whether a sync has completed (the signed catalog version covers the site database):
-/// the first build waits for it rather than build from a half-synced site.
-fn has_synced(node: &NodeState) -> bool {
+/// The signed catalog version of the last completed sync (one that covers the site
+/// database): the first build waits for it rather than build from a half-synced site.
+fn synced_version(node: &NodeState) -> Option<crate::catalog_version::Held> {
     node.catalog_versions
         .as_ref()
         .and_then(|v| v.held())
-        .is_some_and(|held| held.site_database_digest().is_some())
+        .filter(|held| held.site_database_digest().is_some())
 }
 
-/// The index held in `dir`, if it reads.
-fn held_in(dir: &Path) -> Option<Held> {
-    use prost::Message as _;
-    let file = std::fs::read(dir.join(sitesync_legacy::INDEX_FILE)).ok()?;
-    let signed = sitesync_legacy::SignedIndex::decode(file.as_slice()).ok()?;
-    let index = sitesync_legacy::Index::decode(signed.index.as_slice()).ok()?;
-    let total_bytes = index.shards.iter().map(|s| s.bytes).sum::<u64>() + file.len() as u64;
-    Some(Held {
-        file,
-        index,
-        total_bytes,
-    })
+fn has_synced(node: &NodeState) -> bool {
+    synced_version(node).is_some()
 }
 
 /// Builds the catalog into `dir` from the site database (see the module documentation).
@@ -562,10 +545,7 @@ fn build_from_site_database(
     refresh: Duration,
 ) -> Result<sitesync_legacy::build::BuildReport, LegacyError> {
     let versions = node.catalog_versions.as_ref().ok_or(LegacyError::NotHost)?;
-    if !has_synced(node) {
-        return Err(LegacyError::NothingSynced);
-    }
-    let held = versions.held().ok_or(LegacyError::NothingSynced)?;
+    let held = synced_version(node).ok_or(LegacyError::NothingSynced)?;
     let signer = versions
         .signer()
         .map_err(|e| LegacyError::Build(format!("the catalog key: {e}")))?;
@@ -600,31 +580,14 @@ fn build_from_site_database(
 /// The revisions a build holds, in (update id, revision) order.
 fn select(store: &CatalogStore, classifications: &[String]) -> Result<Vec<RevisionId>, StoreError> {
     const PAGE: usize = 4096;
-    // The classification categories named, by id or (case-insensitive) title.
-    let mut classes: BTreeSet<UpdateId> = BTreeSet::new();
-    let wanted_titles: Vec<String> = classifications
+    // The classification categories named, by id or title (validated with the config).
+    let selectors: Vec<CategorySelector> = classifications
         .iter()
-        .filter(|c| c.parse::<UpdateId>().is_err())
-        .map(|c| c.trim().to_lowercase())
+        .filter_map(|c| c.parse().ok())
         .collect();
-    classes.extend(
-        classifications
-            .iter()
-            .filter_map(|c| c.parse::<UpdateId>().ok()),
-    );
-    let mut after = None;
-    loop {
-        let page = store.summaries(after, PAGE)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id.update_id);
-        for summary in &page {
-            if summary.category_type == Some(CategoryType::UpdateClassification)
-                && wanted_titles.contains(&summary.title.to_lowercase())
-            {
-                classes.insert(summary.id.update_id);
-            }
-        }
-    }
+    let classes = categories_in_store(store, &selectors, |t| {
+        t == Some(CategoryType::UpdateClassification)
+    })?;
     // Updates of those classifications, not expired.
     let mut chosen: BTreeMap<UpdateId, RevisionId> = BTreeMap::new();
     let mut queue = Vec::new();

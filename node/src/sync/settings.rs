@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sitesync_metadata::{CategoryType, UpdateId, UpdateType};
 
 use super::schedule::{RetryPolicy, Schedule};
+use crate::store::{CatalogStore, StoreError};
 use crate::upstream::TrackedRevision;
 
 /// A category chosen by id or by (case-insensitive) title.
@@ -94,6 +95,45 @@ impl SyncSettings {
             && self.classifications == other.classifications
             && self.languages == other.languages
     }
+}
+
+/// The categories `store` holds that `selectors` name (by id, or by title in any case), of
+/// the kinds `of_kind` accepts: one pass over the store's latest revisions.
+pub fn categories_in_store(
+    store: &CatalogStore,
+    selectors: &[CategorySelector],
+    of_kind: impl Fn(Option<CategoryType>) -> bool,
+) -> Result<HashSet<UpdateId>, StoreError> {
+    let ids: HashSet<UpdateId> = selectors
+        .iter()
+        .filter_map(|s| match s {
+            CategorySelector::Id(id) => Some(*id),
+            CategorySelector::Name(_) => None,
+        })
+        .collect();
+    let names: Vec<String> = selectors
+        .iter()
+        .filter_map(|s| match s {
+            CategorySelector::Name(name) => Some(name.to_lowercase()),
+            CategorySelector::Id(_) => None,
+        })
+        .collect();
+    let mut found = HashSet::new();
+    let mut after = None;
+    loop {
+        let page = store.summaries(after, 1_000)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.update_id);
+        for s in page
+            .iter()
+            .filter(|s| s.update_type == UpdateType::Category && of_kind(s.category_type))
+        {
+            if ids.contains(&s.id.update_id) || names.contains(&s.title.to_lowercase()) {
+                found.insert(s.id.update_id);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// A selector that names nothing in the upstream catalog.

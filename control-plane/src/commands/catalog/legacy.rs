@@ -4,14 +4,13 @@
 //! (`ClientPolicy.GetLegacyScanCatalog`, `sitesync_legacy::fetch`) and checked offline.
 
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use indicatif::{ProgressBar, ProgressDrawTarget};
 use serde::Serialize;
 use sitesync_legacy::fetch::{FetchError, Progress};
 use sitesync_legacy::verify::{check_index, verify_dir};
-use sitesync_metadata::Timestamp;
 use sitesync_proto::v1;
 use tonic::Request;
 
@@ -20,7 +19,7 @@ use crate::client::{Node, unary};
 use crate::commands::sync::bar_style;
 use crate::output::{self, OutputFormat, hex};
 use crate::trust::Trust;
-use crate::units::{format_duration, rfc3339_opt};
+use crate::units::{format_duration, now, rfc3339_opt};
 
 /// How long `build-legacy` waits for the build (it goes on at the node if this passes).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(110);
@@ -214,13 +213,6 @@ pub fn verify(
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn now() -> Timestamp {
-    let millis = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    Timestamp(i64::try_from(millis).unwrap_or(i64::MAX))
 }
 
 /// What an index says, as printed.

@@ -58,14 +58,14 @@ impl v1::client_policy_server::ClientPolicy for ClientPolicyService {
                 "this site holds no legacy scan catalog yet: it takes one from its parent once the catalog host has built it"
             }));
         };
-        let built_at = sitesync_legacy::built_at(&held.index);
-        let header = v1::LegacyScanCatalogHeader {
+        let next_refresh_at = sitesync_legacy::built_at(&held.index)
+            .map(|t| timestamp_to_wire(t.saturating_add(self.legacy.refresh())));
+        let header = |total_bytes, start_offset| v1::LegacyScanCatalogHeader {
             version: held.index.build,
             generated_at: held.index.built_at,
-            next_refresh_at: built_at
-                .map(|t| timestamp_to_wire(t.saturating_add(self.legacy.refresh()))),
-            total_bytes: 0,
-            start_offset: 0,
+            next_refresh_at,
+            total_bytes,
+            start_offset,
             catalog_digest: None,
             shard: request.shard.clone(),
         };
@@ -81,11 +81,7 @@ impl v1::client_policy_server::ClientPolicy for ClientPolicyService {
             if offset > total {
                 return Err(beyond_end(offset, total));
             }
-            let header = v1::LegacyScanCatalogHeader {
-                total_bytes: total,
-                start_offset: offset,
-                ..header
-            };
+            let header = header(total, offset);
             tokio::spawn(async move {
                 let sha256 = Sha256::digest(&held.file).to_vec();
                 let mut at = offset as usize;
@@ -117,11 +113,7 @@ impl v1::client_policy_server::ClientPolicy for ClientPolicyService {
             if offset > total {
                 return Err(beyond_end(offset, total));
             }
-            let header = v1::LegacyScanCatalogHeader {
-                total_bytes: total,
-                start_offset: offset,
-                ..header
-            };
+            let header = header(total, offset);
             // Read on a blocking thread: the file stays open, so a rebuild that removes
             // the shard meanwhile does not cut the download short.
             tokio::task::spawn_blocking(move || {

@@ -708,13 +708,13 @@ impl AdminService {
 fn legacy_status(legacy: &LegacyCatalog) -> v1::LegacyCatalogStatus {
     use sha2::Digest as _;
     let status = legacy.status();
-    let (index, index_sha256, total_bytes) = match status.held {
+    let (index_sha256, total_bytes, index) = match status.held {
         Some(held) => (
-            Some(held.index),
             sha2::Sha256::digest(&held.file).to_vec(),
-            held.total_bytes,
+            held.total_bytes(),
+            Some(held.index),
         ),
-        None => (None, Vec::new(), 0),
+        None => (Vec::new(), 0, None),
     };
     v1::LegacyCatalogStatus {
         host: status.host,

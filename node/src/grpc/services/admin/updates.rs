@@ -4,11 +4,12 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use sitesync_metadata::{CategoryType, UpdateId, UpdateType};
+use sitesync_metadata::{CategoryType, UpdateId};
 use sitesync_proto::v1;
 use tonic::Status;
 
 use crate::store::{CatalogStore, UpdateSummary};
+use crate::sync::settings::{CategorySelector, categories_in_store};
 
 /// The superseded set of a store as of a change-log position.
 type SupersededAt = (u64, Arc<HashSet<UpdateId>>);
@@ -65,38 +66,19 @@ pub(super) fn resolve_categories(
     if selectors.is_empty() {
         return Ok(None);
     }
-    let mut wanted_ids = HashSet::new();
-    let mut wanted_names = Vec::new();
-    for selector in selectors {
-        match &selector.by {
+    let selectors = selectors
+        .iter()
+        .map(|selector| match &selector.by {
             Some(v1::category_selector::By::Id(id)) => {
-                wanted_ids.insert(UpdateId::try_from(id.clone())?);
+                Ok(CategorySelector::Id(UpdateId::try_from(id.clone())?))
             }
-            Some(v1::category_selector::By::Name(name)) => wanted_names.push(name.to_lowercase()),
-            None => {
-                return Err(Status::invalid_argument(format!(
-                    "{field}: a selector needs an id or a name"
-                )));
-            }
-        }
-    }
-    let mut found = HashSet::new();
-    let mut after = None;
-    loop {
-        let page = store.summaries(after, 1_000)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id.update_id);
-        for s in page
-            .iter()
-            .filter(|s| s.update_type == UpdateType::Category && of_kind(s.category_type))
-        {
-            if wanted_ids.contains(&s.id.update_id)
-                || wanted_names.contains(&s.title.to_lowercase())
-            {
-                found.insert(s.id.update_id);
-            }
-        }
-    }
+            Some(v1::category_selector::By::Name(name)) => Ok(CategorySelector::Name(name.clone())),
+            None => Err(Status::invalid_argument(format!(
+                "{field}: a selector needs an id or a name"
+            ))),
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    let found = categories_in_store(store, &selectors, of_kind)?;
     if found.is_empty() {
         return Err(Status::not_found(format!(
             "{field}: no such category in this store; `sitesyncctl updates list` shows the categories it holds"
