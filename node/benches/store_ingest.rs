@@ -25,8 +25,7 @@ use sitesync_node::store::backend::open_sled;
 use sitesync_node::store::{CatalogChange, DEFAULT_CACHE_BYTES, NodeDatabase};
 
 // The allocator the node binary uses, so the figures are the product's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+sitesync_node::node_allocator!();
 
 const BATCH: usize = 1_000;
 const ROUNDS: usize = 2;
@@ -37,7 +36,6 @@ struct Document {
 }
 
 fn main() {
-    sitesync_node::allocator::configure();
     let revisions: usize = std::env::var("SITESYNC_BENCH_REVISIONS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -29,12 +29,9 @@ use sitesync_node::store::{CatalogChange, DEFAULT_CACHE_BYTES, NodeDatabase};
 use sitesync_node::sync::manager::{SyncKind, SyncPhase, SyncResult, SyncRun, SyncTrigger};
 
 // The allocator the node binary uses, so the figures are the product's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+sitesync_node::node_allocator!();
 
 fn main() {
-    // Before any thread exists: it may replace the process.
-    sitesync_node::allocator::configure();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,9 +14,8 @@ use sitesync_node::config::{NodeConfig, Overrides};
 use sitesync_node::telemetry::{self, LogFormat};
 use tracing::{info, warn};
 
-// The allocator the store benchmark measures with (node/benches/store_ingest.rs).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// jemalloc, with the settings of `sitesync_node::allocator`.
+sitesync_node::node_allocator!();
 
 /// Runs one sitesync node. Settings come from, in increasing precedence: built-in defaults,
 /// the config file, environment variables, flags.
@@ -157,8 +156,6 @@ impl NodeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    // Before any thread exists: it may replace the process.
-    sitesync_node::allocator::configure();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

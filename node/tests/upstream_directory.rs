@@ -20,8 +20,7 @@ use sitesync_node::upstream::{
 use tempfile::TempDir;
 
 // The allocator the node binary uses, so the timing run measures the product.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+sitesync_node::node_allocator!();
 
 const DEFENDER: &str = "a2fef9b0-7951-4c2c-a42b-9e351dd1c1fe-r200.xml";
 const MICROSOFT: &str = "56309036-4c77-4dd9-951a-99ee9c246a94-r101.xml";

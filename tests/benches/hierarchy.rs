@@ -52,15 +52,12 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status};
 
 // The allocator the node binary uses, so the baseline runs as the product would.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+sitesync_node::node_allocator!();
 
 /// How long any one wait may take before the benchmark gives up.
 const PATIENCE: Duration = Duration::from_secs(1_800);
 
 fn main() {
-    // Before any thread exists: it may replace the process.
-    sitesync_node::allocator::configure();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
