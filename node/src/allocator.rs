@@ -5,19 +5,20 @@
 //! large documents. What matters is how much of the memory those evictions free the
 //! allocator gives back to the system, and how soon. On a top site of 300,000 revisions
 //! building the legacy scan catalog (the same data directory, the node restarted as the
-//! catalog host, three runs each in turns), the process peaked at 287 MiB in every run with
-//! mimalloc (purge delay 0; its page-retention and reclaim options changed nothing) and at
-//! 227–229 MiB with jemalloc set as below; about 154 MiB of that work's allocations are live
-//! at its peak. A first sync of the same 300,000 revisions peaked at about the same size
-//! with either (211–224 MiB) and ended holding 120 MiB with jemalloc against 172 MiB.
+//! catalog host; three runs each, in turns), the process peaked at 286–288 MiB with mimalloc
+//! (purge delay 0; its page-retention and reclaim options changed nothing) and at 197–233
+//! MiB with jemalloc set as below; about 154 MiB of that work's allocations are live at its
+//! peak. A first sync of the same 300,000 revisions (three pairs in turns) took 51.7 s
+//! against 53.8 s (medians), peaked at 220–228 MiB against 218–222 MiB, and ended holding
+//! 125 MiB against 172 MiB.
 //!
 //! - `narenas:2`: jemalloc keeps four arenas per core by default, and memory freed in one
-//!   arena is not reused by threads allocating from another (eight arenas peaked 30–60 MiB
-//!   higher in the same build).
+//!   arena is not reused by threads allocating from another (the default eight arenas here
+//!   peaked at 230 MiB in the same build where two peaked at 196 MiB).
 //! - `dirty_decay_ms:250,muzzy_decay_ms:0`: freed pages go back to the system within a
 //!   quarter of a second rather than over ten seconds, so a sync's or a build's transient
 //!   memory does not add up with the page cache's into the process's peak. Returning them
-//!   at once (0) cost a sync about 7% more time for no lower peak.
+//!   at once (0) made a sync 6–8% slower for no lower peak.
 //!
 //! Transparent huge pages are left to the system's setting (jemalloc asks for none), so
 //! returning pages early does not make every fault zero 2 MiB.

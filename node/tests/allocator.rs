@@ -1,6 +1,6 @@
 //! The node binary runs on jemalloc with the settings `node/src/allocator.rs` gives, built in
 //! from the workspace's `.cargo/config.toml`: a build that lost them would run with
-//! jemalloc's defaults, whose peak memory is 30–60 MiB higher at 300,000 revisions.
+//! jemalloc's defaults, whose peak memory is higher (see that module).
 
 use std::process::Command;
 
