@@ -10,7 +10,10 @@
 //! MiB with jemalloc set as below; about 154 MiB of that work's allocations are live at its
 //! peak. A first sync of the same 300,000 revisions (three pairs in turns) took 51.7 s
 //! against 53.8 s (medians), peaked at 220–228 MiB against 218–222 MiB, and ended holding
-//! 125 MiB against 172 MiB.
+//! 125 MiB against 172 MiB. The in-process sync benchmark (`node/benches/top_site_sync.rs`,
+//! 100,000 revisions, three pairs in turns) ran its first sync in 17.3 s against 20.5 s and
+//! the sync after 100 changes in 0.94 s against 1.15 s (medians), peaking at 119–121 MiB
+//! against 143 MiB.
 //!
 //! - `narenas:2`: jemalloc keeps four arenas per core by default, and memory freed in one
 //!   arena is not reused by threads allocating from another (the default eight arenas here
