@@ -16,8 +16,9 @@
 //! against 143 MiB.
 //!
 //! - `narenas:2`: jemalloc keeps four arenas per core by default, and memory freed in one
-//!   arena is not reused by threads allocating from another (the default eight arenas here
-//!   peaked at 230 MiB in the same build where two peaked at 196 MiB).
+//!   arena is not reused by threads allocating from another (with pages returned at once,
+//!   the default eight arenas here peaked at 230 MiB in the same build where two peaked at
+//!   196 MiB).
 //! - `dirty_decay_ms:250,muzzy_decay_ms:0`: freed pages go back to the system within a
 //!   quarter of a second rather than over ten seconds, so a sync's or a build's transient
 //!   memory does not add up with the page cache's into the process's peak. Returning them
